@@ -1,0 +1,178 @@
+"""Reading and validating LUA checkpoints in the released format.
+
+Accepted sources: a ``torch.save``d dict holding the state dict under ``params_ema``
+(preferred) or ``params`` (BasicSR style), a plain ``torch.save``d state dict, a
+``.safetensors`` file, or an in-memory mapping of any of these. Pickles are read
+with ``weights_only=True``.
+
+Validation is strict: every learned tensor must be present with the shape the
+inferred config implies, nothing unexpected may be present, and the derived
+buffers (``relative_position_index``, training-size ``attn_mask``) are optional but,
+when present, must equal what the spec derives.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .config import LUAConfig
+from .errors import CheckpointError, ConfigError
+from .reference import windows
+
+WRAPPER_KEYS = ("params_ema", "params")
+DERIVED_SUFFIXES = (".attn.relative_position_index", ".attn_mask")
+_MAX_LISTED = 12
+
+
+def is_derived(key: str) -> bool:
+    return key.endswith(DERIVED_SUFFIXES)
+
+
+def _listing(items: list) -> str:
+    shown = ", ".join(map(str, items[:_MAX_LISTED]))
+    return shown + (f", ... ({len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else "")
+
+
+# ----------------------------------------------------------------------- reading
+def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a checkpoint file into a flat state dict (on the CPU, dtype as stored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            obj: Any = load_file(str(path), device="cpu")
+        except Exception as exc:  # safetensors raises its own error types
+            raise CheckpointError(f"{path} is not a readable .safetensors file: {exc}") from exc
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(
+                f"{path} could not be read as a weights-only PyTorch checkpoint ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}). lua_fast only loads tensors, never "
+                "arbitrary pickled objects; convert other formats to .safetensors."
+            ) from exc
+    return unwrap(obj, origin=str(path))
+
+
+def unwrap(obj: Any, origin: str = "state dict") -> dict[str, torch.Tensor]:
+    """Return the flat state dict inside a checkpoint object (``params_ema`` > ``params`` > itself)."""
+    if isinstance(obj, Mapping):
+        for key in WRAPPER_KEYS:
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(
+            f"{origin} is not a LUA checkpoint: expected a dict of tensors (optionally under "
+            f"'params_ema' or 'params'), found a {type(obj).__name__}"
+        )
+    not_tensors = [k for k, v in obj.items() if not isinstance(v, torch.Tensor) or not isinstance(k, str)]
+    if not_tensors or not obj:
+        raise CheckpointError(
+            f"{origin} is not a LUA checkpoint: expected a dict of tensors (optionally under "
+            f"'params_ema' or 'params'); "
+            + (f"entries that are not tensors: {_listing([str(k) for k in not_tensors])}" if obj else "it is empty")
+        )
+    return dict(obj)
+
+
+# -------------------------------------------------------------------- validation
+def expected_shapes(config: LUAConfig) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of the released-format state dict for ``config`` (derived buffers included)."""
+    from .reference import LUA
+
+    with torch.device("meta"):
+        model = LUA(config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def derived_buffers(config: LUAConfig) -> dict[str, torch.Tensor]:
+    """The derived buffers the spec defines for ``config``, computed on the CPU."""
+    index = windows.relative_position_index(config.window_size)
+    size, window = config.img_size, config.window_size
+    out = {}
+    for i, depth in enumerate(config.depths):
+        for j in range(depth):
+            prefix = f"layers.{i}.residual_group.blocks.{j}."
+            out[prefix + "attn.relative_position_index"] = index
+            shift = config.shift_size(j)
+            if shift:
+                out[prefix + "attn_mask"] = windows.build_shift_mask(size, size, window, shift)
+    return out
+
+
+def validate_state_dict(state_dict: Mapping[str, torch.Tensor], config: LUAConfig | None = None):
+    """Check ``state_dict`` against ``config`` (inferred when omitted).
+
+    Returns ``(config, complete_state_dict)`` where missing derived buffers are filled
+    in. Raises :class:`CheckpointError` listing missing / unexpected keys, shape
+    mismatches (key, expected, found), wrong dtypes, non-finite weights, and
+    derived buffers that disagree with the spec.
+    """
+    if config is None:
+        try:
+            config = LUAConfig.from_state_dict(state_dict)
+        except ConfigError as exc:
+            raise CheckpointError(f"not a LUA state dict in the released format: {exc}") from exc
+    expected = expected_shapes(config)
+
+    missing = [k for k in expected if k not in state_dict and not is_derived(k)]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        (k, expected[k], tuple(state_dict[k].shape))
+        for k in expected
+        if k in state_dict and tuple(state_dict[k].shape) != expected[k]
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_listing(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_listing(unexpected)}")
+        if mismatched:
+            parts.append(
+                "shape mismatches (key: expected, found): "
+                + _listing([f"{k}: {tuple(e)}, {tuple(f)}" for k, e, f in mismatched])
+            )
+        raise CheckpointError(
+            f"state dict does not match the LUA layout of {config}: " + "; ".join(parts),
+            missing=missing,
+            unexpected=unexpected,
+            mismatched=mismatched,
+        )
+
+    wrong_dtype = [
+        f"{k} ({v.dtype})"
+        for k, v in state_dict.items()
+        if (v.is_floating_point() == k.endswith("relative_position_index")) or v.is_complex()
+    ]
+    if wrong_dtype:
+        raise CheckpointError(
+            "wrong tensor dtypes (weights must be floating point, relative_position_index integer): "
+            + _listing(wrong_dtype)
+        )
+    non_finite = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if non_finite:
+        raise CheckpointError(f"weights contain NaN or Inf: {_listing(non_finite)}")
+
+    derived = derived_buffers(config)
+    inconsistent = [
+        k for k, v in derived.items() if k in state_dict and not torch.equal(state_dict[k].to(v.dtype).cpu(), v)
+    ]
+    if inconsistent:
+        raise CheckpointError(
+            "derived buffers disagree with the spec (relative position index / shift mask for "
+            f"window {config.window_size}, training size {config.img_size}): {_listing(inconsistent)}"
+        )
+    complete = dict(state_dict)
+    for k, v in derived.items():
+        complete.setdefault(k, v)
+    return config, complete

@@ -1,0 +1,201 @@
+"""The ``lua-fast`` command line (also ``python -m lua_fast``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+LATENTS_KEY = "latents"
+
+
+# ------------------------------------------------------------------ latents I/O
+def read_latents(path: str | Path, key: str = LATENTS_KEY) -> torch.Tensor:
+    """A latents tensor from ``.safetensors`` (under ``key``, or its only tensor) or ``.pt``.
+
+    A ``.pt`` file may hold a tensor or a dict with the tensor under ``key``.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(path))
+    else:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        tensors = {key: obj} if isinstance(obj, torch.Tensor) else obj
+    if not isinstance(tensors, dict):
+        raise ValueError(f"{path} holds a {type(tensors).__name__}, not a tensor or a dict of tensors")
+    if key in tensors:
+        return tensors[key]
+    if len(tensors) == 1:
+        return next(iter(tensors.values()))
+    raise ValueError(f"{path} has no tensor under key {key!r}; it holds {sorted(tensors)} (use --key)")
+
+
+def write_latents(path: str | Path, latents: torch.Tensor, key: str = LATENTS_KEY) -> None:
+    path = Path(path)
+    latents = latents.detach().cpu().contiguous()
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({key: latents}, str(path))
+    else:
+        torch.save({key: latents}, path)
+
+
+# --------------------------------------------------------------------- commands
+def cmd_info(args) -> int:
+    from .info import info
+
+    report = info()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"lua_fast {report['lua_fast']}  (python {report['python']}, {report['platform']})")
+    for name in ("torch", "torch_cuda", "triton", "numpy", "safetensors"):
+        print(f"  {name:12s} {report[name] or ('none (CPU-only build)' if name == 'torch_cuda' else 'not installed')}")
+    print("devices:")
+    print("  cpu")
+    for dev in report["cuda_devices"]:
+        print(f"  cuda:{dev['index']}  {dev['name']} (sm {dev['capability']}, {dev['memory_gib']} GiB)")
+    ext = report["native_extension"]
+    print(f"native extension: {'loaded' if ext['loaded'] else 'not loaded: ' + ext['reason']}")
+    print("backends (device/dtype: status):")
+    for name, table in report["backends"].items():
+        print(f"  {name}")
+        for where, status in table.items():
+            print(f"    {where:22s} {status}")
+    print("auto picks: " + ", ".join(f"{d} -> {b}" for d, b in report["auto_backend"].items()))
+    return 0
+
+
+def cmd_upscale(args) -> int:
+    from . import load
+
+    upscaler = load(args.weights, device=args.device, dtype=args.dtype, backend=args.backend)
+    latents = read_latents(args.input, args.key).to(upscaler.device)
+    out = upscaler.upscale(latents, scale=args.scale, check_finite=not args.no_check_finite)
+    write_latents(args.output, out, args.key)
+    print(
+        f"{tuple(latents.shape)} -> {tuple(out.shape)} x{args.scale} "
+        f"[{upscaler.backend}, {upscaler.device}, {str(upscaler.dtype).removeprefix('torch.')}] -> {args.output}"
+    )
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from safetensors.torch import load_file, save_file
+
+    from . import checkpoint
+
+    if Path(args.output).suffix != ".safetensors":
+        raise ValueError(f"the output must end in .safetensors, got {args.output}")
+    state_dict = checkpoint.read_checkpoint(args.weights)
+    config, _ = checkpoint.validate_state_dict(state_dict)
+    state_dict = {k: v.contiguous() for k, v in state_dict.items()}  # as stored: no added buffers
+    save_file(state_dict, str(args.output), metadata={"format": "pt", "source": Path(args.weights).name})
+    back = load_file(str(args.output))
+    bad = [k for k in state_dict if k not in back or not torch.equal(back[k], state_dict[k])]
+    if bad or len(back) != len(state_dict):
+        raise SystemExit(f"round trip failed for {bad or 'the key set'}; {args.output} is not trustworthy")
+    print(f"wrote {args.output}: {len(back)} tensors, round trip verified bit-exact ({config})")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from . import load
+    from .config import LUAConfig
+    from .reference import LUA
+
+    torch.manual_seed(args.seed)
+    config = LUAConfig.small() if args.small else LUAConfig.flux()
+    size = args.size or (20 if args.small else 32)
+    upscaler = load(LUA(config).state_dict(), device=args.device, dtype=args.dtype, backend=args.backend)
+    latents = torch.randn(args.batch, config.in_channels, size, size + 3, device=upscaler.device)
+    cuda = upscaler.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(upscaler.device)
+    times = []
+    for _ in range(args.repeat + 1):  # the first run warms up
+        if cuda:
+            torch.cuda.synchronize(upscaler.device)
+        start = time.perf_counter()
+        out = upscaler.upscale(latents, scale=args.scale)
+        if cuda:
+            torch.cuda.synchronize(upscaler.device)
+        times.append(time.perf_counter() - start)
+    if cuda:
+        peak = f"{torch.cuda.max_memory_allocated(upscaler.device) / 2**20:.1f} MiB (CUDA allocator peak)"
+    else:
+        import resource
+
+        peak = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MiB (process peak RSS)"
+    params = sum(p.numel() for p in upscaler.model.parameters())
+    print(f"model:   {'small test config' if args.small else 'released FLUX config'}, random weights, "
+          f"{params / 1e6:.2f} M parameters")
+    print(f"backend: {upscaler.backend} on {upscaler.device}, {str(upscaler.dtype).removeprefix('torch.')}")
+    print(f"input:   {tuple(latents.shape)}  ->  output {tuple(out.shape)} (x{args.scale})")
+    print(f"time:    {statistics.median(times[1:]) * 1e3:.1f} ms median of {args.repeat} (after 1 warm-up)")
+    print(f"memory:  {peak}")
+    print(f"output:  mean {out.float().mean():.4f}, std {out.float().std():.4f}, finite {bool(torch.isfinite(out).all())}")
+    return 0
+
+
+# ----------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lua-fast", description="Fast LUA latent upscaling.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="versions, devices, backends and why not")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_info)
+
+    def runtime_options(p):
+        p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
+        p.add_argument("--dtype", default="float32", help="float32, bfloat16, float16 (default: float32)")
+        p.add_argument("--backend", default="auto", help="auto or a backend name from 'lua-fast info'")
+        p.add_argument("--scale", type=int, default=2, help="upscaling factor, 2 or 4 (default: 2)")
+
+    p = sub.add_parser("upscale", help="upscale a latents file")
+    p.add_argument("--weights", required=True, help="LUA checkpoint (.pth/.pt/.safetensors)")
+    p.add_argument("--input", required=True, help=f"latents (.safetensors or .pt) under key '{LATENTS_KEY}'")
+    p.add_argument("--output", required=True, help="where to write the upscaled latents (.safetensors or .pt)")
+    p.add_argument("--key", default=LATENTS_KEY, help=f"tensor key in the input/output files (default: {LATENTS_KEY})")
+    p.add_argument("--no-check-finite", action="store_true", help="skip the NaN/Inf input check")
+    runtime_options(p)
+    p.set_defaults(func=cmd_upscale)
+
+    p = sub.add_parser("convert", help="convert a pickle checkpoint to .safetensors (round trip verified)")
+    p.add_argument("weights", help="source checkpoint (.pth/.pt)")
+    p.add_argument("output", help="destination .safetensors")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("demo", help="upscale a synthetic latent with random weights (no download)")
+    p.add_argument("--small", action="store_true", help="a small config instead of the released one")
+    p.add_argument("--size", type=int, default=0, help="latent height (width is height+3)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--repeat", type=int, default=2, help="timed runs after one warm-up")
+    p.add_argument("--seed", type=int, default=0)
+    runtime_options(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import LuaFastError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (LuaFastError, FileNotFoundError, ValueError) as exc:
+        print(f"lua-fast {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,53 @@
+"""Exceptions raised by lua_fast.
+
+Every error a user can cause derives from :class:`LuaFastError` and also from the
+builtin class that describes it best (``ValueError``, ``RuntimeError``), so generic
+``except ValueError`` handlers keep working.
+"""
+
+from __future__ import annotations
+
+
+class LuaFastError(Exception):
+    """Base class of every lua_fast error."""
+
+
+class ConfigError(LuaFastError, ValueError):
+    """A configuration is invalid, or cannot be read back from a state dict."""
+
+
+class CheckpointError(LuaFastError, ValueError):
+    """A checkpoint file or state dict does not hold LUA weights in the released format.
+
+    ``missing``, ``unexpected`` and ``mismatched`` list what is wrong so callers can
+    act on it programmatically; the message lists them too.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        missing: list[str] | None = None,
+        unexpected: list[str] | None = None,
+        mismatched: list[tuple[str, tuple, tuple]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.missing = list(missing or [])
+        self.unexpected = list(unexpected or [])
+        self.mismatched = list(mismatched or [])
+
+
+class InputError(LuaFastError, ValueError):
+    """Latents passed to ``upscale`` cannot be upscaled as given."""
+
+
+class NonFiniteInputError(InputError):
+    """The latents contain NaN or Inf values."""
+
+
+class BackendUnavailableError(LuaFastError, RuntimeError):
+    """A backend was requested that cannot run here; ``reasons`` says why."""
+
+    def __init__(self, message: str, reasons: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.reasons = dict(reasons or {})

@@ -1,0 +1,46 @@
+"""Padding latents to a window multiple, shared by every backend.
+
+The released code reflect-pads the bottom/right of the latent to the next multiple
+of the window (``F.pad(x, (0, pw, 0, ph), mode="reflect")``) and crops the output.
+Reflection is undefined when the pad is not smaller than the side (a 5-pixel side
+needs 11 pixels of padding with window 16) and the released code crashes there.
+
+lua_fast instead extends such sides by *repeated* mirror reflection: the periodic
+even extension of the signal (period ``2 * (side - 1)``). Wherever reflect padding
+is defined this gives exactly the same values, so ordinary inputs keep the released
+numerics; a side of length 1 has no mirror axis and is replicated.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def pad_amount(size: int, window: int) -> int:
+    return (window - size % window) % window
+
+
+def mirror_indices(size: int, padded: int, device: torch.device) -> torch.Tensor:
+    """Source index for each of ``padded`` output positions along a side of ``size``."""
+    idx = torch.arange(padded, device=device)
+    if size == 1:
+        return torch.zeros_like(idx)
+    period = 2 * (size - 1)
+    idx = idx % period
+    return torch.where(idx < size, idx, period - idx)
+
+
+def pad_to_window_multiple(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Pad (B, C, H, W) bottom/right to multiples of ``window`` (see module docstring)."""
+    height, width = x.shape[-2:]
+    ph, pw = pad_amount(height, window), pad_amount(width, window)
+    if ph == 0 and pw == 0:
+        return x
+    if ph < height and pw < width:
+        # The released operation itself, where it is defined.
+        return torch.nn.functional.pad(x, (0, pw, 0, ph), mode="reflect")
+    if ph:
+        x = x.index_select(-2, mirror_indices(height, height + ph, x.device))
+    if pw:
+        x = x.index_select(-1, mirror_indices(width, width + pw, x.device))
+    return x

@@ -1,0 +1,102 @@
+"""Shifted-window bookkeeping exactly as the spec defines it.
+
+These are the reference compositions (torch.roll + view/permute + region
+labelling) that fused kernels are tested against. Shift masks are built on the
+requested device with tensor ops and cached per (H, W, window, shift, device,
+dtype), so no forward pass rebuilds them on the CPU.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import torch
+
+MASK_VALUE = -100.0  # the released value for token pairs from different regions (not -inf)
+
+
+def relative_position_index(window: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """(N, N) int64: ``(ya - yb + ws - 1) * (2ws - 1) + (xa - xb + ws - 1)``."""
+    ys, xs = torch.meshgrid(
+        torch.arange(window, device=device), torch.arange(window, device=device), indexing="ij"
+    )
+    ys, xs = ys.flatten(), xs.flatten()
+    dy = ys[:, None] - ys[None, :] + window - 1
+    dx = xs[:, None] - xs[None, :] + window - 1
+    return dy * (2 * window - 1) + dx
+
+
+def region_labels(height: int, width: int, window: int, shift: int, device=None) -> torch.Tensor:
+    """(H, W) int64 region label of each pixel of the un-rolled grid: 3 * row_region + col_region.
+
+    Rows split into [0, H-ws), [H-ws, H-shift), [H-shift, H); columns likewise.
+    """
+    rows = torch.arange(height, device=device)
+    cols = torch.arange(width, device=device)
+    row_region = (rows >= height - window).long() + (rows >= height - shift).long()
+    col_region = (cols >= width - window).long() + (cols >= width - shift).long()
+    return 3 * row_region[:, None] + col_region[None, :]
+
+
+def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """(B, H, W, C) -> (B * nW, ws * ws, C); windows row-major over the grid, tokens row-major."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // window, window, w // window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window * window, c)
+
+
+def window_reverse(windows: torch.Tensor, window: int, height: int, width: int) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: (B * nW, ws * ws, C) -> (B, H, W, C)."""
+    c = windows.shape[-1]
+    x = windows.view(-1, height // window, width // window, window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, height, width, c)
+
+
+def build_shift_mask(height: int, width: int, window: int, shift: int, *, device=None, dtype=torch.float32):
+    """(nW, N, N) additive mask: 0 within a region, -100 across regions."""
+    labels = region_labels(height, width, window, shift, device)
+    labels = torch.roll(labels, shifts=(-shift, -shift), dims=(0, 1))
+    labels = window_partition(labels[None, :, :, None], window).squeeze(-1)  # (nW, N)
+    differ = labels[:, :, None] != labels[:, None, :]
+    zero = torch.zeros((), device=labels.device, dtype=dtype)
+    return torch.where(differ, torch.full((), MASK_VALUE, device=labels.device, dtype=dtype), zero)
+
+
+class _MaskCache:
+    """A small thread-safe LRU of shift masks keyed by geometry, device and dtype."""
+
+    def __init__(self, capacity: int = 64) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, height, width, window, shift, device, dtype) -> torch.Tensor:
+        device = torch.device(device)
+        key = (height, width, window, shift, device, dtype)
+        with self._lock:
+            mask = self._items.get(key)
+            if mask is not None:
+                self._items.move_to_end(key)
+                return mask
+        mask = build_shift_mask(height, width, window, shift, device=device, dtype=dtype)
+        with self._lock:
+            self._items[key] = mask
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return mask
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+mask_cache = _MaskCache()
+
+
+def shift_mask(height: int, width: int, window: int, shift: int, *, device, dtype) -> torch.Tensor:
+    """Cached :func:`build_shift_mask` on ``device`` in ``dtype``."""
+    return mask_cache.get(height, width, window, shift, device, dtype)

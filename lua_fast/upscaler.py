@@ -1,0 +1,157 @@
+"""The public API: ``lua_fast.load(...)`` returns an :class:`Upscaler`."""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Mapping, Union
+
+import torch
+
+from . import checkpoint, dispatch
+from .config import LUAConfig
+from .errors import InputError, NonFiniteInputError
+from .reference import LUA
+
+DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "float64": torch.float64, "fp64": torch.float64, "double": torch.float64,
+}  # fmt: skip
+
+Source = Union[str, os.PathLike, Mapping[str, torch.Tensor]]
+
+
+def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise ValueError(f"unsupported model dtype {dtype}; use one of float32, bfloat16, float16, float64")
+        return dtype
+    try:
+        return DTYPES[str(dtype).lower().removeprefix("torch.")]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}") from None
+
+
+def parse_device(device: torch.device | str) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device} requested but CUDA is not available in this PyTorch build")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+class Upscaler:
+    """A loaded LUA model bound to a device, dtype and backend.
+
+    ``upscale(latents, scale=2)`` takes raw VAE latents (B, C, H, W) and returns
+    (B, C, s*H, s*W) in the upscaler's dtype on its device; ``scale=(2, 4)``
+    returns ``{2: ..., 4: ...}`` from a single trunk pass.
+    """
+
+    def __init__(self, model: LUA, backend: dispatch.Backend, device: torch.device, dtype: torch.dtype):
+        self.model = model
+        self.config: LUAConfig = model.config
+        self.backend: str = backend.name
+        self.device = device
+        self.dtype = dtype
+        self._runner = backend.build(model)
+
+    def __repr__(self) -> str:
+        return (
+            f"Upscaler(backend={self.backend!r}, device={self.device}, dtype={self.dtype}, "
+            f"scales={self.config.scales}, channels={self.config.in_channels})"
+        )
+
+    def _scales(self, scale) -> tuple[tuple[int, ...], bool]:
+        single = not isinstance(scale, (tuple, list))
+        scales = (scale,) if single else tuple(scale)
+        bad = [s for s in scales if isinstance(s, bool) or not isinstance(s, int) or s not in self.config.scales]
+        if bad or not scales:
+            raise InputError(
+                f"unsupported scale {scale!r}: this model has heads for scales {self.config.scales} "
+                "(pass one of them, or a tuple of them)"
+            )
+        return scales, single
+
+    def check_latents(self, latents: torch.Tensor, *, check_finite: bool = True) -> None:
+        """Raise :class:`InputError` if ``latents`` cannot be upscaled as given."""
+        if not isinstance(latents, torch.Tensor):
+            raise InputError(f"latents must be a torch.Tensor, got {type(latents).__name__}")
+        if latents.dim() != 4:
+            raise InputError(
+                f"latents must be 4-D (batch, channels, height, width), got shape {tuple(latents.shape)}"
+                + ("; add a batch dimension with latents[None], or unpack FLUX's packed (B, seq, 64) "
+                   "latents first" if latents.dim() == 3 else "")
+            )
+        if not latents.is_floating_point():
+            raise InputError(f"latents must be a floating-point tensor, got dtype {latents.dtype}")
+        b, c, h, w = latents.shape
+        if c != self.config.in_channels:
+            raise InputError(f"latents have {c} channels but this model expects {self.config.in_channels}")
+        if b == 0 or h == 0 or w == 0:
+            raise InputError(f"latents must have a non-empty batch and sides, got shape {tuple(latents.shape)}")
+        if latents.device != self.device:
+            raise InputError(
+                f"latents are on {latents.device} but the upscaler is on {self.device}; "
+                f"move them with latents.to('{self.device}')"
+            )
+        if check_finite:
+            bad = (~torch.isfinite(latents)).sum().item()
+            if bad:
+                raise NonFiniteInputError(
+                    f"latents contain {bad} NaN/Inf value(s) out of {latents.numel()}; the output would be "
+                    "meaningless (pass check_finite=False to skip this check)"
+                )
+
+    @torch.inference_mode()
+    def upscale(
+        self, latents: torch.Tensor, scale: int | Iterable[int] = 2, *, check_finite: bool = True
+    ) -> torch.Tensor | dict[int, torch.Tensor]:
+        """Upscale raw VAE latents by ``scale`` (2 or 4 for the released model).
+
+        Floating inputs of another dtype are cast to the upscaler's dtype. NaN or
+        Inf in the input raise :class:`NonFiniteInputError` unless
+        ``check_finite=False`` (the check synchronises with the device once).
+        """
+        scales, single = self._scales(scale)
+        self.check_latents(latents, check_finite=check_finite)
+        outputs = self._runner(latents.to(self.dtype), scales)
+        outputs = {s: outputs[s].contiguous() for s in scales}
+        return outputs[scales[0]] if single else outputs
+
+    __call__ = upscale
+
+
+def load(
+    source: Source,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | str = torch.float32,
+    backend: str = "auto",
+) -> Upscaler:
+    """Load LUA weights and return an :class:`Upscaler`.
+
+    ``source``: a path to ``.pth``/``.pt`` (state dict, optionally under
+    ``params_ema``/``params``) or ``.safetensors``, or an in-memory state dict.
+    The config is inferred from keys and shapes and the weights validated strictly.
+    """
+    device, dtype = parse_device(device), parse_dtype(dtype)
+    chosen = dispatch.select_backend(backend, device, dtype)  # fail before reading weights
+    if isinstance(source, (str, os.PathLike)):
+        state_dict = checkpoint.read_checkpoint(source)
+    else:
+        state_dict = checkpoint.unwrap(source, origin="the given state dict")
+    config, state_dict = checkpoint.validate_state_dict(state_dict)
+    with torch.device("meta"):
+        model = LUA(config)
+    # Copy straight to the target device/dtype; indices stay integer.
+    state_dict = {
+        k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype, copy=True)
+        for k, v in state_dict.items()
+    }
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    model.eval().requires_grad_(False)
+    return Upscaler(model, chosen, device, dtype)

@@ -1,0 +1,46 @@
+import pytest
+import torch
+
+from lua_fast import LUAConfig
+from lua_fast.reference import LUA
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out, ref = out.double(), ref.double()
+    return ((out - ref).norm() / ref.norm()).item()
+
+
+def random_state_dict(config: LUAConfig, seed: int = 0, table_std: float = 1.0) -> dict:
+    """Released-format state dict with every learned tensor randomised.
+
+    Larger-than-init bias tables and norms make the relative position bias, the
+    norms and the biases matter, so a wrong index or a dropped term shows.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    model = LUA(config)
+    sd = {}
+    for key, value in model.state_dict().items():
+        if key.endswith(("relative_position_index", "attn_mask")):
+            sd[key] = value.clone()
+        elif key.endswith("relative_position_bias_table"):
+            sd[key] = table_std * torch.randn(value.shape, generator=gen)
+        elif "norm" in key and key.endswith("weight"):
+            sd[key] = 1.0 + 0.2 * torch.randn(value.shape, generator=gen)
+        elif key.endswith("bias"):
+            sd[key] = 0.1 * torch.randn(value.shape, generator=gen)
+        else:
+            fan_in = value[0].numel()
+            sd[key] = torch.randn(value.shape, generator=gen) / fan_in**0.5
+    return sd
+
+
+TINY = dict(embed_dim=16, depths=(2, 2), num_heads=(2, 4), window_size=4, head_width=8, img_size=8)
+
+
+def tiny_config(channels: int = 4, **overrides) -> LUAConfig:
+    return LUAConfig(in_channels=channels, out_channels=channels, **{**TINY, **overrides})
+
+
+@pytest.fixture
+def tiny():
+    return tiny_config()

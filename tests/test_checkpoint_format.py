@@ -1,0 +1,110 @@
+"""Released checkpoint format: keys, shapes, wrappers, safetensors, derived buffers."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import lua_fast
+from lua_fast import LUAConfig
+from lua_fast.checkpoint import expected_shapes
+from lua_fast.reference import LUA
+from spec_layout import released_layout
+from conftest import random_state_dict, tiny_config
+
+
+def test_released_layout_matches_spec_table():
+    expected = released_layout()
+    assert len(expected) == 556
+    with torch.device("meta"):
+        model = LUA(LUAConfig.flux())
+    got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert got == expected
+    assert list(got) == list(expected_shapes(LUAConfig.flux()))
+    n_params = sum(p.numel() for p in model.parameters())
+    assert 54.8e6 < n_params < 55.0e6
+    assert model.state_dict()["layers.0.residual_group.blocks.0.attn.relative_position_index"].dtype == torch.int64
+
+
+def test_sdxl_layout_matches_spec_table():
+    with torch.device("meta"):
+        model = LUA(LUAConfig.sdxl())
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == released_layout(c_in=4, c_out=4)
+
+
+def test_released_config_loads_strictly_from_a_spec_built_state_dict():
+    """A 556-entry state dict built from the spec table (zeros + correct derived buffers)."""
+    layout = released_layout()
+    derived = lua_fast.checkpoint.derived_buffers(LUAConfig.flux())
+    sd = {k: derived[k] if k in derived else torch.zeros(v) for k, v in layout.items()}
+    up = lua_fast.load({"params_ema": sd})
+    assert up.config == LUAConfig.flux()
+    assert up.backend == "reference" and up.dtype == torch.float32 and up.device == torch.device("cpu")
+    out = up.upscale(torch.randn(1, 16, 3, 5), scale=(2, 4))
+    assert out[2].shape == (1, 16, 6, 10) and out[4].shape == (1, 16, 12, 20)
+    assert torch.count_nonzero(out[4]) == 0  # all-zero weights give zeros
+
+
+@pytest.fixture
+def tiny_sd():
+    return random_state_dict(tiny_config(), seed=21)
+
+
+def _assert_same_model(up, sd):
+    x = torch.randn(1, 4, 9, 6, generator=torch.Generator().manual_seed(0))
+    ref = lua_fast.load(sd).upscale(x, scale=(2, 4))
+    out = up.upscale(x, scale=(2, 4))
+    for s in (2, 4):
+        assert torch.equal(out[s], ref[s])
+
+
+@pytest.mark.parametrize("wrapper", ["params_ema", "params", None])
+def test_pickle_wrappers(tmp_path, tiny_sd, wrapper):
+    path = tmp_path / "lua.pth"
+    torch.save({wrapper: tiny_sd, "iter": torch.tensor(5)} if wrapper else tiny_sd, path)
+    _assert_same_model(lua_fast.load(path), tiny_sd)
+    _assert_same_model(lua_fast.load(str(path)), tiny_sd)
+
+
+def test_params_ema_is_preferred_over_params(tmp_path, tiny_sd):
+    other = random_state_dict(tiny_config(), seed=99)
+    path = tmp_path / "both.pth"
+    torch.save({"params": other, "params_ema": tiny_sd}, path)
+    _assert_same_model(lua_fast.load(path), tiny_sd)
+
+
+def test_safetensors(tmp_path, tiny_sd):
+    path = tmp_path / "lua.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_sd.items()}, str(path))
+    _assert_same_model(lua_fast.load(path), tiny_sd)
+
+
+def test_derived_buffers_are_optional(tiny_sd):
+    learned = {k: v for k, v in tiny_sd.items() if not k.endswith(("relative_position_index", "attn_mask"))}
+    assert len(learned) < len(tiny_sd)
+    _assert_same_model(lua_fast.load(learned), tiny_sd)
+
+
+def test_half_precision_checkpoint_is_upcast(tiny_sd):
+    half = {k: v.half() if v.is_floating_point() else v for k, v in tiny_sd.items()}
+    up = lua_fast.load(half)
+    assert up.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in up.model.parameters())
+    rounded = {k: v.float() if v.is_floating_point() else v for k, v in half.items()}
+    _assert_same_model(up, rounded)
+
+
+def test_load_does_not_alias_the_callers_tensors(tiny_sd):
+    up = lua_fast.load(tiny_sd)
+    x = torch.randn(1, 4, 8, 8)
+    before = up.upscale(x)
+    tiny_sd["conv_first.weight"].add_(1.0)
+    assert torch.equal(up.upscale(x), before)
+
+
+def test_module_strict_load_of_released_format(tiny_sd):
+    model = LUA(tiny_config())
+    result = model.load_state_dict(tiny_sd, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    x = torch.randn(1, 4, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(x)[2], lua_fast.load(tiny_sd).upscale(x))

@@ -1,0 +1,79 @@
+"""The lua-fast command line: info, demo, convert, upscale."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import lua_fast
+from lua_fast.cli import main
+from conftest import random_state_dict, tiny_config
+
+
+def test_info_json(capsys):
+    assert main(["info", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["lua_fast"] == lua_fast.__version__
+    assert report["torch"] == torch.__version__
+    assert report["backends"]["reference"]["cpu/float32"] == "available"
+    assert report["auto_backend"]["cpu"] == "reference"
+    assert "reason" in report["native_extension"]
+
+
+def test_python_dash_m_info_and_demo_small():
+    out = subprocess.run([sys.executable, "-m", "lua_fast", "info"], capture_output=True, text=True, check=True)
+    assert "backends" in out.stdout and "reference" in out.stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "lua_fast", "demo", "--small"], capture_output=True, text=True, check=True
+    )
+    assert "(1, 16, 20, 23)  ->  output (1, 16, 40, 46)" in out.stdout
+    assert "backend: reference on cpu" in out.stdout and "ms median" in out.stdout and "MiB" in out.stdout
+
+
+@pytest.mark.skipif(shutil.which("lua-fast") is None, reason="console script not on PATH (package not installed)")
+def test_console_script():
+    out = subprocess.run(["lua-fast", "demo", "--small", "--scale", "4", "--repeat", "1"],
+                         capture_output=True, text=True, check=True)
+    assert "output (1, 16, 80, 92) (x4)" in out.stdout
+
+
+def test_convert_then_upscale_both_formats(tmp_path, capsys):
+    sd = random_state_dict(tiny_config(), seed=4)
+    pth, st = tmp_path / "lua.pth", tmp_path / "lua.safetensors"
+    torch.save({"params_ema": sd}, pth)
+    assert main(["convert", str(pth), str(st)]) == 0
+    assert "round trip verified" in capsys.readouterr().out
+    back = load_file(str(st))
+    assert set(back) == set(sd) and all(torch.equal(back[k], sd[k]) for k in sd)
+
+    latents = torch.randn(2, 4, 7, 9)
+    save_file({"latents": latents}, str(tmp_path / "in.safetensors"))
+    torch.save(latents, tmp_path / "in.pt")
+    outputs = []
+    for weights, inp, out in [(pth, "in.safetensors", "a.safetensors"), (st, "in.pt", "b.pt")]:
+        args = ["upscale", "--weights", str(weights), "--input", str(tmp_path / inp),
+                "--output", str(tmp_path / out), "--scale", "4"]
+        assert main(args) == 0
+        outputs.append(lua_fast.cli.read_latents(tmp_path / out))
+    expected = lua_fast.load(sd).upscale(latents, scale=4)
+    assert torch.equal(outputs[0], expected) and torch.equal(outputs[1], expected)
+
+
+def test_cli_errors_are_reported_with_exit_code_2(tmp_path, capsys):
+    bad = tmp_path / "bad.pth"
+    torch.save([1, 2], bad)
+    assert main(["convert", str(bad), str(tmp_path / "o.safetensors")]) == 2
+    assert "not a LUA checkpoint" in capsys.readouterr().err
+    sd = random_state_dict(tiny_config(), seed=4)
+    torch.save(sd, tmp_path / "w.pth")
+    save_file({"a": torch.zeros(1, 4, 4, 4), "b": torch.zeros(1)}, str(tmp_path / "two.safetensors"))
+    args = ["upscale", "--weights", str(tmp_path / "w.pth"), "--input", str(tmp_path / "two.safetensors"),
+            "--output", str(tmp_path / "o.pt")]
+    assert main(args) == 2
+    assert "no tensor under key 'latents'" in capsys.readouterr().err
+    assert main(args + ["--key", "a", "--scale", "3"]) == 2
+    assert "unsupported scale 3" in capsys.readouterr().err

@@ -1,0 +1,106 @@
+"""LUAConfig presets, validation and inference from state dicts."""
+
+import pytest
+import torch
+
+from lua_fast import ConfigError, LUAConfig
+from lua_fast.checkpoint import expected_shapes
+from conftest import random_state_dict, tiny_config
+
+
+def meta_state_dict(config):
+    return {k: torch.empty(v, device="meta") for k, v in expected_shapes(config).items()}
+
+
+def test_presets():
+    flux = LUAConfig.flux()
+    assert (flux.in_channels, flux.out_channels, flux.embed_dim) == (16, 16, 360)
+    assert flux.depths == (6,) * 6 and flux.num_heads == (12,) * 6
+    assert (flux.window_size, flux.mlp_ratio, flux.head_width, flux.img_size) == (16, 2.0, 256, 32)
+    assert flux.heads == (("x2", 2), ("x4", 4)) and flux.scales == (2, 4)
+    assert flux.embed_dim // flux.num_heads[0] == 30
+    sdxl = LUAConfig.sdxl()
+    assert (sdxl.in_channels, sdxl.out_channels) == (4, 4)
+    assert sdxl.embed_dim == 360 and sdxl.depths == flux.depths
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        LUAConfig.flux(),
+        LUAConfig.sdxl(),
+        LUAConfig.small(),
+        tiny_config(3, depths=(1,), num_heads=(4,)),
+        tiny_config(4, depths=(3, 2, 1), num_heads=(1, 2, 4), mlp_ratio=1.5),
+        tiny_config(16, window_size=2, img_size=6, heads=(("x2", 2),)),
+        tiny_config(16, heads=(("x4", 4),), head_width=12, mlp_ratio=4.0),
+        tiny_config(8, heads=(("x2", 2), ("x4", 4), ("x8", 8)), window_size=8, img_size=24),
+        tiny_config(4, heads={"up": 2}),
+    ],
+    ids=lambda c: f"D{c.embed_dim}-d{c.depths}-h{c.num_heads}-w{c.window_size}-{c.heads}",
+)
+def test_from_state_dict_round_trip(config):
+    inferred = LUAConfig.from_state_dict(meta_state_dict(config))
+    if not any(d > 1 for d in config.depths):  # no shifted block: no mask to read img_size from
+        config = LUAConfig(**{**config.to_dict(), "img_size": None})
+    assert inferred == config
+
+
+def test_derived_buffers_are_not_needed_for_inference():
+    config = LUAConfig.small()
+    sd = {k: v for k, v in meta_state_dict(config).items() if not k.endswith(("_index", "attn_mask"))}
+    assert LUAConfig.from_state_dict(sd) == LUAConfig(**{**config.to_dict(), "img_size": None})
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(embed_dim=30, num_heads=(4,), depths=(2,)), "not divisible"),
+        (dict(depths=(2, 2), num_heads=(2,)), "num_heads has 1 entries"),
+        (dict(heads=(("x3", 3),)), "powers of two"),
+        (dict(heads=(("x2", 2), ("y2", 2))), "unique"),
+        (dict(window_size=16, img_size=24), "multiple of window_size"),
+        (dict(window_size=16, img_size=16), "larger than it"),
+        (dict(depths=()), "depths"),
+        (dict(mlp_ratio=0.0), "mlp_ratio"),
+    ],
+)
+def test_invalid_configs(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        LUAConfig(**kwargs)
+
+
+def _tiny_sd():
+    return random_state_dict(tiny_config())
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda sd: sd.pop("conv_first.weight"), "conv_first.weight"),
+        (lambda sd: [sd.pop(k) for k in list(sd) if k.startswith("heads.")], "no 'heads"),
+        (lambda sd: [sd.pop(k) for k in list(sd) if k.startswith("layers.")], "no 'layers"),
+        (
+            lambda sd: sd.__setitem__(
+                "layers.1.residual_group.blocks.1.attn.relative_position_bias_table", torch.zeros(49, 3)
+            ),
+            r"layers.1 mixes head counts",
+        ),
+        (lambda sd: sd.__setitem__("heads.x2.upsample.2.weight", torch.zeros(32, 8, 3, 3)), "'x2' has 2 upsample"),
+        (lambda sd: sd.__setitem__("heads.x2.conv_before.0.weight", torch.zeros(9, 16, 3, 3)), "feature width"),
+        (lambda sd: sd.__setitem__("heads.x4.conv_last.weight", torch.zeros(3, 8, 3, 3)), "output channels"),
+        (
+            lambda sd: [sd.pop(k) for k in list(sd) if k.startswith("layers.1.residual_group.blocks.0.")],
+            r"block indices of layers.1",
+        ),
+        (
+            lambda sd: sd.__setitem__("layers.0.residual_group.blocks.1.attn_mask", torch.zeros(3, 16, 16)),
+            "not a square training size",
+        ),
+    ],
+)
+def test_from_state_dict_names_the_inconsistency(mutate, match):
+    sd = _tiny_sd()
+    mutate(sd)
+    with pytest.raises(ConfigError, match=match):
+        LUAConfig.from_state_dict(sd)

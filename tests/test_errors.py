@@ -1,0 +1,170 @@
+"""Every error a user can cause is reported clearly (deliverable 5)."""
+
+import pickle
+
+import pytest
+import torch
+
+import lua_fast
+from lua_fast import BackendUnavailableError, CheckpointError, InputError, NonFiniteInputError
+from conftest import random_state_dict, tiny_config
+
+BLOCK = "layers.0.residual_group.blocks.1."
+
+
+@pytest.fixture
+def sd():
+    return random_state_dict(tiny_config(), seed=1)
+
+
+@pytest.fixture(scope="module")
+def up():
+    return lua_fast.load(random_state_dict(tiny_config(), seed=2))
+
+
+# ---------------------------------------------------------------- checkpoints
+def test_missing_keys_are_listed(sd):
+    del sd[BLOCK + "mlp.fc1.bias"], sd["norm.weight"]
+    with pytest.raises(CheckpointError, match="missing keys") as info:
+        lua_fast.load(sd)
+    assert set(info.value.missing) == {BLOCK + "mlp.fc1.bias", "norm.weight"}
+    assert BLOCK + "mlp.fc1.bias" in str(info.value) and "norm.weight" in str(info.value)
+
+
+def test_unexpected_keys_are_listed(sd):
+    sd["layers.0.residual_group.blocks.0.attn.extra"] = torch.zeros(1)
+    sd["module.head"] = torch.zeros(1)
+    with pytest.raises(CheckpointError, match="unexpected keys") as info:
+        lua_fast.load(sd)
+    assert set(info.value.unexpected) == {"layers.0.residual_group.blocks.0.attn.extra", "module.head"}
+
+
+def test_shape_mismatch_names_key_expected_and_found(sd):
+    sd[BLOCK + "attn.proj.weight"] = torch.zeros(16, 15)
+    with pytest.raises(CheckpointError, match=r"attn.proj.weight: \(16, 16\), \(16, 15\)") as info:
+        lua_fast.load(sd)
+    assert info.value.mismatched == [(BLOCK + "attn.proj.weight", (16, 16), (16, 15))]
+
+
+@pytest.mark.parametrize("key", ["attn.relative_position_index", "attn_mask"])
+def test_inconsistent_derived_buffers(sd, key):
+    sd[BLOCK + key] = sd[BLOCK + key].clone()
+    sd[BLOCK + key].view(-1)[3] += 1
+    with pytest.raises(CheckpointError, match="derived buffers disagree") as info:
+        lua_fast.load(sd)
+    assert BLOCK + key in str(info.value)
+
+
+def test_wrong_dtypes_and_non_finite_weights(sd):
+    bad = dict(sd)
+    bad[BLOCK + "attn.relative_position_index"] = bad[BLOCK + "attn.relative_position_index"].float()
+    bad["norm.bias"] = bad["norm.bias"].long()
+    with pytest.raises(CheckpointError, match="wrong tensor dtypes"):
+        lua_fast.load(bad)
+    sd["conv_first.weight"][0, 0, 0, 0] = float("nan")
+    with pytest.raises(CheckpointError, match="NaN or Inf: conv_first.weight"):
+        lua_fast.load(sd)
+
+
+class NotATensor:
+    pass
+
+
+@pytest.mark.parametrize(
+    "payload, match",
+    [
+        ([1, 2, 3], "found a list"),
+        ({"epoch": 3, "params": [1]}, "entries that are not tensors: epoch, params"),
+        ({}, "it is empty"),
+        ({"a": torch.zeros(2)}, "not a LUA state dict"),
+    ],
+)
+def test_pickles_that_are_not_checkpoints(tmp_path, payload, match):
+    path = tmp_path / "x.pth"
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=match):
+        lua_fast.load(path)
+
+
+def test_arbitrary_objects_are_refused_not_unpickled(tmp_path):
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"params": NotATensor()}, f)
+    with pytest.raises(CheckpointError, match="weights-only"):
+        lua_fast.load(path)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(CheckpointError, match="weights-only"):
+        lua_fast.load(garbage)
+    bad_st = tmp_path / "bad.safetensors"
+    bad_st.write_bytes(b"\x00" * 16)
+    with pytest.raises(CheckpointError, match="safetensors"):
+        lua_fast.load(bad_st)
+    with pytest.raises(FileNotFoundError):
+        lua_fast.load(tmp_path / "missing.pth")
+
+
+def test_bad_backend_dtype_device(sd):
+    with pytest.raises(BackendUnavailableError, match="unknown backend 'nope'"):
+        lua_fast.load(sd, backend="nope")
+    with pytest.raises(ValueError, match="unknown dtype"):
+        lua_fast.load(sd, dtype="float8")
+    with pytest.raises(ValueError, match="unsupported model dtype"):
+        lua_fast.load(sd, dtype=torch.int32)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            lua_fast.load(sd, device="cuda")
+
+
+# -------------------------------------------------------------------- latents
+@pytest.mark.parametrize(
+    "latents, match",
+    [
+        (torch.randn(4, 8, 8), "4-D .* latents\\[None\\]"),
+        (torch.randn(1, 1, 4, 8, 8), "4-D"),
+        (torch.randn(1, 16, 8, 8), "16 channels but this model expects 4"),
+        (torch.ones(1, 4, 8, 8, dtype=torch.int64), "floating-point .* torch.int64"),
+        (torch.ones(1, 4, 8, 8, dtype=torch.bool), "floating-point .* torch.bool"),
+        (torch.ones(1, 4, 8, 8, dtype=torch.complex64), "floating-point"),
+        (torch.randn(0, 4, 8, 8), "non-empty"),
+        (torch.randn(1, 4, 0, 8), "non-empty"),
+        (torch.randn(1, 4, 8, 0), "non-empty"),
+        (torch.randn(1, 4, 8, 8, device="meta"), "on meta but the upscaler is on cpu"),
+        ([[1.0]], "must be a torch.Tensor"),
+    ],
+)
+def test_bad_latents(up, latents, match):
+    with pytest.raises(InputError, match=match):
+        up.upscale(latents)
+
+
+@pytest.mark.parametrize("scale", [3, 8, 1, (2, 3), (), True, "2", 2.0])
+def test_unsupported_scale(up, scale):
+    with pytest.raises(InputError, match="unsupported scale"):
+        up.upscale(torch.randn(1, 4, 8, 8), scale=scale)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_latents_raise(up, value):
+    x = torch.randn(1, 4, 8, 8)
+    x[0, 1, 2, 3] = value
+    with pytest.raises(NonFiniteInputError, match="1 NaN/Inf value"):
+        up.upscale(x)
+    out = up.upscale(x, check_finite=False)  # the caller opted out: no check, output is not finite
+    assert not torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 3), (2, 5), (3, 3), (5, 1)])
+def test_sides_too_small_for_reflect_padding_are_mirror_extended(up, size):
+    """Window 4: sides 1..3 need pads >= side, where the released code crashes."""
+    x = torch.randn(2, 4, *size)
+    out = up.upscale(x, scale=(2, 4))
+    assert out[2].shape == (2, 4, 2 * size[0], 2 * size[1])
+    assert out[4].shape == (2, 4, 4 * size[0], 4 * size[1])
+    assert torch.isfinite(out[4]).all()
+    # Same as upscaling the explicitly mirror-extended input and cropping.
+    from lua_fast.padding import pad_to_window_multiple
+
+    padded = pad_to_window_multiple(x, 4)
+    full = up.upscale(padded)
+    torch.testing.assert_close(out[2], full[..., : 2 * size[0], : 2 * size[1]], rtol=0, atol=0)

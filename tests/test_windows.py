@@ -1,0 +1,108 @@
+"""Window bookkeeping (relative position index, shift mask, partition) and padding."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lua_fast.padding import mirror_indices, pad_to_window_multiple
+from lua_fast.reference import windows
+from slow_lua import _labels
+
+
+@pytest.mark.parametrize("ws", [2, 4, 8])
+def test_relative_position_index_formula(ws):
+    index = windows.relative_position_index(ws)
+    n = ws * ws
+    assert index.shape == (n, n) and index.dtype == torch.int64
+    for a in range(n):
+        for b in range(n):
+            (ya, xa), (yb, xb) = divmod(a, ws), divmod(b, ws)
+            assert index[a, b] == (ya - yb + ws - 1) * (2 * ws - 1) + (xa - xb + ws - 1)
+
+
+@pytest.mark.parametrize("h,w,ws", [(8, 12, 4), (16, 8, 8), (4, 4, 4)])
+def test_shift_mask_matches_python_labelling(h, w, ws):
+    shift = ws // 2
+    mask = windows.build_shift_mask(h, w, ws, shift)
+    labels = torch.roll(_labels(h, w, ws, shift), (-shift, -shift), (0, 1))
+    n_win = 0
+    for wy in range(h // ws):
+        for wx in range(w // ws):
+            lab = labels[wy * ws:(wy + 1) * ws, wx * ws:(wx + 1) * ws].reshape(-1)
+            expect = torch.where(lab[:, None] == lab[None, :], 0.0, -100.0)
+            assert torch.equal(mask[n_win], expect)
+            n_win += 1
+    assert mask.shape == (n_win, ws * ws, ws * ws)
+    assert set(mask.unique().tolist()) <= {0.0, -100.0}
+    assert (mask == -100).any()  # the last row/column of windows mixes regions
+
+
+def test_mask_cache_keys_on_geometry_device_and_dtype():
+    windows.mask_cache.clear()
+    a = windows.shift_mask(8, 8, 4, 2, device="cpu", dtype=torch.float32)
+    assert windows.shift_mask(8, 8, 4, 2, device="cpu", dtype=torch.float32) is a
+    b = windows.shift_mask(8, 8, 4, 2, device="cpu", dtype=torch.bfloat16)
+    assert b is not a and b.dtype == torch.bfloat16
+    c = windows.shift_mask(8, 12, 4, 2, device="cpu", dtype=torch.float32)
+    assert c.shape[0] == 6
+    assert len(windows.mask_cache) == 3
+
+
+def test_partition_reverse_round_trip():
+    x = torch.randn(2, 8, 12, 5)
+    parts = windows.window_partition(x, 4)
+    assert parts.shape == (2 * 6, 16, 5)
+    assert torch.equal(parts[1], x[0, 0:4, 4:8].reshape(16, 5))  # window (0, 1), tokens row-major
+    assert torch.equal(windows.window_reverse(parts, 4, 8, 12), x)
+
+
+@pytest.mark.parametrize("size", [2, 3, 5, 9, 15])
+def test_mirror_extension_equals_reflect_where_reflect_is_defined(size):
+    window = 16
+    pad = (window - size % window) % window
+    x = torch.randn(1, 1, size, 1)
+    got = x.index_select(2, mirror_indices(size, size + pad, x.device))
+    if pad < size:
+        assert torch.equal(got, F.pad(x, (0, 0, 0, pad), mode="reflect"))
+    # The periodic even extension: bounce between the two ends.
+    pos, step, expect = 0, 1, []
+    for _ in range(size + pad):
+        expect.append(pos)
+        if not 0 <= pos + step < size:
+            step = -step
+        pos += step
+    assert mirror_indices(size, size + pad, x.device).tolist() == expect
+
+
+def test_pad_short_sides():
+    x = torch.randn(2, 3, 1, 5)
+    y = pad_to_window_multiple(x, 8)
+    assert y.shape == (2, 3, 8, 8)
+    assert torch.equal(y[:, :, :1, :5], x)
+    assert torch.equal(y[:, :, 5, :5], x[:, :, 0])  # a side of 1 is replicated
+    assert pad_to_window_multiple(torch.randn(1, 1, 8, 16), 8).shape == (1, 1, 8, 16)
+
+
+def test_masks_are_built_once_per_geometry_not_per_call(monkeypatch):
+    import lua_fast
+    from conftest import random_state_dict, tiny_config
+
+    up = lua_fast.load(random_state_dict(tiny_config()))
+    windows.mask_cache.clear()
+    built = []
+    real = windows.build_shift_mask
+    monkeypatch.setattr(windows, "build_shift_mask", lambda *a, **k: built.append(a) or real(*a, **k))
+    for _ in range(3):
+        up.upscale(torch.randn(1, 4, 8, 12))
+    assert built == [(8, 12, 4, 2)]  # one build for the size, shared by every shifted block and call
+    up.upscale(torch.randn(1, 4, 5, 5))  # padded to 8x8: a new geometry
+    assert built == [(8, 12, 4, 2), (8, 8, 4, 2)]
+
+
+def test_flop_count_matches_the_published_figure():
+    from lua_fast import LUAConfig
+    from lua_fast.flops import forward_flops
+
+    # Issue 6 quotes 1.82 TFLOP for the released model, x2 head, 128x128 latent.
+    assert abs(forward_flops(LUAConfig.flux(), 128, 128, (2,)) / 1e12 - 1.82) < 0.005
+    assert forward_flops(LUAConfig.flux(), 120, 127, (2,)) == forward_flops(LUAConfig.flux(), 128, 128, (2,))
