@@ -89,7 +89,7 @@ def test_pickles_that_are_not_checkpoints(tmp_path, payload, match):
 def test_arbitrary_objects_are_refused_not_unpickled(tmp_path):
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:
-        pickle.dump({"params": NotATensor()}, f)
+        pickle.dump({"params": NotATensor()}, f, protocol=2)
     with pytest.raises(CheckpointError, match="weights-only"):
         lua_fast.load(path)
     garbage = tmp_path / "garbage.pt"
