@@ -1,7 +1,73 @@
-"""Build script. The native extension (csrc/) is built here once it exists; until
-then this only installs the pure-Python package, which runs on every backend's
-PyTorch fallback."""
+"""Build script: the pure-Python package plus the optional native extension ``lua_fast._C``.
+
+The extension (csrc/) is built with torch.utils.cpp_extension and ninja:
+- a CUDA extension when torch has CUDA and nvcc is found (CUDA_HOME),
+- a CPU-only extension otherwise.
+
+Environment:
+- LUA_FAST_NO_NATIVE_BUILD=1   skip the extension (the package runs on its PyTorch fallbacks)
+- LUA_FAST_NO_CUDA_BUILD=1     build the CPU-only extension even when CUDA is available
+- LUA_FAST_REQUIRE_NATIVE=1    make a failed extension build fail the install (CI uses this
+                               through tests instead; by default a failure only warns)
+
+A failed or skipped build leaves the package importable: lua_fast.info() says why
+the extension is missing.
+"""
+
+import os
+import sys
+from pathlib import Path
 
 from setuptools import setup
 
-setup()
+ROOT = Path(__file__).resolve().parent
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def native_extension():
+    if _flag("LUA_FAST_NO_NATIVE_BUILD"):
+        print("lua_fast: LUA_FAST_NO_NATIVE_BUILD set, skipping the native extension", file=sys.stderr)
+        return [], {}
+    try:
+        import torch
+        from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+    except ImportError as exc:
+        print(f"lua_fast: torch not importable at build time ({exc}); skipping the native extension. "
+              "Install torch first and build without isolation (--no-build-isolation).", file=sys.stderr)
+        return [], {}
+
+    cpp = ["csrc/lua_fast_ops.cpp"]
+    cxx = ["-O3"]  # no -std: cpp_extension picks the standard the installed torch needs (C++20 from 2.14)
+    with_cuda = torch.version.cuda is not None and CUDA_HOME is not None and not _flag("LUA_FAST_NO_CUDA_BUILD")
+    if with_cuda:
+        ext = CUDAExtension(
+            "lua_fast._C",
+            cpp + ["csrc/window_ops_cuda.cu"],
+            include_dirs=[str(ROOT / "csrc")],
+            define_macros=[("WITH_CUDA", None)],
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3"]},
+        )
+    else:
+        ext = CppExtension("lua_fast._C", cpp, include_dirs=[str(ROOT / "csrc")], extra_compile_args={"cxx": cxx})
+    print(f"lua_fast: building the native extension ({'CUDA' if with_cuda else 'CPU-only'})", file=sys.stderr)
+
+    class OptionalBuildExtension(BuildExtension.with_options(use_ninja=True)):
+        """A broken native build warns instead of failing the install (unless required)."""
+
+        def build_extension(self, extension):
+            try:
+                super().build_extension(extension)
+            except Exception as exc:  # compiler missing, header mismatch, ...
+                if _flag("LUA_FAST_REQUIRE_NATIVE"):
+                    raise
+                print(f"lua_fast: WARNING: native extension build failed ({exc}); "
+                      "installing without it (PyTorch fallbacks will be used)", file=sys.stderr)
+
+    return [ext], {"build_ext": OptionalBuildExtension}
+
+
+ext_modules, cmdclass = native_extension()
+setup(ext_modules=ext_modules, cmdclass=cmdclass)

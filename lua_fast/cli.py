@@ -64,7 +64,15 @@ def cmd_info(args) -> int:
     for dev in report["cuda_devices"]:
         print(f"  cuda:{dev['index']}  {dev['name']} (sm {dev['capability']}, {dev['memory_gib']} GiB)")
     ext = report["native_extension"]
-    print(f"native extension: {'loaded' if ext['loaded'] else 'not loaded: ' + ext['reason']}")
+    if ext["loaded"]:
+        print(f"native extension: loaded ({'CPU + CUDA' if ext['cuda_kernels'] else 'CPU only'}) from {ext['path']}")
+    else:
+        print(f"native extension: not loaded: {ext['reason']}")
+    print("ops (device: implementation):")
+    for op, table in report["ops"].items():
+        print(f"  {op}")
+        for where, status in table.items():
+            print(f"    {where:22s} {status}")
     print("backends (device/dtype: status):")
     for name, table in report["backends"].items():
         print(f"  {name}")

@@ -29,16 +29,28 @@ class Backend:
     build: Callable[[nn.Module], nn.Module]
 
 
-def _reference_reason(device: torch.device, dtype: torch.dtype) -> str | None:
-    return None  # plain PyTorch modules: run wherever torch runs the dtype
+def _always(device: torch.device, dtype: torch.dtype) -> str | None:
+    return None  # plain PyTorch (the torch backend's window ops fall back to PyTorch too)
+
+
+def _build_torch(model: nn.Module) -> nn.Module:
+    from .backends.torch_backend import TorchBackendLUA
+
+    return TorchBackendLUA(model)
 
 
 # Priority order: the first available backend wins under "auto".
 BACKENDS: dict[str, Backend] = {
+    "torch": Backend(
+        name="torch",
+        description="PyTorch with fused window partition/merge/mask (native extension, else PyTorch ops)",
+        unavailable_reason=_always,
+        build=_build_torch,
+    ),
     "reference": Backend(
         name="reference",
         description="eager PyTorch reference model (ground truth; unfused)",
-        unavailable_reason=_reference_reason,
+        unavailable_reason=_always,
         build=lambda model: model,
     ),
 }

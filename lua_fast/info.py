@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from . import dispatch
+from . import dispatch, native
 from ._version import __version__
 
 
@@ -51,12 +51,24 @@ def info() -> dict:
         "numpy": _module_version("numpy"),
         "safetensors": _module_version("safetensors"),
         "cuda_devices": cuda,
-        "native_extension": {"loaded": False, "reason": f"lua_fast {__version__} ships no native extension yet"},
+        "native_extension": _native_report(),
+        "ops": {
+            "window_partition / window_merge / window_mask": {
+                str(d): "native" if native.unavailable_reason(d) is None
+                else f"PyTorch fallback ({native.unavailable_reason(d)})"
+                for d in devices()
+            }
+        },
         "backends": backends,
         "auto_backend": {
             str(d): _auto_name(d) for d in devices()
         },
     }
+
+
+def _native_report() -> dict:
+    st = native.status()
+    return {"loaded": st.loaded, "reason": st.reason, "path": st.path, "cuda_kernels": st.cuda}
 
 
 def _auto_name(device: torch.device) -> str:

@@ -44,3 +44,17 @@ def tiny_config(channels: int = 4, **overrides) -> LUAConfig:
 @pytest.fixture
 def tiny():
     return tiny_config()
+
+
+BACKENDS = ["reference", "torch", "torch-no-native"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, monkeypatch):
+    """A backend name for lua_fast.load; "torch-no-native" is the torch backend on PyTorch fallback ops."""
+    if request.param == "torch-no-native":
+        from lua_fast import native
+
+        monkeypatch.setattr(native, "unavailable_reason", lambda device: "simulated: extension absent")
+        return "torch"
+    return request.param

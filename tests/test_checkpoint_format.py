@@ -38,7 +38,7 @@ def test_released_config_loads_strictly_from_a_spec_built_state_dict():
     sd = {k: derived[k] if k in derived else torch.zeros(v) for k, v in layout.items()}
     up = lua_fast.load({"params_ema": sd})
     assert up.config == LUAConfig.flux()
-    assert up.backend == "reference" and up.dtype == torch.float32 and up.device == torch.device("cpu")
+    assert up.backend == "torch" and up.dtype == torch.float32 and up.device == torch.device("cpu")
     out = up.upscale(torch.randn(1, 16, 3, 5), scale=(2, 4))
     assert out[2].shape == (1, 16, 6, 10) and out[4].shape == (1, 16, 12, 20)
     assert torch.count_nonzero(out[4]) == 0  # all-zero weights give zeros

@@ -20,7 +20,8 @@ def test_info_json(capsys):
     assert report["lua_fast"] == lua_fast.__version__
     assert report["torch"] == torch.__version__
     assert report["backends"]["reference"]["cpu/float32"] == "available"
-    assert report["auto_backend"]["cpu"] == "reference"
+    assert report["backends"]["torch"]["cpu/float32"] == "available"
+    assert report["auto_backend"]["cpu"] == "torch"
     assert "reason" in report["native_extension"]
 
 
@@ -31,7 +32,7 @@ def test_python_dash_m_info_and_demo_small():
         [sys.executable, "-m", "lua_fast", "demo", "--small"], capture_output=True, text=True, check=True
     )
     assert "(1, 16, 20, 23)  ->  output (1, 16, 40, 46)" in out.stdout
-    assert "backend: reference on cpu" in out.stdout and "ms median" in out.stdout and "MiB" in out.stdout
+    assert "backend: torch on cpu" in out.stdout and "ms median" in out.stdout and "MiB" in out.stdout
 
 
 @pytest.mark.skipif(shutil.which("lua-fast") is None, reason="console script not on PATH (package not installed)")

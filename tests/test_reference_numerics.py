@@ -11,11 +11,11 @@ from conftest import random_state_dict, rel_err, tiny_config
 
 @pytest.mark.parametrize("channels", [4, 16])
 @pytest.mark.parametrize("size", [(8, 8), (7, 10), (12, 5)])
-def test_upscale_matches_slow_oracle(channels, size):
+def test_upscale_matches_slow_oracle(channels, size, backend):
     config = tiny_config(channels)
     sd = random_state_dict(config, seed=channels + size[0])
     x = torch.randn(2, channels, *size)
-    out = lua_fast.load(sd).upscale(x, scale=(2, 4))
+    out = lua_fast.load(sd, backend=backend).upscale(x, scale=(2, 4))
     assert sorted(out) == [2, 4]
     for scale in (2, 4):
         ref = slow_lua(sd, x, scale, window=4, heads=config.num_heads, depths=config.depths)
@@ -24,11 +24,11 @@ def test_upscale_matches_slow_oracle(channels, size):
         assert rel_err(out[scale], ref) <= 1e-5
 
 
-def test_window_8_odd_size_matches_slow_oracle():
+def test_window_8_odd_size_matches_slow_oracle(backend):
     config = tiny_config(4, window_size=8, img_size=16, depths=(2,), num_heads=(2,))
     sd = random_state_dict(config, seed=3)
     x = torch.randn(1, 4, 10, 17)
-    out = lua_fast.load(sd).upscale(x, scale=2)
+    out = lua_fast.load(sd, backend=backend).upscale(x, scale=2)
     ref = slow_lua(sd, x, 2, window=8, heads=(2,), depths=(2,))
     assert rel_err(out, ref) <= 1e-5
 
@@ -43,11 +43,11 @@ def test_window_8_odd_size_matches_slow_oracle():
     ],
     ids=["large-logits", "tiny-latents"],
 )
-def test_extreme_regimes_match_slow_oracle(case):
+def test_extreme_regimes_match_slow_oracle(case, backend):
     config = tiny_config(4)
     sd = random_state_dict(config, seed=11, table_std=case["table_std"])
     x = case["amplitude"] * torch.randn(2, 4, 8, 12)
-    out = lua_fast.load(sd).upscale(x, scale=2)
+    out = lua_fast.load(sd, backend=backend).upscale(x, scale=2)
     ref = slow_lua(sd, x, 2, window=4, heads=config.num_heads, depths=config.depths)
     assert rel_err(out, ref) <= 1e-5
 
@@ -68,16 +68,19 @@ def test_model_forward_returns_every_scale_from_one_trunk_pass(monkeypatch):
         model(x, scales=(3,))
 
 
-def test_shift_mask_is_not_a_no_op(monkeypatch):
+def test_shift_mask_is_not_a_no_op(monkeypatch, backend):
     """Dropping the shift mask must change the output, so the mask path is really exercised."""
+    from lua_fast.ops import window_ops
+
     config = tiny_config()
     sd = random_state_dict(config, seed=5)
     x = torch.randn(1, 4, 8, 12)
-    up = lua_fast.load(sd)
+    up = lua_fast.load(sd, backend=backend)
     with_mask = up.upscale(x)
-    real = windows.shift_mask
+    real, real_ops = windows.shift_mask, window_ops.window_mask
     monkeypatch.setattr(windows, "shift_mask", lambda *a, **k: torch.zeros_like(real(*a, **k)))
-    assert rel_err(up.upscale(x), with_mask) > 1e-3
+    monkeypatch.setattr(window_ops, "window_mask", lambda *a, **k: [torch.zeros_like(real_ops(*a, **k)[0])])
+    assert rel_err(lua_fast.load(sd, backend=backend).upscale(x), with_mask) > 1e-3
 
 
 def test_noncontiguous_and_other_float_dtype_inputs():
@@ -104,8 +107,8 @@ def test_bfloat16_upscaler_is_close_to_fp32():
     assert rel_err(out, ref) < 5e-2
 
 
-def test_deterministic():
+def test_deterministic(backend):
     sd = random_state_dict(tiny_config(), seed=9)
-    up = lua_fast.load(sd)
+    up = lua_fast.load(sd, backend=backend)
     x = torch.randn(2, 4, 9, 7)
     assert torch.equal(up.upscale(x), up.upscale(x))

@@ -87,7 +87,7 @@ def test_masks_are_built_once_per_geometry_not_per_call(monkeypatch):
     import lua_fast
     from conftest import random_state_dict, tiny_config
 
-    up = lua_fast.load(random_state_dict(tiny_config()))
+    up = lua_fast.load(random_state_dict(tiny_config()), backend="reference")
     windows.mask_cache.clear()
     built = []
     real = windows.build_shift_mask

@@ -123,10 +123,10 @@ class RSTB(nn.Module):
         self.residual_group = ResidualGroup(config, num_heads, depth)
         self.conv = nn.Conv2d(dim, dim, 3, padding=1)
 
-    def forward(self, t: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    def forward(self, t: torch.Tensor, height: int, width: int, run_block=None) -> torch.Tensor:
         y = t
         for block in self.residual_group.blocks:
-            y = block(y, height, width)
+            y = block(y, height, width) if run_block is None else run_block(block, y, height, width)
         return t + tokens(self.conv(image(y, height, width)))
 
 
@@ -182,13 +182,17 @@ class LUA(nn.Module):
             }
         )
 
-    def trunk(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) with H, W window multiples -> features g (B, D, H, W)."""
+    def trunk(self, x: torch.Tensor, run_block=None) -> torch.Tensor:
+        """(B, C, H, W) with H, W window multiples -> features g (B, D, H, W).
+
+        ``run_block(block, t, H, W)``, when given, replaces each Swin block's forward
+        (backends swap in fused attention while sharing everything else).
+        """
         height, width = x.shape[-2:]
         f = self.conv_first(x)
         t = self.patch_embed.norm(tokens(f))
         for layer in self.layers:
-            t = layer(t, height, width)
+            t = layer(t, height, width, run_block)
         t = self.norm(t)
         return self.conv_after_body(image(t, height, width)) + f
 
@@ -199,12 +203,16 @@ class LUA(nn.Module):
         reflect padding, extended to short sides: see ``lua_fast.padding``) and the
         outputs cropped to (s*H, s*W).
         """
+        return self.upscale_with(x, scales, self.trunk)
+
+    def upscale_with(self, x: torch.Tensor, scales: Iterable[int], trunk) -> dict[int, torch.Tensor]:
+        """Pad, run ``trunk`` once, run each requested head, crop."""
         scales = tuple(dict.fromkeys(int(s) for s in scales))
         for s in scales:
             if s not in self.config.scales:
                 raise ValueError(f"scale {s} is not one of this model's heads {self.config.scales}")
         height, width = x.shape[-2:]
-        g = self.trunk(pad_to_window_multiple(x, self.config.window_size))
+        g = trunk(pad_to_window_multiple(x, self.config.window_size))
         return {
             s: self.heads[self.config.head_name(s)](g)[..., : s * height, : s * width] for s in scales
         }

@@ -8,10 +8,9 @@ dtype), so no forward pass rebuilds them on the CPU.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 import torch
+
+from ..lru import LRUCache
 
 MASK_VALUE = -100.0  # the released value for token pairs from different regions (not -inf)
 
@@ -63,40 +62,13 @@ def build_shift_mask(height: int, width: int, window: int, shift: int, *, device
     return torch.where(differ, torch.full((), MASK_VALUE, device=labels.device, dtype=dtype), zero)
 
 
-class _MaskCache:
-    """A small thread-safe LRU of shift masks keyed by geometry, device and dtype."""
-
-    def __init__(self, capacity: int = 64) -> None:
-        self.capacity = capacity
-        self._items: OrderedDict[tuple, torch.Tensor] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, height, width, window, shift, device, dtype) -> torch.Tensor:
-        device = torch.device(device)
-        key = (height, width, window, shift, device, dtype)
-        with self._lock:
-            mask = self._items.get(key)
-            if mask is not None:
-                self._items.move_to_end(key)
-                return mask
-        mask = build_shift_mask(height, width, window, shift, device=device, dtype=dtype)
-        with self._lock:
-            self._items[key] = mask
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-        return mask
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-mask_cache = _MaskCache()
+mask_cache = LRUCache()
 
 
 def shift_mask(height: int, width: int, window: int, shift: int, *, device, dtype) -> torch.Tensor:
     """Cached :func:`build_shift_mask` on ``device`` in ``dtype``."""
-    return mask_cache.get(height, width, window, shift, device, dtype)
+    device = torch.device(device)
+    return mask_cache.get_or_create(
+        (height, width, window, shift, device, dtype),
+        lambda: build_shift_mask(height, width, window, shift, device=device, dtype=dtype),
+    )

@@ -1,0 +1,87 @@
+"""Loads lua_fast's native extension (``lua_fast._C``, built from csrc/) once.
+
+Never raises: when the library is missing, broken or disabled, :func:`status`
+says why and every op falls back to its pure-PyTorch implementation.
+``LUA_FAST_DISABLE_NATIVE=1`` simulates a missing extension.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from dataclasses import dataclass
+
+import torch
+
+DISABLE_ENV = "LUA_FAST_DISABLE_NATIVE"
+
+
+@dataclass(frozen=True)
+class NativeStatus:
+    loaded: bool
+    reason: str | None  # why it is not loaded (None when loaded)
+    path: str | None = None
+    cuda: bool = False  # whether the loaded library has CUDA kernels
+
+
+_status: NativeStatus | None = None
+_lock = threading.Lock()
+_on_load = []  # callbacks run once after the library loads (fake-kernel registration)
+
+
+def _has_kernel(op: str, key: str) -> bool:
+    try:
+        return bool(torch._C._dispatch_has_kernel_for_dispatch_key(op, key))
+    except Exception:  # private API: treat failure as "unknown, no"
+        return False
+
+
+def _load() -> NativeStatus:
+    if os.environ.get(DISABLE_ENV, "").strip() not in ("", "0"):
+        return NativeStatus(False, f"disabled by {DISABLE_ENV}={os.environ[DISABLE_ENV]}")
+    spec = importlib.util.find_spec("lua_fast._C")
+    if spec is None or not spec.origin:
+        return NativeStatus(
+            False,
+            "not built (installed with LUA_FAST_NO_NATIVE_BUILD=1, without torch at build time, or the "
+            "build failed: reinstall with LUA_FAST_REQUIRE_NATIVE=1 to see the compiler error)",
+        )
+    try:
+        torch.ops.load_library(spec.origin)
+    except Exception as exc:  # ABI mismatch with the installed torch, missing symbols, ...
+        return NativeStatus(False, f"failed to load {spec.origin}: {exc}".strip(), spec.origin)
+    return NativeStatus(True, None, spec.origin, _has_kernel("lua_fast::window_partition", "CUDA"))
+
+
+def status() -> NativeStatus:
+    """Load the library on first use and report the outcome."""
+    global _status
+    if _status is None:
+        with _lock:
+            if _status is None:
+                result = _load()
+                if result.loaded:
+                    for callback in _on_load:
+                        callback()
+                _status = result
+    return _status
+
+
+def on_load(callback) -> None:
+    """Run ``callback`` once the library is loaded (now, if it already is)."""
+    _on_load.append(callback)
+    if _status is not None and _status.loaded:
+        callback()
+
+
+def unavailable_reason(device: torch.device) -> str | None:
+    """None if the native ops can run on ``device``, else why not."""
+    st = status()
+    if not st.loaded:
+        return f"native extension {st.reason}"
+    if device.type == "cuda" and not st.cuda:
+        return "native extension was built without CUDA (torch had no CUDA or nvcc was not found at build time)"
+    if device.type not in ("cpu", "cuda"):
+        return f"native extension has no kernels for device type {device.type!r}"
+    return None
