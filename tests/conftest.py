@@ -1,5 +1,13 @@
-import pytest
+import os
+
 import torch
+
+# Triton kernels are interpreted on CPU tensors when there is no GPU. Triton reads this when a
+# kernel is decorated, so it must be set before any lua_fast.kernels module is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
 
 from lua_fast import LUAConfig
 from lua_fast.reference import LUA

@@ -1,0 +1,107 @@
+"""Time the fused Triton window attention against the eager PyTorch path and its torch.compile.
+
+    python benchmarks/bench_window_attention.py --device cuda
+
+Released geometry: D=360, 12 heads (head_dim 30), window 16; latents 64x64 and 128x128;
+shift 0 and 8; bf16 and fp32. The eager path is what the released code does per block:
+roll + partition + bias/mask expansion + SDPA (float mask) + merge + roll. Timings with
+triton.testing.do_bench (median ms). Needs a GPU: the interpreter is not a timing tool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from common import environment, write_json
+
+
+def eager_path(qkv, height, width, heads, window, shift, table, index, mask):
+    b, length, three_d = qkv.shape
+    dim, n = three_d // 3, window * window
+    x = qkv.view(b, height, width, three_d)
+    if shift:
+        x = torch.roll(x, (-shift, -shift), (1, 2))
+    x = x.view(b, height // window, window, width // window, window, three_d).permute(0, 1, 3, 2, 4, 5)
+    x = x.reshape(-1, n, three_d)
+    bw = x.shape[0]
+    q, k, v = x.view(bw, n, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
+    bias = table[index.view(-1)].view(n, n, heads).permute(2, 0, 1).to(qkv.dtype)
+    attn_mask = bias.unsqueeze(0).expand(bw, heads, n, n)
+    if shift:
+        attn_mask = (bias.unsqueeze(0) + mask.unsqueeze(1)).repeat(b, 1, 1, 1).view(bw, heads, n, n)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    out = out.transpose(1, 2).reshape(bw, n, dim)
+    out = out.view(b, height // window, width // window, window, window, dim).permute(0, 1, 3, 2, 4, 5)
+    out = out.reshape(b, height, width, dim)
+    if shift:
+        out = torch.roll(out, (shift, shift), (1, 2))
+    return out.reshape(b, length, dim)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"])
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
+    parser.add_argument("--out", default="benchmarks/results/window_attention.json")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        print("bench_window_attention needs a CUDA device (the Triton interpreter is not a timing tool)")
+        sys.exit(0)
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 rows compare exact modes
+    from triton.testing import do_bench
+
+    from lua_fast.kernels.window_attention import attention_flops, torch_window_attention, window_attention
+    from lua_fast.reference import windows
+
+    heads, window, dim = 12, 16, 360
+    index = windows.relative_position_index(window, device)
+    rows = []
+    for dtype_name in args.dtypes:
+        dtype = getattr(torch, dtype_name)
+        for size in args.sizes:
+            for shift in (0, window // 2):
+                qkv = torch.randn(1, size * size, 3 * dim, device=device, dtype=dtype)
+                table = torch.randn((2 * window - 1) ** 2, heads, device=device)
+                mask = windows.shift_mask(size, size, window, shift, device=device, dtype=dtype) if shift else None
+                n = window * window
+                dense = table[index.view(-1)].view(n, n, heads).permute(2, 0, 1).contiguous()
+                fused = lambda: window_attention(qkv, size, size, heads=heads, window=window, shift=shift,  # noqa
+                                                 bias_table=table)
+                fused_dense = lambda: window_attention(qkv, size, size, heads=heads, window=window,  # noqa
+                                                       shift=shift, bias_table=table, dense_bias=dense)
+                eager = lambda: eager_path(qkv, size, size, heads, window, shift, table, index, mask)  # noqa
+                ref = torch_window_attention(qkv.float(), size, size, heads=heads, window=window, shift=shift,
+                                             bias_table=table)
+                err = lambda out: ((out.double() - ref.double()).norm() / ref.double().norm()).item()  # noqa
+                row = {"dtype": dtype_name, "latent": size, "shift": shift, "dim": dim, "heads": heads,
+                       "window": window, "fused_ms": do_bench(fused, return_mode="median"),
+                       "fused_dense_bias_ms": do_bench(fused_dense, return_mode="median"),
+                       "eager_ms": do_bench(eager, return_mode="median"),
+                       "fused_rel_err": err(fused()), "eager_rel_err": err(eager())}
+                if not args.no_compile:
+                    compiled = torch.compile(eager_path)
+                    comp = lambda: compiled(qkv, size, size, heads, window, shift, table, index, mask)  # noqa
+                    row["compiled_ms"] = do_bench(comp, return_mode="median")
+                    row["speedup_vs_compiled"] = row["compiled_ms"] / row["fused_ms"]
+                row["speedup_vs_eager"] = row["eager_ms"] / row["fused_ms"]
+                row["fused_tflops"] = attention_flops(1, size, size, dim, window) / (row["fused_ms"] * 1e-3) / 1e12
+                rows.append(row)
+                print(f"{dtype_name:9s} {size:4d} shift {shift:2d}  fused {row['fused_ms']:.4f} ms "
+                      f"({row['fused_tflops']:.1f} TFLOP/s, dense bias {row['fused_dense_bias_ms']:.4f})  "
+                      f"eager {row['eager_ms']:.4f} (x{row['speedup_vs_eager']:.1f})  "
+                      + (f"compiled {row['compiled_ms']:.4f} (x{row['speedup_vs_compiled']:.1f})  "
+                         if "compiled_ms" in row else "")
+                      + f"err {row['fused_rel_err']:.1e} vs eager {row['eager_rel_err']:.1e}")
+    write_json(args.out, {"benchmark": "window_attention", "environment": environment(device), "results": rows})
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
