@@ -11,12 +11,11 @@ triton.testing.do_bench (median ms). Needs a GPU: the interpreter is not a timin
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
 import torch.nn.functional as F
 
-from common import environment, write_json
+from common import environment, gpu_or_interpreter_timer, write_json
 
 
 def eager_path(qkv, height, width, heads, window, shift, table, index, mask):
@@ -51,11 +50,8 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/window_attention.json")
     args = parser.parse_args()
     device = torch.device(args.device)
-    if device.type != "cuda" or not torch.cuda.is_available():
-        print("bench_window_attention needs a CUDA device (the Triton interpreter is not a timing tool)")
-        sys.exit(0)
+    bench = gpu_or_interpreter_timer(device, "bench_window_attention")
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 rows compare exact modes
-    from triton.testing import do_bench
 
     from lua_fast.kernels.window_attention import attention_flops, torch_window_attention, window_attention
     from lua_fast.reference import windows
@@ -81,14 +77,14 @@ def main() -> None:
                                              bias_table=table)
                 err = lambda out: ((out.double() - ref.double()).norm() / ref.double().norm()).item()  # noqa
                 row = {"dtype": dtype_name, "latent": size, "shift": shift, "dim": dim, "heads": heads,
-                       "window": window, "fused_ms": do_bench(fused, return_mode="median"),
-                       "fused_dense_bias_ms": do_bench(fused_dense, return_mode="median"),
-                       "eager_ms": do_bench(eager, return_mode="median"),
+                       "window": window, "fused_ms": bench(fused, return_mode="median"),
+                       "fused_dense_bias_ms": bench(fused_dense, return_mode="median"),
+                       "eager_ms": bench(eager, return_mode="median"),
                        "fused_rel_err": err(fused()), "eager_rel_err": err(eager())}
                 if not args.no_compile:
                     compiled = torch.compile(eager_path)
                     comp = lambda: compiled(qkv, size, size, heads, window, shift, table, index, mask)  # noqa
-                    row["compiled_ms"] = do_bench(comp, return_mode="median")
+                    row["compiled_ms"] = bench(comp, return_mode="median")
                     row["speedup_vs_compiled"] = row["compiled_ms"] / row["fused_ms"]
                 row["speedup_vs_eager"] = row["eager_ms"] / row["fused_ms"]
                 row["fused_tflops"] = attention_flops(1, size, size, dim, window) / (row["fused_ms"] * 1e-3) / 1e12

@@ -38,3 +38,28 @@ def unavailable_reason(device: torch.device) -> str | None:
     if device.type != "cuda":
         return f"Triton kernels need CUDA tensors (got {device}; set TRITON_INTERPRET=1 to interpret on CPU)"
     return None
+
+
+def store_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a kernel should write its output in (then cast to ``dtype`` by PyTorch).
+
+    Triton 3.9's interpreter rounds fp32 -> bf16 toward zero (even with
+    ``fp_downcast_rounding="rtne"``), doubling the output rounding error; compiled kernels
+    round to nearest even. Interpreted bf16 kernels write fp32 and let PyTorch round (RNE).
+    """
+    return torch.float32 if INTERPRET and dtype == torch.bfloat16 else dtype
+
+
+def dot_upcast(dtype: torch.dtype) -> bool:
+    """Whether kernels must upcast bf16 ``tl.dot`` operands to fp32.
+
+    Triton 3.9's interpreter computes ``tl.dot`` wrongly for bf16 operands (errors of ~1e10 on
+    a 16x16 product seen here; fp16 and fp32 are right). Upcasting matches what tensor cores
+    compute anyway (exact products, fp32 accumulation). Compiled kernels keep bf16 operands.
+    """
+    return INTERPRET and dtype == torch.bfloat16
+
+
+def dot_precision(dtype: torch.dtype):
+    """``input_precision`` for ``tl.dot``: exact IEEE for fp32 (Triton defaults to TF32 there)."""
+    return "ieee" if dtype == torch.float32 else None

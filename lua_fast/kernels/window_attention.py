@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from ..reference import windows as ref
-from .triton_support import INTERPRET, tl, triton, unavailable_reason
+from .triton_support import INTERPRET, dot_precision, dot_upcast, store_dtype, tl, triton, unavailable_reason
 
 MAX_HEAD_DIM = 64
 MASK_VALUE = -100.0
@@ -207,17 +207,16 @@ def _launch(qkv, bias, height, width, heads, window, shift, scale, dense_bias, u
     n_windows = (height // window) * windows_x
     if out is None:
         out = torch.empty((b, length, dim), device=qkv.device, dtype=qkv.dtype)
+    dst = out if store_dtype(qkv.dtype) == qkv.dtype else torch.empty(
+        (b, length, dim), device=qkv.device, dtype=store_dtype(qkv.dtype))
     common = dict(
         WINDOW=window, SHIFT=shift, HEAD_DIM=head_dim, HEAD_DIM_PAD=max(16, triton.next_power_of_2(head_dim)),
-        DENSE_BIAS=dense_bias, INPUT_PRECISION="ieee" if qkv.dtype == torch.float32 else None,
+        DENSE_BIAS=dense_bias, INPUT_PRECISION=dot_precision(qkv.dtype),
         USE_MASK=use_mask and shift > 0,
-        # Triton 3.9's interpreter gets tl.dot wrong for bf16 operands (errors of ~1e10 seen here);
-        # interpreted runs upcast them to fp32, which is what the tensor cores compute anyway
-        # (exact products, fp32 accumulation). Compiled kernels are unaffected.
-        DOT_UPCAST=INTERPRET and qkv.dtype == torch.bfloat16,
+        DOT_UPCAST=dot_upcast(qkv.dtype),  # see triton_support.dot_upcast
     )
     bias_strides = (bias.stride(0), bias.stride(1))
-    args = (qkv, out, bias, qkv.stride(0), qkv.stride(1), out.stride(0), out.stride(1), *bias_strides,
+    args = (qkv, dst, bias, qkv.stride(0), qkv.stride(1), dst.stride(0), dst.stride(1), *bias_strides,
             float(scale), height, width, windows_x, n_windows, heads, dim)
     if INTERPRET:
         block = min(64, max(16, triton.next_power_of_2(n)))
@@ -226,6 +225,8 @@ def _launch(qkv, bias, height, width, heads, window, shift, scale, dense_bias, u
     else:
         grid = lambda meta: (b * n_windows * heads, triton.cdiv(n, meta["BLOCK_M"]))  # noqa: E731
         _window_attention_tuned[grid](*args, **common)
+    if dst is not out:
+        out.copy_(dst)
     return out
 
 
