@@ -57,7 +57,7 @@ def cmd_info(args) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(f"lua_fast {report['lua_fast']}  (python {report['python']}, {report['platform']})")
-    for name in ("torch", "torch_cuda", "triton", "numpy", "safetensors"):
+    for name in ("torch", "torch_cuda", "triton", "triton_kernels", "numpy", "safetensors"):
         print(f"  {name:12s} {report[name] or ('none (CPU-only build)' if name == 'torch_cuda' else 'not installed')}")
     print("devices:")
     print("  cpu")
@@ -73,12 +73,14 @@ def cmd_info(args) -> int:
         print(f"  {op}")
         for where, status in table.items():
             print(f"    {where:22s} {status}")
-    print("backends (device/dtype: status):")
+    print("backends (device/precision: status), in auto's priority order:")
     for name, table in report["backends"].items():
         print(f"  {name}")
         for where, status in table.items():
             print(f"    {where:22s} {status}")
-    print("auto picks: " + ", ".join(f"{d} -> {b}" for d, b in report["auto_backend"].items()))
+    print("auto picks (fp32): " + ", ".join(f"{d} -> {b}" for d, b in report["auto_backend"].items()))
+    for key, value in report["env"].items():
+        print(f"env: {key}={value}")
     return 0
 
 

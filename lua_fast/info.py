@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import importlib
+import os
 import platform
 import sys
 
 import torch
 
 from . import dispatch, native
+from .precision import PRECISIONS
 from ._version import __version__
+
+
+ENV_VARS = ("LUA_FAST_BACKEND", "LUA_FAST_DISABLE_NATIVE", "LUA_FAST_DISABLE_TRITON", "TRITON_INTERPRET")
 
 
 def _module_version(name: str) -> str | None:
@@ -36,11 +41,12 @@ def info() -> dict:
                          "memory_gib": round(props.total_memory / 2**30, 1)})
     backends = {}
     for device in devices():
-        for dtype in (torch.float32, torch.bfloat16):
-            for name, reason in dispatch.availability(device, dtype).items():
-                backends.setdefault(name, {})[f"{device}/{str(dtype).removeprefix('torch.')}"] = (
-                    "available" if reason is None else reason
-                )
+        for mode in PRECISIONS:
+            can = dispatch.availability(device, mode)
+            auto = dispatch.availability(device, mode, for_auto=True)
+            for name, reason in can.items():
+                status = reason or ("available" if auto[name] is None else f"available when forced ({auto[name]})")
+                backends.setdefault(name, {})[f"{device}/{mode}"] = status
     return {
         "lua_fast": __version__,
         "python": sys.version.split()[0],
@@ -48,6 +54,7 @@ def info() -> dict:
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "triton": _module_version("triton"),
+        "triton_kernels": _triton_report(),
         "numpy": _module_version("numpy"),
         "safetensors": _module_version("safetensors"),
         "cuda_devices": cuda,
@@ -60,10 +67,19 @@ def info() -> dict:
             }
         },
         "backends": backends,
-        "auto_backend": {
-            str(d): _auto_name(d) for d in devices()
-        },
+        "auto_backend": {str(d): _auto_name(d) for d in devices()},
+        "env": {k: os.environ[k] for k in ENV_VARS if k in os.environ},
     }
+
+
+def _triton_report() -> str:
+    from .kernels import triton_support
+
+    reasons = {str(d): triton_support.unavailable_reason(d) for d in devices()}
+    usable = [d for d, r in reasons.items() if r is None]
+    if usable:
+        return "usable on " + ", ".join(usable) + (" (interpreted)" if triton_support.INTERPRET else "")
+    return "not usable: " + "; ".join(f"{d}: {r}" for d, r in reasons.items())
 
 
 def _native_report() -> dict:
@@ -73,6 +89,6 @@ def _native_report() -> dict:
 
 def _auto_name(device: torch.device) -> str:
     try:
-        return dispatch.select_backend("auto", device, torch.float32).name
+        return dispatch.select_backend("auto", device, "fp32").name
     except Exception as exc:
         return f"none ({exc})"

@@ -7,9 +7,13 @@ from typing import Iterable, Mapping, Union
 
 import torch
 
+import threading
+from dataclasses import dataclass, field
+
 from . import checkpoint, dispatch
 from .config import LUAConfig
 from .errors import InputError, NonFiniteInputError
+from .precision import Precision, resolve
 from .reference import LUA
 
 DTYPES = {
@@ -43,25 +47,42 @@ def parse_device(device: torch.device | str) -> torch.device:
     return device
 
 
+@dataclass
+class _Graph:
+    """One captured CUDA graph: static input/output buffers, replayed under a lock."""
+
+    graph: "torch.cuda.CUDAGraph"
+    static_in: torch.Tensor
+    static_out: dict
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 class Upscaler:
-    """A loaded LUA model bound to a device, dtype and backend.
+    """A loaded LUA model bound to a device, precision and backend.
 
     ``upscale(latents, scale=2)`` takes raw VAE latents (B, C, H, W) and returns
     (B, C, s*H, s*W) in the upscaler's dtype on its device; ``scale=(2, 4)``
     returns ``{2: ..., 4: ...}`` from a single trunk pass.
+
+    ``model`` is the backend's ``nn.Module`` (``model(latents, scales) -> {scale: out}``,
+    no input checks), the thing to hand to ``torch.compile``; ``reference_model`` is the
+    reference :class:`LUA` holding the weights.
     """
 
-    def __init__(self, model: LUA, backend: dispatch.Backend, device: torch.device, dtype: torch.dtype):
-        self.model = model
+    def __init__(self, model: LUA, backend: dispatch.Backend, device: torch.device, precision: Precision):
+        self.reference_model = model
         self.config: LUAConfig = model.config
         self.backend: str = backend.name
         self.device = device
-        self.dtype = dtype
-        self._runner = backend.build(model)
+        self.precision = precision
+        self.dtype = precision.storage
+        self.model = backend.build(model, precision)
+        self._graphs: dict[tuple, _Graph] = {}
+        self._graphs_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (
-            f"Upscaler(backend={self.backend!r}, device={self.device}, dtype={self.dtype}, "
+            f"Upscaler(backend={self.backend!r}, device={self.device}, precision={self.precision}, "
             f"scales={self.config.scales}, channels={self.config.in_channels})"
         )
 
@@ -108,19 +129,70 @@ class Upscaler:
 
     @torch.inference_mode()
     def upscale(
-        self, latents: torch.Tensor, scale: int | Iterable[int] = 2, *, check_finite: bool = True
+        self,
+        latents: torch.Tensor,
+        scale: int | Iterable[int] = 2,
+        *,
+        check_finite: bool = True,
+        cuda_graph: bool = False,
     ) -> torch.Tensor | dict[int, torch.Tensor]:
         """Upscale raw VAE latents by ``scale`` (2 or 4 for the released model).
 
-        Floating inputs of another dtype are cast to the upscaler's dtype. NaN or
-        Inf in the input raise :class:`NonFiniteInputError` unless
-        ``check_finite=False`` (the check synchronises with the device once).
+        Floating inputs of another dtype are cast to the upscaler's dtype. NaN or Inf in the
+        input raise :class:`NonFiniteInputError` unless ``check_finite=False`` (the check
+        synchronises with the device once). In fp16 compute an output overflow raises
+        :class:`FloatingPointError`. ``cuda_graph=True`` (CUDA only) captures one CUDA graph per
+        (shape, dtype, scales) on first use and replays it afterwards, removing launch overhead.
         """
         scales, single = self._scales(scale)
         self.check_latents(latents, check_finite=check_finite)
-        outputs = self._runner(latents.to(self.dtype), scales)
+        x = latents.to(self.dtype)
+        if cuda_graph:
+            outputs = self._replay(x, scales)
+        else:
+            outputs = self.model(x, scales)
         outputs = {s: outputs[s].contiguous() for s in scales}
+        if self.precision.guards_overflow and check_finite:
+            self._check_overflow(outputs)
         return outputs[scales[0]] if single else outputs
+
+    def _check_overflow(self, outputs: dict) -> None:
+        if any(not bool(torch.isfinite(o).all()) for o in outputs.values()):
+            raise FloatingPointError(
+                f"{self.precision} overflowed (the SwinIR residual stream exceeds float16's range of 65504 "
+                "for these latents); use precision='mixed' with bfloat16 or dtype=torch.bfloat16"
+            )
+
+    def _replay(self, x: torch.Tensor, scales: tuple[int, ...]) -> dict[int, torch.Tensor]:
+        if self.device.type != "cuda":
+            raise InputError(f"cuda_graph=True needs a CUDA upscaler; this one is on {self.device}")
+        key = (tuple(x.shape), x.dtype, scales)
+        with self._graphs_lock:
+            entry = self._graphs.get(key)
+            if entry is None:
+                entry = self._graphs[key] = self._capture(x, scales)
+        with entry.lock:
+            entry.static_in.copy_(x)
+            entry.graph.replay()
+            return {s: o.clone() for s, o in entry.static_out.items()}
+
+    def _capture(self, x: torch.Tensor, scales: tuple[int, ...]) -> _Graph:
+        static_in = x.clone()
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):  # warm-up off the capture: autotuning, caches, masks, lazy loads
+            for _ in range(2):
+                self.model(static_in, scales)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self.model(static_in, scales)
+        return _Graph(graph, static_in, static_out)
+
+    def clear_cuda_graphs(self) -> None:
+        """Drop captured graphs and their memory pools."""
+        with self._graphs_lock:
+            self._graphs.clear()
 
     __call__ = upscale
 
@@ -129,17 +201,25 @@ def load(
     source: Source,
     *,
     device: torch.device | str = "cpu",
-    dtype: torch.dtype | str = torch.float32,
+    dtype: torch.dtype | str | None = None,
     backend: str = "auto",
+    precision: str | None = None,
+    mixed_dtype: torch.dtype | str = torch.bfloat16,
 ) -> Upscaler:
     """Load LUA weights and return an :class:`Upscaler`.
 
     ``source``: a path to ``.pth``/``.pt`` (state dict, optionally under
     ``params_ema``/``params``) or ``.safetensors``, or an in-memory state dict.
     The config is inferred from keys and shapes and the weights validated strictly.
+
+    ``dtype`` (weights, residual stream, output; default float32) and ``precision``
+    ("fp32", "tf32", "bf16", "fp16" or "mixed": see ``lua_fast.precision``) say how to
+    compute; give either, or both if they agree. ``mixed_dtype`` is "mixed"'s compute dtype.
+    ``backend``: "auto" (or ``LUA_FAST_BACKEND``) picks triton > torch > reference.
     """
-    device, dtype = parse_device(device), parse_dtype(dtype)
-    chosen = dispatch.select_backend(backend, device, dtype)  # fail before reading weights
+    device = parse_device(device)
+    prec = resolve(precision, None if dtype is None else parse_dtype(dtype), parse_dtype(mixed_dtype))
+    chosen = dispatch.select_backend(backend, device, prec)  # fail before reading weights
     if isinstance(source, (str, os.PathLike)):
         state_dict = checkpoint.read_checkpoint(source)
     else:
@@ -149,9 +229,9 @@ def load(
         model = LUA(config)
     # Copy straight to the target device/dtype; indices stay integer.
     state_dict = {
-        k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype, copy=True)
+        k: v.to(device=device, dtype=prec.storage if v.is_floating_point() else v.dtype, copy=True)
         for k, v in state_dict.items()
     }
     model.load_state_dict(state_dict, strict=True, assign=True)
     model.eval().requires_grad_(False)
-    return Upscaler(model, chosen, device, dtype)
+    return Upscaler(model, chosen, device, prec)

@@ -19,8 +19,9 @@ def test_info_json(capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["lua_fast"] == lua_fast.__version__
     assert report["torch"] == torch.__version__
-    assert report["backends"]["reference"]["cpu/float32"] == "available"
-    assert report["backends"]["torch"]["cpu/float32"] == "available"
+    assert report["backends"]["reference"]["cpu/fp32"] == "available"
+    assert report["backends"]["torch"]["cpu/fp32"] == "available"
+    assert report["backends"]["triton"]["cpu/fp32"] != "available"  # interpreted: only when forced
     assert report["auto_backend"]["cpu"] == "torch"
     assert "reason" in report["native_extension"]
 

@@ -84,6 +84,17 @@ def test_conv_reads_non_contiguous_and_token_layouts():
     assert rel_err(conv3x3(padded[:, :, 1:-2], weight, bias), want) <= 1e-5  # row stride != W*C
     tokens = x.reshape(b, h * w, c)  # the trunk's (B, H*W, D) viewed as (B, H, W, D): no copy
     assert rel_err(conv3x3(tokens.view(b, h, w, c), weight, bias), want) <= 1e-5
+    # channel stride H*W (an NCHW tensor permuted) is read in place too
+    assert nchw.permute(0, 2, 3, 1).stride(-1) == h * w
+
+
+def test_conv_fp32_output_of_low_precision_operands_with_fp32_residual():
+    x, weight, bias = conv_case(2, 5, 6, 12, 16, torch.bfloat16, seed=5)
+    residual = torch.randn(2, 5, 6, 16, device=DEVICE)
+    out = conv3x3(x, weight, bias, residual=residual, out_dtype=torch.float32)
+    assert out.dtype == torch.float32
+    want = torch_conv3x3(x.float(), weight.bfloat16().float(), bias, residual=residual)  # fp32 bias
+    assert rel_err(out, want) <= 1e-5
 
 
 @pytest.mark.parametrize("pixel_shuffle", [False, True])

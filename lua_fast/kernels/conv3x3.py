@@ -1,9 +1,9 @@
 """Fused 3x3 convolution over channels-last input (implicit GEMM, Triton).
 
 ``conv3x3(x, weight, bias, *, leaky_slope=None, residual=None, pixel_shuffle=False)``
-computes ``act(conv2d(x, weight, bias, padding=1)) + residual`` for x in channels-last
-layout (B, H, W, Cin) — any strides with unit channel stride, so the trunk's token
-tensor (B, H*W, D) viewed as (B, H, W, D) is read without a transpose copy — and
+computes ``act(conv2d(x, weight, bias, padding=1)) + residual`` for x indexed
+(B, H, W, Cin) with any strides — the trunk's token tensor (B, H*W, D) viewed as
+(B, H, W, D), or an NCHW latent permuted, is read in place without a copy — and
 writes channels-last (B, H, W, Cout). With ``pixel_shuffle=True`` the epilogue stores
 each output channel straight at its PixelShuffle(2) position, returning
 (B, 2H, 2W, Cout/4): no pre-shuffle tensor and no shuffle copy exist.
@@ -90,7 +90,7 @@ if triton is not None:
     def _conv3x3_kernel(
         x_ptr, w_ptr, b_ptr, r_ptr, out_ptr,
         pixels, height, width, c_in, c_out,
-        sx_b, sx_h, sx_w, sr_b, sr_h, sr_w, sr_c, so_b, so_h, so_w,
+        sx_b, sx_h, sx_w, sx_c, sr_b, sr_h, sr_w, sr_c, so_b, so_h, so_w,
         slope,
         HAS_BIAS: tl.constexpr, HAS_LEAKY: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
         PIXEL_SHUFFLE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -113,7 +113,7 @@ if triton is not None:
             for k0 in range(0, c_in, BLOCK_K):
                 offs_k = k0 + tl.arange(0, BLOCK_K)
                 k_ok = offs_k < c_in
-                a = tl.load(row[:, None] + offs_k[None, :], mask=inside[:, None] & k_ok[None, :], other=0.0)
+                a = tl.load(row[:, None] + offs_k[None, :] * sx_c, mask=inside[:, None] & k_ok[None, :], other=0.0)
                 wt = tl.load(w_ptr + (tap * c_in + offs_k)[:, None] * c_out + offs_n[None, :],
                              mask=k_ok[:, None] & n_ok[None, :], other=0.0)
                 if DOT_UPCAST:
@@ -157,17 +157,19 @@ if triton is not None:
     )(_conv3x3_kernel)
 
 
-def _launch(x, w_packed, bias, residual, slope, has_leaky, pixel_shuffle, out=None):
+def _launch(x, w_packed, bias, residual, slope, has_leaky, pixel_shuffle, out_dtype=None, out=None):
     b, h, w, cin = x.shape
     cout = w_packed.shape[1]
     shape = (b, 2 * h, 2 * w, cout // 4) if pixel_shuffle else (b, h, w, cout)
+    out_dtype = out_dtype or x.dtype
     if out is None:
-        out = torch.empty(shape, device=x.device, dtype=x.dtype)
-    dst = out if store_dtype(x.dtype) == x.dtype else torch.empty(shape, device=x.device, dtype=store_dtype(x.dtype))
+        out = torch.empty(shape, device=x.device, dtype=out_dtype)
+    kept = store_dtype(out.dtype)
+    dst = out if kept == out.dtype else torch.empty(shape, device=x.device, dtype=kept)
     r = residual if residual is not None else dst  # unused pointer when there is no residual
     pixels = b * h * w
     args = (x, w_packed, bias if bias is not None else w_packed, r, dst, pixels, h, w, cin, cout,
-            x.stride(0), x.stride(1), x.stride(2), r.stride(0), r.stride(1), r.stride(2), r.stride(3),
+            x.stride(0), x.stride(1), x.stride(2), x.stride(3), r.stride(0), r.stride(1), r.stride(2), r.stride(3),
             dst.stride(0), dst.stride(1), dst.stride(2), float(slope))
     meta = dict(HAS_BIAS=bias is not None, HAS_LEAKY=has_leaky, HAS_RESIDUAL=residual is not None,
                 PIXEL_SHUFFLE=pixel_shuffle, INPUT_PRECISION=dot_precision(x.dtype), DOT_UPCAST=dot_upcast(x.dtype))
@@ -186,22 +188,27 @@ def _launch(x, w_packed, bias, residual, slope, has_leaky, pixel_shuffle, out=No
 
 @torch.library.custom_op("lua_fast::conv3x3", mutates_args=())
 def _conv3x3_op(x: torch.Tensor, w_packed: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None,
-                slope: float, has_leaky: bool, pixel_shuffle: bool) -> torch.Tensor:
-    return _launch(x, w_packed, bias, residual, slope, has_leaky, pixel_shuffle)
+                slope: float, has_leaky: bool, pixel_shuffle: bool, out_dtype: torch.dtype) -> torch.Tensor:
+    return _launch(x, w_packed, bias, residual, slope, has_leaky, pixel_shuffle, out_dtype)
 
 
 @_conv3x3_op.register_fake
-def _(x, w_packed, bias, residual, slope, has_leaky, pixel_shuffle):
+def _(x, w_packed, bias, residual, slope, has_leaky, pixel_shuffle, out_dtype):
     b, h, w, _ = x.shape
     cout = w_packed.shape[1]
-    return x.new_empty((b, 2 * h, 2 * w, cout // 4) if pixel_shuffle else (b, h, w, cout))
+    shape = (b, 2 * h, 2 * w, cout // 4) if pixel_shuffle else (b, h, w, cout)
+    return x.new_empty(shape, dtype=out_dtype)
 
 
-def conv3x3(x, weight, bias=None, *, leaky_slope=None, residual=None, pixel_shuffle=False, packed=False):
+def conv3x3(x, weight, bias=None, *, leaky_slope=None, residual=None, pixel_shuffle=False, packed=False,
+            out_dtype=None):
     """Fused 3x3 conv over channels-last x (B, H, W, Cin); see the module docstring.
 
     ``weight``: (Cout, Cin, 3, 3), or already packed (9*Cin, Cout) with ``packed=True``.
-    Returns channels-last (B, H, W, Cout), or (B, 2H, 2W, Cout/4) with ``pixel_shuffle``.
+    x may have any strides (an NCHW tensor permuted to (B, H, W, C) is read in place).
+    Returns channels-last (B, H, W, Cout), or (B, 2H, 2W, Cout/4) with ``pixel_shuffle``, in
+    ``out_dtype`` (default: x's dtype; accumulation is fp32 either way, so an fp32 output of
+    bf16 operands keeps the fp32 residual add exact).
     """
     _check(x, weight, bias, residual, pixel_shuffle, packed)
     reason = unavailable_reason(x.device)
@@ -209,13 +216,11 @@ def conv3x3(x, weight, bias=None, *, leaky_slope=None, residual=None, pixel_shuf
         raise RuntimeError(f"conv3x3: Triton kernel cannot run: {reason}")
     if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"conv3x3: dtype {x.dtype} not supported (float32, float16, bfloat16)")
-    if x.stride(-1) != 1:
-        x = x.contiguous()
     w_packed = weight.to(x.dtype).contiguous() if packed else pack_weight(weight, x.dtype)
-    bias = None if bias is None else bias.to(x.dtype).contiguous()
+    bias = None if bias is None else bias.float().contiguous()  # added to the fp32 accumulator
     return torch.ops.lua_fast.conv3x3(
         x, w_packed, bias, residual, 0.0 if leaky_slope is None else float(leaky_slope),
-        leaky_slope is not None, pixel_shuffle,
+        leaky_slope is not None, pixel_shuffle, out_dtype or x.dtype,
     )
 
 

@@ -80,14 +80,16 @@ def _check_scale(head: PackedHead, scale: int | None) -> None:
         raise ValueError(f"fused_head: these head weights upsample by {head.scale}, not {scale}")
 
 
-def fused_head(features, head_weights, scale: int | None = None, *, height=None, width=None) -> torch.Tensor:
+def fused_head(features, head_weights, scale: int | None = None, *, height=None, width=None,
+               out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Run a whole head with the fused Triton convs.
 
     features: (B, H, W, D) channels-last (any strides with unit channel stride), or the
     trunk's tokens (B, H*W, D) with ``height`` and ``width``.
     head_weights: a :class:`PackedHead` (pack once with ``PackedHead.from_weights``), an
     ``UpsampleHead`` module or a mapping of its state dict.
-    Returns (B, C, s*H, s*W) as a view with channels-last memory layout.
+    Returns (B, C, s*H, s*W) as a view with channels-last memory layout, in ``out_dtype``
+    (default: the features' dtype).
     """
     x = _as_channels_last(features, height, width)
     head = head_weights if isinstance(head_weights, PackedHead) else PackedHead.from_weights(head_weights, x.dtype)
@@ -97,7 +99,7 @@ def fused_head(features, head_weights, scale: int | None = None, *, height=None,
     z = conv3x3(x, *head.before, leaky_slope=LEAKY_SLOPE, packed=True)
     for w, b in head.stages:
         z = conv3x3(z, w, b, pixel_shuffle=True, packed=True)
-    return conv3x3(z, *head.last, packed=True).permute(0, 3, 1, 2)
+    return conv3x3(z, *head.last, packed=True, out_dtype=out_dtype).permute(0, 3, 1, 2)
 
 
 def torch_fused_head(features, head_weights, scale: int | None = None, *, height=None, width=None) -> torch.Tensor:

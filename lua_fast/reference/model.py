@@ -205,14 +205,16 @@ class LUA(nn.Module):
         """
         return self.upscale_with(x, scales, self.trunk)
 
-    def upscale_with(self, x: torch.Tensor, scales: Iterable[int], trunk) -> dict[int, torch.Tensor]:
-        """Pad, run ``trunk`` once, run each requested head, crop."""
+    def upscale_with(self, x: torch.Tensor, scales: Iterable[int], trunk, head=None) -> dict[int, torch.Tensor]:
+        """Pad, run ``trunk`` once, run each requested head, crop.
+
+        ``head(g, scale)``, when given, replaces the reference heads (backends share the rest).
+        """
         scales = tuple(dict.fromkeys(int(s) for s in scales))
         for s in scales:
             if s not in self.config.scales:
                 raise ValueError(f"scale {s} is not one of this model's heads {self.config.scales}")
         height, width = x.shape[-2:]
         g = trunk(pad_to_window_multiple(x, self.config.window_size))
-        return {
-            s: self.heads[self.config.head_name(s)](g)[..., : s * height, : s * width] for s in scales
-        }
+        head = head or (lambda features, s: self.heads[self.config.head_name(s)](features))
+        return {s: head(g, s)[..., : s * height, : s * width] for s in scales}

@@ -1,0 +1,98 @@
+"""Precision modes: which dtypes a forward pass stores and computes in.
+
+| mode  | weights & residual stream | GEMMs, attention, convs | norms |
+|-------|---------------------------|-------------------------|-------|
+| fp32  | float32                   | float32, IEEE           | fp32  |
+| tf32  | float32                   | TF32 tensor cores       | fp32  |
+| bf16  | bfloat16                  | bfloat16                | bf16 in, fp32 inside |
+| fp16  | float16                   | float16                 | fp16 in, fp32 inside |
+| mixed | float32                   | bfloat16 (or float16)   | fp32  |
+
+"mixed" is the production default on GPUs: the residual stream and norms stay fp32,
+the FLOPs run on bf16 tensor cores. SwinIR-style residual streams can exceed fp16's
+range (65504): "fp16" (and "mixed" with fp16 compute) is guarded — an upscale whose
+output holds Inf/NaN from finite latents raises :class:`FloatingPointError` instead of
+returning garbage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass
+
+import torch
+
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "mixed")
+
+
+@dataclass(frozen=True)
+class Precision:
+    mode: str
+    storage: torch.dtype  # weights, residual stream, output
+    compute: torch.dtype  # GEMM / attention / conv operands
+
+    @property
+    def guards_overflow(self) -> bool:
+        return self.compute == torch.float16
+
+    def __str__(self) -> str:
+        return self.mode if self.mode != "mixed" else f"mixed({str(self.compute).removeprefix('torch.')})"
+
+
+_STORAGE = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
+            "mixed": torch.float32}
+_BY_DTYPE = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64"}
+
+
+def resolve(precision: str | None, dtype: torch.dtype | None, mixed_dtype: torch.dtype = torch.bfloat16) -> Precision:
+    """The precision for ``load(dtype=..., precision=...)``: either may be given; they must agree."""
+    if precision is None:
+        dtype = dtype or torch.float32
+        if dtype == torch.float64:
+            return Precision("fp64", torch.float64, torch.float64)
+        return Precision(_BY_DTYPE[dtype], dtype, dtype)
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    storage = _STORAGE[precision]
+    if dtype is not None and dtype != storage:
+        raise ValueError(
+            f"precision {precision!r} keeps weights and the residual stream in {storage}, "
+            f"but dtype={dtype} was requested; pass only one of them or make them agree"
+        )
+    if mixed_dtype not in (torch.bfloat16, torch.float16):
+        raise ValueError(f"mixed precision computes in bfloat16 or float16, not {mixed_dtype}")
+    compute = mixed_dtype if precision == "mixed" else storage
+    return Precision(precision, storage, compute)
+
+
+_tf32_lock = threading.RLock()
+
+
+@contextlib.contextmanager
+def backend_flags(precision: Precision, device: torch.device):
+    """On CUDA, for PyTorch-executed GEMMs/convs: TF32 on in "tf32", off in "fp32" (exact; cuDNN
+    allows TF32 by default), restored after.
+
+    These switches are process-global in PyTorch; the lock keeps concurrent lua_fast calls from
+    interleaving (it serialises fp32/tf32 forwards on CUDA), but other code running at the same
+    time sees them too.
+    """
+    if device.type != "cuda" or precision.storage != torch.float32 or precision.mode == "mixed":
+        yield
+        return
+    want = precision.mode == "tf32"
+    with _tf32_lock:
+        saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = want
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def autocast(precision: Precision, device: torch.device):
+    """autocast for eager backends in "mixed" mode (GEMMs in low precision, norms in fp32)."""
+    if precision.mode != "mixed":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=precision.compute)

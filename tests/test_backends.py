@@ -1,0 +1,183 @@
+"""Every backend and precision mode available on CPU against the reference; dispatch, reasons,
+environment overrides, torch.compile, threads, determinism, overflow guard (issue 6)."""
+
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+
+import lua_fast
+from lua_fast import BackendUnavailableError, dispatch
+from lua_fast.kernels import triton_support
+from lua_fast.precision import resolve
+from conftest import random_state_dict, rel_err, tiny_config
+from slow_lua import slow_lua
+
+CONFIG = tiny_config(4)
+CPU = torch.device("cpu")
+TRITON_OK = triton_support.unavailable_reason(CPU) is None  # interpreted under CI
+
+
+@pytest.fixture(scope="module")
+def weights():
+    return random_state_dict(CONFIG, seed=13)
+
+
+@pytest.fixture(scope="module")
+def latents():
+    return torch.randn(2, 4, 7, 10, generator=torch.Generator().manual_seed(3))
+
+
+@pytest.fixture(scope="module")
+def oracle(weights, latents):
+    return {s: slow_lua(weights, latents, s, window=4, heads=CONFIG.num_heads, depths=CONFIG.depths) for s in (2, 4)}
+
+
+@pytest.fixture(scope="module")
+def eager(weights, latents):
+    """Same-precision eager reference outputs, the yardstick for low-precision modes."""
+    return {mode: lua_fast.load(weights, backend="reference", precision=mode).upscale(latents, scale=(2, 4))
+            for mode in ("fp32", "bf16", "fp16", "mixed")}
+
+
+CASES = [("reference", m) for m in ("fp32", "bf16", "fp16", "mixed")] + \
+        [("torch", m) for m in ("fp32", "bf16", "fp16", "mixed")] + \
+        [("triton", m) for m in ("fp32", "bf16", "fp16", "mixed")]
+
+
+@pytest.mark.parametrize("backend,mode", CASES, ids=[f"{b}-{m}" for b, m in CASES])
+def test_backend_and_precision_against_reference(backend, mode, weights, latents, oracle, eager):
+    if backend == "triton" and not TRITON_OK:
+        pytest.skip(triton_support.unavailable_reason(CPU))
+    up = lua_fast.load(weights, backend=backend, precision=mode)
+    assert up.backend == backend and up.precision.mode == mode
+    out = up.upscale(latents, scale=(2, 4))
+    again = up.upscale(latents, scale=(2, 4))
+    for s in (2, 4):
+        assert out[s].dtype == resolve(mode, None).storage
+        assert out[s].shape == (2, 4, 7 * s, 10 * s)
+        assert torch.equal(out[s], again[s])  # deterministic: bitwise
+        if mode == "fp32":
+            assert rel_err(out[s], oracle[s]) <= 1e-5
+        else:
+            assert rel_err(out[s], oracle[s]) <= 2 * rel_err(eager[mode][s], oracle[s]) + 1e-4
+
+
+def test_precision_and_dtype_must_agree(weights):
+    with pytest.raises(ValueError, match="precision 'fp32' keeps weights .* in torch.float32"):
+        lua_fast.load(weights, dtype=torch.bfloat16, precision="fp32")
+    with pytest.raises(ValueError, match="unknown precision"):
+        lua_fast.load(weights, precision="int8")
+    assert lua_fast.load(weights, dtype="bf16").precision.mode == "bf16"
+    mixed = lua_fast.load(weights, precision="mixed", mixed_dtype="fp16")
+    assert mixed.dtype == torch.float32 and mixed.precision.compute == torch.float16
+
+
+def test_tf32_needs_cuda(weights):
+    with pytest.raises(BackendUnavailableError, match="tf32 needs CUDA") as info:
+        lua_fast.load(weights, backend="reference", precision="tf32")
+    assert info.value.reasons == {"reference": "tf32 needs CUDA tensor cores"}
+    with pytest.raises(BackendUnavailableError, match="no backend can run on cpu in tf32"):
+        lua_fast.load(weights, precision="tf32")
+
+
+def test_fp16_overflow_is_reported_not_returned(weights, latents):
+    """SwinIR-style residual streams can exceed 65504: fp16 must not silently return inf."""
+    hot = dict(weights)
+    hot["conv_first.weight"] = weights["conv_first.weight"] * 3e4
+    hot["heads.x2.conv_last.weight"] = weights["heads.x2.conv_last.weight"] * 3e4
+    with pytest.raises(FloatingPointError, match="overflowed .* use precision='mixed'"):
+        lua_fast.load(hot, precision="fp16").upscale(latents)
+    assert torch.isfinite(lua_fast.load(hot, precision="mixed").upscale(latents)).all()
+
+
+# ------------------------------------------------------------------- dispatch
+def test_auto_on_cpu_and_reasons():
+    reasons = dispatch.availability(CPU, "fp32", for_auto=True)
+    assert reasons["torch"] is None and reasons["reference"] is None
+    assert reasons["triton"]  # needs CUDA, or interpreted (auto passes it over)
+    assert dispatch.select_backend("auto", CPU, "fp32").name == "torch"
+
+
+def test_env_override_of_auto(weights, monkeypatch):
+    monkeypatch.setenv("LUA_FAST_BACKEND", "reference")
+    assert lua_fast.load(weights).backend == "reference"
+    assert lua_fast.load(weights, backend="torch").backend == "torch"  # an explicit argument wins
+    monkeypatch.setenv("LUA_FAST_BACKEND", "nope")
+    with pytest.raises(BackendUnavailableError, match="LUA_FAST_BACKEND='nope'"):
+        lua_fast.load(weights)
+
+
+def test_forced_unavailable_backend_raises_with_reasons(weights, monkeypatch):
+    monkeypatch.setenv("LUA_FAST_DISABLE_TRITON", "1")
+    with pytest.raises(BackendUnavailableError, match="backend 'triton' cannot run on cpu") as info:
+        lua_fast.load(weights, backend="triton")
+    assert "disabled by LUA_FAST_DISABLE_TRITON" in info.value.reasons["triton"]
+
+
+@pytest.mark.parametrize("env,picked,expect", [
+    ({"LUA_FAST_DISABLE_TRITON": "1"}, "torch", "disabled by LUA_FAST_DISABLE_TRITON"),
+    ({"LUA_FAST_DISABLE_NATIVE": "1"}, "torch", "PyTorch fallback (native extension disabled"),
+    ({"LUA_FAST_DISABLE_TRITON": "1", "LUA_FAST_DISABLE_NATIVE": "1", "LUA_FAST_BACKEND": "reference"},
+     "reference", "env: LUA_FAST_BACKEND=reference"),
+])
+def test_dispatch_reports_missing_pieces_in_a_fresh_process(env, picked, expect):
+    """Absent Triton / extension simulated by environment variables, in a clean interpreter."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("LUA_FAST_") and k != "TRITON_INTERPRET"}
+    run = lambda *args: subprocess.run([sys.executable, *args], capture_output=True, text=True,  # noqa: E731
+                                       env={**base, **env}, check=True).stdout
+    info = run("-m", "lua_fast", "info")
+    assert expect in info
+    assert f"cpu -> {picked}" in info
+    code = ("import torch, lua_fast; from lua_fast.reference import LUA; "
+            "up = lua_fast.load(LUA(lua_fast.LUAConfig.small()).state_dict()); "
+            "print(up.backend, tuple(up.upscale(torch.randn(1, 16, 8, 8)).shape))")
+    assert run("-c", code).split() == [picked, "(1,", "16,", "16,", "16)"]
+
+
+# ------------------------------------------------------- compile, threads, graphs
+@pytest.mark.skipif(not TRITON_OK, reason="Triton not usable here")
+def test_torch_compile_of_the_fused_path_has_no_graph_breaks(weights, latents):
+    up = lua_fast.load(weights, backend="triton")
+    torch._dynamo.reset()
+    compiled = torch.compile(up.model, fullgraph=True, backend="aot_eager")
+    with torch.inference_mode():
+        got = compiled(latents[:1], (2,))[2]
+        want = up.model(latents[:1], (2,))[2]
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_one_model_from_many_threads(weights, backend):
+    up = lua_fast.load(weights, backend=backend)
+    inputs = [torch.randn(1, 4, 5 + i, 9 - i, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    expected = [up.upscale(x, scale=(2, 4)) for x in inputs]
+    from lua_fast.reference import windows
+
+    windows.mask_cache.clear()  # make the threads race to build masks
+    results, errors = {}, []
+
+    def work(i):
+        try:
+            for _ in range(3):
+                results[i] = up.upscale(inputs[i], scale=(2, 4))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i in range(4):
+        for s in (2, 4):
+            assert torch.equal(results[i][s], expected[i][s])
+
+
+def test_cuda_graph_needs_cuda(weights, latents):
+    with pytest.raises(lua_fast.InputError, match="cuda_graph=True needs a CUDA upscaler"):
+        lua_fast.load(weights).upscale(latents, cuda_graph=True)
