@@ -53,6 +53,23 @@ LUA_HD void pixel_to_token(const WindowGeometry& g, int64_t y, int64_t x, int64_
   *t = (yr % g.window) * g.window + xr % g.window;
 }
 
+// Row of the source tensor that output row `row` copies. Partition: rows of (B*nW, N, C) read
+// rows of (B, H, W, C); merge (the inverse): rows of (B, H, W, C) read rows of (B*nW, N, C).
+// Both row counts equal B * H * W.
+LUA_HD int64_t gather_source_row(const WindowGeometry& g, int64_t row, bool merge) {
+  const int64_t image_rows = g.height * g.width;  // == g.windows * g.tokens
+  const int64_t b = row / image_rows;
+  const int64_t r = row - b * image_rows;
+  if (merge) {
+    int64_t w, t;
+    pixel_to_token(g, r / g.width, r % g.width, &w, &t);
+    return (b * g.windows + w) * g.tokens + t;
+  }
+  int64_t y, x;
+  token_to_pixel(g, r / g.tokens, r % g.tokens, &y, &x);
+  return (b * g.height + y) * g.width + x;
+}
+
 // Region of coordinate v along a side of length n: [0, n-ws) -> 0, [n-ws, n-shift) -> 1, [n-shift, n) -> 2.
 LUA_HD int64_t side_region(int64_t v, int64_t n, int64_t window, int64_t shift) {
   return (v >= n - window ? 1 : 0) + (v >= n - shift ? 1 : 0);

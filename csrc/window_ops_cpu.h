@@ -12,22 +12,8 @@ namespace lua_fast {
 // Output rows [begin, end) of partition (rows of (B*nW, N, C)) or merge (rows of (B, H, W, C)).
 inline void cpu_window_gather(const uint8_t* src, uint8_t* dst, const WindowGeometry& g, int64_t row_bytes,
                               bool merge, int64_t begin, int64_t end) {
-  const int64_t image_rows = g.height * g.width;  // == g.windows * g.tokens
-  for (int64_t row = begin; row < end; ++row) {
-    const int64_t b = row / image_rows;
-    const int64_t r = row - b * image_rows;
-    int64_t source;
-    if (merge) {
-      int64_t w, t;
-      pixel_to_token(g, r / g.width, r % g.width, &w, &t);
-      source = (b * g.windows + w) * g.tokens + t;
-    } else {
-      int64_t y, x;
-      token_to_pixel(g, r / g.tokens, r % g.tokens, &y, &x);
-      source = (b * g.height + y) * g.width + x;
-    }
-    memcpy(dst + row * row_bytes, src + source * row_bytes, (size_t)row_bytes);
-  }
+  for (int64_t row = begin; row < end; ++row)
+    memcpy(dst + row * row_bytes, src + gather_source_row(g, row, merge) * row_bytes, (size_t)row_bytes);
 }
 
 // Windows [begin, end) of the mask (nW, N, N) and labels (nW, N).

@@ -17,29 +17,16 @@ int64_t blocks_for(int64_t total) {
   return blocks < kMaxBlocks ? blocks : kMaxBlocks;
 }
 
-// Copies rows of `vecs_per_row` vectors; row r of dst comes from row source_row(r) of src.
+// Copies rows of `vecs_per_row` vectors; row r of dst comes from row gather_source_row(r) of src.
 // kMerge selects the direction: partition gathers windows from the image, merge the reverse.
 template <typename Vec, bool kMerge>
 __global__ void gather_rows_kernel(const Vec* __restrict__ src, Vec* __restrict__ dst, WindowGeometry g,
                                    int64_t rows, int64_t vecs_per_row) {
   const int64_t total = rows * vecs_per_row;
-  const int64_t image_rows = kMerge ? g.height * g.width : g.windows * g.tokens;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t row = i / vecs_per_row;
     const int64_t v = i - row * vecs_per_row;
-    const int64_t b = row / image_rows;
-    const int64_t r = row - b * image_rows;
-    int64_t source;
-    if (kMerge) {
-      int64_t w, t;
-      pixel_to_token(g, r / g.width, r % g.width, &w, &t);
-      source = (b * g.windows + w) * g.tokens + t;
-    } else {
-      int64_t y, x;
-      token_to_pixel(g, r / g.tokens, r % g.tokens, &y, &x);
-      source = (b * g.height + y) * g.width + x;
-    }
-    dst[i] = src[source * vecs_per_row + v];
+    dst[i] = src[gather_source_row(g, row, kMerge) * vecs_per_row + v];
   }
 }
 

@@ -66,3 +66,23 @@ def backend(request, monkeypatch):
         monkeypatch.setattr(native, "unavailable_reason", lambda device: "simulated: extension absent")
         return "torch"
     return request.param
+
+
+def run_in_threads(fn, count: int) -> list:
+    """Run fn(i) for i in range(count) on concurrent threads; return the exceptions raised."""
+    import threading
+
+    errors = []
+
+    def work(i):
+        try:
+            fn(i)
+        except Exception as exc:  # collected and asserted on by the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors

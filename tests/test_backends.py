@@ -4,8 +4,6 @@ environment overrides, torch.compile, threads, determinism, overflow guard (issu
 import os
 import subprocess
 import sys
-import threading
-
 import pytest
 import torch
 
@@ -13,7 +11,7 @@ import lua_fast
 from lua_fast import BackendUnavailableError, dispatch
 from lua_fast.kernels import triton_support
 from lua_fast.precision import resolve
-from conftest import random_state_dict, rel_err, tiny_config
+from conftest import random_state_dict, rel_err, run_in_threads, tiny_config
 from slow_lua import slow_lua
 
 CONFIG = tiny_config(4)
@@ -158,21 +156,13 @@ def test_one_model_from_many_threads(weights, backend):
     from lua_fast.reference import windows
 
     windows.mask_cache.clear()  # make the threads race to build masks
-    results, errors = {}, []
+    results = {}
 
     def work(i):
-        try:
-            for _ in range(3):
-                results[i] = up.upscale(inputs[i], scale=(2, 4))
-        except Exception as exc:  # reported below
-            errors.append(exc)
+        for _ in range(3):
+            results[i] = up.upscale(inputs[i], scale=(2, 4))
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    assert not run_in_threads(work, 4)
     for i in range(4):
         for s in (2, 4):
             assert torch.equal(results[i][s], expected[i][s])

@@ -2,15 +2,13 @@
 weights, odd and even latents, x2 and x4, every backend and precision mode against the fp32
 reference; CUDA graphs; threads."""
 
-import threading
-
 import pytest
 import torch
 
 import lua_fast
 from lua_fast import LUAConfig
 from lua_fast.reference import LUA
-from conftest import rel_err
+from conftest import rel_err, run_in_threads
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 MODES = ["fp32", "tf32", "bf16", "fp16", "mixed"]
@@ -73,22 +71,14 @@ def test_one_triton_model_from_many_threads(released_random):
     up = lua_fast.load(released_random, device="cuda", backend="triton", precision="bf16")
     inputs = [torch.randn(1, 16, 32 + 8 * i, 48, device="cuda") for i in range(4)]
     expected = [up.upscale(x) for x in inputs]
-    results, errors = {}, []
+    results = {}
 
     def work(i):
-        try:
-            with torch.cuda.stream(torch.cuda.Stream()):
-                results[i] = up.upscale(inputs[i])
-                torch.cuda.current_stream().synchronize()
-        except Exception as exc:
-            errors.append(exc)
+        with torch.cuda.stream(torch.cuda.Stream()):
+            results[i] = up.upscale(inputs[i])
+            torch.cuda.current_stream().synchronize()
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    assert not run_in_threads(work, 4)
     for i in range(4):
         assert torch.equal(results[i], expected[i])
 

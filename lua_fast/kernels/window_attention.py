@@ -87,6 +87,19 @@ def torch_window_attention(qkv, height, width, *, heads, window, shift, bias_tab
 if triton is not None:
 
     @triton.jit
+    def _token_pixels(offs, wy, wx, height, width, WINDOW: tl.constexpr, SHIFT: tl.constexpr):
+        """Window-local (y, x) of tokens ``offs`` and the un-shifted pixel (y, x) each holds."""
+        y_in = offs // WINDOW
+        x_in = offs % WINDOW
+        return y_in, x_in, (wy + y_in + SHIFT) % height, (wx + x_in + SHIFT) % width
+
+    @triton.jit
+    def _region_label(y, x, height, width, WINDOW: tl.constexpr, SHIFT: tl.constexpr):
+        """The spec's region label of pixel (y, x): 3 * row_region + col_region."""
+        return 3 * ((y >= height - WINDOW).to(tl.int32) + (y >= height - SHIFT).to(tl.int32)) \
+            + (x >= width - WINDOW).to(tl.int32) + (x >= width - SHIFT).to(tl.int32)
+
+    @triton.jit
     def _window_attention_kernel(
         qkv_ptr, out_ptr, bias_ptr,
         stride_qkv_b, stride_qkv_t, stride_out_b, stride_out_t, stride_bias_0, stride_bias_1,
@@ -111,18 +124,13 @@ if triton is not None:
         # Query tokens of this block: window-local (y, x), then their un-shifted pixel.
         offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
         m_ok = offs_m < N
-        qy_in = offs_m // WINDOW
-        qx_in = offs_m % WINDOW
-        qy = (wy + qy_in + SHIFT) % height
-        qx = (wx + qx_in + SHIFT) % width
+        qy_in, qx_in, qy, qx = _token_pixels(offs_m, wy, wx, height, width, WINDOW, SHIFT)
         q_rows = (qy * width + qx).to(tl.int64)
         q = tl.load(
             qkv_base + q_rows[:, None] * stride_qkv_t + (head * HEAD_DIM + offs_d)[None, :],
             mask=m_ok[:, None] & d_ok[None, :], other=0.0,
         )
-        # Region label of each query pixel (spec: 3 * row_region + col_region).
-        q_label = 3 * ((qy >= height - WINDOW).to(tl.int32) + (qy >= height - SHIFT).to(tl.int32)) \
-            + (qx >= width - WINDOW).to(tl.int32) + (qx >= width - SHIFT).to(tl.int32)
+        q_label = _region_label(qy, qx, height, width, WINDOW, SHIFT)
 
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -130,10 +138,7 @@ if triton is not None:
         for start in range(0, N, BLOCK_N):
             offs_n = start + tl.arange(0, BLOCK_N)
             n_ok = offs_n < N
-            ky_in = offs_n // WINDOW
-            kx_in = offs_n % WINDOW
-            ky = (wy + ky_in + SHIFT) % height
-            kx = (wx + kx_in + SHIFT) % width
+            ky_in, kx_in, ky, kx = _token_pixels(offs_n, wy, wx, height, width, WINDOW, SHIFT)
             k_rows = (ky * width + kx).to(tl.int64)
             kt = tl.load(  # (HEAD_DIM_PAD, BLOCK_N): k already transposed
                 qkv_base + k_rows[None, :] * stride_qkv_t + (dim + head * HEAD_DIM + offs_d)[:, None],
@@ -153,8 +158,7 @@ if triton is not None:
                 bias = tl.load(bias_ptr + index * stride_bias_0 + head * stride_bias_1, mask=pair_ok, other=0.0)
             s = s + bias.to(tl.float32)
             if USE_MASK:
-                k_label = 3 * ((ky >= height - WINDOW).to(tl.int32) + (ky >= height - SHIFT).to(tl.int32)) \
-                    + (kx >= width - WINDOW).to(tl.int32) + (kx >= width - SHIFT).to(tl.int32)
+                k_label = _region_label(ky, kx, height, width, WINDOW, SHIFT)
                 s = tl.where(q_label[:, None] == k_label[None, :], s, s - 100.0)
             s = tl.where(n_ok[None, :], s * LOG2E, float("-inf"))
             # Online softmax (base 2): rescale what was accumulated to the new running max.
