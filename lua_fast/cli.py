@@ -89,7 +89,9 @@ def cmd_upscale(args) -> int:
 
     upscaler = load(args.weights, device=args.device, dtype=args.dtype, backend=args.backend)
     latents = read_latents(args.input, args.key).to(upscaler.device)
-    out = upscaler.upscale(latents, scale=args.scale, check_finite=not args.no_check_finite)
+    tile = None if args.tile is None else (args.tile if args.tile == "auto" else int(args.tile))
+    out = upscaler.upscale(latents, scale=args.scale, check_finite=not args.no_check_finite, tile=tile,
+                           overlap=args.overlap, progress=True)
     write_latents(args.output, out, args.key)
     print(
         f"{tuple(latents.shape)} -> {tuple(out.shape)} x{args.scale} "
@@ -177,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="where to write the upscaled latents (.safetensors or .pt)")
     p.add_argument("--key", default=LATENTS_KEY, help=f"tensor key in the input/output files (default: {LATENTS_KEY})")
     p.add_argument("--no-check-finite", action="store_true", help="skip the NaN/Inf input check")
+    p.add_argument("--tile", default=None, help="tile size in latent pixels, or 'auto' (see lua_fast.tiling)")
+    p.add_argument("--overlap", type=int, default=None, help="tile overlap in latent pixels (default 2 windows)")
     runtime_options(p)
     p.set_defaults(func=cmd_upscale)
 

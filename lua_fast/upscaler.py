@@ -15,6 +15,7 @@ from .config import LUAConfig
 from .errors import InputError, NonFiniteInputError
 from .precision import Precision, resolve
 from .reference import LUA
+from .tiling import estimate_peak_bytes, upscale_tiled
 
 DTYPES = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
@@ -135,6 +136,10 @@ class Upscaler:
         *,
         check_finite: bool = True,
         cuda_graph: bool = False,
+        tile: int | str | None = None,
+        overlap: int | None = None,
+        memory_budget: int | None = None,
+        progress: bool = False,
     ) -> torch.Tensor | dict[int, torch.Tensor]:
         """Upscale raw VAE latents by ``scale`` (2 or 4 for the released model).
 
@@ -143,11 +148,21 @@ class Upscaler:
         synchronises with the device once). In fp16 compute an output overflow raises
         :class:`FloatingPointError`. ``cuda_graph=True`` (CUDA only) captures one CUDA graph per
         (shape, dtype, scales) on first use and replays it afterwards, removing launch overhead.
+
+        Tiling (``lua_fast.tiling``): ``tile=T`` upscales T x T latent tiles overlapping by
+        ``overlap`` (default two windows, at most half a tile) and blends them; ``tile="auto"`` tiles only when the
+        estimated activation memory exceeds ``memory_budget`` bytes (default on CUDA: 90% of the
+        free memory; on CPU only when a budget is given), and on CUDA also retries with smaller
+        tiles after an out-of-memory error. ``progress=True`` shows a tqdm bar over tiles.
         """
         scales, single = self._scales(scale)
         self.check_latents(latents, check_finite=check_finite)
         x = latents.to(self.dtype)
-        if cuda_graph:
+        if tile is not None:
+            if cuda_graph:
+                raise InputError("cuda_graph=True and tiling cannot be combined")
+            outputs = self._tiled(x, scales, tile, overlap, memory_budget, progress)
+        elif cuda_graph:
             outputs = self._replay(x, scales)
         else:
             outputs = self.model(x, scales)
@@ -155,6 +170,60 @@ class Upscaler:
         if self.precision.guards_overflow and check_finite:
             self._check_overflow(outputs)
         return outputs[scales[0]] if single else outputs
+
+    def _tiled(self, x, scales, tile, overlap, memory_budget, progress) -> dict[int, torch.Tensor]:
+        window = self.config.window_size
+        height, width = x.shape[-2:]
+
+        def default_overlap(size):  # two windows, at most half a tile
+            return min(2 * window, size // 2) if overlap is None else min(overlap, size - 1)
+
+        if tile == "auto":
+            size = self._auto_tile(x, scales, memory_budget)
+            if size is None:
+                try:
+                    return self.model(x, scales)
+                except torch.OutOfMemoryError:
+                    if self.device.type != "cuda":
+                        raise
+                    torch.cuda.empty_cache()
+                    size = max(window, (max(height, width) // 2) // window * window)
+            while True:
+                try:
+                    return upscale_tiled(self.model, x, scales, size, default_overlap(size), progress=progress)
+                except torch.OutOfMemoryError:
+                    if self.device.type != "cuda" or size <= window:
+                        raise
+                    torch.cuda.empty_cache()
+                    size = max(window, (size // 2) // window * window)
+        if isinstance(tile, bool) or not isinstance(tile, int) or tile < window:
+            raise InputError(f"tile must be an int >= the window size {window}, or 'auto'; got {tile!r}")
+        if overlap is not None and (isinstance(overlap, bool) or not isinstance(overlap, int)
+                                    or not 0 <= overlap < tile):
+            raise InputError(f"overlap must be an int in [0, tile), got {overlap!r} with tile={tile}")
+        return upscale_tiled(self.model, x, scales, tile, default_overlap(tile), progress=progress)
+
+    def _auto_tile(self, x, scales, memory_budget) -> int | None:
+        """Largest window-multiple tile whose estimated activations fit the budget; None: no tiling."""
+        if memory_budget is None:
+            if self.device.type != "cuda":
+                return None
+            memory_budget = int(0.9 * torch.cuda.mem_get_info(self.device)[0])
+        b, _, height, width = x.shape
+        eager = self.backend != "triton"
+        size_of = self.precision.compute.itemsize
+
+        def estimate(h, w):
+            return estimate_peak_bytes(self.config, h, w, scales, element_size=size_of, batch=b,
+                                       materialises_scores=eager)
+
+        if estimate(height, width) <= memory_budget:
+            return None
+        window = self.config.window_size
+        size = max(height, width) // window * window
+        while size > window and estimate(size, size) > memory_budget:
+            size -= window
+        return max(size, window)
 
     def _check_overflow(self, outputs: dict) -> None:
         if any(not bool(torch.isfinite(o).all()) for o in outputs.values()):

@@ -1,0 +1,132 @@
+"""LUA inside diffusers pipelines (FLUX, SD3, SDXL). Requires ``pip install diffusers``.
+
+Pipelines called with ``output_type="latent"`` return latents in the *pipeline's* space;
+LUA works on *raw* VAE latents (what ``vae.decode`` takes):
+
+| family | pipeline latents -> raw VAE latents |
+|--------|-------------------------------------|
+| flux   | unpack (B, (h/2)(w/2), 4C) -> (B, C, h, w), then ``z / scaling_factor + shift_factor`` |
+| sd3    | ``z / scaling_factor + shift_factor`` |
+| sdxl   | ``z * latents_std / scaling_factor + latents_mean`` when the VAE config has both, else ``z / scaling_factor`` |
+
+``from_raw_latents`` is the reverse (for feeding an img2img refinement pass, which encodes
+to the pipeline's space), and ``pack_flux_latents`` re-packs for FLUX's transformer.
+
+    up = lua_fast.load("lua_flux.pth", device="cuda", dtype=torch.bfloat16)
+    out = pipe(prompt, height=1024, width=1024, output_type="latent").images
+    raw2x, image = upscale_pipeline_latents(up, out, pipe.vae, "flux", height=1024, width=1024, decode_image=True)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+FAMILIES = ("flux", "sd3", "sdxl")
+
+
+def _config(vae: Any):
+    """The VAE's config (an AutoencoderKL, its ``.config``, or a dict)."""
+    cfg = getattr(vae, "config", vae)
+    return cfg if not isinstance(cfg, dict) else type("Config", (), cfg)
+
+
+def _family(family: str) -> str:
+    if family not in FAMILIES:
+        raise ValueError(f"unknown pipeline family {family!r}; choose one of {FAMILIES}")
+    return family
+
+
+def unpack_flux_latents(packed: torch.Tensor, height: int, width: int, vae_scale_factor: int = 8) -> torch.Tensor:
+    """FLUX's packed (B, (h/2)*(w/2), 4C) latents for an image of height x width -> (B, C, h, w)."""
+    if packed.dim() != 3 or packed.shape[-1] % 4:
+        raise ValueError(f"packed FLUX latents must be (B, (h/2)*(w/2), 4C), got {tuple(packed.shape)}")
+    b, patches, channels = packed.shape
+    h = 2 * (int(height) // (vae_scale_factor * 2))
+    w = 2 * (int(width) // (vae_scale_factor * 2))
+    if patches != (h // 2) * (w // 2):
+        raise ValueError(f"{patches} packed patches do not match a {height}x{width} image ({h // 2}x{w // 2} patches)")
+    x = packed.view(b, h // 2, w // 2, channels // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(b, channels // 4, h, w)
+
+
+def pack_flux_latents(latents: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) -> FLUX's packed (B, (h/2)*(w/2), 4C); h and w must be even."""
+    b, c, h, w = latents.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"FLUX packing needs even latent sides, got {h}x{w}")
+    x = latents.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, (h // 2) * (w // 2), c * 4)
+
+
+def _mean_std(cfg, like: torch.Tensor):
+    mean, std = getattr(cfg, "latents_mean", None), getattr(cfg, "latents_std", None)
+    if mean is None or std is None:
+        return None
+    shape = (1, len(mean), 1, 1)
+    return (torch.tensor(mean, device=like.device, dtype=like.dtype).view(shape),
+            torch.tensor(std, device=like.device, dtype=like.dtype).view(shape))
+
+
+def to_raw_latents(latents: torch.Tensor, vae: Any, family: str, *, height: int | None = None,
+                   width: int | None = None, vae_scale_factor: int = 8) -> torch.Tensor:
+    """Pipeline-space latents (``output_type="latent"``) -> raw VAE latents (B, C, h, w).
+
+    FLUX latents may be packed (3-D); then ``height`` and ``width`` (image pixels) are needed.
+    """
+    family, cfg = _family(family), _config(vae)
+    if family == "flux" and latents.dim() == 3:
+        if height is None or width is None:
+            raise ValueError("packed FLUX latents need the image height and width to unpack")
+        latents = unpack_flux_latents(latents, height, width, vae_scale_factor)
+    if latents.dim() != 4:
+        raise ValueError(f"latents must be (B, C, h, w) (or packed FLUX latents), got {tuple(latents.shape)}")
+    scaling = cfg.scaling_factor
+    if family in ("flux", "sd3"):
+        return latents / scaling + (getattr(cfg, "shift_factor", None) or 0.0)
+    stats = _mean_std(cfg, latents)
+    if stats is not None:
+        mean, std = stats
+        return latents * std / scaling + mean
+    return latents / scaling
+
+
+def from_raw_latents(raw: torch.Tensor, vae: Any, family: str, *, pack: bool = False) -> torch.Tensor:
+    """Raw VAE latents -> the pipeline's space (the inverse of :func:`to_raw_latents`).
+
+    For an img2img refinement pass that takes latents; ``pack=True`` re-packs for FLUX.
+    """
+    family, cfg = _family(family), _config(vae)
+    scaling = cfg.scaling_factor
+    if family in ("flux", "sd3"):
+        z = (raw - (getattr(cfg, "shift_factor", None) or 0.0)) * scaling
+        return pack_flux_latents(z) if pack and family == "flux" else z
+    stats = _mean_std(cfg, raw)
+    if stats is not None:
+        mean, std = stats
+        return (raw - mean) * scaling / std
+    return raw * scaling
+
+
+@torch.inference_mode()
+def decode(vae, raw: torch.Tensor) -> torch.Tensor:
+    """Decode raw latents with the VAE: images (B, 3, 8h, 8w) in [-1, 1], in the VAE's dtype."""
+    return vae.decode(raw.to(device=vae.device, dtype=vae.dtype), return_dict=False)[0]
+
+
+def upscale_pipeline_latents(upscaler, latents: torch.Tensor, vae: Any, family: str, *, scale: int = 2,
+                             height: int | None = None, width: int | None = None, decode_image: bool = False,
+                             **upscale_kwargs):
+    """A pipeline's ``output_type="latent"`` result -> upscaled raw latents (and the decoded image).
+
+    Returns the raw upscaled latents (B, C, s*h, s*w) in the upscaler's dtype, or
+    ``(raw, image)`` with ``decode_image=True`` (``vae`` must then be the AutoencoderKL).
+    Extra keyword arguments go to ``Upscaler.upscale`` (``tile=``, ``cuda_graph=``, ...).
+    """
+    raw = to_raw_latents(latents, vae, family, height=height, width=width)
+    raw = raw.to(device=upscaler.device)
+    upscaled = upscaler.upscale(raw, scale=scale, **upscale_kwargs)
+    if decode_image:
+        return upscaled, decode(vae, upscaled)
+    return upscaled

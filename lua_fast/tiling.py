@@ -1,0 +1,122 @@
+"""Tiled inference for latents too large to upscale in one pass.
+
+The latent is cut into ``tile`` x ``tile`` tiles overlapping by ``overlap`` latent pixels
+(the last tile of a row or column is aligned to the border, so tiles never leave the
+image). Each tile is upscaled on its own and the outputs are blended: inside an
+overlap the weights ramp linearly from one tile to the next, so no seam is a hard cut.
+
+Tiling changes the result: a Swin trunk's receptive field spans far more than one
+window, so pixels near a tile border see less context than in the untiled pass.
+Measured on the small configuration with random weights at a 64x64 latent (relative
+error against the untiled output): tile 32 / overlap 0: 22%; 32 / 8: 5.0%; 32 / 16: 2.9%;
+40 / 16: 2.0%; 48 / 16: 1.8%. The tests hold tile 32 / overlap 16 to <= 3.5% there.
+Trained checkpoints are smoother than random weights; measure on yours before relying
+on a bound.
+
+``estimate_peak_bytes`` gives a conservative activation-memory estimate used by
+``tile="auto"`` to decide whether, and how small, to tile.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .config import LUAConfig
+from .padding import pad_amount
+
+
+def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Tile origins along a side: stride ``tile - overlap``, the last one aligned to the end."""
+    if size <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, size - tile + 1, step))
+    if starts[-1] + tile < size:
+        starts.append(size - tile)
+    return starts
+
+
+def _ramp(length: int, overlap_before: int, overlap_after: int) -> torch.Tensor:
+    """1 inside, linear ramps (never reaching 0) over the overlaps shared with neighbours."""
+    w = torch.ones(length)
+    if overlap_before:
+        w[:overlap_before] = torch.linspace(0, 1, overlap_before + 2)[1:-1]
+    if overlap_after:
+        w[length - overlap_after:] = torch.minimum(
+            w[length - overlap_after:], torch.linspace(1, 0, overlap_after + 2)[1:-1]
+        )
+    return w
+
+
+def upscale_tiled(
+    run: Callable[[torch.Tensor, tuple[int, ...]], dict[int, torch.Tensor]],
+    latents: torch.Tensor,
+    scales: tuple[int, ...],
+    tile: int,
+    overlap: int,
+    *,
+    progress: bool = False,
+) -> dict[int, torch.Tensor]:
+    """Upscale ``latents`` (B, C, H, W) tile by tile with ``run`` and blend the overlaps."""
+    if tile < 1 or not 0 <= overlap < tile:
+        raise ValueError(f"tiling needs tile >= 1 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
+    b, c, height, width = latents.shape
+    ys, xs = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
+    acc = {s: torch.zeros(b, c, s * height, s * width, device=latents.device, dtype=torch.float32) for s in scales}
+    wsum = {s: torch.zeros(1, 1, s * height, s * width, device=latents.device, dtype=torch.float32) for s in scales}
+    out_dtype = None
+    boxes = [(y0, x0) for y0 in ys for x0 in xs]
+    bar = None
+    if progress and len(boxes) > 1:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(boxes), desc="lua_fast tiles", unit="tile")
+    for y0, x0 in boxes:
+        th, tw = min(tile, height - y0), min(tile, width - x0)
+        outs = run(latents[..., y0:y0 + th, x0:x0 + tw], scales)
+        # Overlap actually shared with the previous / next tile along each axis.
+        iy, ix = ys.index(y0), xs.index(x0)
+        oy0 = ys[iy - 1] + tile - y0 if iy > 0 else 0
+        oy1 = y0 + th - ys[iy + 1] if iy + 1 < len(ys) else 0
+        ox0 = xs[ix - 1] + tile - x0 if ix > 0 else 0
+        ox1 = x0 + tw - xs[ix + 1] if ix + 1 < len(xs) else 0
+        for s in scales:
+            w = _ramp(s * th, s * oy0, s * oy1)[:, None] * _ramp(s * tw, s * ox0, s * ox1)[None, :]
+            w = w.to(latents.device)
+            region = (..., slice(s * y0, s * (y0 + th)), slice(s * x0, s * (x0 + tw)))
+            acc[s][region] += outs[s].float() * w
+            wsum[s][region] += w
+            out_dtype = outs[s].dtype
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()
+    return {s: (acc[s] / wsum[s]).to(out_dtype) for s in scales}
+
+
+def estimate_peak_bytes(config: LUAConfig, height: int, width: int, scales, *, element_size: int = 4,
+                        batch: int = 1, materialises_scores: bool = True) -> int:
+    """A conservative estimate of the activation memory of one forward pass (weights excluded).
+
+    Trunk: the token stream, qkv, MLP hidden and, for eager backends, the (windows, heads, N, N)
+    score tensors (``materialises_scores``). Heads: the largest conv input/output pair (the eager
+    head also holds the pre-shuffle tensor, counted for every backend to stay conservative).
+    """
+    h = height + pad_amount(height, config.window_size)
+    w = width + pad_amount(width, config.window_size)
+    tokens, d, n = batch * h * w, config.embed_dim, config.window_size**2
+    trunk = tokens * (4 * d + 3 * d + config.mlp_hidden)  # stream + residual + norm out + conv in, qkv, hidden
+    if materialises_scores:
+        trunk += 2 * tokens * n * max(config.num_heads)  # scores and softmax
+    head = 0
+    for s in scales:
+        f = config.head_width
+        stages = s.bit_length() - 1
+        biggest = tokens * d + tokens * f
+        for k in range(stages):
+            pixels = tokens * 4**k
+            biggest = max(biggest, pixels * f + pixels * 4 * f + pixels * 4 * f)  # in, pre-shuffle, shuffled
+        head = max(head, biggest + tokens * s * s * config.out_channels)
+    return (trunk + head) * element_size

@@ -1,0 +1,101 @@
+"""lua_fast.integrations.diffusers with tiny AutoencoderKLs built from configs (no downloads)."""
+
+import pytest
+import torch
+
+diffusers = pytest.importorskip("diffusers", reason="diffusers is an optional extra (pip install diffusers)")
+
+import lua_fast  # noqa: E402
+from lua_fast import LUAConfig  # noqa: E402
+from lua_fast.integrations import diffusers as integ  # noqa: E402
+from lua_fast.reference import LUA  # noqa: E402
+
+FLUX_VAE = dict(latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False,
+                use_post_quant_conv=False)
+SDXL_MEAN = [0.1, -0.2, 0.3, 0.05]
+SDXL_STD = [0.9, 1.1, 0.8, 1.2]
+
+
+def tiny_vae(**config):
+    """Four blocks (three downsamples: the 8x scale factor of the real VAEs), random weights."""
+    torch.manual_seed(0)
+    return diffusers.AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 16, 16), layers_per_block=1,
+        norm_num_groups=8, **config,
+    ).eval()
+
+
+def upscaler(channels):
+    torch.manual_seed(1)
+    return lua_fast.load(LUA(LUAConfig.small(channels)).state_dict())
+
+
+def test_flux_pack_unpack_round_trip_and_layout():
+    z = torch.randn(2, 16, 6, 10)
+    packed = integ.pack_flux_latents(z)
+    assert packed.shape == (2, 15, 64)
+    # Patch (i, j), channel c, sub-position (dy, dx) sits at feature c*4 + dy*2 + dx.
+    assert torch.equal(packed[1, 1 * 5 + 3, 7 * 4 + 1 * 2 + 0], z[1, 7, 2 * 1 + 1, 2 * 3 + 0])
+    assert torch.equal(integ.unpack_flux_latents(packed, 48, 80), z)
+    with pytest.raises(ValueError, match="do not match a 64x80 image"):
+        integ.unpack_flux_latents(packed, 64, 80)
+
+
+@pytest.mark.parametrize("family,vae_config", [
+    ("flux", FLUX_VAE),
+    ("sd3", FLUX_VAE),
+    ("sdxl", dict(latent_channels=4, scaling_factor=0.13025)),
+    ("sdxl", dict(latent_channels=4, scaling_factor=0.13025, latents_mean=SDXL_MEAN, latents_std=SDXL_STD)),
+], ids=["flux", "sd3", "sdxl", "sdxl-mean-std"])
+def test_scaling_round_trips(family, vae_config):
+    vae = tiny_vae(**vae_config)
+    c = vae.config.latent_channels
+    z = torch.randn(2, c, 6, 10, dtype=torch.float64)
+    raw = integ.to_raw_latents(z, vae, family)
+    torch.testing.assert_close(integ.from_raw_latents(raw, vae, family), z)
+    cfg = vae.config
+    if family in ("flux", "sd3"):
+        torch.testing.assert_close(raw, z / cfg.scaling_factor + cfg.shift_factor)
+    elif cfg.latents_mean is not None:
+        mean = torch.tensor(SDXL_MEAN, dtype=z.dtype).view(1, 4, 1, 1)
+        std = torch.tensor(SDXL_STD, dtype=z.dtype).view(1, 4, 1, 1)
+        torch.testing.assert_close(raw, z * std / cfg.scaling_factor + mean)
+    else:
+        torch.testing.assert_close(raw, z / cfg.scaling_factor)
+    if family == "flux":
+        packed = integ.from_raw_latents(raw, vae, "flux", pack=True)
+        torch.testing.assert_close(integ.to_raw_latents(packed, vae, "flux", height=48, width=80), raw)
+
+
+def test_flux_pipeline_latents_to_decoded_2x_image():
+    vae = tiny_vae(**FLUX_VAE)
+    up = upscaler(16)
+    packed = integ.pack_flux_latents(torch.randn(1, 16, 6, 10))  # what a 48x80 FLUX run returns
+    raw2x, image = integ.upscale_pipeline_latents(up, packed, vae, "flux", height=48, width=80, decode_image=True)
+    assert raw2x.shape == (1, 16, 12, 20) and raw2x.dtype == torch.float32
+    assert image.shape == (1, 3, 96, 160) and torch.isfinite(image).all()
+    raw = integ.to_raw_latents(packed, vae, "flux", height=48, width=80)
+    assert torch.equal(raw2x, up.upscale(raw))
+
+
+def test_sdxl_dtype_handling_and_tiling_passthrough():
+    vae = tiny_vae(latent_channels=4, scaling_factor=0.13025).to(torch.bfloat16)
+    up = upscaler(4)
+    z = torch.randn(2, 4, 9, 7, dtype=torch.bfloat16)  # pipelines often hand back half-precision latents
+    raw4x = integ.upscale_pipeline_latents(up, z, vae, "sdxl", scale=4)
+    assert raw4x.shape == (2, 4, 36, 28) and raw4x.dtype == torch.float32  # the upscaler's dtype
+    image = integ.decode(vae, raw4x)
+    assert image.shape == (2, 3, 288, 224) and image.dtype == torch.bfloat16
+    tiled = integ.upscale_pipeline_latents(up, z, vae, "sdxl", tile=8, overlap=4)
+    assert tiled.shape == (2, 4, 18, 14)
+
+
+def test_errors():
+    vae = tiny_vae(**FLUX_VAE)
+    with pytest.raises(ValueError, match="unknown pipeline family 'sd15'"):
+        integ.to_raw_latents(torch.randn(1, 16, 4, 4), vae, "sd15")
+    with pytest.raises(ValueError, match="need the image height and width"):
+        integ.to_raw_latents(torch.randn(1, 4, 64), vae, "flux")
+    with pytest.raises(ValueError, match="even latent sides"):
+        integ.pack_flux_latents(torch.randn(1, 16, 5, 4))

@@ -1,0 +1,83 @@
+"""Tiled inference: blending, bounds against the untiled result, auto mode, errors."""
+
+import pytest
+import torch
+
+import lua_fast
+from lua_fast import InputError, LUAConfig
+from lua_fast.reference import LUA
+from lua_fast.tiling import _ramp, estimate_peak_bytes, tile_starts, upscale_tiled
+from conftest import rel_err
+
+
+@pytest.fixture(scope="module")
+def small():
+    torch.manual_seed(0)
+    up = lua_fast.load(LUA(LUAConfig.small()).state_dict())
+    x = torch.randn(1, 16, 64, 64, generator=torch.Generator().manual_seed(1))
+    return up, x, up.upscale(x, scale=(2, 4))
+
+
+def test_tile_starts_cover_the_side():
+    assert tile_starts(64, 32, 16) == [0, 16, 32]
+    assert tile_starts(70, 32, 8) == [0, 24, 38]  # the last tile is aligned to the border
+    assert tile_starts(20, 32, 8) == [0]
+    for size, tile, overlap in [(64, 32, 16), (70, 32, 8), (100, 24, 0), (33, 16, 15)]:
+        starts = tile_starts(size, tile, overlap)
+        covered = torch.zeros(size, dtype=torch.bool)
+        for s in starts:
+            covered[s:s + tile] = True
+        assert covered.all() and starts[-1] + tile == size
+
+
+def test_ramps_never_vanish_and_blend_a_constant_exactly():
+    w = _ramp(20, 6, 6)
+    assert (w > 0).all() and w[6:14].eq(1).all()
+    x = torch.ones(1, 1, 37, 45)
+    out = upscale_tiled(lambda t, scales: {s: torch.full((1, 1, s * t.shape[-2], s * t.shape[-1]), 3.0)
+                                           for s in scales}, x, (2,), 16, 6)
+    torch.testing.assert_close(out[2], torch.full((1, 1, 74, 90), 3.0))
+
+
+def test_one_tile_is_the_untiled_result(small):
+    up, x, full = small
+    out = up.upscale(x, scale=(2, 4), tile=64)
+    for s in (2, 4):
+        assert torch.equal(out[s], full[s])
+
+
+def test_tiled_within_the_stated_bound_and_overlap_helps(small):
+    """README / lua_fast.tiling: tile 32, overlap 16 on the small config: <= 3.5% relative."""
+    up, x, full = small
+    blended = up.upscale(x, scale=(2, 4), tile=32, overlap=16)
+    hard = up.upscale(x, scale=(2, 4), tile=32, overlap=0)
+    for s in (2, 4):
+        assert blended[s].shape == full[s].shape
+        assert rel_err(blended[s], full[s]) <= 0.035
+        assert rel_err(hard[s], full[s]) > 2 * rel_err(blended[s], full[s])
+
+
+def test_auto_tiles_only_over_budget(small):
+    up, x, full = small
+    need = estimate_peak_bytes(up.config, 64, 64, (2,))
+    assert torch.equal(up.upscale(x, tile="auto", memory_budget=need), full[2])  # fits: untiled
+    tiled = up.upscale(x, tile="auto", memory_budget=need // 3, progress=True)
+    assert not torch.equal(tiled, full[2]) and rel_err(tiled, full[2]) < 0.1
+    assert torch.equal(up.upscale(x, tile="auto"), full[2])  # CPU without a budget: untiled
+
+
+def test_estimate_grows_with_size_and_scale():
+    c = LUAConfig.flux()
+    assert estimate_peak_bytes(c, 64, 64, (2,)) < estimate_peak_bytes(c, 128, 128, (2,))
+    assert estimate_peak_bytes(c, 128, 128, (2,)) < estimate_peak_bytes(c, 128, 128, (4,))
+    assert estimate_peak_bytes(c, 128, 128, (2,), materialises_scores=False) < estimate_peak_bytes(c, 128, 128, (2,))
+
+
+def test_tiling_errors(small):
+    up, x, _ = small
+    with pytest.raises(InputError, match="tile must be an int >= the window size 8"):
+        up.upscale(x, tile=4)
+    with pytest.raises(InputError, match="overlap must be an int in \\[0, tile\\)"):
+        up.upscale(x, tile=16, overlap=16)
+    with pytest.raises(InputError, match="cannot be combined"):
+        up.upscale(x, tile=16, cuda_graph=True)
