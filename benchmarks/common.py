@@ -1,63 +1,21 @@
-"""Shared benchmark plumbing: environment record, timing, JSON output."""
+"""Shared benchmark plumbing for the scripts in this folder (the implementations live in
+lua_fast.benchmark so that ``lua-fast bench`` has them too)."""
 
 from __future__ import annotations
 
-import json
-import platform
-import statistics
-import time
-from pathlib import Path
+import os
+import sys
 
 import torch
 
-import lua_fast
+from lua_fast.benchmark import environment, time_call, write_json
 
-
-def environment(device: torch.device) -> dict:
-    env = {
-        "lua_fast": lua_fast.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "cpu_threads": torch.get_num_threads(),
-    }
-    try:
-        import triton
-
-        env["triton"] = triton.__version__
-    except ImportError:
-        env["triton"] = None
-    return env
-
-
-def time_call(fn, device: torch.device, *, warmup: int = 1, repeat: int = 5) -> dict:
-    """Median and spread of ``fn()`` wall time in ms, synchronising the device around each call."""
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times), "repeat": repeat}
-
-
-def write_json(path: str | Path, payload: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+__all__ = ["environment", "time_call", "write_json", "gpu_or_interpreter_timer"]
 
 
 def gpu_or_interpreter_timer(device: torch.device, name: str):
     """triton.testing.do_bench (median ms) on a GPU. On CPU, only under TRITON_INTERPRET=1 as a
     dry run of the script's logic with tiny sizes: those figures mean nothing. Else exit."""
-    import os
-    import sys
-
     if device.type == "cuda" and torch.cuda.is_available():
         from triton.testing import do_bench
 

@@ -158,6 +158,20 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from . import benchmark
+
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        print("lua-fast bench: CPU figures are a smoke test, not the product's target")
+    report = benchmark.run_suite(device, quick=args.quick, repeat=args.repeat or None)
+    print()
+    print(benchmark.markdown(report))
+    for path in benchmark.write_reports(report, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
 # ----------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lua-fast", description="Fast LUA latent upscaling.")
@@ -188,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("weights", help="source checkpoint (.pth/.pt)")
     p.add_argument("output", help="destination .safetensors")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("bench", help="benchmark every available backend x precision (JSON, markdown, plot)")
+    p.add_argument("--quick", action="store_true", help="small sizes: a table in seconds")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--repeat", type=int, default=0, help="timed calls per row (default 3 quick, 10 full)")
+    p.add_argument("--out", default="bench-results", help="directory for bench.json / bench.md / bench.png")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="upscale a synthetic latent with random weights (no download)")
     p.add_argument("--small", action="store_true", help="a small config instead of the released one")

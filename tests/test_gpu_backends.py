@@ -97,3 +97,17 @@ def test_peak_memory_not_above_eager_bf16(released_random):
         peaks[backend] = torch.cuda.max_memory_allocated() - base
         del up
     assert peaks["triton"] <= peaks["reference"], peaks
+
+
+def test_256x256_x4_within_the_documented_budget(released_random):
+    """README: a 256x256 latent x4 (8192 px) with tile="auto" and memory_budget=16 GiB stays under it."""
+    budget = 16 * 2**30
+    up = lua_fast.load(released_random, device="cuda", backend="triton", precision="bf16")
+    x = torch.randn(1, 16, 256, 256, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    out = up.upscale(x, scale=4, tile="auto", memory_budget=budget)
+    torch.cuda.synchronize()
+    assert out.shape == (1, 16, 1024, 1024) and torch.isfinite(out).all()
+    assert torch.cuda.max_memory_allocated() - base <= budget

@@ -1,0 +1,292 @@
+"""The benchmark suite behind ``lua-fast bench``: timing, environment record, sweep, reports.
+
+    lua-fast bench --quick            # CPU or GPU, small sizes, a table in seconds
+    lua-fast bench --device cuda      # released config: backends x precisions x sizes x scales
+
+Writes ``bench.json`` (device, versions, shapes, dtypes, medians and spread, peak memory,
+error against the fp32 reference), ``bench.md`` (a markdown table) and, when matplotlib
+is installed, ``bench.png``. Timings are medians of repeated calls after warm-up, the
+device synchronised around each call (CUDA: a synchronize after each call, so the
+wall time covers the kernels). CPU figures are a smoke test, not the product's target.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from . import __version__, dispatch
+from .config import LUAConfig
+from .flops import forward_flops
+from .precision import PRECISIONS
+
+
+# ------------------------------------------------------------------ plumbing
+def environment(device: torch.device) -> dict:
+    env = {
+        "lua_fast": __version__,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "cpu_threads": torch.get_num_threads(),
+    }
+    try:
+        import triton
+
+        env["triton"] = triton.__version__
+    except ImportError:
+        env["triton"] = None
+    return env
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn, device: torch.device, *, warmup: int = 1, repeat: int = 5) -> dict:
+    """Median and spread of ``fn()`` wall time in ms, synchronising the device around each call."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append((time.perf_counter() - start) * 1e3)
+    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times), "repeat": repeat}
+
+
+def write_json(path: str | Path, payload: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------- sweep
+def _cases(device: torch.device, quick: bool):
+    if device.type == "cuda" and not quick:
+        return LUAConfig.flux(), [(64, 64), (128, 128), (40, 72)], [2, 4], list(PRECISIONS)
+    if device.type == "cuda":
+        return LUAConfig.flux(), [(64, 64)], [2], ["fp32", "bf16", "mixed"]
+    return LUAConfig.small(), [(16, 16), (24, 24)] if quick else [(16, 16), (32, 32), (24, 40)], [2], ["fp32", "bf16"]
+
+
+def run_suite(device: str | torch.device = "cpu", *, quick: bool = False, repeat: int | None = None,
+              cuda_graphs: bool = True, log=print) -> dict:
+    """Sweep every backend that can run here x precisions x sizes x scales; return the report."""
+    from .reference import LUA
+    from . import load
+
+    device = torch.device(device)
+    config, sizes, scales, precisions = _cases(device, quick)
+    repeat = repeat or (3 if quick else 10)
+    torch.manual_seed(0)
+    state_dict = LUA(config).state_dict()
+    rows = []
+    for height, width in sizes:
+        x = torch.randn(1, config.in_channels, height, width, device=device)
+        for scale in scales:
+            flops = forward_flops(config, height, width, (scale,))
+            ref = load(state_dict, device=device, backend="reference", precision="fp32").upscale(x, scale=scale)
+            for precision in precisions:
+                reasons = dispatch.availability(device, precision, for_auto=True)
+                for backend, reason in reasons.items():
+                    if reason is not None:
+                        continue
+                    graphs = [False, True] if (cuda_graphs and device.type == "cuda" and backend == "triton") else [False]
+                    up = load(state_dict, device=device, backend=backend, precision=precision)
+                    for graph in graphs:
+                        call = lambda: up.upscale(x, scale=scale, check_finite=False, cuda_graph=graph)  # noqa: E731
+                        out = call()
+                        if device.type == "cuda":
+                            synchronize(device)
+                            torch.cuda.reset_peak_memory_stats(device)
+                            base = torch.cuda.memory_allocated(device)
+                        timing = time_call(call, device, warmup=1, repeat=repeat)
+                        peak = ((torch.cuda.max_memory_allocated(device) - base) / 2**20
+                                if device.type == "cuda" else None)
+                        err = ((out.double() - ref.double()).norm() / ref.double().norm()).item()
+                        rows.append({
+                            "backend": backend, "precision": precision, "cuda_graph": graph,
+                            "latent": [1, config.in_channels, height, width], "scale": scale, **timing,
+                            "tflops_per_s": flops / (timing["median_ms"] * 1e-3) / 1e12, "peak_mib": peak,
+                            "rel_err_vs_fp32_reference": err,
+                        })
+                        log(_row_line(rows[-1]))
+                    del up
+    _add_ratios(rows)
+    return {
+        "benchmark": "lua-fast bench", "quick": quick, "config": config.to_dict(),
+        "environment": environment(device), "results": rows, "ops": run_ops(device, config, sizes, repeat, log),
+        "note": None if device.type == "cuda" else "CPU figures are a smoke test, not the product's target",
+    }
+
+
+def run_ops(device: torch.device, config: LUAConfig, sizes, repeat: int, log=print) -> list[dict]:
+    """Per-op rows: each fused op against the PyTorch composition it replaces, same inputs."""
+    from . import native
+    from .kernels import triton_support
+    from .ops import window_ops as W
+
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    ws, shift, dim = config.window_size, config.window_size // 2, config.embed_dim
+    rows = []
+
+    def add(op, size, fused_name, fused, composed, skip=None):
+        row = {"op": op, "latent": list(size), "dtype": str(dtype).removeprefix("torch."), "fused": fused_name}
+        if skip:
+            row["skipped"] = skip
+        else:
+            row["fused_ms"] = time_call(fused, device, warmup=1, repeat=repeat)["median_ms"]
+            row["pytorch_ms"] = time_call(composed, device, warmup=1, repeat=repeat)["median_ms"]
+            row["speedup"] = row["pytorch_ms"] / row["fused_ms"]
+        rows.append(row)
+        log(f"op {op:18s} {size[0]}x{size[1]}  " + (f"skipped: {skip}" if skip else
+            f"{fused_name} {row['fused_ms']:.3f} ms vs PyTorch {row['pytorch_ms']:.3f} ms (x{row['speedup']:.2f})"))
+
+    triton_reason = triton_support.unavailable_reason(device) or (
+        "the Triton interpreter is not a timing tool" if triton_support.INTERPRET else None)
+    native_reason = native.unavailable_reason(device)
+    for height, width in sizes:
+        h, w = -(-height // ws) * ws, -(-width // ws) * ws
+        x = torch.randn(1, h, w, dim, device=device, dtype=dtype)
+        win = W.torch_window_partition(x, ws, shift)
+        add("partition+roll", (h, w), "native", lambda: W.window_partition(x, ws, shift),
+            lambda: W.torch_window_partition(x, ws, shift), native_reason)
+        add("merge+roll", (h, w), "native", lambda: W.window_merge(win, 1, h, w, ws, shift),
+            lambda: W.torch_window_merge(win, 1, h, w, ws, shift), native_reason)
+        add("shift mask", (h, w), "native", lambda: W.window_mask(h, w, ws, shift, dtype=dtype, device=device),
+            lambda: W.torch_window_mask(h, w, ws, shift, dtype=dtype, device=device), native_reason)
+        if triton_reason:
+            add("window attention", (h, w), "triton", None, None, triton_reason)
+            add("x2 head", (h, w), "triton", None, None, triton_reason)
+            continue
+        from .kernels.upsample_head import PackedHead, fused_head, torch_fused_head
+        from .kernels.window_attention import torch_window_attention, window_attention
+        from .reference.model import UpsampleHead
+
+        heads = config.num_heads[0]
+        qkv = torch.randn(1, h * w, 3 * dim, device=device, dtype=dtype)
+        table = torch.randn((2 * ws - 1) ** 2, heads, device=device)
+        kw = dict(heads=heads, window=ws, shift=shift, bias_table=table)
+        add("window attention", (h, w), "triton", lambda: window_attention(qkv, h, w, **kw),
+            lambda: torch_window_attention(qkv, h, w, **kw))
+        head = UpsampleHead(dim, config.head_width, config.out_channels, 2).to(device, dtype).eval()
+        packed = PackedHead.from_weights(head, dtype)
+        g = x  # (1, H, W, D) channels-last
+        with torch.no_grad():
+            add("x2 head", (h, w), "triton", lambda: fused_head(g, packed), lambda: torch_fused_head(g, head))
+    return rows
+
+
+def _case_key(row: dict) -> tuple:
+    return tuple(row["latent"]), row["scale"]
+
+
+def _add_ratios(rows: list[dict]) -> None:
+    """Speedup of each row against the fp32 reference of the same case."""
+    base = {_case_key(r): r["median_ms"] for r in rows if r["backend"] == "reference" and r["precision"] == "fp32"
+            and not r["cuda_graph"]}
+    for r in rows:
+        if _case_key(r) in base:
+            r["speedup_vs_reference_fp32"] = base[_case_key(r)] / r["median_ms"]
+
+
+def _label(row: dict) -> str:
+    return f"{row['backend']} {row['precision']}" + (" +graph" if row["cuda_graph"] else "")
+
+
+def _row_line(row: dict) -> str:
+    h, w = row["latent"][2:]
+    return (f"{h}x{w} x{row['scale']}  {_label(row):24s} {row['median_ms']:10.2f} ms "
+            f"[{row['min_ms']:.2f}-{row['max_ms']:.2f}]  err {row['rel_err_vs_fp32_reference']:.1e}")
+
+
+def markdown(report: dict) -> str:
+    env = report["environment"]
+    lines = [
+        f"Device: {env['device_name']} ({env['device']}); torch {env['torch']}, triton {env['triton']}, "
+        f"lua_fast {env['lua_fast']}" + (f". {report['note']}." if report.get("note") else "."),
+        "",
+        "| latent | scale | backend | precision | CUDA graph | median ms | min-max ms | TFLOP/s | x vs reference fp32 "
+        "| peak MiB | rel. err vs fp32 ref |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        h, w = r["latent"][2:]
+        peak = f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "-"
+        ratio = f"{r['speedup_vs_reference_fp32']:.2f}" if "speedup_vs_reference_fp32" in r else "-"
+        lines.append(
+            f"| {h}x{w} | x{r['scale']} | {r['backend']} | {r['precision']} | {'yes' if r['cuda_graph'] else 'no'} "
+            f"| {r['median_ms']:.2f} | {r['min_ms']:.2f}-{r['max_ms']:.2f} | {r['tflops_per_s']:.3f} | {ratio} "
+            f"| {peak} | {r['rel_err_vs_fp32_reference']:.1e} |"
+        )
+    ops = report.get("ops") or []
+    if ops:
+        lines += ["", "| op | latent | dtype | fused | fused ms | PyTorch ms | x |", "|---|---|---|---|---|---|---|"]
+        for o in ops:
+            size = f"{o['latent'][0]}x{o['latent'][1]}"
+            if "skipped" in o:
+                lines.append(f"| {o['op']} | {size} | {o['dtype']} | {o['fused']} | skipped: {o['skipped']} | | |")
+            else:
+                lines.append(f"| {o['op']} | {size} | {o['dtype']} | {o['fused']} | {o['fused_ms']:.3f} "
+                             f"| {o['pytorch_ms']:.3f} | {o['speedup']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: str | Path) -> str | None:
+    """A bar chart of median ms per variant and case; returns None, or why it was not drawn."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install matplotlib)"
+    rows = report["results"]
+    cases = list(dict.fromkeys(_case_key(r) for r in rows))
+    labels = list(dict.fromkeys(_label(r) for r in rows))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(cases) * len(labels) / 3), 4.5))
+    width = 0.8 / max(1, len(labels))
+    for i, label in enumerate(labels):
+        xs, ys = [], []
+        for j, case in enumerate(cases):
+            match = [r for r in rows if _case_key(r) == case and _label(r) == label]
+            if match:
+                xs.append(j + i * width)
+                ys.append(match[0]["median_ms"])
+        ax.bar(xs, ys, width=width, label=label)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(cases))])
+    ax.set_xticklabels([f"{c[0][2]}x{c[0][3]} x{c[1]}" for c in cases])
+    ax.set_ylabel("median ms (log)")
+    ax.set_yscale("log")
+    env = report["environment"]
+    ax.set_title(f"lua_fast {env['lua_fast']} on {env['device_name']}")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return None
+
+
+def write_reports(report: dict, out_dir: str | Path) -> list[str]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "bench.json", report)
+    (out / "bench.md").write_text(markdown(report))
+    written = [str(out / "bench.json"), str(out / "bench.md")]
+    why_not = plot(report, out / "bench.png")
+    if why_not is None:
+        written.append(str(out / "bench.png"))
+    else:
+        written.append(f"(no plot: {why_not})")
+    return written

@@ -1,0 +1,28 @@
+"""`lua-fast bench --quick` runs on CPU and writes JSON, a markdown table and (with matplotlib) a plot."""
+
+import json
+
+from lua_fast.cli import main
+
+
+def test_bench_quick_on_cpu(tmp_path, capsys):
+    assert main(["bench", "--quick", "--device", "cpu", "--repeat", "1", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "CPU figures are a smoke test" in out and "| latent | scale | backend |" in out
+    report = json.loads((tmp_path / "bench.json").read_text())
+    env = report["environment"]
+    assert env["device"] == "cpu" and env["torch"] and "lua_fast" in env
+    backends = {(r["backend"], r["precision"]) for r in report["results"]}
+    assert {("reference", "fp32"), ("torch", "fp32"), ("reference", "bf16")} <= backends
+    for r in report["results"]:
+        assert r["median_ms"] > 0 and r["min_ms"] <= r["median_ms"] <= r["max_ms"]
+        if r["precision"] == "fp32":
+            assert r["rel_err_vs_fp32_reference"] <= 1e-5
+    ops = {o["op"] for o in report["ops"]}
+    assert {"partition+roll", "merge+roll", "shift mask", "window attention", "x2 head"} <= ops
+    assert (tmp_path / "bench.md").read_text().startswith("Device: ")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert (tmp_path / "bench.png").stat().st_size > 1000
