@@ -87,7 +87,8 @@ def cmd_info(args) -> int:
 def cmd_upscale(args) -> int:
     from . import load
 
-    upscaler = load(args.weights, device=args.device, dtype=args.dtype, backend=args.backend)
+    upscaler = load(args.weights, device=args.device, dtype=args.dtype, backend=args.backend,
+                    precision=args.precision)
     latents = read_latents(args.input, args.key).to(upscaler.device)
     tile = None if args.tile is None else (args.tile if args.tile == "auto" else int(args.tile))
     out = upscaler.upscale(latents, scale=args.scale, check_finite=not args.no_check_finite, tile=tile,
@@ -95,7 +96,7 @@ def cmd_upscale(args) -> int:
     write_latents(args.output, out, args.key)
     print(
         f"{tuple(latents.shape)} -> {tuple(out.shape)} x{args.scale} "
-        f"[{upscaler.backend}, {upscaler.device}, {str(upscaler.dtype).removeprefix('torch.')}] -> {args.output}"
+        f"[{upscaler.backend}, {upscaler.device}, {upscaler.precision}] -> {args.output}"
     )
     return 0
 
@@ -127,7 +128,8 @@ def cmd_demo(args) -> int:
     torch.manual_seed(args.seed)
     config = LUAConfig.small() if args.small else LUAConfig.flux()
     size = args.size or (20 if args.small else 32)
-    upscaler = load(LUA(config).state_dict(), device=args.device, dtype=args.dtype, backend=args.backend)
+    upscaler = load(LUA(config).state_dict(), device=args.device, dtype=args.dtype, backend=args.backend,
+                    precision=args.precision)
     latents = torch.randn(args.batch, config.in_channels, size, size + 3, device=upscaler.device)
     cuda = upscaler.device.type == "cuda"
     if cuda:
@@ -150,7 +152,7 @@ def cmd_demo(args) -> int:
     params = sum(p.numel() for p in upscaler.model.parameters())
     print(f"model:   {'small test config' if args.small else 'released FLUX config'}, random weights, "
           f"{params / 1e6:.2f} M parameters")
-    print(f"backend: {upscaler.backend} on {upscaler.device}, {str(upscaler.dtype).removeprefix('torch.')}")
+    print(f"backend: {upscaler.backend} on {upscaler.device}, precision {upscaler.precision}")
     print(f"input:   {tuple(latents.shape)}  ->  output {tuple(out.shape)} (x{args.scale})")
     print(f"time:    {statistics.median(times[1:]) * 1e3:.1f} ms median of {args.repeat} (after 1 warm-up)")
     print(f"memory:  {peak}")
@@ -183,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def runtime_options(p):
         p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
-        p.add_argument("--dtype", default="float32", help="float32, bfloat16, float16 (default: float32)")
+        p.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: float32)")
+        p.add_argument("--precision", default=None, help="fp32, tf32, bf16, fp16 or mixed (instead of --dtype)")
         p.add_argument("--backend", default="auto", help="auto or a backend name from 'lua-fast info'")
         p.add_argument("--scale", type=int, default=2, help="upscaling factor, 2 or 4 (default: 2)")
 

@@ -24,6 +24,7 @@ from typing import Callable
 import torch
 
 from .config import LUAConfig
+from .errors import InputError
 from .padding import pad_amount
 
 
@@ -120,3 +121,52 @@ def estimate_peak_bytes(config: LUAConfig, height: int, width: int, scales, *, e
             biggest = max(biggest, pixels * f + pixels * 4 * f + pixels * 4 * f)  # in, pre-shuffle, shuffled
         head = max(head, biggest + tokens * s * s * config.out_channels)
     return (trunk + head) * element_size
+
+
+def run_tiled(model, x: torch.Tensor, scales: tuple[int, ...], config: LUAConfig, *, tile, overlap,
+              memory_budget, progress, element_size: int, materialises_scores: bool) -> dict[int, torch.Tensor]:
+    """``Upscaler.upscale``'s tiling: validate ``tile``/``overlap``, plan "auto", retry after OOM."""
+    window = config.window_size
+    height, width = x.shape[-2:]
+
+    def default_overlap(size):  # two windows, at most half a tile
+        return min(2 * window, size // 2) if overlap is None else min(overlap, size - 1)
+
+    if tile != "auto":
+        if isinstance(tile, bool) or not isinstance(tile, int) or tile < window:
+            raise InputError(f"tile must be an int >= the window size {window}, or 'auto'; got {tile!r}")
+        if overlap is not None and (isinstance(overlap, bool) or not isinstance(overlap, int)
+                                    or not 0 <= overlap < tile):
+            raise InputError(f"overlap must be an int in [0, tile), got {overlap!r} with tile={tile}")
+        return upscale_tiled(model, x, scales, tile, default_overlap(tile), progress=progress)
+
+    cuda = x.device.type == "cuda"
+    if memory_budget is None and cuda:
+        memory_budget = int(0.9 * torch.cuda.mem_get_info(x.device)[0])
+
+    def estimate(h, w):
+        return estimate_peak_bytes(config, h, w, scales, element_size=element_size, batch=x.shape[0],
+                                   materialises_scores=materialises_scores)
+
+    size = None  # None: no tiling needed
+    if memory_budget is not None and estimate(height, width) > memory_budget:
+        size = max(height, width) // window * window
+        while size > window and estimate(size, size) > memory_budget:
+            size -= window
+        size = max(size, window)
+    if size is None:
+        try:
+            return model(x, scales)
+        except torch.OutOfMemoryError:
+            if not cuda:
+                raise
+            torch.cuda.empty_cache()
+            size = max(window, (max(height, width) // 2) // window * window)
+    while True:
+        try:
+            return upscale_tiled(model, x, scales, size, default_overlap(size), progress=progress)
+        except torch.OutOfMemoryError:
+            if not cuda or size <= window:
+                raise
+            torch.cuda.empty_cache()
+            size = max(window, (size // 2) // window * window)

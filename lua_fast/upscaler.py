@@ -7,15 +7,13 @@ from typing import Iterable, Mapping, Union
 
 import torch
 
-import threading
-from dataclasses import dataclass, field
-
 from . import checkpoint, dispatch
 from .config import LUAConfig
+from .cuda_graphs import GraphRunner
 from .errors import InputError, NonFiniteInputError
 from .precision import Precision, resolve
 from .reference import LUA
-from .tiling import estimate_peak_bytes, upscale_tiled
+from .tiling import run_tiled
 
 DTYPES = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
@@ -48,16 +46,6 @@ def parse_device(device: torch.device | str) -> torch.device:
     return device
 
 
-@dataclass
-class _Graph:
-    """One captured CUDA graph: static input/output buffers, replayed under a lock."""
-
-    graph: "torch.cuda.CUDAGraph"
-    static_in: torch.Tensor
-    static_out: dict
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
 class Upscaler:
     """A loaded LUA model bound to a device, precision and backend.
 
@@ -78,8 +66,7 @@ class Upscaler:
         self.precision = precision
         self.dtype = precision.storage
         self.model = backend.build(model, precision)
-        self._graphs: dict[tuple, _Graph] = {}
-        self._graphs_lock = threading.Lock()
+        self._graphs = GraphRunner(self.model, device)
 
     def __repr__(self) -> str:
         return (
@@ -161,69 +148,20 @@ class Upscaler:
         if tile is not None:
             if cuda_graph:
                 raise InputError("cuda_graph=True and tiling cannot be combined")
-            outputs = self._tiled(x, scales, tile, overlap, memory_budget, progress)
+            outputs = run_tiled(self.model, x, scales, self.config, tile=tile, overlap=overlap,
+                                memory_budget=memory_budget, progress=progress,
+                                element_size=self.precision.compute.itemsize,
+                                materialises_scores=self.backend != "triton")
         elif cuda_graph:
-            outputs = self._replay(x, scales)
+            if self.device.type != "cuda":
+                raise InputError(f"cuda_graph=True needs a CUDA upscaler; this one is on {self.device}")
+            outputs = self._graphs(x, scales)
         else:
             outputs = self.model(x, scales)
         outputs = {s: outputs[s].contiguous() for s in scales}
         if self.precision.guards_overflow and check_finite:
             self._check_overflow(outputs)
         return outputs[scales[0]] if single else outputs
-
-    def _tiled(self, x, scales, tile, overlap, memory_budget, progress) -> dict[int, torch.Tensor]:
-        window = self.config.window_size
-        height, width = x.shape[-2:]
-
-        def default_overlap(size):  # two windows, at most half a tile
-            return min(2 * window, size // 2) if overlap is None else min(overlap, size - 1)
-
-        if tile == "auto":
-            size = self._auto_tile(x, scales, memory_budget)
-            if size is None:
-                try:
-                    return self.model(x, scales)
-                except torch.OutOfMemoryError:
-                    if self.device.type != "cuda":
-                        raise
-                    torch.cuda.empty_cache()
-                    size = max(window, (max(height, width) // 2) // window * window)
-            while True:
-                try:
-                    return upscale_tiled(self.model, x, scales, size, default_overlap(size), progress=progress)
-                except torch.OutOfMemoryError:
-                    if self.device.type != "cuda" or size <= window:
-                        raise
-                    torch.cuda.empty_cache()
-                    size = max(window, (size // 2) // window * window)
-        if isinstance(tile, bool) or not isinstance(tile, int) or tile < window:
-            raise InputError(f"tile must be an int >= the window size {window}, or 'auto'; got {tile!r}")
-        if overlap is not None and (isinstance(overlap, bool) or not isinstance(overlap, int)
-                                    or not 0 <= overlap < tile):
-            raise InputError(f"overlap must be an int in [0, tile), got {overlap!r} with tile={tile}")
-        return upscale_tiled(self.model, x, scales, tile, default_overlap(tile), progress=progress)
-
-    def _auto_tile(self, x, scales, memory_budget) -> int | None:
-        """Largest window-multiple tile whose estimated activations fit the budget; None: no tiling."""
-        if memory_budget is None:
-            if self.device.type != "cuda":
-                return None
-            memory_budget = int(0.9 * torch.cuda.mem_get_info(self.device)[0])
-        b, _, height, width = x.shape
-        eager = self.backend != "triton"
-        size_of = self.precision.compute.itemsize
-
-        def estimate(h, w):
-            return estimate_peak_bytes(self.config, h, w, scales, element_size=size_of, batch=b,
-                                       materialises_scores=eager)
-
-        if estimate(height, width) <= memory_budget:
-            return None
-        window = self.config.window_size
-        size = max(height, width) // window * window
-        while size > window and estimate(size, size) > memory_budget:
-            size -= window
-        return max(size, window)
 
     def _check_overflow(self, outputs: dict) -> None:
         if any(not bool(torch.isfinite(o).all()) for o in outputs.values()):
@@ -232,36 +170,9 @@ class Upscaler:
                 "for these latents); use precision='mixed' with bfloat16 or dtype=torch.bfloat16"
             )
 
-    def _replay(self, x: torch.Tensor, scales: tuple[int, ...]) -> dict[int, torch.Tensor]:
-        if self.device.type != "cuda":
-            raise InputError(f"cuda_graph=True needs a CUDA upscaler; this one is on {self.device}")
-        key = (tuple(x.shape), x.dtype, scales)
-        with self._graphs_lock:
-            entry = self._graphs.get(key)
-            if entry is None:
-                entry = self._graphs[key] = self._capture(x, scales)
-        with entry.lock:
-            entry.static_in.copy_(x)
-            entry.graph.replay()
-            return {s: o.clone() for s, o in entry.static_out.items()}
-
-    def _capture(self, x: torch.Tensor, scales: tuple[int, ...]) -> _Graph:
-        static_in = x.clone()
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):  # warm-up off the capture: autotuning, caches, masks, lazy loads
-            for _ in range(2):
-                self.model(static_in, scales)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_out = self.model(static_in, scales)
-        return _Graph(graph, static_in, static_out)
-
     def clear_cuda_graphs(self) -> None:
         """Drop captured graphs and their memory pools."""
-        with self._graphs_lock:
-            self._graphs.clear()
+        self._graphs.clear()
 
     __call__ = upscale
 
