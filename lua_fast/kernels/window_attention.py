@@ -193,6 +193,8 @@ if triton is not None:
         n = named_args["WINDOW"] ** 2 if "WINDOW" in named_args else kwargs["WINDOW"] ** 2
         size = max(16, triton.next_power_of_2(n))
         kept = [c for c in configs if c.kwargs["BLOCK_M"] <= size and c.kwargs["BLOCK_N"] <= size]
+        if kwargs.get("INPUT_PRECISION") == "ieee":  # fp32 128x128 tiles need 272 KiB of shared memory
+            kept = [c for c in kept if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] < 128 * 128] or kept
         return kept or [triton.Config({"BLOCK_M": size, "BLOCK_N": size}, num_warps=4, num_stages=2)]
 
     _window_attention_tuned = triton.autotune(
