@@ -37,7 +37,7 @@ def signature(fn, dtype: str, pointers: dict[str, str], floats: tuple[str, ...])
             sig[name] = pointers[name].replace("DT", dtype)
         elif name in floats:
             sig[name] = "fp32"
-        elif name.isupper():
+        elif name.isupper() or name == "sx_c":
             sig[name] = "constexpr"
         else:
             sig[name] = "i32"
@@ -60,7 +60,8 @@ def variants(quick: bool):
                      ("shuffle", dict(PIXEL_SHUFFLE=True))]
         for bm, bn, bk in conv_blocks:
             for label, flags in epilogues:
-                consts = dict(HAS_BIAS=True, HAS_LEAKY=False, HAS_RESIDUAL=False, PIXEL_SHUFFLE=False, BLOCK_M=bm,
+                # sx_c=1: the JIT specialises unit strides, and contiguity is what lets loads pipeline.
+                consts = dict(sx_c=1, C_IN=360, HAS_BIAS=True, HAS_LEAKY=False, HAS_RESIDUAL=False, PIXEL_SHUFFLE=False, BLOCK_M=bm,
                               BLOCK_N=bn, BLOCK_K=bk, INPUT_PRECISION=DTYPES[dt], DOT_UPCAST=False)
                 consts.update(flags)
                 sig = signature(CV._conv3x3_kernel, dt, {"x_ptr": "*DT", "w_ptr": "*DT", "r_ptr": "*DT",

@@ -89,9 +89,10 @@ if triton is not None:
     @triton.jit
     def _conv3x3_kernel(
         x_ptr, w_ptr, b_ptr, r_ptr, out_ptr,
-        pixels, height, width, c_in, c_out,
+        pixels, height, width, c_out,
         sx_b, sx_h, sx_w, sx_c, sr_b, sr_h, sr_w, sr_c, so_b, so_h, so_w,
         slope,
+        C_IN: tl.constexpr,  # constexpr: static K loop (and Triton 3.6's interpreter cannot loop to a runtime bound)
         HAS_BIAS: tl.constexpr, HAS_LEAKY: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
         PIXEL_SHUFFLE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
         INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr,
@@ -105,21 +106,24 @@ if triton is not None:
         offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)  # output channels
         n_ok = offs_n < c_out
         acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-        for tap in range(9):
+        # One flat K loop over (tap, channel block), so Triton's pipeliner overlaps the loads of the
+        # next step with the current dot (nested loops left the conv single-staged).
+        K_BLOCKS: tl.constexpr = (C_IN + BLOCK_K - 1) // BLOCK_K
+        for step in range(9 * K_BLOCKS):
+            tap = step // K_BLOCKS
+            offs_k = (step % K_BLOCKS) * BLOCK_K + tl.arange(0, BLOCK_K)
+            k_ok = offs_k < C_IN
             iy = py + (tap // 3 - 1)
             ix = px + (tap % 3 - 1)
             inside = m_ok & (iy >= 0) & (iy < height) & (ix >= 0) & (ix < width)  # zero padding
             row = x_ptr + batch * sx_b + iy.to(tl.int64) * sx_h + ix.to(tl.int64) * sx_w
-            for k0 in range(0, c_in, BLOCK_K):
-                offs_k = k0 + tl.arange(0, BLOCK_K)
-                k_ok = offs_k < c_in
-                a = tl.load(row[:, None] + offs_k[None, :] * sx_c, mask=inside[:, None] & k_ok[None, :], other=0.0)
-                wt = tl.load(w_ptr + (tap * c_in + offs_k)[:, None] * c_out + offs_n[None, :],
-                             mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-                if DOT_UPCAST:
-                    acc = tl.dot(a.to(tl.float32), wt.to(tl.float32), acc, input_precision="ieee")
-                else:
-                    acc = tl.dot(a, wt, acc, input_precision=INPUT_PRECISION)
+            a = tl.load(row[:, None] + offs_k[None, :] * sx_c, mask=inside[:, None] & k_ok[None, :], other=0.0)
+            wt = tl.load(w_ptr + (tap * C_IN + offs_k)[:, None] * c_out + offs_n[None, :],
+                         mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+            if DOT_UPCAST:
+                acc = tl.dot(a.to(tl.float32), wt.to(tl.float32), acc, input_precision="ieee")
+            else:
+                acc = tl.dot(a, wt, acc, input_precision=INPUT_PRECISION)
         if HAS_BIAS:
             acc += tl.load(b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
         if HAS_LEAKY:
@@ -152,7 +156,7 @@ if triton is not None:
 
     _conv3x3_tuned = triton.autotune(
         configs=_CONFIGS,
-        key=["c_in", "c_out", "HAS_LEAKY", "HAS_RESIDUAL", "PIXEL_SHUFFLE", "INPUT_PRECISION", "DOT_UPCAST"],
+        key=["C_IN", "c_out", "HAS_LEAKY", "HAS_RESIDUAL", "PIXEL_SHUFFLE", "INPUT_PRECISION", "DOT_UPCAST"],
         prune_configs_by={"early_config_prune": _prune},
     )(_conv3x3_kernel)
 
@@ -168,10 +172,10 @@ def _launch(x, w_packed, bias, residual, slope, has_leaky, pixel_shuffle, out_dt
     dst = out if kept == out.dtype else torch.empty(shape, device=x.device, dtype=kept)
     r = residual if residual is not None else dst  # unused pointer when there is no residual
     pixels = b * h * w
-    args = (x, w_packed, bias if bias is not None else w_packed, r, dst, pixels, h, w, cin, cout,
+    args = (x, w_packed, bias if bias is not None else w_packed, r, dst, pixels, h, w, cout,
             x.stride(0), x.stride(1), x.stride(2), x.stride(3), r.stride(0), r.stride(1), r.stride(2), r.stride(3),
             dst.stride(0), dst.stride(1), dst.stride(2), float(slope))
-    meta = dict(HAS_BIAS=bias is not None, HAS_LEAKY=has_leaky, HAS_RESIDUAL=residual is not None,
+    meta = dict(C_IN=cin, HAS_BIAS=bias is not None, HAS_LEAKY=has_leaky, HAS_RESIDUAL=residual is not None,
                 PIXEL_SHUFFLE=pixel_shuffle, INPUT_PRECISION=dot_precision(x.dtype), DOT_UPCAST=dot_upcast(x.dtype))
     if INTERPRET:
         block_n = min(64, max(16, triton.next_power_of_2(cout)))
