@@ -81,7 +81,7 @@ def run_variant(variant, state_dict, x, scale, device, repeat):
             base = torch.cuda.memory_allocated(device)
         timing = time_call(call, device, warmup=2, repeat=repeat)
         peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20 if device.type == "cuda" else None
-    del up
+    up = None  # free the model before the next variant loads
     return out, timing, peak
 
 

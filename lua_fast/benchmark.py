@@ -122,7 +122,7 @@ def run_suite(device: str | torch.device = "cpu", *, quick: bool = False, repeat
                             "rel_err_vs_fp32_reference": err,
                         })
                         log(_row_line(rows[-1]))
-                    del up
+                    up = None  # free the model before the next one loads
     _add_ratios(rows)
     return {
         "benchmark": "lua-fast bench", "quick": quick, "config": config.to_dict(),
