@@ -49,14 +49,13 @@ class TritonBackendLUA(nn.Module):
         }
         # GEMM weights in the compute dtype (a copy only in "mixed", where storage is fp32).
         self._linears = {
-            name: (m.weight.detach().to(compute), m.bias.detach().to(compute))
-            for name, m in model.named_modules()
+            id(m): (m.weight.detach().to(compute), m.bias.detach().to(compute))
+            for m in model.modules()
             if isinstance(m, nn.Linear)
         }
-        self._names = {id(m): name for name, m in model.named_modules()}
 
     def _linear(self, module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, *self._linears[self._names[id(module)]])
+        return F.linear(x, *self._linears[id(module)])
 
     def forward(self, x: torch.Tensor, scales=(2,)) -> dict[int, torch.Tensor]:
         with backend_flags(self.precision, x.device):
