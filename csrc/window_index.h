@@ -36,11 +36,17 @@ LUA_HD WindowGeometry make_geometry(int64_t height, int64_t width, int64_t windo
   return g;
 }
 
+// Position (yr, xr) of token t of window w in the rolled grid (windows tile it row-major).
+LUA_HD void token_position(const WindowGeometry& g, int64_t w, int64_t t, int64_t* yr, int64_t* xr) {
+  *yr = (w / g.windows_x) * g.window + t / g.window;
+  *xr = (w % g.windows_x) * g.window + t % g.window;
+}
+
 // Pixel (y, x) of the un-shifted grid that token t of window w holds after the
 // roll by (-shift, -shift): rolled[yr][xr] = original[(yr + shift) % H][(xr + shift) % W].
 LUA_HD void token_to_pixel(const WindowGeometry& g, int64_t w, int64_t t, int64_t* y, int64_t* x) {
-  const int64_t yr = (w / g.windows_x) * g.window + t / g.window;
-  const int64_t xr = (w % g.windows_x) * g.window + t % g.window;
+  int64_t yr, xr;
+  token_position(g, w, t, &yr, &xr);
   *y = (yr + g.shift) % g.height;
   *x = (xr + g.shift) % g.width;
 }
@@ -75,11 +81,13 @@ LUA_HD int64_t side_region(int64_t v, int64_t n, int64_t window, int64_t shift) 
   return (v >= n - window ? 1 : 0) + (v >= n - shift ? 1 : 0);
 }
 
-// The spec's region label (3 * row_region + col_region, in 0..8) of token t of window w.
+// The spec's region label (3 * row_region + col_region, in 0..8) of token t of window w. The
+// released code labels positions of the ROLLED grid (the window grid itself), not the un-rolled
+// pixel the token holds: the label depends only on (window, token), never on the shift's wrap.
 LUA_HD uint8_t token_label(const WindowGeometry& g, int64_t w, int64_t t) {
-  int64_t y, x;
-  token_to_pixel(g, w, t, &y, &x);
-  return (uint8_t)(3 * side_region(y, g.height, g.window, g.shift) + side_region(x, g.width, g.window, g.shift));
+  int64_t yr, xr;
+  token_position(g, w, t, &yr, &xr);
+  return (uint8_t)(3 * side_region(yr, g.height, g.window, g.shift) + side_region(xr, g.width, g.window, g.shift));
 }
 
 }  // namespace lua_fast

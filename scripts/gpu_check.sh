@@ -20,7 +20,7 @@ for stage in $STAGES; do
         || { tail -40 "$RESULTS/build.log"; exit 1; }
       python3 -m lua_fast info | tee "$RESULTS/info.txt" | head -40 ;;
     tests)
-      python3 -m pytest -q -x tests/test_window_ops.py tests/test_window_attention.py tests/test_upsample_heads.py \
+      python3 -m pytest -q -x tests/test_official_parity.py tests/test_window_ops.py tests/test_window_attention.py tests/test_upsample_heads.py \
         tests/test_gpu_backends.py tests/test_native_build.py 2>&1 | tail -15 | tee "$RESULTS/tests.txt" ;;
     kernels)
       python3 benchmarks/bench_window_attention.py --out "$RESULTS/window_attention_gpu.json"

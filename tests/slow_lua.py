@@ -2,7 +2,7 @@
 
 Written from LUA_SPEC.md only (it imports nothing from lua_fast): explicit loops
 over windows and heads, torch.roll for the cyclic shift, python-level region
-labelling for the shift mask and python-level relative position indices. It
+labelling of the rolled grid for the shift mask and python-level relative position indices. It
 works on a released-format state dict and computes in float64.
 """
 
@@ -50,7 +50,11 @@ def _bias_matrix(table, ws, head):
 
 
 def _labels(h, w, ws, shift):
-    """Region label of every pixel of the un-rolled grid, by python loops."""
+    """Region label of every position (y, x) of the ROLLED grid, by python loops.
+
+    Spec, "Shift mask": the labels live in the rolled frame, on the positions of the
+    already-shifted feature map; the label grid is partitioned directly, with no roll.
+    """
     lab = torch.zeros(h, w, dtype=torch.long)
     for y in range(h):
         ry = 0 if y < h - ws else (1 if y < h - shift else 2)
@@ -67,7 +71,7 @@ def _swin_block(t, sd, p, h, w, ws, heads, shift):
     labels = None
     if shift:
         y = torch.roll(y, shifts=(-shift, -shift), dims=(1, 2))
-        labels = torch.roll(_labels(h, w, ws, shift), shifts=(-shift, -shift), dims=(0, 1))
+        labels = _labels(h, w, ws, shift)  # rolled frame already: the labels are not rolled
     out = torch.empty_like(y)
     wq, bq = sd[p + "attn.qkv.weight"], sd[p + "attn.qkv.bias"]
     table = sd[p + "attn.relative_position_bias_table"]

@@ -3,9 +3,9 @@
 The kernel reads q, k and v straight from the qkv projection in token order
 (B, H*W, 3D), folds the cyclic shift and the window gather into its index math,
 adds the relative position bias gathered from the learned table, applies the
-shift mask rebuilt from token coordinates (the spec's 0 / -100 labelling; no mask
-tensor exists), runs an online (flash-style) softmax in fp32 over key blocks, and
-writes the output in token order at the un-shifted positions (B, H*W, D), ready
+shift mask rebuilt from each token's position in the rolled window grid (the released
+0 / -100 labelling; no mask tensor exists), runs an online (flash-style) softmax in
+fp32 over key blocks, and writes the output in token order at the un-shifted positions (B, H*W, D), ready
 for the output projection. LayerNorm and both projections are token-wise, so they
 commute with roll and partition: nothing else is needed around it.
 
@@ -95,7 +95,10 @@ if triton is not None:
 
     @triton.jit
     def _region_label(y, x, height, width, WINDOW: tl.constexpr, SHIFT: tl.constexpr):
-        """The spec's region label of pixel (y, x): 3 * row_region + col_region."""
+        """The spec's region label of ROLLED-grid position (y, x): 3 * row_region + col_region.
+
+        The released code labels positions of the shifted feature map, so callers pass the
+        token's position in the window grid (wy + y_in, wx + x_in), never the un-rolled pixel."""
         return 3 * ((y >= height - WINDOW).to(tl.int32) + (y >= height - SHIFT).to(tl.int32)) \
             + (x >= width - WINDOW).to(tl.int32) + (x >= width - SHIFT).to(tl.int32)
 
@@ -130,7 +133,7 @@ if triton is not None:
             qkv_base + q_rows[:, None] * stride_qkv_t + (head * HEAD_DIM + offs_d)[None, :],
             mask=m_ok[:, None] & d_ok[None, :], other=0.0,
         )
-        q_label = _region_label(qy, qx, height, width, WINDOW, SHIFT)
+        q_label = _region_label(wy + qy_in, wx + qx_in, height, width, WINDOW, SHIFT)
 
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -158,7 +161,7 @@ if triton is not None:
                 bias = tl.load(bias_ptr + index * stride_bias_0 + head * stride_bias_1, mask=pair_ok, other=0.0)
             s = s + bias.to(tl.float32)
             if USE_MASK:
-                k_label = _region_label(ky, kx, height, width, WINDOW, SHIFT)
+                k_label = _region_label(wy + ky_in, wx + kx_in, height, width, WINDOW, SHIFT)
                 s = tl.where(q_label[:, None] == k_label[None, :], s, s - 100.0)
             s = tl.where(n_ok[None, :], s * LOG2E, float("-inf"))
             # Online softmax (base 2): rescale what was accumulated to the new running max.

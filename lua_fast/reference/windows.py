@@ -27,9 +27,12 @@ def relative_position_index(window: int, device: torch.device | str | None = Non
 
 
 def region_labels(height: int, width: int, window: int, shift: int, device=None) -> torch.Tensor:
-    """(H, W) int64 region label of each pixel of the un-rolled grid: 3 * row_region + col_region.
+    """(H, W) int64 region label of each position of the ROLLED grid: 3 * row_region + col_region.
 
-    Rows split into [0, H-ws), [H-ws, H-shift), [H-shift, H); columns likewise.
+    Rows split into [0, H-ws), [H-ws, H-shift), [H-shift, H); columns likewise. The released
+    code labels the positions of the already-shifted feature map and partitions this grid
+    as it is (no roll of the labels); a label therefore depends on where a token sits after
+    the roll, not on the un-rolled pixel it holds.
     """
     rows = torch.arange(height, device=device)
     cols = torch.arange(width, device=device)
@@ -54,8 +57,7 @@ def window_reverse(windows: torch.Tensor, window: int, height: int, width: int) 
 
 def build_shift_mask(height: int, width: int, window: int, shift: int, *, device=None, dtype=torch.float32):
     """(nW, N, N) additive mask: 0 within a region, -100 across regions."""
-    labels = region_labels(height, width, window, shift, device)
-    labels = torch.roll(labels, shifts=(-shift, -shift), dims=(0, 1))
+    labels = region_labels(height, width, window, shift, device)  # already in the rolled frame
     labels = window_partition(labels[None, :, :, None], window).squeeze(-1)  # (nW, N)
     differ = labels[:, :, None] != labels[:, None, :]
     zero = torch.zeros((), device=labels.device, dtype=dtype)
