@@ -15,6 +15,8 @@ from .errors import (
     InputError,
     LuaFastError,
     NonFiniteInputError,
+    NonFiniteOutputError,
+    UsageError,
 )
 from .info import info
 from .upscaler import Upscaler, load
@@ -30,5 +32,7 @@ __all__ = [
     "CheckpointError",
     "InputError",
     "NonFiniteInputError",
+    "NonFiniteOutputError",
+    "UsageError",
     "BackendUnavailableError",
 ]

@@ -9,10 +9,17 @@ Validation is strict: every learned tensor must be present with the shape the
 inferred config implies, nothing unexpected may be present, and the derived
 buffers (``relative_position_index``, training-size ``attn_mask``) are optional but,
 when present, must equal what the spec derives.
+
+Checkpoints are untrusted input. Before anything is computed from a tensor, each must be a
+dense CPU/CUDA tensor of a supported dtype whose storage really holds every element its shape
+declares (no stride-0 expansions or overlapping views: a few KB of file must not turn into
+GB of memory), and the inferred config must stay within :data:`MAX_WINDOW` and
+:data:`MAX_ELEMENTS`; derived buffers are built only after those checks.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -24,6 +31,11 @@ from .errors import CheckpointError, ConfigError
 from .reference import windows
 
 WRAPPER_KEYS = ("params_ema", "params")
+# Limits on untrusted checkpoints (the released model: window 16, 54.9 M elements).
+MAX_WINDOW = 32  # the derived (N, N) index and (nW, N, N) masks grow as window^4
+MAX_ELEMENTS = 1 << 30  # declared elements of all tensors together (~20x the released model)
+WEIGHT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 DERIVED_SUFFIXES = (".attn.relative_position_index", ".attn_mask")
 _MAX_LISTED = 12
 
@@ -41,6 +53,8 @@ def _listing(items: list) -> str:
 def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a checkpoint file into a flat state dict (on the CPU, dtype as stored)."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
@@ -84,6 +98,67 @@ def unwrap(obj: Any, origin: str = "state dict") -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
+# ------------------------------------------------------------ untrusted tensors
+def storage_problem(t: torch.Tensor) -> str | None:
+    """Why ``t`` cannot be trusted as a plain tensor, or None.
+
+    Refuses other layouts (sparse, quantized, ...), tensors without data (meta), and tensors
+    whose storage is smaller than their shape implies or whose elements overlap (stride 0
+    expansions), which would make every later pass over them materialise far more memory
+    than the file holds.
+    """
+    if t.layout != torch.strided:
+        return f"layout {t.layout} (only dense tensors are supported)"
+    if t.is_quantized:
+        return "a quantized tensor"
+    if t.device.type == "meta":
+        return "a meta tensor (it holds no data)"
+    if t.numel() == 0:
+        return None
+    dims = sorted((st, sz) for st, sz in zip(t.stride(), t.shape) if sz > 1)
+    span = 1  # elements covered so far by the faster-moving dims
+    for stride, size in dims:
+        if stride < span:
+            return f"overlapping or expanded strides {t.stride()} for shape {tuple(t.shape)}"
+        span = stride * size
+    extent = t.storage_offset() + sum((sz - 1) * st for st, sz in zip(t.stride(), t.shape)) + 1
+    if t.untyped_storage().nbytes() < extent * t.element_size():
+        return f"a storage of {t.untyped_storage().nbytes()} bytes, smaller than its shape {tuple(t.shape)} needs"
+    return None
+
+
+def check_tensors(state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Raise :class:`CheckpointError` for tensors that are not plain dense data of a supported dtype."""
+    bad = []
+    for key, value in state_dict.items():
+        problem = storage_problem(value)
+        if problem is None and value.dtype not in WEIGHT_DTYPES + INDEX_DTYPES:
+            problem = f"dtype {value.dtype} (weights must be float16/bfloat16/float32/float64)"
+        if problem:
+            bad.append(f"{key}: {problem}")
+    if bad:
+        raise CheckpointError(f"unsupported tensors in the checkpoint: {_listing(bad)}")
+
+
+def check_window(config: LUAConfig) -> None:
+    """Refuse windows whose derived buffers would be huge (checked before any is built)."""
+    if config.window_size > MAX_WINDOW:
+        raise CheckpointError(
+            f"window size {config.window_size} exceeds lua_fast's limit of {MAX_WINDOW} (released: 16); "
+            f"its derived buffers alone would need {config.window_size ** 4 * 8 / 2**30:.1f} GiB per block"
+        )
+
+
+def check_size(config: LUAConfig, expected: Mapping[str, tuple[int, ...]]) -> None:
+    """Refuse configs that declare more elements than :data:`MAX_ELEMENTS`."""
+    total = sum(math.prod(shape) for shape in expected.values())
+    if total > MAX_ELEMENTS:
+        raise CheckpointError(
+            f"the configuration these keys imply ({config}) declares {total:,} elements, over lua_fast's "
+            f"limit of {MAX_ELEMENTS:,} (the released model has 54.9 M)"
+        )
+
+
 # -------------------------------------------------------------------- validation
 def expected_shapes(config: LUAConfig) -> dict[str, tuple[int, ...]]:
     """Key -> shape of the released-format state dict for ``config`` (derived buffers included)."""
@@ -98,6 +173,7 @@ def derived_buffers(config: LUAConfig) -> dict[str, torch.Tensor]:
     """The derived buffers the spec defines for ``config``, computed on the CPU."""
     index = windows.relative_position_index(config.window_size)
     size, window = config.img_size, config.window_size
+    masks = {}  # one tensor per shift value, shared by the blocks that use it
     out = {}
     for i, depth in enumerate(config.depths):
         for j in range(depth):
@@ -105,7 +181,9 @@ def derived_buffers(config: LUAConfig) -> dict[str, torch.Tensor]:
             out[prefix + "attn.relative_position_index"] = index
             shift = config.shift_size(j)
             if shift:
-                out[prefix + "attn_mask"] = windows.build_shift_mask(size, size, window, shift)
+                if shift not in masks:
+                    masks[shift] = windows.build_shift_mask(size, size, window, shift)
+                out[prefix + "attn_mask"] = masks[shift]
     return out
 
 
@@ -115,14 +193,18 @@ def validate_state_dict(state_dict: Mapping[str, torch.Tensor], config: LUAConfi
     Returns ``(config, complete_state_dict)`` where missing derived buffers are filled
     in. Raises :class:`CheckpointError` listing missing / unexpected keys, shape
     mismatches (key, expected, found), wrong dtypes, non-finite weights, and
-    derived buffers that disagree with the spec.
+    derived buffers that disagree with the spec; refuses expanded/overlapping tensors and
+    configs over the untrusted-input limits before building anything from them.
     """
+    check_tensors(state_dict)
     if config is None:
         try:
             config = LUAConfig.from_state_dict(state_dict)
         except ConfigError as exc:
             raise CheckpointError(f"not a LUA state dict in the released format: {exc}") from exc
+    check_window(config)  # before expected_shapes builds a (meta) model of it
     expected = expected_shapes(config)
+    check_size(config, expected)
 
     missing = [k for k in expected if k not in state_dict and not is_derived(k)]
     unexpected = [k for k in state_dict if k not in expected]

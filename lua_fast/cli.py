@@ -11,41 +11,8 @@ from pathlib import Path
 
 import torch
 
-LATENTS_KEY = "latents"
-
-
-# ------------------------------------------------------------------ latents I/O
-def read_latents(path: str | Path, key: str = LATENTS_KEY) -> torch.Tensor:
-    """A latents tensor from ``.safetensors`` (under ``key``, or its only tensor) or ``.pt``.
-
-    A ``.pt`` file may hold a tensor or a dict with the tensor under ``key``.
-    """
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        tensors = load_file(str(path))
-    else:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        tensors = {key: obj} if isinstance(obj, torch.Tensor) else obj
-    if not isinstance(tensors, dict):
-        raise ValueError(f"{path} holds a {type(tensors).__name__}, not a tensor or a dict of tensors")
-    if key in tensors:
-        return tensors[key]
-    if len(tensors) == 1:
-        return next(iter(tensors.values()))
-    raise ValueError(f"{path} has no tensor under key {key!r}; it holds {sorted(tensors)} (use --key)")
-
-
-def write_latents(path: str | Path, latents: torch.Tensor, key: str = LATENTS_KEY) -> None:
-    path = Path(path)
-    latents = latents.detach().cpu().contiguous()
-    if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
-
-        save_file({key: latents}, str(path))
-    else:
-        torch.save({key: latents}, path)
+from .errors import LuaFastError, NonFiniteInputError, UsageError
+from .files import LATENTS_KEY, atomic_write, check_output_path, read_latents, write_latents  # noqa: F401
 
 
 # --------------------------------------------------------------------- commands
@@ -87,12 +54,20 @@ def cmd_info(args) -> int:
 def cmd_upscale(args) -> int:
     from . import load
 
+    if args.overlap is not None and args.tile is None:
+        raise UsageError("--overlap needs --tile (N or auto)")
+    # Everything about the output is checked before the weights are read or anything runs.
+    check_output_path(args.output, reads=[("--input", args.input), ("--weights", args.weights)], force=args.force)
+    latents = read_latents(args.input, args.key)
     upscaler = load(args.weights, device=args.device, dtype=args.dtype, backend=args.backend,
                     precision=args.precision)
-    latents = read_latents(args.input, args.key).to(upscaler.device)
-    tile = None if args.tile is None else (args.tile if args.tile == "auto" else int(args.tile))
-    out = upscaler.upscale(latents, scale=args.scale, check_finite=not args.no_check_finite, tile=tile,
-                           overlap=args.overlap, progress=True)
+    latents = latents.to(upscaler.device)
+    try:
+        out = upscaler.upscale(latents, scale=args.scale, check_finite=not args.no_check_finite, tile=args.tile,
+                               overlap=args.overlap, progress=True)
+    except NonFiniteInputError as exc:
+        exc.opt_out = "--no-check-finite"
+        raise
     write_latents(args.output, out, args.key)
     print(
         f"{tuple(latents.shape)} -> {tuple(out.shape)} x{args.scale} "
@@ -107,11 +82,14 @@ def cmd_convert(args) -> int:
     from . import checkpoint
 
     if Path(args.output).suffix != ".safetensors":
-        raise ValueError(f"the output must end in .safetensors, got {args.output}")
+        raise UsageError(f"the output must end in .safetensors, got {args.output}")
+    check_output_path(args.output, reads=[("the source checkpoint", args.weights)], force=args.force,
+                      option="output")
     state_dict = checkpoint.read_checkpoint(args.weights)
     config, _ = checkpoint.validate_state_dict(state_dict)
     state_dict = {k: v.contiguous() for k, v in state_dict.items()}  # as stored: no added buffers
-    save_file(state_dict, str(args.output), metadata={"format": "pt", "source": Path(args.weights).name})
+    metadata = {"format": "pt", "source": Path(args.weights).name}
+    atomic_write(args.output, lambda tmp: save_file(state_dict, tmp, metadata=metadata))
     back = load_file(str(args.output))
     bad = [k for k in state_dict if k not in back or not torch.equal(back[k], state_dict[k])]
     if bad or len(back) != len(state_dict):
@@ -163,7 +141,14 @@ def cmd_demo(args) -> int:
 def cmd_bench(args) -> int:
     from . import benchmark
 
-    device = torch.device(args.device)
+    from .upscaler import parse_device
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is an existing file; bench writes a directory of reports")
+    if not out.exists() and not out.parent.is_dir():
+        raise UsageError(f"--out {out}: directory {out.parent} does not exist")
+    device = parse_device(args.device)
     if device.type == "cpu":
         print("lua-fast bench: CPU figures are a smoke test, not the product's target")
     report = benchmark.run_suite(device, quick=args.quick, repeat=args.repeat or None)
@@ -175,9 +160,25 @@ def cmd_bench(args) -> int:
 
 
 # ----------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error contract: one line on stderr, exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _tile(value: str):
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a tile size in latent pixels or 'auto', got {value!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lua-fast", description="Fast LUA latent upscaling.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="lua-fast", description="Fast LUA latent upscaling.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("info", help="versions, devices, backends and why not")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -196,14 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="where to write the upscaled latents (.safetensors or .pt)")
     p.add_argument("--key", default=LATENTS_KEY, help=f"tensor key in the input/output files (default: {LATENTS_KEY})")
     p.add_argument("--no-check-finite", action="store_true", help="skip the NaN/Inf input check")
-    p.add_argument("--tile", default=None, help="tile size in latent pixels, or 'auto' (see lua_fast.tiling)")
+    p.add_argument("--tile", type=_tile, default=None, help="tile size in latent pixels, or 'auto' (see lua_fast.tiling)")
     p.add_argument("--overlap", type=int, default=None, help="tile overlap in latent pixels (default 2 windows)")
+    p.add_argument("--force", action="store_true", help="allow --output to overwrite --input or --weights")
     runtime_options(p)
     p.set_defaults(func=cmd_upscale)
 
     p = sub.add_parser("convert", help="convert a pickle checkpoint to .safetensors (round trip verified)")
     p.add_argument("weights", help="source checkpoint (.pth/.pt)")
     p.add_argument("output", help="destination .safetensors")
+    p.add_argument("--force", action="store_true", help="allow the output to overwrite the source")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("bench", help="benchmark every available backend x precision (JSON, markdown, plot)")
@@ -225,13 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import LuaFastError
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (LuaFastError, FileNotFoundError, ValueError) as exc:
-        print(f"lua-fast {args.command}: error: {exc}", file=sys.stderr)
+    except (LuaFastError, OSError, ValueError) as exc:  # OSError: missing files, permissions, full disks
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"lua-fast {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -137,15 +137,18 @@ class LUAConfig:
         """
         sd = state_dict
 
-        def shape(key: str) -> tuple[int, ...]:
+        def shape(key: str, ndim: int | None = None) -> tuple[int, ...]:
             if key not in sd:
                 raise ConfigError(f"cannot infer the LUA config: key {key!r} is missing")
-            return tuple(getattr(sd[key], "shape", ()))
+            found = tuple(getattr(sd[key], "shape", ()))
+            if ndim is not None and len(found) != ndim:
+                raise ConfigError(f"{key} should be {ndim}-D, found shape {found}")
+            return found
 
-        first = shape("conv_first.weight")
-        if len(first) != 4:
-            raise ConfigError(f"conv_first.weight should be 4-D (D, C, 3, 3), found shape {first}")
+        first = shape("conv_first.weight", 4)
         embed_dim, in_channels = first[0], first[1]
+        if embed_dim < 1 or in_channels < 1:
+            raise ConfigError(f"conv_first.weight has an empty dimension: shape {first}")
 
         blocks: dict[int, set[int]] = {}
         layer_ids: set[int] = set()
@@ -172,12 +175,10 @@ class LUAConfig:
         def block_key(i: int, j: int, rest: str) -> str:
             return f"layers.{i}.residual_group.blocks.{j}.{rest}"
 
-        table = shape(block_key(0, 0, "attn.relative_position_bias_table"))
-        if len(table) != 2:
-            raise ConfigError(f"relative_position_bias_table should be 2-D, found shape {table}")
+        table = shape(block_key(0, 0, "attn.relative_position_bias_table"), 2)
         index_key = block_key(0, 0, "attn.relative_position_index")
         if index_key in sd:
-            n_tokens = shape(index_key)[0]
+            n_tokens = shape(index_key, 2)[0]
             window_size = math.isqrt(n_tokens)
             if window_size * window_size != n_tokens:
                 raise ConfigError(f"{index_key} has {n_tokens} rows, which is not a square window")
@@ -193,15 +194,14 @@ class LUAConfig:
         for i, depth in enumerate(depths):
             per_block = {}
             for j in range(depth):
-                t = shape(block_key(i, j, "attn.relative_position_bias_table"))
-                per_block[j] = t[1] if len(t) == 2 else None
+                per_block[j] = shape(block_key(i, j, "attn.relative_position_bias_table"), 2)[1]
             if len(set(per_block.values())) != 1:
                 raise ConfigError(
                     f"layers.{i} mixes head counts across its blocks (from relative_position_bias_table): {per_block}"
                 )
             num_heads.append(per_block[0])
 
-        fc1 = shape(block_key(0, 0, "mlp.fc1.weight"))
+        fc1 = shape(block_key(0, 0, "mlp.fc1.weight"), 2)
         mlp_ratio = fc1[0] / embed_dim
         if int(embed_dim * mlp_ratio) != fc1[0]:
             raise ConfigError(f"mlp.fc1 width {fc1[0]} is not int(embed_dim * ratio) for embed_dim {embed_dim}")
@@ -222,8 +222,8 @@ class LUAConfig:
             if re.fullmatch(r"x\d+", name) and int(name[1:]) != scale:
                 raise ConfigError(f"head {name!r} has {len(ups)} upsample stage(s), i.e. scale {scale}, not {name[1:]}")
             heads.append((name, scale))
-            widths[name] = shape(f"heads.{name}.conv_before.0.weight")[0]
-            outs[name] = shape(f"heads.{name}.conv_last.weight")[0]
+            widths[name] = shape(f"heads.{name}.conv_before.0.weight", 4)[0]
+            outs[name] = shape(f"heads.{name}.conv_last.weight", 4)[0]
         if len(set(widths.values())) != 1:
             raise ConfigError(f"heads disagree on feature width (conv_before out channels): {widths}")
         if len(set(outs.values())) != 1:
@@ -235,7 +235,7 @@ class LUAConfig:
             if depth > 1:
                 mask_key = block_key(i, 1, "attn_mask")
                 if mask_key in sd:
-                    n_windows = shape(mask_key)[0]
+                    n_windows = shape(mask_key, 3)[0]
                     per_side = math.isqrt(n_windows)
                     if per_side * per_side != n_windows:
                         raise ConfigError(f"{mask_key} holds {n_windows} windows, not a square training size")

@@ -42,7 +42,25 @@ class InputError(LuaFastError, ValueError):
 
 
 class NonFiniteInputError(InputError):
-    """The latents contain NaN or Inf values."""
+    """The latents contain NaN or Inf values (``count`` of them), or overflow the model dtype.
+
+    ``opt_out`` names the switch that skips the check (the CLI sets its own flag's name).
+    """
+
+    def __init__(self, message: str, *, count: int = 0, opt_out: str = "check_finite=False") -> None:
+        super().__init__(message)
+        self.message, self.count, self.opt_out = message, count, opt_out
+
+    def __str__(self) -> str:
+        return f"{self.message} (pass {self.opt_out} to skip this check)"
+
+
+class UsageError(LuaFastError, ValueError):
+    """A command-line argument or file path cannot be used as given (the CLI exits with 2)."""
+
+
+class NonFiniteOutputError(LuaFastError, FloatingPointError):
+    """Finite latents gave NaN or Inf outputs (an overflow in the model's dtype)."""
 
 
 class BackendUnavailableError(LuaFastError, RuntimeError):

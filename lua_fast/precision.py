@@ -10,9 +10,9 @@
 
 "mixed" is the production default on GPUs: the residual stream and norms stay fp32,
 the FLOPs run on bf16 tensor cores. SwinIR-style residual streams can exceed fp16's
-range (65504): "fp16" (and "mixed" with fp16 compute) is guarded — an upscale whose
-output holds Inf/NaN from finite latents raises :class:`FloatingPointError` instead of
-returning garbage.
+range (65504). Every mode is guarded (``Upscaler.upscale(check_finite=True)``): an upscale
+whose output holds Inf/NaN from finite latents raises ``NonFiniteOutputError`` (a
+:class:`FloatingPointError`) instead of returning garbage; fp16 is where it happens in practice.
 """
 
 from __future__ import annotations

@@ -123,6 +123,13 @@ def estimate_peak_bytes(config: LUAConfig, height: int, width: int, scales, *, e
     return (trunk + head) * element_size
 
 
+MIN_AUTO_TILE_WINDOWS = 2  # tile="auto" never goes below 2 x 2 windows
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def run_tiled(model, x: torch.Tensor, scales: tuple[int, ...], config: LUAConfig, *, tile, overlap,
               memory_budget, progress, element_size: int, materialises_scores: bool) -> dict[int, torch.Tensor]:
     """``Upscaler.upscale``'s tiling: validate ``tile``/``overlap``, plan "auto", retry after OOM."""
@@ -132,13 +139,18 @@ def run_tiled(model, x: torch.Tensor, scales: tuple[int, ...], config: LUAConfig
     def default_overlap(size):  # two windows, at most half a tile
         return min(2 * window, size // 2) if overlap is None else min(overlap, size - 1)
 
+    if overlap is not None and (not _is_int(overlap) or overlap < 0):
+        raise InputError(f"overlap must be an int >= 0, got {overlap!r}")
     if tile != "auto":
-        if isinstance(tile, bool) or not isinstance(tile, int) or tile < window:
+        if not _is_int(tile) or tile < window:
             raise InputError(f"tile must be an int >= the window size {window}, or 'auto'; got {tile!r}")
-        if overlap is not None and (isinstance(overlap, bool) or not isinstance(overlap, int)
-                                    or not 0 <= overlap < tile):
+        if overlap is not None and overlap >= tile:
             raise InputError(f"overlap must be an int in [0, tile), got {overlap!r} with tile={tile}")
+        if memory_budget is not None:
+            raise InputError("memory_budget only applies to tile='auto'")
         return upscale_tiled(model, x, scales, tile, default_overlap(tile), progress=progress)
+    if memory_budget is not None and (not _is_int(memory_budget) or memory_budget < 1):
+        raise InputError(f"memory_budget must be a positive int (bytes), got {memory_budget!r}")
 
     cuda = x.device.type == "cuda"
     if memory_budget is None and cuda:
@@ -148,12 +160,18 @@ def run_tiled(model, x: torch.Tensor, scales: tuple[int, ...], config: LUAConfig
         return estimate_peak_bytes(config, h, w, scales, element_size=element_size, batch=x.shape[0],
                                    materialises_scores=materialises_scores)
 
+    smallest = MIN_AUTO_TILE_WINDOWS * window
     size = None  # None: no tiling needed
     if memory_budget is not None and estimate(height, width) > memory_budget:
         size = max(height, width) // window * window
         while size > window and estimate(size, size) > memory_budget:
             size -= window
-        size = max(size, window)
+        if size < smallest:  # tiles this small would see too little context (large seams)
+            raise InputError(
+                f"memory_budget {memory_budget:,} bytes is below the estimated "
+                f"{estimate(smallest, smallest):,} bytes of the smallest automatic tile ({smallest}x{smallest}); "
+                "raise the budget, or pass tile=N to choose a tile yourself"
+            )
     if size is None:
         try:
             return model(x, scales)
@@ -161,12 +179,12 @@ def run_tiled(model, x: torch.Tensor, scales: tuple[int, ...], config: LUAConfig
             if not cuda:
                 raise
             torch.cuda.empty_cache()
-            size = max(window, (max(height, width) // 2) // window * window)
+            size = max(smallest, (max(height, width) // 2) // window * window)
     while True:
         try:
             return upscale_tiled(model, x, scales, size, default_overlap(size), progress=progress)
         except torch.OutOfMemoryError:
-            if not cuda or size <= window:
+            if not cuda or size <= smallest:
                 raise
             torch.cuda.empty_cache()
-            size = max(window, (size // 2) // window * window)
+            size = max(smallest, (size // 2) // window * window)

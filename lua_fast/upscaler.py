@@ -10,11 +10,12 @@ import torch
 from . import checkpoint, dispatch
 from .config import LUAConfig
 from .cuda_graphs import GraphRunner
-from .errors import InputError, NonFiniteInputError
+from .errors import InputError, NonFiniteInputError, NonFiniteOutputError
 from .precision import Precision, resolve
 from .reference import LUA
 from .tiling import run_tiled
 
+LATENT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 DTYPES = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -37,7 +38,10 @@ def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
 
 
 def parse_device(device: torch.device | str) -> torch.device:
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"unknown device {device!r}: use cpu, cuda or cuda:N ({exc})") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {device} requested but CUDA is not available in this PyTorch build")
@@ -95,8 +99,13 @@ class Upscaler:
                 + ("; add a batch dimension with latents[None], or unpack FLUX's packed (B, seq, 64) "
                    "latents first" if latents.dim() == 3 else "")
             )
-        if not latents.is_floating_point():
-            raise InputError(f"latents must be a floating-point tensor, got dtype {latents.dtype}")
+        if latents.layout != torch.strided:
+            raise InputError(f"latents must be a dense tensor, got layout {latents.layout} (use .to_dense())")
+        if latents.dtype not in LATENT_DTYPES:
+            raise InputError(
+                f"latents must be a floating-point tensor (float16, bfloat16, float32 or float64), got dtype {latents.dtype}"
+                + (" (cast float8 latents up first)" if latents.is_floating_point() else "")
+            )
         b, c, h, w = latents.shape
         if c != self.config.in_channels:
             raise InputError(f"latents have {c} channels but this model expects {self.config.in_channels}")
@@ -108,12 +117,19 @@ class Upscaler:
                 f"move them with latents.to('{self.device}')"
             )
         if check_finite:
-            bad = (~torch.isfinite(latents)).sum().item()
-            if bad:
-                raise NonFiniteInputError(
-                    f"latents contain {bad} NaN/Inf value(s) out of {latents.numel()}; the output would be "
-                    "meaningless (pass check_finite=False to skip this check)"
-                )
+            self._check_finite_input(latents, latents)
+
+    def _check_finite_input(self, latents: torch.Tensor, x: torch.Tensor) -> None:
+        """NaN/Inf in ``x`` (the latents cast to the model dtype) raise NonFiniteInputError."""
+        bad = (~torch.isfinite(x)).sum().item()
+        if not bad:
+            return
+        before = bad if x is latents else (~torch.isfinite(latents)).sum().item()
+        what = (f"contain {bad} NaN/Inf value(s)" if before else
+                f"have {bad} value(s) too large for {self.dtype} (they become Inf in the cast)")
+        raise NonFiniteInputError(
+            f"latents {what} out of {latents.numel()}; the output would be meaningless", count=bad
+        )
 
     @torch.inference_mode()
     def upscale(
@@ -131,9 +147,10 @@ class Upscaler:
         """Upscale raw VAE latents by ``scale`` (2 or 4 for the released model).
 
         Floating inputs of another dtype are cast to the upscaler's dtype. NaN or Inf in the
-        input raise :class:`NonFiniteInputError` unless ``check_finite=False`` (the check
-        synchronises with the device once). In fp16 compute an output overflow raises
-        :class:`FloatingPointError`. ``cuda_graph=True`` (CUDA only) captures one CUDA graph per
+        input (after that cast) raise :class:`NonFiniteInputError`, and NaN or Inf in the output
+        of finite latents (an overflow inside the model) raise :class:`NonFiniteOutputError`, a
+        ``FloatingPointError``; ``check_finite=False`` skips both checks (each synchronises with
+        the device once). ``cuda_graph=True`` (CUDA only) captures one CUDA graph per
         (shape, dtype, scales) on first use and replays it afterwards, removing launch overhead.
 
         Tiling (``lua_fast.tiling``): ``tile=T`` upscales T x T latent tiles overlapping by
@@ -143,8 +160,14 @@ class Upscaler:
         tiles after an out-of-memory error. ``progress=True`` shows a tqdm bar over tiles.
         """
         scales, single = self._scales(scale)
-        self.check_latents(latents, check_finite=check_finite)
-        x = latents.to(self.dtype)
+        self.check_latents(latents, check_finite=False)
+        # One memory layout for every input: a channels-last or strided view gives the same bits
+        # as its contiguous copy.
+        x = latents.to(self.dtype, memory_format=torch.contiguous_format)
+        if check_finite:  # after the cast: finite float64 latents can overflow the model dtype
+            self._check_finite_input(latents, x)
+        if tile is None and (overlap is not None or memory_budget is not None):
+            raise InputError("overlap and memory_budget only apply to tiled runs; pass tile=N or tile='auto'")
         if tile is not None:
             if cuda_graph:
                 raise InputError("cuda_graph=True and tiling cannot be combined")
@@ -159,16 +182,21 @@ class Upscaler:
         else:
             outputs = self.model(x, scales)
         outputs = {s: outputs[s].contiguous() for s in scales}
-        if self.precision.guards_overflow and check_finite:
-            self._check_overflow(outputs)
+        if check_finite:
+            self._check_finite_output(outputs)
         return outputs[scales[0]] if single else outputs
 
-    def _check_overflow(self, outputs: dict) -> None:
-        if any(not bool(torch.isfinite(o).all()) for o in outputs.values()):
-            raise FloatingPointError(
-                f"{self.precision} overflowed (the SwinIR residual stream exceeds float16's range of 65504 "
-                "for these latents); use precision='mixed' with bfloat16 or dtype=torch.bfloat16"
-            )
+    def _check_finite_output(self, outputs: dict) -> None:
+        """Finite latents must give finite outputs: an overflow inside the model raises."""
+        if all(bool(torch.isfinite(o).all()) for o in outputs.values()):
+            return
+        if self.precision.guards_overflow:
+            why = ("the SwinIR residual stream exceeds float16's range of 65504 for these latents; use "
+                   "precision='mixed' with bfloat16 or dtype=torch.bfloat16")
+        else:
+            why = (f"activations exceed {self.dtype}'s range for these latents, far outside what LUA was "
+                   "trained on; raw VAE latents are O(1): check their scale")
+        raise NonFiniteOutputError(f"{self.precision} overflowed and the output holds NaN/Inf ({why})")
 
     def clear_cuda_graphs(self) -> None:
         """Drop captured graphs and their memory pools."""
@@ -208,8 +236,9 @@ def load(
     with torch.device("meta"):
         model = LUA(config)
     # Copy straight to the target device/dtype; indices stay integer.
-    state_dict = {
-        k: v.to(device=device, dtype=prec.storage if v.is_floating_point() else v.dtype, copy=True)
+    state_dict = {  # contiguous copies: checkpoint tensors may be any (validated) strided view
+        k: v.to(device=device, dtype=prec.storage if v.is_floating_point() else v.dtype,
+                memory_format=torch.contiguous_format, copy=True)
         for k, v in state_dict.items()
     }
     model.load_state_dict(state_dict, strict=True, assign=True)

@@ -1,0 +1,122 @@
+"""Latent files and safe output paths for the command line.
+
+- ``read_latents``: a tensor from an untrusted ``.safetensors`` / ``.pt`` file; every way it can
+  be malformed ends in :class:`InputError` (or ``FileNotFoundError``) naming the file.
+- ``check_output_path``: run *before* any computation, so a bad ``--output`` fails at once and
+  no command overwrites a file it reads (input, weights) unless forced.
+- ``atomic_write``: writes go to a temporary file in the target directory and are renamed over
+  the target, so an interrupted write never leaves half a file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+from .checkpoint import storage_problem
+from .errors import InputError, UsageError
+
+LATENTS_KEY = "latents"
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def read_latents(path: str | Path, key: str = LATENTS_KEY) -> torch.Tensor:
+    """A latents tensor from ``.safetensors`` (under ``key``, or its only tensor) or ``.pt``.
+
+    A ``.pt`` file may hold a tensor or a dict with the tensor under ``key``; pickles are read
+    with ``weights_only=True``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a directory, not a latents file")
+    if not path.exists():
+        raise FileNotFoundError(f"latents file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj = load_file(str(path))
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, empty, foreign or hostile files: each library has its own errors
+        raise InputError(f"{path} could not be read as a latents file ({_first_line(exc)})") from exc
+    tensors = {key: obj} if isinstance(obj, torch.Tensor) else obj
+    if not isinstance(tensors, dict):
+        raise InputError(f"{path} holds a {type(obj).__name__}, not a tensor or a dict of tensors")
+    if key in tensors:
+        latents = tensors[key]
+    elif len(tensors) == 1:
+        key, latents = next(iter(tensors.items()))
+    else:
+        names = sorted(map(str, tensors))
+        raise InputError(f"{path} has no tensor under key {key!r}; it holds {names} (use --key)")
+    if not isinstance(latents, torch.Tensor):
+        raise InputError(f"{path} holds a {type(latents).__name__} under key {key!r}, not a tensor")
+    problem = storage_problem(latents)
+    if problem:
+        raise InputError(f"{path}: the latents under key {key!r} are {problem}")
+    return latents
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_latents(path: str | Path, latents: torch.Tensor, key: str = LATENTS_KEY) -> None:
+    """Write ``{key: latents}`` as ``.safetensors`` (by suffix) or a ``torch.save`` file, atomically."""
+    latents = latents.detach().cpu().contiguous()
+    if Path(path).suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        atomic_write(path, lambda tmp: save_file({key: latents}, tmp))
+    else:
+        atomic_write(path, lambda tmp: torch.save({key: latents}, tmp))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def check_output_path(path: str | Path, *, reads: Iterable[tuple[str, str | Path]] = (), force: bool = False,
+                      option: str = "--output") -> Path:
+    """Refuse an output path that cannot be written, or that is a file this command reads.
+
+    ``reads``: (what, path) pairs such as ("--input", "z.pt"). ``force`` allows overwriting them.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a directory; give a file path")
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"{option} {path}: directory {parent} is not writable")
+    for what, read in reads:
+        if _same_file(path, Path(read)) and not force:
+            raise UsageError(
+                f"{option} {path} is the same file as {what}; writing it would destroy what this command "
+                "reads (choose another path, or pass --force to overwrite it)"
+            )
+    return path
