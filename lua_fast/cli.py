@@ -159,6 +159,15 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_comfyui(args) -> int:
+    from .integrations.comfyui.install import install
+
+    for line in install(args.path, force=args.force):
+        print(line)
+    print("restart ComfyUI; the nodes are under latent/upscaling")
+    return 0
+
+
 # ----------------------------------------------------------------------- parser
 class _Parser(argparse.ArgumentParser):
     """argparse with the CLI's error contract: one line on stderr, exit status 2."""
@@ -215,6 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=0, help="timed calls per row (default 3 quick, 10 full)")
     p.add_argument("--out", default="bench-results", help="directory for bench.json / bench.md / bench.png")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("comfyui", help="install the ComfyUI node pack into a ComfyUI tree")
+    p.add_argument("action", choices=["install"])
+    p.add_argument("path", help="the ComfyUI folder (holding custom_nodes/ and models/)")
+    p.add_argument("--force", action="store_true", help="replace an existing custom_nodes/lua_fast_nodes")
+    p.set_defaults(func=cmd_comfyui)
 
     p = sub.add_parser("demo", help="upscale a synthetic latent with random weights (no download)")
     p.add_argument("--small", action="store_true", help="a small config instead of the released one")

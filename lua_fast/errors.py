@@ -63,6 +63,10 @@ class NonFiniteOutputError(LuaFastError, FloatingPointError):
     """Finite latents gave NaN or Inf outputs (an overflow in the model's dtype)."""
 
 
+class HubError(LuaFastError, RuntimeError):
+    """A ``hf://`` checkpoint cannot be fetched (package missing, offline with an empty cache, ...)."""
+
+
 class BackendUnavailableError(LuaFastError, RuntimeError):
     """A backend was requested that cannot run here; ``reasons`` says why."""
 

@@ -58,9 +58,13 @@ def upscale_tiled(
     tile: int,
     overlap: int,
     *,
-    progress: bool = False,
+    progress: bool | Callable[[int, int], None] = False,
 ) -> dict[int, torch.Tensor]:
-    """Upscale ``latents`` (B, C, H, W) tile by tile with ``run`` and blend the overlaps."""
+    """Upscale ``latents`` (B, C, H, W) tile by tile with ``run`` and blend the overlaps.
+
+    ``progress``: True for a tqdm bar, or a callable ``(tiles_done, tiles_total)`` called after
+    each tile (e.g. a host application's progress hook).
+    """
     if tile < 1 or not 0 <= overlap < tile:
         raise ValueError(f"tiling needs tile >= 1 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
     b, c, height, width = latents.shape
@@ -70,11 +74,12 @@ def upscale_tiled(
     out_dtype = None
     boxes = [(y0, x0) for y0 in ys for x0 in xs]
     bar = None
-    if progress and len(boxes) > 1:
+    if progress is True and len(boxes) > 1:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(boxes), desc="lua_fast tiles", unit="tile")
-    for y0, x0 in boxes:
+    hook = progress if callable(progress) else None
+    for done, (y0, x0) in enumerate(boxes, 1):
         th, tw = min(tile, height - y0), min(tile, width - x0)
         outs = run(latents[..., y0:y0 + th, x0:x0 + tw], scales)
         # Overlap actually shared with the previous / next tile along each axis.
@@ -92,6 +97,8 @@ def upscale_tiled(
             out_dtype = outs[s].dtype
         if bar is not None:
             bar.update()
+        if hook is not None:
+            hook(done, len(boxes))
     if bar is not None:
         bar.close()
     return {s: (acc[s] / wsum[s]).to(out_dtype) for s in scales}

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import Iterable, Mapping, Union
+from typing import Callable, Iterable, Mapping, Union
 
 import torch
 
-from . import checkpoint, dispatch
+from . import checkpoint, dispatch, hub
 from .config import LUAConfig
 from .cuda_graphs import GraphRunner
 from .errors import InputError, NonFiniteInputError, NonFiniteOutputError
@@ -78,16 +78,19 @@ class Upscaler:
             f"scales={self.config.scales}, channels={self.config.in_channels})"
         )
 
-    def _scales(self, scale) -> tuple[tuple[int, ...], bool]:
+    def _scales(self, scale) -> tuple[tuple, tuple[int, ...], bool]:
+        """(the keys asked for, their scales, whether one was asked for); head names map to scales."""
         single = not isinstance(scale, (tuple, list))
-        scales = (scale,) if single else tuple(scale)
+        keys = (scale,) if single else tuple(scale)
+        names = dict(self.config.heads)
+        scales = tuple(names.get(k, k) if isinstance(k, str) else k for k in keys)
         bad = [s for s in scales if isinstance(s, bool) or not isinstance(s, int) or s not in self.config.scales]
         if bad or not scales:
             raise InputError(
-                f"unsupported scale {scale!r}: this model has heads for scales {self.config.scales} "
-                "(pass one of them, or a tuple of them)"
+                f"unsupported scale {scale!r}: this model has heads {self.config.heads} (pass a scale or a "
+                "head name, or a tuple of them)"
             )
-        return scales, single
+        return keys, scales, single
 
     def check_latents(self, latents: torch.Tensor, *, check_finite: bool = True) -> None:
         """Raise :class:`InputError` if ``latents`` cannot be upscaled as given."""
@@ -135,16 +138,17 @@ class Upscaler:
     def upscale(
         self,
         latents: torch.Tensor,
-        scale: int | Iterable[int] = 2,
+        scale: int | str | Iterable[int | str] = 2,
         *,
         check_finite: bool = True,
         cuda_graph: bool = False,
         tile: int | str | None = None,
         overlap: int | None = None,
         memory_budget: int | None = None,
-        progress: bool = False,
+        progress: bool | Callable[[int, int], None] = False,
     ) -> torch.Tensor | dict[int, torch.Tensor]:
-        """Upscale raw VAE latents by ``scale`` (2 or 4 for the released model).
+        """Upscale raw VAE latents by ``scale`` (2 or 4 for the released model, or a head name,
+        "x2" / "x4"); a tuple of them returns a dict keyed the way they were asked for.
 
         Floating inputs of another dtype are cast to the upscaler's dtype. NaN or Inf in the
         input (after that cast) raise :class:`NonFiniteInputError`, and NaN or Inf in the output
@@ -157,9 +161,11 @@ class Upscaler:
         ``overlap`` (default two windows, at most half a tile) and blends them; ``tile="auto"`` tiles only when the
         estimated activation memory exceeds ``memory_budget`` bytes (default on CUDA: 90% of the
         free memory; on CPU only when a budget is given), and on CUDA also retries with smaller
-        tiles after an out-of-memory error. ``progress=True`` shows a tqdm bar over tiles.
+        tiles after an out-of-memory error. ``progress=True`` shows a tqdm bar over tiles; a callable
+        ``progress(tiles_done, tiles_total)`` is called after each tile instead.
         """
-        scales, single = self._scales(scale)
+        keys, asked, single = self._scales(scale)
+        scales = tuple(dict.fromkeys(asked))  # one trunk pass and one head run per distinct scale
         self.check_latents(latents, check_finite=False)
         # One memory layout for every input: a channels-last or strided view gives the same bits
         # as its contiguous copy.
@@ -184,7 +190,7 @@ class Upscaler:
         outputs = {s: outputs[s].contiguous() for s in scales}
         if check_finite:
             self._check_finite_output(outputs)
-        return outputs[scales[0]] if single else outputs
+        return outputs[scales[0]] if single else {k: outputs[s] for k, s in zip(keys, asked)}
 
     def _check_finite_output(self, outputs: dict) -> None:
         """Finite latents must give finite outputs: an overflow inside the model raises."""
@@ -217,7 +223,9 @@ def load(
     """Load LUA weights and return an :class:`Upscaler`.
 
     ``source``: a path to ``.pth``/``.pt`` (state dict, optionally under
-    ``params_ema``/``params``) or ``.safetensors``, or an in-memory state dict.
+    ``params_ema``/``params``) or ``.safetensors``, a Hugging Face Hub file
+    ``hf://owner/repo[@revision]/file`` (``lua_fast.hub``: needs ``huggingface_hub``), or an
+    in-memory state dict.
     The config is inferred from keys and shapes and the weights validated strictly.
 
     ``dtype`` (weights, residual stream, output; default float32) and ``precision``
@@ -228,6 +236,8 @@ def load(
     device = parse_device(device)
     prec = resolve(precision, None if dtype is None else parse_dtype(dtype), parse_dtype(mixed_dtype))
     chosen = dispatch.select_backend(backend, device, prec)  # fail before reading weights
+    if hub.is_hub_path(source):
+        source = hub.download(source)
     if isinstance(source, (str, os.PathLike)):
         state_dict = checkpoint.read_checkpoint(source)
     else:

@@ -1,0 +1,188 @@
+"""The two ComfyUI nodes and the plain functions behind them.
+
+- ``LUALoader``: a checkpoint from ``models/latent_upscale_models`` with backend, precision and
+  device choices -> a ``LUA_MODEL`` (a :class:`lua_fast.Upscaler`).
+- ``LUAUpscaleLatent``: ``LATENT`` + ``LUA_MODEL`` -> ``LATENT`` upscaled by x2 or x4.
+
+ComfyUI's LATENT ``samples`` are raw VAE latents for FLUX, SD3 and SDXL (each ComfyUI model
+applies its own scale/shift when sampling), which is what LUA takes: no scaling is applied here.
+The output LATENT is a copy of the input dict with ``samples`` replaced, ``batch_index`` kept and
+``noise_mask`` dropped (it no longer matches the size). Latents are moved to the model's device
+and the result comes back on ComfyUI's intermediate device in the input's dtype.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ...errors import InputError
+from ...tiling import estimate_peak_bytes
+from ...upscaler import Upscaler, load
+
+MODEL_FOLDER = "latent_upscale_models"
+MODEL_TYPE = "LUA_MODEL"
+EXTENSIONS = {".pth", ".pt", ".safetensors"}
+BACKENDS = ["auto", "triton", "torch", "reference"]
+PRECISIONS = ["mixed", "bf16", "fp32"]
+DEVICES = ["default", "cuda", "cpu"]
+TILING = ["off", "auto", "size"]
+CATEGORY = "latent/upscaling"
+
+# Channel counts of the latent families users meet in ComfyUI, for a useful mismatch message.
+FAMILIES = {4: "SD1.5 / SDXL", 16: "FLUX.1 / SD3", 128: "FLUX.2"}
+
+
+def register_model_folder() -> None:
+    """Make ``folder_paths`` know ``models/latent_upscale_models`` (once; ComfyUI may already)."""
+    import folder_paths
+
+    if MODEL_FOLDER not in folder_paths.folder_names_and_paths:
+        path = os.path.join(folder_paths.models_dir, MODEL_FOLDER)
+        folder_paths.folder_names_and_paths[MODEL_FOLDER] = ([path], set(EXTENSIONS))
+
+
+def load_lua_model(model_name: str, backend: str = "auto", precision: str = "mixed",
+                   device: str = "default") -> Upscaler:
+    import folder_paths
+    from comfy import model_management
+
+    register_model_folder()
+    path = folder_paths.get_full_path(MODEL_FOLDER, model_name)
+    if path is None:
+        raise FileNotFoundError(f"LUA model {model_name!r} not found in models/{MODEL_FOLDER}")
+    target = model_management.get_torch_device() if device == "default" else torch.device(device)
+    return load(path, device=target, backend=backend, precision=precision)
+
+
+def _check_samples(up: Upscaler, samples) -> None:
+    if not isinstance(samples, torch.Tensor) or samples.dim() != 4:
+        shape = tuple(samples.shape) if isinstance(samples, torch.Tensor) else type(samples).__name__
+        raise InputError(f"LUA upscales image latents (batch, channels, height, width); got {shape}"
+                         + (" (a video latent?)" if isinstance(samples, torch.Tensor) and samples.dim() == 5 else ""))
+    want, got = up.config.in_channels, samples.shape[1]
+    if got != want:
+        raise InputError(
+            f"this LUA model takes {want}-channel latents ({FAMILIES.get(want, 'unknown family')}), but the "
+            f"LATENT has {got} channels ({FAMILIES.get(got, 'unknown family')}); load the LUA checkpoint "
+            "trained for this model family"
+        )
+
+
+def _progress_hook():
+    """A ``(done, total)`` callback driving ComfyUI's progress bar (created on the first tile)."""
+    from comfy.utils import ProgressBar
+
+    bar = None
+
+    def hook(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = ProgressBar(total)
+        bar.update_absolute(done, total)
+
+    return hook
+
+
+def _retry_sizes(up: Upscaler, height: int, width: int) -> list[int]:
+    """Tile sizes to try after an out-of-memory error: halving, window multiples, >= 2 windows."""
+    window = up.config.window_size
+    size, sizes = max(height, width) // 2 // window * window, []
+    while size >= 2 * window:
+        sizes.append(size)
+        size = size // 2 // window * window
+    return sizes or [2 * window]
+
+
+def upscale_latent_dict(up: Upscaler, latent: dict, scale: str = "x2", tiling: str = "off",
+                        tile_size: int = 64) -> dict:
+    """The upscale node's work on a LATENT dict (see the module docstring)."""
+    from comfy import model_management
+
+    samples = latent["samples"]
+    _check_samples(up, samples)
+    if tiling not in TILING:
+        raise InputError(f"tiling must be one of {TILING}, got {tiling!r}")
+    z = samples.to(up.device)
+    factor = dict(up.config.heads).get(scale, scale)
+    b, _, h, w = z.shape
+    # Tell ComfyUI what this pass needs so it can unload other models first.
+    need = estimate_peak_bytes(up.config, h, w, (factor,), element_size=up.precision.compute.itemsize, batch=b,
+                               materialises_scores=up.backend != "triton")
+    need += b * up.config.out_channels * factor * factor * h * w * up.dtype.itemsize
+    model_management.free_memory(need, up.device)
+    oom = getattr(model_management, "OOM_EXCEPTION", torch.cuda.OutOfMemoryError)
+
+    if tiling == "size":
+        out = up.upscale(z, scale=scale, tile=int(tile_size), progress=_progress_hook())
+    elif tiling == "auto":
+        out = up.upscale(z, scale=scale, tile="auto", progress=_progress_hook())
+    else:
+        try:
+            out = up.upscale(z, scale=scale)
+        except oom:
+            out = None
+        if out is None:  # retried outside the except block so the failed pass's memory is released
+            for size in _retry_sizes(up, h, w):
+                model_management.soft_empty_cache()
+                try:
+                    out = up.upscale(z, scale=scale, tile=size, progress=_progress_hook())
+                    break
+                except oom:
+                    continue
+            else:
+                raise oom(f"LUA ran out of memory even with {size}x{size} tiles")
+    result = {k: v for k, v in latent.items() if k != "noise_mask"}
+    result["samples"] = out.to(model_management.intermediate_device(), dtype=samples.dtype)
+    return result
+
+
+class LUALoader:
+    """Load a LUA checkpoint from models/latent_upscale_models."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        import folder_paths
+
+        register_model_folder()
+        return {"required": {
+            "model_name": (folder_paths.get_filename_list(MODEL_FOLDER),),
+            "backend": (BACKENDS, {"default": "auto"}),
+            "precision": (PRECISIONS, {"default": "mixed"}),
+            "device": (DEVICES, {"default": "default"}),
+        }}
+
+    RETURN_TYPES = (MODEL_TYPE,)
+    RETURN_NAMES = ("lua_model",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+
+    def load(self, model_name, backend, precision, device):
+        return (load_lua_model(model_name, backend, precision, device),)
+
+
+class LUAUpscaleLatent:
+    """Upscale a LATENT by 2x or 4x in latent space (decode once at the target size)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "lua_model": (MODEL_TYPE,),
+            "samples": ("LATENT",),
+            "scale": (["x2", "x4"], {"default": "x2"}),
+            "tiling": (TILING, {"default": "off"}),
+            "tile_size": ("INT", {"default": 64, "min": 8, "max": 4096, "step": 8}),
+        }}
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "upscale"
+    CATEGORY = CATEGORY
+
+    def upscale(self, lua_model, samples, scale, tiling, tile_size):
+        return (upscale_latent_dict(lua_model, samples, scale, tiling, tile_size),)
+
+
+NODE_CLASS_MAPPINGS = {"LUALoader": LUALoader, "LUAUpscaleLatent": LUAUpscaleLatent}
+NODE_DISPLAY_NAME_MAPPINGS = {"LUALoader": "Load LUA Latent Upscaler (lua_fast)",
+                              "LUAUpscaleLatent": "Upscale Latent with LUA (lua_fast)"}

@@ -1,0 +1,160 @@
+"""The ComfyUI node pack (issue 14) on CPU, against stand-ins of ComfyUI's modules (comfy_stubs/)."""
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import lua_fast
+from lua_fast import InputError
+from lua_fast.cli import main
+from lua_fast.tiling import estimate_peak_bytes
+from conftest import random_state_dict, tiny_config
+
+STUBS = Path(__file__).parent / "comfy_stubs"
+CONFIG = tiny_config(4)
+
+
+@pytest.fixture
+def comfy(tmp_path, monkeypatch):
+    """ComfyUI's modules (fresh stand-ins) importable, with a temporary models folder."""
+    monkeypatch.syspath_prepend(str(STUBS))
+    for name in ("folder_paths", "comfy", "comfy.model_management", "comfy.utils"):
+        sys.modules.pop(name, None)
+    import folder_paths
+    from comfy import model_management, utils
+
+    monkeypatch.setattr(folder_paths, "models_dir", str(tmp_path / "models"))
+    (tmp_path / "models" / "latent_upscale_models").mkdir(parents=True)
+    yield folder_paths, model_management, utils
+    for name in ("folder_paths", "comfy", "comfy.model_management", "comfy.utils"):
+        sys.modules.pop(name, None)
+
+
+@pytest.fixture(scope="module")
+def sd():
+    return random_state_dict(CONFIG, seed=31)
+
+
+@pytest.fixture(scope="module")
+def up(sd):
+    return lua_fast.load(sd)
+
+
+def nodes():
+    return importlib.import_module("lua_fast.integrations.comfyui.nodes")
+
+
+def latent(batch=2, channels=4, h=9, w=10, dtype=torch.float32):
+    z = torch.randn(batch, channels, h, w, generator=torch.Generator().manual_seed(4)).to(dtype)
+    return {"samples": z, "batch_index": [3, 7][:batch], "noise_mask": torch.ones(batch, 1, h, w),
+            "extra": "kept"}
+
+
+def test_upscale_node_latent_dict_semantics(comfy, up):
+    node = nodes().LUAUpscaleLatent()
+    src = latent()
+    original = dict(src)
+    (out,) = node.upscale(up, src, "x2", "off", 64)
+    assert out is not src and src == original  # the input dict is not modified
+    assert set(out) == {"samples", "batch_index", "extra"}  # noise_mask dropped
+    assert out["batch_index"] == [3, 7] and out["extra"] == "kept"
+    assert torch.equal(out["samples"], up.upscale(src["samples"], scale=2))  # no scaling applied
+    (out4,) = node.upscale(up, src, "x4", "off", 64)
+    assert out4["samples"].shape == (2, 4, 36, 40)
+
+
+def test_device_and_dtype_round_trip(comfy, up):
+    _, mm, _ = comfy
+    src = latent(dtype=torch.float16)
+    (out,) = nodes().LUAUpscaleLatent().upscale(up, src, "x2", "off", 64)
+    assert out["samples"].dtype == torch.float16 and out["samples"].device == mm.intermediate_device()
+    want = up.upscale(src["samples"].float(), scale=2).half()
+    assert torch.equal(out["samples"], want)
+    # memory is requested from ComfyUI before the pass, at least the activation estimate
+    need, device = mm.freed[-1]
+    assert device == up.device
+    assert need >= estimate_peak_bytes(up.config, 9, 10, (2,), batch=2, element_size=4) + 2 * 4 * 4 * 9 * 10 * 4
+
+
+@pytest.mark.parametrize("channels,match", [(128, "16|4-channel .*128 channels \\(FLUX.2\\)"),
+                                            (16, "takes 4-channel latents \\(SD1.5 / SDXL\\), but .* 16 channels")])
+def test_channel_mismatch_is_a_clear_error(comfy, up, channels, match):
+    with pytest.raises(InputError, match=match):
+        nodes().upscale_latent_dict(up, latent(channels=channels))
+
+
+def test_video_latents_are_refused(comfy, up):
+    with pytest.raises(InputError, match="video latent"):
+        nodes().upscale_latent_dict(up, {"samples": torch.randn(1, 4, 3, 8, 8)})
+
+
+def test_tiling_modes_and_progress_bar(comfy, up):
+    _, _, utils = comfy
+    src = latent(h=24, w=40)
+    out = nodes().upscale_latent_dict(up, src, "x2", "size", 16)
+    assert torch.equal(out["samples"], up.upscale(src["samples"], scale=2, tile=16))
+    bar = utils.bars[-1]
+    assert bar.total > 1 and bar.updates[-1] == bar.total and bar.updates == sorted(bar.updates)
+    auto = nodes().upscale_latent_dict(up, src, "x2", "auto", 16)  # CPU, no budget: one pass
+    assert torch.equal(auto["samples"], up.upscale(src["samples"], scale=2))
+    with pytest.raises(InputError, match="tile must be an int >= the window size 4"):
+        nodes().upscale_latent_dict(up, src, "x2", "size", 2)
+
+
+def test_out_of_memory_retries_with_tiles(comfy, sd, monkeypatch):
+    _, mm, utils = comfy
+    up = lua_fast.load(sd)
+    real = up.model.forward
+    seen = []
+
+    def limited(x, scales):  # simulate a device that holds at most 16x16 latents
+        seen.append(tuple(x.shape[-2:]))
+        if x.shape[-1] * x.shape[-2] > 16 * 16:
+            raise mm.OOM_EXCEPTION("CUDA out of memory (simulated)")
+        return real(x, scales)
+
+    monkeypatch.setattr(up.model, "forward", limited)
+    src = latent(batch=1, h=40, w=40)
+    clears = mm.cache_clears
+    out = nodes().upscale_latent_dict(up, src, "x2", "off", 64)
+    # untiled, then tiles of 20 (still too big), then 8 (halved, a window multiple, >= 2 windows)
+    assert seen[0] == (40, 40) and seen[1] == (20, 20) and set(seen[2:]) == {(8, 8)}
+    assert mm.cache_clears >= clears + 2 and utils.bars  # emptied the cache per retry, showed progress
+    monkeypatch.setattr(up.model, "forward", real)
+    assert torch.equal(out["samples"], up.upscale(src["samples"], scale=2, tile=8))
+
+
+def test_loader_and_upscale_end_to_end(comfy, sd, tmp_path):
+    folder_paths, mm, _ = comfy
+    torch.save({"params_ema": sd}, tmp_path / "models" / "latent_upscale_models" / "lua_tiny.pth")
+    (tmp_path / "models" / "latent_upscale_models" / "notes.txt").write_text("not a model")
+    mod = nodes()
+    spec = mod.LUALoader.INPUT_TYPES()["required"]
+    assert spec["model_name"][0] == ["lua_tiny.pth"]
+    assert spec["precision"][0] == ["mixed", "bf16", "fp32"] and spec["device"][0][0] == "default"
+    (model,) = mod.LUALoader().load("lua_tiny.pth", "auto", "fp32", "default")
+    assert model.device == mm.get_torch_device() and model.config == CONFIG
+    (out,) = mod.NODE_CLASS_MAPPINGS["LUAUpscaleLatent"]().upscale(model, latent(), "x2", "off", 64)
+    assert torch.equal(out["samples"], lua_fast.load(sd).upscale(latent()["samples"], scale=2))
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        mod.LUALoader().load("missing.pth", "auto", "fp32", "default")
+
+
+def test_install_writes_a_working_shim(tmp_path, comfy, capsys):
+    root = tmp_path / "ComfyUI"
+    (root / "custom_nodes").mkdir(parents=True)
+    (root / "models").mkdir()
+    assert main(["comfyui", "install", str(root)]) == 0
+    shim = root / "custom_nodes" / "lua_fast_nodes" / "__init__.py"
+    assert shim.is_file() and (root / "models" / "latent_upscale_models").is_dir()
+    namespace = {}
+    exec(compile(shim.read_text(), str(shim), "exec"), namespace)  # what ComfyUI does on start
+    assert set(namespace["NODE_CLASS_MAPPINGS"]) == {"LUALoader", "LUAUpscaleLatent"}
+    assert main(["comfyui", "install", str(root)]) == 0  # idempotent
+    shim.write_text("# someone else's node pack\n")
+    assert main(["comfyui", "install", str(root)]) == 2  # not ours: refused without --force
+    assert main(["comfyui", "install", str(tmp_path)]) == 2  # not a ComfyUI tree
+    assert "does not look like a ComfyUI tree" in capsys.readouterr().err

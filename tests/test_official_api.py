@@ -1,0 +1,125 @@
+"""The official package's API as a drop-in (lua_fast.official) and hub loading (issue 14).
+
+No test touches the network: the hub download is monkeypatched to return files written here.
+"""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import lua_fast
+from lua_fast import CheckpointError, HubError, hub
+from lua_fast.official import load_model, upscale_latent
+from conftest import random_state_dict, rel_err, tiny_config
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def official():
+    return torch.load(FIXTURES / "official_small_io.pt", weights_only=True)
+
+
+def test_official_names_reproduce_the_official_outputs(official):
+    model = load_model(FIXTURES / "official_small.pth")
+    for size in ("16x16", "13x21", "24x40"):
+        for head in ("x2", "x4"):
+            want = official.get(f"{head}_{size}")
+            if want is None:
+                continue
+            got = upscale_latent(model, official[f"z_{size}"], head=head)
+            assert got.shape == want.shape and got.dtype == torch.float32 and got.device == model.device
+            assert rel_err(got, want) <= 1e-5, (size, head)
+
+
+def test_defaults_and_dtypes_follow_the_official_signature():
+    import inspect
+
+    sig = inspect.signature(load_model)
+    assert list(sig.parameters)[:3] == ["weights_path", "device", "dtype"]
+    assert sig.parameters["weights_path"].default is None and sig.parameters["device"].default == "cpu"
+    assert sig.parameters["dtype"].default == torch.float32
+    assert inspect.signature(upscale_latent).parameters["head"].default == "x2"
+    # a bf16 model (which the official code cannot run) returns float32 like the official function
+    model = load_model(FIXTURES / "official_small.pth", dtype=torch.bfloat16, backend="torch")
+    assert model.dtype == torch.bfloat16 and model.backend == "torch"
+    assert upscale_latent(model, torch.randn(1, 16, 8, 8, dtype=torch.float64)).dtype == torch.float32
+
+
+def test_upscale_accepts_head_names(official):
+    up = lua_fast.load(FIXTURES / "official_small.pth")
+    z = official["z_16x16"]
+    assert torch.equal(up.upscale(z, scale="x4"), up.upscale(z, scale=4))
+    both = up.upscale(z, scale=("x2", 4))
+    assert set(both) == {"x2", 4} and torch.equal(both["x2"], up.upscale(z, scale=2))
+    with pytest.raises(lua_fast.InputError, match="heads .*'x2', 2"):
+        up.upscale(z, scale="x8")
+
+
+# ------------------------------------------------------------------------------ hub
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch):
+    """hf_hub_download replaced by a function serving files from tmp_path; records its calls."""
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    calls = []
+
+    def download(repo_id, filename, **kwargs):
+        calls.append((repo_id, filename, kwargs.get("revision")))
+        return str(tmp_path / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    return tmp_path, calls
+
+
+def test_hf_paths_load_through_the_hub_cache(fake_hub):
+    folder, calls = fake_hub
+    sd = random_state_dict(tiny_config(), seed=9)
+    torch.save({"params_ema": sd}, folder / "lua_flux.pth")
+    up = lua_fast.load("hf://vaskers5/LUA-FLUX/lua_flux.pth")
+    assert calls == [("vaskers5/LUA-FLUX", "lua_flux.pth", None)]
+    x = torch.randn(1, 4, 8, 8)
+    assert torch.equal(up.upscale(x), lua_fast.load(sd).upscale(x))
+    (folder / "sub").mkdir()
+    torch.save(sd, folder / "sub" / "w.pth")
+    lua_fast.load("hf://owner/repo@v1.0/sub/w.pth")
+    assert calls[-1] == ("owner/repo", "sub/w.pth", "v1.0")
+
+
+def test_load_model_without_a_path_fetches_the_release(fake_hub):
+    folder, calls = fake_hub
+    torch.save({"params_ema": random_state_dict(tiny_config(16), seed=9)}, folder / "lua_flux.pth")
+    model = load_model()
+    assert calls == [("vaskers5/LUA-FLUX", "lua_flux.pth", None)] and model.config.in_channels == 16
+
+
+def test_a_hub_file_that_is_not_a_lua_checkpoint(fake_hub):
+    folder, _ = fake_hub
+    torch.save({"weight": torch.zeros(3)}, folder / "other.pth")
+    with pytest.raises(CheckpointError, match="not a LUA state dict"):
+        lua_fast.load("hf://someone/other-model/other.pth")
+
+
+def test_offline_with_an_empty_cache(monkeypatch):
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    from huggingface_hub import errors
+
+    def offline(*args, **kwargs):
+        raise errors.LocalEntryNotFoundError("Cannot find the requested files in the disk cache")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    with pytest.raises(HubError, match="not in the local Hugging Face cache .* pass a local path"):
+        lua_fast.load("hf://vaskers5/LUA-FLUX/lua_flux.pth")
+
+
+def test_missing_huggingface_hub(monkeypatch):
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import raises ImportError
+    with pytest.raises(HubError, match=r'needs huggingface_hub .*pip install "lua_fast\[hub\]"'):
+        lua_fast.load("hf://vaskers5/LUA-FLUX/lua_flux.pth")
+
+
+@pytest.mark.parametrize("spec", ["hf://", "hf://owner", "hf://owner/repo", "hf://owner//file"])
+def test_malformed_hub_paths(spec):
+    with pytest.raises(HubError, match="not a hub path"):
+        hub.parse(spec)
