@@ -35,7 +35,7 @@ def main() -> None:
 
     from lua_fast import LUAConfig
     from lua_fast.flops import head_flops
-    from lua_fast.kernels.conv3x3 import conv3x3, conv3x3_flops, pack_weight
+    from lua_fast.kernels.conv3x3 import conv3x3, conv3x3_flops, pack_conv
     from lua_fast.kernels.upsample_head import PackedHead, fused_head
     from lua_fast.reference.model import UpsampleHead
 
@@ -84,10 +84,10 @@ def main() -> None:
         conv = torch.nn.Conv2d(d, d, 3, padding=1).to(device, dtype).to(memory_format=torch.channels_last)
         x_cl = torch.randn(1, d, size, size, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
         res = torch.randn_like(x_cl)
-        w_packed = pack_weight(conv.weight.detach(), dtype)
+        packed = pack_conv(conv.weight.detach(), conv.bias, dtype)
         with torch.no_grad():
-            fused = lambda: conv3x3(x_cl.permute(0, 2, 3, 1), w_packed, conv.bias,  # noqa: E731
-                                    residual=res.permute(0, 2, 3, 1), packed=True)
+            fused = lambda: conv3x3(x_cl.permute(0, 2, 3, 1), packed,  # noqa: E731
+                                    residual=res.permute(0, 2, 3, 1))
             cudnn = lambda: conv(x_cl) + res  # noqa: E731
             row = {"dtype": dtype_name, "latent": size, "op": "trunk_conv_residual",
                    "fused_ms": bench(fused, return_mode="median"), "cudnn_ms": bench(cudnn, return_mode="median")}

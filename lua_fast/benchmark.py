@@ -171,14 +171,17 @@ def run_ops(device: torch.device, config: LUAConfig, sizes, repeat: int, log=pri
             add("x2 head", (h, w), "triton", None, None, triton_reason)
             continue
         from .kernels.upsample_head import PackedHead, fused_head, torch_fused_head
-        from .kernels.window_attention import torch_window_attention, window_attention
+        from .kernels.window_attention import (bias_dtype, dense_log2_bias, pack_activations, packed_window_attention,
+                                               torch_window_attention)
         from .reference.model import UpsampleHead
 
         heads = config.num_heads[0]
         qkv = torch.randn(1, h * w, 3 * dim, device=device, dtype=dtype)
         table = torch.randn((2 * ws - 1) ** 2, heads, device=device)
         kw = dict(heads=heads, window=ws, shift=shift, bias_table=table)
-        add("window attention", (h, w), "triton", lambda: window_attention(qkv, h, w, **kw),
+        packed, bias = pack_activations(qkv, heads), dense_log2_bias(table, ws, bias_dtype(dtype))  # as the backend
+        add("window attention", (h, w), "triton",
+            lambda: packed_window_attention(packed, bias, h, w, heads=heads, window=ws, shift=shift),
             lambda: torch_window_attention(qkv, h, w, **kw))
         head = UpsampleHead(dim, config.head_width, config.out_channels, 2).to(device, dtype).eval()
         packed = PackedHead.from_weights(head, dtype)

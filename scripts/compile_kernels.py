@@ -1,95 +1,421 @@
-"""Compile every Triton kernel variant for GPU targets, without a GPU.
+"""Compile the Triton kernels a forward pass really launches, for GPU targets, without a GPU.
 
-    python scripts/compile_kernels.py [--quick] [--arch 80 90]
+    python scripts/compile_kernels.py --quick [--arch 80 90]     # compile check (the tests run this)
+    python scripts/compile_kernels.py --report [--arch 90 80]     # the kernel report (below)
 
-Triton's interpreter (how CI runs the kernels) checks logic, not compilation: this
-compiles the real kernels to cubins for sm_80/sm_90 with Triton's bundled ptxas and
-reports shared memory per variant, so a kernel that would not compile (or would not
-fit an H100's 227 KiB of shared memory) is caught on a CPU-only machine. Exit status 1
-if any variant fails to compile. Must run without TRITON_INTERPRET.
+How it sees "what runs": the triton backend runs a forward of the released configuration on
+CPU tensors with every kernel launch recorded instead of executed (and the cuBLAS GEMMs skipped:
+only shapes matter), so each launch's real arguments are known. Each distinct launch is then
+compiled the way Triton's JIT would specialise it on a GPU: integer arguments equal to 1 become
+constants, integers divisible by 16 and 16-byte aligned pointers (CUDA allocations are 256-byte
+aligned; views add their storage offset) get ``tt.divisibility=16``, and every autotune config
+that survives the kernel's prune hook is compiled with its own num_warps / num_stages.
+
+The report reads each cubin with the ``cuobjdump`` shipped in the triton wheel: registers, local
+memory (spills) and STL/LDL instructions, shared memory, the MMA kind (HGMMA = wgmma, HMMA =
+mma.sync), the main loop's global loads by width (LDG.128 / LDGSTS.128 = 16-byte vector / async
+copies, UTMALDG = TMA), and the static warp-instructions per launch:
+``(straight-line instructions + loop body x trip count) x warps x programs``. Divided by an
+H200's issue rate (132 SMs x 4 schedulers x 1.75 GHz) that is a hard lower bound on the launch's
+time (``issue_us``). Writes ``benchmarks/results/kernel_report_sm90.json`` (per --arch) and prints
+a markdown table for ``benchmarks/NOTES.md``. Must run without TRITON_INTERPRET.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import math
 import os
+import re
+import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 if os.environ.get("TRITON_INTERPRET") == "1":
     sys.exit("compile_kernels.py must run without TRITON_INTERPRET=1")
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
+import torch  # noqa: E402
 import triton  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
+import lua_fast  # noqa: E402
+from lua_fast import LUAConfig  # noqa: E402
+from lua_fast.backends.triton_backend import TritonBackendLUA  # noqa: E402
 from lua_fast.kernels import conv3x3 as CV  # noqa: E402
 from lua_fast.kernels import window_attention as WA  # noqa: E402
+from lua_fast.precision import resolve  # noqa: E402
+from lua_fast.reference import LUA  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 SMEM_LIMIT = {80: 163 * 1024, 90: 227 * 1024}  # max dynamic shared memory per block (A100, H100)
-DTYPES = {"bf16": None, "fp16": None, "fp32": "ieee"}
+ISSUE_RATE = 132 * 4 * 1.75e9  # warp-instructions per second an H200 can issue at most
+BF16_PEAK = 772e12  # FLOP/s, dense bf16 on an H200 (as measured by the issue author)
+BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
-def signature(fn, dtype: str, pointers: dict[str, str], floats: tuple[str, ...]) -> dict[str, str]:
-    sig = {}
-    for name in fn.arg_names:
-        if name in pointers:
-            sig[name] = pointers[name].replace("DT", dtype)
-        elif name in floats:
+# ------------------------------------------------------------------ recording launches
+@dataclass
+class Launch:
+    kernel: str  # "window_attention" / "conv3x3"
+    site: str  # which call site (derived from the arguments)
+    tuner: object  # the triton Autotuner
+    args: tuple
+    kwargs: dict
+    grid: object
+    flops: int = 0
+    count: int = 1
+    key: tuple = field(default=())
+
+
+class _Recorder:
+    """Stands in for an autotuned kernel: ``rec[grid](*args, **kwargs)`` records, runs nothing."""
+
+    def __init__(self, name, tuner, sink):
+        self.name, self.tuner, self.sink = name, tuner, sink
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self.sink.append(Launch(self.name, "", self.tuner, args, kwargs, grid))
+
+
+class _SkipGemms(TorchDispatchMode):
+    """Return uninitialised outputs for GEMMs: the recording needs shapes, not values."""
+
+    OPS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
+           torch.ops.aten.baddbmm.default}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in self.OPS:
+            a, b = (args[1], args[2]) if func in (torch.ops.aten.addmm.default, torch.ops.aten.baddbmm.default) \
+                else (args[0], args[1])
+            return torch.empty((*a.shape[:-1], b.shape[-1]), dtype=a.dtype, device=a.device)
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def recording(sink):
+    saved = (WA._window_attention_tuned, CV._conv3x3_tuned, WA.unavailable_reason, CV.unavailable_reason)
+    WA._window_attention_tuned = _Recorder("window_attention", saved[0], sink)
+    CV._conv3x3_tuned = _Recorder("conv3x3", saved[1], sink)
+    WA.unavailable_reason = CV.unavailable_reason = lambda device: None
+    try:
+        yield
+    finally:
+        WA._window_attention_tuned, CV._conv3x3_tuned, WA.unavailable_reason, CV.unavailable_reason = saved
+
+
+def record_forward(config: LUAConfig, precision: str, size: int, scale: int, batch: int = 1) -> list[Launch]:
+    """Every kernel launch of one triton-backend forward (CPU tensors, nothing executed)."""
+    prec = resolve(precision, None)
+    torch.manual_seed(0)
+    model = LUA(config).to(prec.storage).eval().requires_grad_(False)
+    backend = TritonBackendLUA(model, prec)
+    x = torch.randn(batch, config.in_channels, size, size)
+    sink: list[Launch] = []
+    with recording(sink), _SkipGemms(), torch.inference_mode():
+        backend(x, (scale,))
+    for launch in sink:
+        named = dict(zip(launch.tuner.fn.arg_names, launch.args))
+        launch.site, launch.flops = describe(launch.kernel, named, launch.kwargs)
+    return sink
+
+
+def describe(kernel: str, named: dict, kwargs: dict) -> tuple[str, int]:
+    """(call-site label, FLOPs) of a launch, from its arguments."""
+    if kernel == "window_attention":
+        return WA.launch_site(named, kwargs), WA.launch_flops(named, kwargs)
+    return CV.launch_site(named, kwargs), CV.launch_flops(named, kwargs)
+
+
+# ------------------------------------------------------------------ JIT specialisation
+def specialise(launch: Launch):
+    """(signature, constexprs, attrs) as Triton's JIT builds them from these argument values."""
+    fn = launch.tuner.fn
+    sig, consts, attrs = {}, dict(launch.kwargs), {}
+    for i, (name, value) in enumerate(zip(fn.arg_names, launch.args)):
+        if isinstance(value, torch.Tensor):
+            sig[name] = "*" + TYPES[value.dtype]
+            if value.storage_offset() * value.element_size() % 16 == 0:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+        elif isinstance(value, bool):
+            sig[name] = "i1"
+        elif isinstance(value, int):
+            if value == 1:
+                sig[name], consts[name] = "constexpr", 1
+                continue
+            sig[name] = "i64" if not -(2**31) <= value < 2**31 else "i32"
+            if value % 16 == 0:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+        elif isinstance(value, float):
             sig[name] = "fp32"
-        elif name.isupper() or name == "sx_c":
-            sig[name] = "constexpr"
         else:
-            sig[name] = "i32"
-    return sig
+            raise TypeError(f"{name}: cannot specialise a {type(value).__name__}")
+    for name in launch.kwargs:
+        sig[name] = "constexpr"
+    return sig, consts, attrs
 
 
-def variants(quick: bool):
-    dtypes = ["bf16", "fp32"] if quick else list(DTYPES)
-    blocks = [(64, 64)] if quick else [(64, 64), (64, 128), (128, 64), (128, 128)]
-    for dt in dtypes:
-        for shift in ((8,) if quick else (0, 8)):
-            for bm, bn in blocks:
-                consts = dict(WINDOW=16, SHIFT=shift, HEAD_DIM=30, HEAD_DIM_PAD=32, BLOCK_M=bm, BLOCK_N=bn,
-                              DENSE_BIAS=False, INPUT_PRECISION=DTYPES[dt], USE_MASK=shift > 0, DOT_UPCAST=False)
-                sig = signature(WA._window_attention_kernel, dt, {"qkv_ptr": "*DT", "out_ptr": "*DT",
-                                                                   "bias_ptr": "*fp32"}, ("scale",))
-                yield f"window_attention {dt} shift={shift} {bm}x{bn}", WA._window_attention_kernel, sig, consts
-        conv_blocks = [(64, 64, 64)] if quick else [(128, 128, 32), (128, 64, 32), (64, 128, 64), (64, 64, 64)]
-        epilogues = [("leaky", dict(HAS_LEAKY=True)), ("residual", dict(HAS_RESIDUAL=True)),
-                     ("shuffle", dict(PIXEL_SHUFFLE=True))]
-        for bm, bn, bk in conv_blocks:
-            for label, flags in epilogues:
-                # sx_c=1: the JIT specialises unit strides, and contiguity is what lets loads pipeline.
-                consts = dict(sx_c=1, C_IN=360, HAS_BIAS=True, HAS_LEAKY=False, HAS_RESIDUAL=False, PIXEL_SHUFFLE=False, BLOCK_M=bm,
-                              BLOCK_N=bn, BLOCK_K=bk, INPUT_PRECISION=DTYPES[dt], DOT_UPCAST=False)
-                consts.update(flags)
-                sig = signature(CV._conv3x3_kernel, dt, {"x_ptr": "*DT", "w_ptr": "*DT", "r_ptr": "*DT",
-                                                         "out_ptr": "*DT", "b_ptr": "*fp32"}, ("slope",))
-                yield f"conv3x3 {dt} {label} {bm}x{bn}x{bk}", CV._conv3x3_kernel, sig, consts
+def configs_for(launch: Launch):
+    tuner = launch.tuner
+    named = dict(zip(tuner.fn.arg_names, launch.args))
+    configs = tuner.configs
+    if tuner.early_config_prune:
+        configs = tuner.early_config_prune(configs, named, **launch.kwargs)
+    return configs, named
+
+
+def dedupe(launches: list[Launch]) -> list[Launch]:
+    """One entry per distinct compiled kernel x grid, with how often a forward launches it."""
+    out: dict[tuple, Launch] = {}
+    for launch in launches:
+        sig, consts, attrs = specialise(launch)
+        configs, named = configs_for(launch)
+        grids = tuple(tuple(launch.grid({**named, **launch.kwargs, **c.kwargs})) for c in configs)
+        key = (launch.kernel, launch.site, tuple(sorted(sig.items())), tuple(sorted(map(str, consts.items()))),
+               tuple(sorted(attrs)), grids)
+        if key in out:
+            out[key].count += 1
+        else:
+            launch.key = key
+            out[key] = launch
+    return list(out.values())
+
+
+# ------------------------------------------------------------------ reading the cubin
+SASS_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
+
+
+def sass(cubin: bytes) -> list[tuple[int, str, str]]:
+    """(address, opcode with modifiers, operands) of every instruction."""
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as fh:
+        fh.write(cubin)
+        fh.flush()
+        text = subprocess.run([str(BIN / "cuobjdump"), "-sass", fh.name], capture_output=True, text=True,
+                              check=True).stdout
+    return [(int(m.group(1), 16), m.group(3), m.group(4)) for m in SASS_LINE.finditer(text)]
+
+
+def resources(cubin: bytes) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as fh:
+        fh.write(cubin)
+        fh.flush()
+        text = subprocess.run([str(BIN / "cuobjdump"), "-res-usage", fh.name], capture_output=True, text=True,
+                              check=True).stdout
+    m = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", text)
+    return {"registers": int(m.group(1)), "spill_bytes": int(m.group(2)) + int(m.group(4))}
+
+
+def loops(code: list[tuple[int, str, str]]) -> list[tuple[int, int]]:
+    """(start, end) addresses of each backward branch's body (the self-branch at the end excluded)."""
+    found = []
+    for addr, op, operands in code:
+        if op.startswith("BRA"):
+            m = re.search(r"0x([0-9a-f]+)", operands)
+            if m and int(m.group(1), 16) < addr:
+                found.append((int(m.group(1), 16), addr))
+    return found
+
+
+def load_widths(ops: list[str]) -> dict[str, int]:
+    """Global loads by kind and width in bytes: LDG.32 ... LDG.128, LDGSTS.128 (cp.async), TMA."""
+    out: dict[str, int] = {}
+    for op in ops:
+        base = op.split(".")[0]
+        if base in ("LDG", "LDGSTS"):  # (not LDGDEPBAR, the cp.async group fence)
+            kind = base
+            width = next((w for w in ("128", "64") if f".{w}" in op), None)
+            if width is None:
+                width = "16" if (".U16" in op or ".S16" in op) else "8" if (".U8" in op or ".S8" in op) else "32"
+            label = f"{kind}.{width}"
+        elif op.startswith("UTMALDG"):
+            label = "TMA"
+        else:
+            continue
+        out[label] = out.get(label, 0) + 1
+    return out
+
+
+def analyse(compiled, trips: int, programs: int) -> dict:
+    code = sass(compiled.asm["cubin"])
+    ops = [op for _, op, _ in code]
+    res = resources(compiled.asm["cubin"])
+    found = loops(code)
+    body_ops = []
+    if found:
+        start, end = max(found, key=lambda se: se[1] - se[0])  # the main loop: the longest body
+        body_ops = [op for addr, op, _ in code if start <= addr <= end]
+    straight = len(code) - len(body_ops)
+    per_warp = straight + len(body_ops) * trips
+    warps = compiled.metadata.num_warps
+    warp_instr = per_warp * warps * programs
+    mma = "wgmma" if any(op.startswith("HGMMA") for op in ops) else \
+        "mma.sync" if any(op.startswith("HMMA") for op in ops) else "none"
+    loop_loads = load_widths(body_ops)
+    vector = bool(loop_loads) and all(k.endswith(".128") or k == "TMA" for k in loop_loads)
+    return {
+        **res,
+        "spill_instructions": sum(op.startswith(("STL", "LDL")) for op in ops),
+        "shared_bytes": compiled.metadata.shared,
+        "mma": mma,
+        "instructions": len(code),
+        "loops": len(found),
+        "loop_body": len(body_ops),
+        "trips": trips,
+        "loop_global_loads": loop_loads,
+        "loop_loads_16B": vector,
+        "warps": warps,
+        "stages": compiled.metadata.num_stages,
+        "programs": programs,
+        "warp_instructions": warp_instr,
+        "issue_us": warp_instr / ISSUE_RATE * 1e6,
+    }
+
+
+def compile_launch(launch: Launch, arch: int, quick: bool = False):
+    """Compile every surviving autotune config of a launch; yield (config, compiled or error)."""
+    sig, consts, attrs = specialise(launch)
+    configs, named = configs_for(launch)
+    if quick:
+        configs = configs[:1]
+    target = GPUTarget("cuda", arch, 32)
+    for config in configs:
+        c = {**consts, **config.kwargs}
+        src = ASTSource(fn=launch.tuner.fn, signature=sig, constexprs=c, attrs=attrs)
+        try:
+            compiled = triton.compile(src, target=target,
+                                      options={"num_warps": config.num_warps, "num_stages": config.num_stages})
+        except Exception as exc:  # report every failing variant
+            yield config, named, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+            continue
+        yield config, named, compiled
+
+
+def trip_count(launch: Launch, config) -> int:
+    meta = {**launch.kwargs, **config.kwargs}
+    if launch.kernel == "window_attention":
+        return WA.main_loop_trips(meta)
+    return CV.main_loop_trips(meta)
+
+
+# ------------------------------------------------------------------ the report
+CASES = [("bf16", 128, 2), ("bf16", 128, 4), ("bf16", 64, 2), ("fp16", 128, 2), ("fp32", 128, 2)]
+
+
+def report(archs: list[int], cases, out_dir: Path, name: str = "kernel_report_sm{arch}.json") -> int:
+    failures = 0
+    config = LUAConfig.flux()
+    for arch in archs:
+        rows, totals = [], []
+        for precision, size, scale in cases:
+            launches = dedupe(record_forward(config, precision, size, scale))
+            total = 0.0
+            for launch in launches:
+                best = None
+                for cfg, named, compiled in compile_launch(launch, arch):
+                    row = {"precision": precision, "latent": size, "scale": scale, "kernel": launch.kernel,
+                           "site": launch.site, "launches": launch.count,
+                           "config": {**cfg.kwargs, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages}}
+                    if isinstance(compiled, str):
+                        failures += 1
+                        rows.append({**row, "error": compiled})
+                        print(f"sm_{arch} {launch.site} {cfg}: FAILED {compiled}")
+                        continue
+                    grid = launch.grid({**named, **launch.kwargs, **cfg.kwargs})
+                    stats = analyse(compiled, trip_count(launch, cfg), math.prod(grid))
+                    stats["fits_smem"] = stats["shared_bytes"] <= SMEM_LIMIT.get(arch, 227 * 1024)
+                    stats["flop_floor_us"] = launch.flops / BF16_PEAK * 1e6
+                    rows.append({**row, **stats})
+                    if stats["fits_smem"] and (best is None or stats["issue_us"] < best):
+                        best = stats["issue_us"]
+                total += (best or 0.0) * launch.count
+            totals.append({"precision": precision, "latent": size, "scale": scale,
+                           "triton_issue_us_per_forward": total})
+            print(f"sm_{arch} {precision} {size}x{size} x{scale}: sum over launches of the best config's "
+                  f"issue bound = {total:.0f} us")
+        out = {
+            "what": "static cost of every Triton kernel variant the released config launches (see the script)",
+            "triton": triton.__version__, "torch": torch.__version__, "lua_fast": lua_fast.__version__,
+            "arch": f"sm_{arch}{'a' if arch == 90 else ''}", "issue_rate_per_s": ISSUE_RATE,
+            "bf16_peak_flops": BF16_PEAK, "forward_totals": totals, "variants": rows,
+        }
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / name.format(arch=arch, triton=triton.__version__)
+        path.write_text(json.dumps(out, indent=1) + "\n")
+        print(f"wrote {path}")
+        print(markdown(out))
+    return failures
+
+
+def markdown(report_json: dict) -> str:
+    """The best config per (case, site) as a table, for benchmarks/NOTES.md."""
+    lines = [f"Triton {report_json['triton']}, {report_json['arch']}; best autotune config per call site "
+             "(lowest issue bound that fits shared memory):", "",
+             "| case | site | launches | config | regs | spill B | smem KiB | mma | loop loads | "
+             "warp-instr/launch | issue us/launch | FLOP floor us |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    best: dict[tuple, dict] = {}
+    for row in report_json["variants"]:
+        if "error" in row or not row["fits_smem"]:
+            continue
+        key = (row["precision"], row["latent"], row["scale"], row["site"])
+        if key not in best or row["issue_us"] < best[key]["issue_us"]:
+            best[key] = row
+    for (prec, size, scale, site), row in best.items():
+        cfg = row["config"]
+        tile = "x".join(str(cfg[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K") if k in cfg)
+        loads = ", ".join(f"{k}:{v}" for k, v in sorted(row["loop_global_loads"].items())) or "-"
+        lines.append(f"| {prec} {size}x{size} x{scale} | {site} | {row['launches']} | {tile} w{cfg['num_warps']} "
+                     f"s{cfg['num_stages']} | {row['registers']} | {row['spill_bytes']} | "
+                     f"{row['shared_bytes'] // 1024} | {row['mma']} | {loads} | {row['warp_instructions'] / 1e6:.1f} M | "
+                     f"{row['issue_us']:.1f} | {row['flop_floor_us']:.1f} |")
+    lines.append("")
+    for t in report_json["forward_totals"]:
+        lines.append(f"- {t['precision']} {t['latent']}x{t['latent']} x{t['scale']}: Triton kernels' issue bound "
+                     f"per forward {t['triton_issue_us_per_forward'] / 1e3:.2f} ms")
+    return "\n".join(lines)
+
+
+def quick_check(archs: list[int], cases) -> int:
+    """Compile one config of each distinct launch of each case's forward."""
+    failures = 0
+    print(f"triton {triton.__version__}")
+    for arch in archs:
+        for precision, size, scale in cases:
+            for launch in dedupe(record_forward(LUAConfig.flux(), precision, size, scale)):
+                start = time.time()
+                for cfg, _, compiled in compile_launch(launch, arch, quick=True):
+                    if isinstance(compiled, str):
+                        failures += 1
+                        print(f"sm_{arch} {precision} {launch.site:44s} FAILED: {compiled}")
+                        continue
+                    smem = compiled.metadata.shared
+                    print(f"sm_{arch} {precision} {launch.site:44s} ok  smem {smem // 1024:4d} KiB "
+                          f"{time.time() - start:4.1f}s")
+    return failures
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="one variant per kernel and dtype class")
+    parser.add_argument("--quick", action="store_true", help="compile check only (one config per launch)")
+    parser.add_argument("--report", action="store_true", help="the full report (JSON + markdown)")
     parser.add_argument("--arch", type=int, nargs="+", default=[90])
+    parser.add_argument("--cases", nargs="+", default=None,
+                        help="precision:size:scale, e.g. bf16:128:2 (default: the released-config set)")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--name", default="kernel_report_sm{arch}.json", help="report file name ({arch}, {triton})")
     args = parser.parse_args()
-    failures = 0
-    print(f"triton {triton.__version__}")
-    for arch in args.arch:
-        for name, fn, sig, consts in variants(args.quick):
-            start = time.time()
-            try:
-                kernel = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts),
-                                        target=GPUTarget("cuda", arch, 32))
-            except Exception as exc:  # report every failing variant, then exit non-zero
-                failures += 1
-                print(f"sm_{arch} {name:42s} FAILED: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
-                continue
-            smem = kernel.metadata.shared
-            fits = "" if smem <= SMEM_LIMIT[arch] else f"  (exceeds sm_{arch}'s {SMEM_LIMIT[arch] // 1024} KiB: " \
-                                                       "the autotuner skips it)"
-            print(f"sm_{arch} {name:42s} ok  {time.time() - start:5.1f}s  smem {smem // 1024:4d} KiB{fits}")
+    cases = [(p, int(s), int(k)) for p, s, k in (c.split(":") for c in args.cases)] if args.cases else None
+    if args.report:
+        failures = report(args.arch, cases or CASES, Path(args.out), args.name)
+    else:
+        failures = quick_check(args.arch, cases or [("bf16", 32, 4), ("fp32", 32, 4)])
     return 1 if failures else 0
 
 

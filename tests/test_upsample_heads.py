@@ -11,7 +11,7 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 if triton_support.unavailable_reason(DEVICE):
     pytest.skip(triton_support.unavailable_reason(DEVICE), allow_module_level=True)
 
-from lua_fast.kernels.conv3x3 import _launch, conv3x3, pack_weight, torch_conv3x3  # noqa: E402
+from lua_fast.kernels.conv3x3 import _launch, conv3x3, pack_conv, torch_conv3x3  # noqa: E402
 from lua_fast.kernels.upsample_head import PackedHead, fused_head, torch_fused_head  # noqa: E402
 from lua_fast.reference.model import UpsampleHead  # noqa: E402
 
@@ -102,7 +102,8 @@ def test_poisoned_outputs_are_fully_written(pixel_shuffle):
     x, weight, bias = conv_case(2, 5, 3, 8, 16, torch.float32, seed=3)
     shape = (2, 10, 6, 4) if pixel_shuffle else (2, 5, 3, 16)
     out = torch.full(shape, float("nan"), device=DEVICE)
-    _launch(x, pack_weight(weight), bias, None, 0.0, False, pixel_shuffle, out=out)
+    packed = pack_conv(weight, bias, pixel_shuffle=pixel_shuffle)
+    _launch(x, packed.weight, packed.bias, None, 16, 0.0, False, pixel_shuffle, out=out)
     assert not torch.isnan(out).any()
     assert rel_err(out, torch_conv3x3(x, weight, bias, pixel_shuffle=pixel_shuffle)) <= 1e-5
 
@@ -179,3 +180,17 @@ def test_torch_compile_head_without_graph_breaks():
     torch._dynamo.reset()
     compiled = torch.compile(lambda f: fused_head(f * 1.0, packed) + 1.0, fullgraph=True, backend="aot_eager")
     assert rel_err(compiled(x), fused_head(x, packed) + 1.0) <= 1e-6
+
+
+def test_padded_chaining_needs_room_for_the_border():
+    x, weight, bias = conv_case(1, 6, 5, 8, 16, torch.float32, seed=5)
+    with pytest.raises(ValueError, match="padded_input=True needs x to be the interior view"):
+        conv3x3(x, weight, bias, padded_input=True)
+    inner = conv3x3(x, weight, bias, out_padded=True)  # interior view of a zero-bordered buffer
+    assert inner.shape == (1, 6, 5, 16) and not inner.is_contiguous()
+    full = inner.as_strided((1, 8, 7, 16), inner.stride(), inner.storage_offset() - inner.stride(1) - inner.stride(2))
+    assert full[:, 0].abs().max() == 0 and full[:, -1].abs().max() == 0 and full[:, :, 0].abs().max() == 0
+    w2 = torch.randn(8, 16, 3, 3, device=DEVICE) / 12
+    want = torch_conv3x3(inner.contiguous(), w2)
+    assert rel_err(conv3x3(inner, w2, padded_input=True), want) <= 1e-5  # halo read from the border
+

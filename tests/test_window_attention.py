@@ -33,7 +33,9 @@ def make_inputs(batch, height, width, heads, head_dim, window, dtype, seed=0):
 
 def check_parity(qkv, height, width, heads, window, shift, table):
     kwargs = dict(heads=heads, window=window, shift=shift, bias_table=table)
+    before = qkv.clone()
     out = WA.window_attention(qkv, height, width, **kwargs)
+    assert torch.equal(qkv, before)  # packing copies: the caller's qkv is untouched
     ref32 = WA.torch_window_attention(qkv.float(), height, width, **kwargs)
     assert out.shape == ref32.shape and out.dtype == qkv.dtype
     if qkv.dtype == torch.float32:
@@ -118,11 +120,17 @@ def test_fused_block_matches_reference_swin_block(dtype):
 def test_poisoned_output_is_fully_written():
     height, width, window, heads, head_dim = 16, 24, 8, 2, 30
     qkv, table = make_inputs(2, height, width, heads, head_dim, window, torch.float32, seed=4)
-    out = torch.full((2, height * width, heads * head_dim), float("nan"), device=DEVICE)
-    WA._launch(qkv, table, height, width, heads, window, 4, head_dim**-0.5, False, True, out=out)
+    pad = WA.head_pad(head_dim)
+    w = torch.randn(3 * heads * head_dim, heads * head_dim, device=DEVICE)
+    x = torch.randn(2, height * width, heads * head_dim, device=DEVICE)
+    packed_w, packed_b = WA.pack_qkv(w, torch.zeros(3 * heads * head_dim, device=DEVICE), heads)
+    bias = WA.dense_log2_bias(table, window, torch.float32)
+    out = torch.full((2, height * width, heads * pad), float("nan"), device=DEVICE)
+    WA._launch(x @ packed_w.T + packed_b, bias, height, width, heads, window, 4, out=out)  # both launches
     assert not torch.isnan(out).any()
-    ref = WA.torch_window_attention(qkv, height, width, heads=heads, window=window, shift=4, bias_table=table)
-    assert rel_err(out, ref) <= 1e-5
+    assert out.view(2, -1, heads, pad)[..., head_dim:].abs().max() == 0  # the padding is zeros
+    ref = WA.torch_window_attention(x @ w.T, height, width, heads=heads, window=window, shift=4, bias_table=table)
+    assert rel_err(out.view(2, -1, heads, pad)[..., :head_dim].reshape(ref.shape), ref) <= 1e-5
 
 
 def test_shift_mask_really_matters():

@@ -8,9 +8,16 @@ writes channels-last (B, H, W, Cout). With ``pixel_shuffle=True`` the epilogue s
 each output channel straight at its PixelShuffle(2) position, returning
 (B, 2H, 2W, Cout/4): no pre-shuffle tensor and no shuffle copy exist.
 
-The GEMM is M = B*H*W output pixels, N = Cout, K = 9*Cin; weights are packed once to
-(9*Cin, Cout) (``pack_weight``). Zero padding comes from masked loads. Accumulation
-in fp32; fp32 inputs use IEEE dots.
+The GEMM is M = B*H*W output pixels, N = Cout, K = 9*Cin, accumulated in fp32 (fp32
+inputs use IEEE dots). Weights are packed once (``pack_conv``) into a :class:`PackedConv`:
+(9*Cin + 64, Wn) K-major with zero rows past K (so the last K block reads no mask) and Wn
+= Cout padded to a multiple of the N tile (so weight loads carry no mask and rows are
+16-byte aligned); a pixel-shuffle conv's columns are permuted to (2i+j)*Cout/4 + c, so an N
+tile is one sub-pixel's run of consecutive output channels and its stores are vectors. The
+host checks each tensor's strides and base pointer and passes their common power-of-two
+divisor as ``*_ALIGN`` (the channel stride 360 is not a multiple of 16, so the JIT alone
+cannot prove the rows 16-byte aligned); programs run N tiles fastest, so the tiles of one
+block of pixels read its input from L2 together.
 
 ``torch_conv3x3`` is the PyTorch composition (conv2d + leaky_relu + residual +
 pixel_shuffle) with the same signature: the fallback and the test oracle.
@@ -18,45 +25,92 @@ pixel_shuffle) with the same signature: the fallback and the test oracle.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 from .triton_support import INTERPRET, dot_precision, dot_upcast, store_dtype, tl, triton, unavailable_reason
 
+K_PAD_ROWS = 128  # zero rows after the 9*Cin packed rows: the largest BLOCK_K
 
-# --------------------------------------------------------------------- helpers
-def pack_weight(weight: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """(Cout, Cin, 3, 3) -> (9*Cin, Cout), row (ky*3 + kx)*Cin + ci: the GEMM's K-major B operand."""
+
+# --------------------------------------------------------------------- packing
+@dataclass(frozen=True)
+class PackedConv:
+    """A 3x3 conv's weights in the kernel's layout (see the module docstring)."""
+
+    weight: torch.Tensor  # (9*Cin + K_PAD_ROWS, Wn), rows (ky*3 + kx)*Cin + ci
+    bias: torch.Tensor | None  # (Wn,) float32, zero past Cout
+    c_in: int
+    c_out: int
+    pixel_shuffle: bool  # columns in sub-pixel order
+
+    def to(self, dtype: torch.dtype) -> "PackedConv":
+        return PackedConv(self.weight.to(dtype), self.bias, self.c_in, self.c_out, self.pixel_shuffle)
+
+
+def padded_width(c_out: int) -> int:
+    """Packed column count: Cout rounded up to a multiple of min(128, next power of two >= Cout), >= 16."""
+    tile = min(128, max(16, 1 << (c_out - 1).bit_length()))
+    return -(-c_out // tile) * tile
+
+
+def pack_conv(weight: torch.Tensor, bias: torch.Tensor | None = None, dtype: torch.dtype | None = None, *,
+              pixel_shuffle: bool = False) -> PackedConv:
+    """(Cout, Cin, 3, 3) weight and (Cout,) bias -> :class:`PackedConv` (weights in ``dtype``)."""
     if weight.dim() != 4 or tuple(weight.shape[2:]) != (3, 3):
         raise ValueError(f"conv3x3: weight must be (Cout, Cin, 3, 3), got {tuple(weight.shape)}")
     cout, cin = weight.shape[:2]
-    packed = weight.permute(2, 3, 1, 0).reshape(9 * cin, cout)
-    return packed.to(dtype or weight.dtype).contiguous()
+    if pixel_shuffle and cout % 4:
+        raise ValueError(f"conv3x3: pixel_shuffle needs Cout divisible by 4, got {cout}")
+    k = weight.permute(2, 3, 1, 0).reshape(9 * cin, cout).float()
+    b = None if bias is None else bias.detach().float().reshape(cout)
+    if pixel_shuffle:  # column 4c + s -> s * Cout/4 + c (s = 2i + j, the sub-pixel)
+        k = k.view(9 * cin, cout // 4, 4).transpose(1, 2).reshape(9 * cin, cout)
+        b = None if b is None else b.view(cout // 4, 4).t().reshape(cout)
+    width = padded_width(cout)
+    packed = torch.zeros(9 * cin + K_PAD_ROWS, width, device=weight.device)
+    packed[: 9 * cin, :cout] = k
+    if b is not None:
+        b = torch.cat([b, b.new_zeros(width - cout)]).contiguous()
+    return PackedConv(packed.to(dtype or weight.dtype), b, cin, cout, pixel_shuffle)
 
 
-def _check(x, weight, bias, residual, pixel_shuffle, packed):
+def alignment(t: torch.Tensor, skip_unit: bool = True) -> int:
+    """The largest power of two <= 16 dividing t's element offset from a 16-byte boundary and every
+    non-unit stride: the ``multiple_of`` hint a row offset into t may carry."""
+    if t.data_ptr() % 16:
+        return 1
+    values = [st for st in t.stride() if not (skip_unit and st == 1)]
+    align = 16
+    while align > 1 and any(v % align for v in values):
+        align //= 2
+    return align
+
+
+def _check_weight(x, weight, bias) -> tuple[int, int]:
+    """(Cin, Cout) of a (Cout, Cin, 3, 3) weight that fits x; the bias must be (Cout,)."""
+    if weight.dim() != 4 or tuple(weight.shape[2:]) != (3, 3):
+        raise ValueError(f"conv3x3: weight must be (Cout, Cin, 3, 3), got {tuple(weight.shape)}")
+    if x.dim() == 4 and weight.shape[1] != x.shape[3]:
+        raise ValueError(f"conv3x3: x has {x.shape[3]} channels but the weight expects {weight.shape[1]}")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"conv3x3: bias must be ({weight.shape[0]},), got {tuple(bias.shape)}")
+    return weight.shape[1], weight.shape[0]
+
+
+def _check(x, c_in, c_out, residual, pixel_shuffle) -> None:
     if x.dim() != 4:
         raise ValueError(f"conv3x3: x must be channels-last (B, H, W, Cin), got shape {tuple(x.shape)}")
     b, h, w, cin = x.shape
-    if packed:
-        if weight.dim() != 2 or weight.shape[0] != 9 * cin:
-            raise ValueError(
-                f"conv3x3: packed weight must be (9*Cin, Cout) = ({9 * cin}, Cout), got {tuple(weight.shape)}"
-            )
-        cout = weight.shape[1]
-    else:
-        if weight.dim() != 4 or tuple(weight.shape[2:]) != (3, 3):
-            raise ValueError(f"conv3x3: weight must be (Cout, Cin, 3, 3), got {tuple(weight.shape)}")
-        if weight.shape[1] != cin:
-            raise ValueError(f"conv3x3: x has {cin} channels but the weight expects {weight.shape[1]}")
-        cout = weight.shape[0]
-    if bias is not None and tuple(bias.shape) != (cout,):
-        raise ValueError(f"conv3x3: bias must be ({cout},), got {tuple(bias.shape)}")
-    if pixel_shuffle and cout % 4:
-        raise ValueError(f"conv3x3: pixel_shuffle needs Cout divisible by 4, got {cout}")
-    if residual is not None and tuple(residual.shape) != (b, h, w, cout):
+    if cin != c_in:
+        raise ValueError(f"conv3x3: x has {cin} channels but the weight expects {c_in}")
+    if pixel_shuffle and c_out % 4:
+        raise ValueError(f"conv3x3: pixel_shuffle needs Cout divisible by 4, got {c_out}")
+    if residual is not None and tuple(residual.shape) != (b, h, w, c_out):
         raise ValueError(
-            f"conv3x3: residual must match the conv output (B, H, W, Cout) = {(b, h, w, cout)}, "
+            f"conv3x3: residual must match the conv output (B, H, W, Cout) = {(b, h, w, c_out)}, "
             f"got {tuple(residual.shape)}"
         )
     if residual is not None and pixel_shuffle:
@@ -65,14 +119,13 @@ def _check(x, weight, bias, residual, pixel_shuffle, packed):
         raise ValueError(f"conv3x3: x must be floating point, got {x.dtype}")
     if b == 0 or h == 0 or w == 0:
         raise ValueError(f"conv3x3: empty input {tuple(x.shape)}")
-    return cout
 
 
 # ---------------------------------------------------------------- PyTorch oracle
 def torch_conv3x3(x, weight, bias=None, *, leaky_slope=None, residual=None, pixel_shuffle=False):
     """conv2d + optional LeakyReLU + optional residual + optional PixelShuffle(2), channels-last in
     and out; ``weight`` in PyTorch's (Cout, Cin, 3, 3) layout."""
-    _check(x, weight, bias, residual, pixel_shuffle, packed=False)
+    _check(x, *_check_weight(x, weight, bias), residual, pixel_shuffle)
     y = F.conv2d(x.permute(0, 3, 1, 2), weight.to(x.dtype), None if bias is None else bias.to(x.dtype), padding=1)
     if leaky_slope is not None:
         y = F.leaky_relu(y, leaky_slope)
@@ -89,143 +142,257 @@ if triton is not None:
     @triton.jit
     def _conv3x3_kernel(
         x_ptr, w_ptr, b_ptr, r_ptr, out_ptr,
-        pixels, height, width, c_out,
-        sx_b, sx_h, sx_w, sx_c, sr_b, sr_h, sr_w, sr_c, so_b, so_h, so_w,
+        pixels, height, width,
+        sx_b, sx_h, sx_w, sx_c, sr_b, sr_h, sr_w, so_b, so_h, so_w,
         slope,
-        C_IN: tl.constexpr,  # constexpr: static K loop (and Triton 3.6's interpreter cannot loop to a runtime bound)
+        C_IN: tl.constexpr, C_OUT: tl.constexpr, W_STRIDE: tl.constexpr,
+        X_ALIGN: tl.constexpr, R_ALIGN: tl.constexpr, O_ALIGN: tl.constexpr,
         HAS_BIAS: tl.constexpr, HAS_LEAKY: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
-        PIXEL_SHUFFLE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+        PIXEL_SHUFFLE: tl.constexpr, PADDED_INPUT: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
         INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr,
     ):
-        offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # output pixels, row-major (b, y, x)
+        N_TILES: tl.constexpr = (C_OUT + BLOCK_N - 1) // BLOCK_N
+        K_BLOCKS: tl.constexpr = (C_IN + BLOCK_K - 1) // BLOCK_K
+        EVEN_K: tl.constexpr = C_IN % BLOCK_K == 0
+        EVEN_N: tl.constexpr = C_OUT % BLOCK_N == 0
+        pid = tl.program_id(0)
+        pid_n = pid % N_TILES  # N tiles fastest: the tiles of one pixel block share its input in L2
+        pid_m = pid // N_TILES
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # output pixels, row-major (b, y, x)
         m_ok = offs_m < pixels
+        if PADDED_INPUT:  # rows past the end re-read the last pixel (discarded): loads need no row mask
+            offs_m = tl.minimum(offs_m, pixels - 1)
         batch = (offs_m // (height * width)).to(tl.int64)
         rest = offs_m % (height * width)
         py = rest // width
         px = rest % width
-        offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)  # output channels
-        n_ok = offs_n < c_out
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # packed output columns
         acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        # Per pixel once: its input row offset and which neighbours exist (zero padding); the loop
+        # then only adds a per-tap scalar offset and picks the tap's edge conditions.
+        center = batch * sx_b + py.to(tl.int64) * sx_h + px.to(tl.int64) * sx_w
+        # Bits: 1 a row above, 2 a row below, 4 a column left, 8 a column right, 16 a real pixel.
+        edges = (py > 0).to(tl.int32) | ((py < height - 1).to(tl.int32) << 1) | ((px > 0).to(tl.int32) << 2) \
+            | ((px < width - 1).to(tl.int32) << 3) | (m_ok.to(tl.int32) << 4)
         # One flat K loop over (tap, channel block), so Triton's pipeliner overlaps the loads of the
-        # next step with the current dot (nested loops left the conv single-staged).
-        K_BLOCKS: tl.constexpr = (C_IN + BLOCK_K - 1) // BLOCK_K
+        # next step with the current dot.
         for step in range(9 * K_BLOCKS):
             tap = step // K_BLOCKS
             offs_k = (step % K_BLOCKS) * BLOCK_K + tl.arange(0, BLOCK_K)
-            k_ok = offs_k < C_IN
-            iy = py + (tap // 3 - 1)
-            ix = px + (tap % 3 - 1)
-            inside = m_ok & (iy >= 0) & (iy < height) & (ix >= 0) & (ix < width)  # zero padding
-            row = x_ptr + batch * sx_b + iy.to(tl.int64) * sx_h + ix.to(tl.int64) * sx_w
-            a = tl.load(row[:, None] + offs_k[None, :] * sx_c, mask=inside[:, None] & k_ok[None, :], other=0.0)
-            wt = tl.load(w_ptr + (tap * C_IN + offs_k)[:, None] * c_out + offs_n[None, :],
-                         mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+            dy = tap // 3 - 1
+            dx = tap % 3 - 1
+            need = 16 | (dy < 0).to(tl.int32) | ((dy > 0).to(tl.int32) << 1) | ((dx < 0).to(tl.int32) << 2) \
+                | ((dx > 0).to(tl.int32) << 3)  # a scalar: one AND and one compare per row below
+            inside = (edges & need) == need
+            row = tl.multiple_of(center + (dy * sx_h + dx * sx_w), X_ALIGN)
+            a_ptrs = x_ptr + row[:, None] + offs_k[None, :] * sx_c
+            if PADDED_INPUT:  # a zero border surrounds the input: no padding masks
+                if EVEN_K:
+                    a = tl.load(a_ptrs)
+                else:
+                    a = tl.load(a_ptrs, mask=(offs_k < C_IN)[None, :], other=0.0)
+            elif EVEN_K:
+                a = tl.load(a_ptrs, mask=inside[:, None], other=0.0)
+            else:
+                a = tl.load(a_ptrs, mask=inside[:, None] & (offs_k < C_IN)[None, :], other=0.0)
+            # Zero rows past 9*Cin and zero columns past Cout: no weight mask (A is zero for k >= Cin).
+            wt = tl.load(w_ptr + (tap * C_IN + offs_k)[:, None] * W_STRIDE + offs_n[None, :])
             if DOT_UPCAST:
                 acc = tl.dot(a.to(tl.float32), wt.to(tl.float32), acc, input_precision="ieee")
             else:
                 acc = tl.dot(a, wt, acc, input_precision=INPUT_PRECISION)
         if HAS_BIAS:
-            acc += tl.load(b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+            acc += tl.load(b_ptr + offs_n)[None, :]
         if HAS_LEAKY:
             acc = tl.where(acc > 0, acc, acc * slope)
-        ok = m_ok[:, None] & n_ok[None, :]
-        if HAS_RESIDUAL:
-            res = tl.load(r_ptr + (batch * sr_b + py.to(tl.int64) * sr_h + px.to(tl.int64) * sr_w)[:, None]
-                          + offs_n[None, :] * sr_c, mask=ok, other=0.0)
-            acc += res.to(tl.float32)
-        if PIXEL_SHUFFLE:  # channel 4c + 2i + j of pixel (y, x) -> channel c of pixel (2y + i, 2x + j)
-            oy = 2 * py[:, None] + ((offs_n // 2) % 2)[None, :]
-            ox = 2 * px[:, None] + (offs_n % 2)[None, :]
-            dst = out_ptr + batch[:, None] * so_b + oy.to(tl.int64) * so_h + ox.to(tl.int64) * so_w \
-                + (offs_n // 4)[None, :]
+        if EVEN_N:
+            ok = m_ok[:, None]
         else:
-            dst = out_ptr + (batch * so_b + py.to(tl.int64) * so_h + px.to(tl.int64) * so_w)[:, None] \
-                + offs_n[None, :]
+            ok = m_ok[:, None] & (offs_n < C_OUT)[None, :]
+        if HAS_RESIDUAL:
+            r_row = tl.multiple_of(batch * sr_b + py.to(tl.int64) * sr_h + px.to(tl.int64) * sr_w, R_ALIGN)
+            acc += tl.load(r_ptr + r_row[:, None] + offs_n[None, :], mask=ok, other=0.0).to(tl.float32)
+        if PIXEL_SHUFFLE:  # packed column s*C/4 + c (s = 2i + j) -> channel c of pixel (2y + i, 2x + j)
+            QUARTER: tl.constexpr = C_OUT // 4
+            if QUARTER % BLOCK_N == 0:  # one sub-pixel per tile: consecutive channels, vector stores
+                sub = (pid_n * BLOCK_N) // QUARTER
+                chan = offs_n - sub * QUARTER
+                o_row = batch * so_b + (2 * py + sub // 2).to(tl.int64) * so_h + (2 * px + sub % 2).to(tl.int64) * so_w
+                dst = out_ptr + tl.multiple_of(o_row, O_ALIGN)[:, None] + chan[None, :]
+            else:
+                sub = offs_n // QUARTER
+                oy = 2 * py[:, None] + (sub // 2)[None, :]
+                ox = 2 * px[:, None] + (sub % 2)[None, :]
+                dst = out_ptr + batch[:, None] * so_b + oy.to(tl.int64) * so_h + ox.to(tl.int64) * so_w \
+                    + (offs_n % QUARTER)[None, :]
+        else:
+            o_row = tl.multiple_of(batch * so_b + py.to(tl.int64) * so_h + px.to(tl.int64) * so_w, O_ALIGN)
+            dst = out_ptr + o_row[:, None] + offs_n[None, :]
         tl.store(dst, acc.to(out_ptr.dtype.element_ty), mask=ok)
 
     _CONFIGS = [
         triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
-        for bm, bn, bk, w, s in [(128, 128, 32, 8, 3), (128, 64, 32, 4, 3), (64, 128, 64, 4, 3), (64, 64, 64, 4, 3)]
+        for bm, bn, bk, w, s in [
+            (128, 128, 64, 8, 3), (128, 128, 32, 8, 4), (64, 128, 64, 4, 3), (128, 64, 64, 4, 3),
+            (128, 256, 64, 8, 3),  # wide N: fewer input re-reads for the 256- and 1024-channel convs
+            (256, 16, 64, 4, 3), (256, 16, 128, 4, 3), (128, 16, 128, 4, 4), (512, 16, 64, 4, 3),  # conv_last
+        ]
     ]
 
     def _prune(configs, named_args, **kwargs):
-        c_out = named_args["c_out"]
-        cap = max(16, triton.next_power_of_2(c_out))
-        kept = [c for c in configs if c.kwargs["BLOCK_N"] <= cap]
-        return kept or [triton.Config({"BLOCK_M": 128, "BLOCK_N": cap, "BLOCK_K": 32}, num_warps=4, num_stages=3)]
+        wn = kwargs["W_STRIDE"]
+        small = kwargs["C_OUT"] <= 32
+        kept = [c for c in configs if wn % c.kwargs["BLOCK_N"] == 0 and (c.kwargs["BLOCK_N"] <= 32) == small]
+        if kwargs.get("INPUT_PRECISION") == "ieee":  # fp32 operands: halve the shared memory per stage
+            kept = [c for c in kept if c.kwargs["BLOCK_N"] * c.kwargs["BLOCK_M"] <= 128 * 128] or kept
+        return kept or [triton.Config({"BLOCK_M": 64, "BLOCK_N": min(wn, 64), "BLOCK_K": 32}, num_warps=4,
+                                      num_stages=3)]
 
     _conv3x3_tuned = triton.autotune(
         configs=_CONFIGS,
-        key=["C_IN", "c_out", "HAS_LEAKY", "HAS_RESIDUAL", "PIXEL_SHUFFLE", "INPUT_PRECISION", "DOT_UPCAST"],
+        key=["C_IN", "C_OUT", "W_STRIDE", "X_ALIGN", "R_ALIGN", "O_ALIGN", "HAS_LEAKY", "HAS_RESIDUAL",
+             "PIXEL_SHUFFLE", "INPUT_PRECISION", "DOT_UPCAST"],
         prune_configs_by={"early_config_prune": _prune},
     )(_conv3x3_kernel)
 
 
-def _launch(x, w_packed, bias, residual, slope, has_leaky, pixel_shuffle, out_dtype=None, out=None):
+def output_shape(x_shape, c_out: int, pixel_shuffle: bool, out_padded: bool) -> tuple[int, ...]:
+    """The op's output: (B, H, W, Cout) or (B, 2H, 2W, Cout/4), plus a 1-pixel border if padded."""
+    b, h, w, _ = x_shape
+    shape = (b, 2 * h, 2 * w, c_out // 4) if pixel_shuffle else (b, h, w, c_out)
+    return (shape[0], shape[1] + 2, shape[2] + 2, shape[3]) if out_padded else shape
+
+
+def zero_border(buf: torch.Tensor) -> torch.Tensor:
+    """Zero the 1-pixel border of a (B, H+2, W+2, C) buffer (two strided fills: first and last
+    rows, first and last columns); return its interior view."""
+    buf[:, :: buf.shape[1] - 1].zero_()
+    buf[:, :, :: buf.shape[2] - 1].zero_()
+    return buf[:, 1:-1, 1:-1]
+
+
+def _launch(x, w_packed, bias, residual, c_out, slope, has_leaky, pixel_shuffle, out_dtype=None, out=None,
+            padded_input=False, out_padded=False):
+    """Run the kernel. With ``out_padded`` the result is a (B, Ho+2, Wo+2, C) buffer whose border
+    is zero (the next conv reads it with ``padded_input``); ``out`` is then ignored."""
     b, h, w, cin = x.shape
-    cout = w_packed.shape[1]
-    shape = (b, 2 * h, 2 * w, cout // 4) if pixel_shuffle else (b, h, w, cout)
+    width = w_packed.shape[1]
     out_dtype = out_dtype or x.dtype
-    if out is None:
-        out = torch.empty(shape, device=x.device, dtype=out_dtype)
+    if padded_input and not has_zero_border_room(x):  # checked here, where storage is visible (not traced)
+        raise ValueError("conv3x3: padded_input=True needs x to be the interior view of a buffer with a "
+                         "1-pixel border (e.g. the output of conv3x3(..., out_padded=True))")
+    result = None
+    if out_padded:
+        result = torch.empty(output_shape(x.shape, c_out, pixel_shuffle, True), device=x.device, dtype=out_dtype)
+        out = zero_border(result)
+    elif out is None:
+        out = torch.empty(output_shape(x.shape, c_out, pixel_shuffle, False), device=x.device, dtype=out_dtype)
     kept = store_dtype(out.dtype)
-    dst = out if kept == out.dtype else torch.empty(shape, device=x.device, dtype=kept)
+    dst = out if kept == out.dtype else torch.empty(out.shape, device=x.device, dtype=kept)
     r = residual if residual is not None else dst  # unused pointer when there is no residual
     pixels = b * h * w
-    args = (x, w_packed, bias if bias is not None else w_packed, r, dst, pixels, h, w, cout,
-            x.stride(0), x.stride(1), x.stride(2), x.stride(3), r.stride(0), r.stride(1), r.stride(2), r.stride(3),
+    args = (x, w_packed, bias if bias is not None else w_packed, r, dst, pixels, h, w,
+            x.stride(0), x.stride(1), x.stride(2), x.stride(3), r.stride(0), r.stride(1), r.stride(2),
             dst.stride(0), dst.stride(1), dst.stride(2), float(slope))
-    meta = dict(C_IN=cin, HAS_BIAS=bias is not None, HAS_LEAKY=has_leaky, HAS_RESIDUAL=residual is not None,
-                PIXEL_SHUFFLE=pixel_shuffle, INPUT_PRECISION=dot_precision(x.dtype), DOT_UPCAST=dot_upcast(x.dtype))
+    meta = dict(C_IN=cin, C_OUT=c_out, W_STRIDE=width, X_ALIGN=alignment(x) if x.stride(3) == 1 else 1,
+                R_ALIGN=alignment(r), O_ALIGN=alignment(dst), HAS_BIAS=bias is not None, HAS_LEAKY=has_leaky,
+                HAS_RESIDUAL=residual is not None, PIXEL_SHUFFLE=pixel_shuffle, PADDED_INPUT=padded_input,
+                INPUT_PRECISION=dot_precision(x.dtype), DOT_UPCAST=dot_upcast(x.dtype))
     if INTERPRET:
-        block_n = min(64, max(16, triton.next_power_of_2(cout)))
+        block_n = min(64, width)
         block_k = min(32, max(16, triton.next_power_of_2(cin)))
-        grid = (triton.cdiv(pixels, 32), triton.cdiv(cout, block_n))
+        grid = (triton.cdiv(pixels, 32) * triton.cdiv(c_out, block_n),)
         _conv3x3_kernel[grid](*args, BLOCK_M=32, BLOCK_N=block_n, BLOCK_K=block_k, **meta)
     else:
-        grid = lambda m: (triton.cdiv(pixels, m["BLOCK_M"]), triton.cdiv(cout, m["BLOCK_N"]))  # noqa: E731
+        grid = lambda m: (triton.cdiv(pixels, m["BLOCK_M"]) * triton.cdiv(c_out, m["BLOCK_N"]),)  # noqa: E731
         _conv3x3_tuned[grid](*args, **meta)
     if dst is not out:
         out.copy_(dst)
-    return out
+    return out if result is None else result
 
 
 @torch.library.custom_op("lua_fast::conv3x3", mutates_args=())
 def _conv3x3_op(x: torch.Tensor, w_packed: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None,
-                slope: float, has_leaky: bool, pixel_shuffle: bool, out_dtype: torch.dtype) -> torch.Tensor:
-    return _launch(x, w_packed, bias, residual, slope, has_leaky, pixel_shuffle, out_dtype)
+                c_out: int, slope: float, has_leaky: bool, pixel_shuffle: bool, out_dtype: torch.dtype,
+                padded_input: bool, out_padded: bool) -> torch.Tensor:
+    return _launch(x, w_packed, bias, residual, c_out, slope, has_leaky, pixel_shuffle, out_dtype,
+                   padded_input=padded_input, out_padded=out_padded)
 
 
 @_conv3x3_op.register_fake
-def _(x, w_packed, bias, residual, slope, has_leaky, pixel_shuffle, out_dtype):
-    b, h, w, _ = x.shape
-    cout = w_packed.shape[1]
-    shape = (b, 2 * h, 2 * w, cout // 4) if pixel_shuffle else (b, h, w, cout)
-    return x.new_empty(shape, dtype=out_dtype)
+def _(x, w_packed, bias, residual, c_out, slope, has_leaky, pixel_shuffle, out_dtype, padded_input, out_padded):
+    return x.new_empty(output_shape(x.shape, c_out, pixel_shuffle, out_padded), dtype=out_dtype)
 
 
-def conv3x3(x, weight, bias=None, *, leaky_slope=None, residual=None, pixel_shuffle=False, packed=False,
-            out_dtype=None):
+def has_zero_border_room(x: torch.Tensor) -> bool:
+    """Whether x (B, H, W, C) can be a view into a buffer with a 1-pixel border (the storage holds the
+    pixels one row/column before and after every pixel of x)."""
+    b, h, w, c = x.shape
+    s = x.stride()
+    first = x.storage_offset() - s[1] - s[2]
+    last = x.storage_offset() + (b - 1) * s[0] + h * s[1] + w * s[2] + (c - 1) * s[3]
+    return first >= 0 and (last + 1) * x.element_size() <= x.untyped_storage().nbytes()
+
+
+def conv3x3(x, weight, bias=None, *, leaky_slope=None, residual=None, pixel_shuffle=False, out_dtype=None,
+            padded_input=False, out_padded=False):
     """Fused 3x3 conv over channels-last x (B, H, W, Cin); see the module docstring.
 
-    ``weight``: (Cout, Cin, 3, 3), or already packed (9*Cin, Cout) with ``packed=True``.
+    ``weight``: (Cout, Cin, 3, 3) with ``bias`` (packed on every call), or a :class:`PackedConv`
+    from ``pack_conv`` (packed once; its own bias is used and ``bias`` must be None).
     x may have any strides (an NCHW tensor permuted to (B, H, W, C) is read in place).
     Returns channels-last (B, H, W, Cout), or (B, 2H, 2W, Cout/4) with ``pixel_shuffle``, in
     ``out_dtype`` (default: x's dtype; accumulation is fp32 either way, so an fp32 output of
     bf16 operands keeps the fp32 residual add exact).
+
+    Chaining convs without padding masks: ``out_padded=True`` writes the output inside a buffer
+    with a zero 1-pixel border and returns the interior view; a conv reading such a view with
+    ``padded_input=True`` loads its halo from the border instead of masking every tap (the
+    caller promises the border is zero; the room for it is checked).
     """
-    _check(x, weight, bias, residual, pixel_shuffle, packed)
+    if isinstance(weight, PackedConv):
+        if bias is not None:
+            raise ValueError("conv3x3: a PackedConv carries its own bias; pass bias=None")
+        if weight.pixel_shuffle != pixel_shuffle:
+            raise ValueError(f"conv3x3: weights packed with pixel_shuffle={weight.pixel_shuffle} used with "
+                             f"pixel_shuffle={pixel_shuffle}")
+        packed = weight
+        _check(x, packed.c_in, packed.c_out, residual, pixel_shuffle)
+    else:
+        _check(x, *_check_weight(x, weight, bias), residual, pixel_shuffle)
+        packed = None
     reason = unavailable_reason(x.device)
     if reason:
         raise RuntimeError(f"conv3x3: Triton kernel cannot run: {reason}")
     if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"conv3x3: dtype {x.dtype} not supported (float32, float16, bfloat16)")
-    w_packed = weight.to(x.dtype).contiguous() if packed else pack_weight(weight, x.dtype)
-    bias = None if bias is None else bias.float().contiguous()  # added to the fp32 accumulator
-    return torch.ops.lua_fast.conv3x3(
-        x, w_packed, bias, residual, 0.0 if leaky_slope is None else float(leaky_slope),
-        leaky_slope is not None, pixel_shuffle, out_dtype or x.dtype,
+    if packed is None:
+        packed = pack_conv(weight, bias, x.dtype, pixel_shuffle=pixel_shuffle)
+    elif packed.weight.dtype != x.dtype:
+        packed = packed.to(x.dtype)
+    out = torch.ops.lua_fast.conv3x3(
+        x, packed.weight, packed.bias, residual, packed.c_out, 0.0 if leaky_slope is None else float(leaky_slope),
+        leaky_slope is not None, pixel_shuffle, out_dtype or x.dtype, padded_input, out_padded,
     )
+    return out[:, 1:-1, 1:-1] if out_padded else out
+
+
+# ------------------------------------------------- static description (kernel report)
+def launch_site(args: dict, meta: dict) -> str:
+    """A label for a launch, from its arguments (scripts/compile_kernels.py)."""
+    epilogue = "+residual" if meta["HAS_RESIDUAL"] else "+leaky" if meta["HAS_LEAKY"] else \
+        "+shuffle" if meta["PIXEL_SHUFFLE"] else ""
+    return f"conv {meta['C_IN']}->{meta['C_OUT']}{epilogue}"
+
+
+def launch_flops(args: dict, meta: dict) -> int:
+    return 2 * 9 * args["pixels"] * meta["C_IN"] * meta["C_OUT"]
+
+
+def main_loop_trips(meta: dict) -> int:
+    """Iterations of the flat (tap, channel block) K loop per program."""
+    return 9 * -(-meta["C_IN"] // meta["BLOCK_K"])
 
 
 def conv3x3_flops(batch: int, height: int, width: int, c_in: int, c_out: int) -> int:

@@ -17,27 +17,27 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .conv3x3 import conv3x3, pack_weight, torch_conv3x3
+from .conv3x3 import PackedConv, conv3x3, pack_conv, torch_conv3x3
 
 LEAKY_SLOPE = 0.01
 
 
 @dataclass(frozen=True)
 class PackedHead:
-    """A head's weights in the conv kernel's layout: (9*Cin, Cout) weights, (Cout,) biases."""
+    """A head's convs packed once for the conv kernel (:class:`PackedConv`: weights and fp32 biases)."""
 
     scale: int
-    before: tuple[torch.Tensor, torch.Tensor]
-    stages: tuple[tuple[torch.Tensor, torch.Tensor], ...]
-    last: tuple[torch.Tensor, torch.Tensor]
+    before: PackedConv
+    stages: tuple[PackedConv, ...]  # packed in sub-pixel column order (pixel-shuffle stores)
+    last: PackedConv
 
     @property
     def in_channels(self) -> int:
-        return self.before[0].shape[0] // 9
+        return self.before.c_in
 
     @property
     def out_channels(self) -> int:
-        return self.last[0].shape[1]
+        return self.last.c_out
 
     @classmethod
     def from_weights(cls, weights, dtype: torch.dtype | None = None) -> "PackedHead":
@@ -48,16 +48,15 @@ class PackedHead:
         if not isinstance(sd, Mapping):
             raise TypeError(f"head weights must be an UpsampleHead module or a mapping, got {type(weights).__name__}")
 
-        def conv(name):
+        def conv(name, pixel_shuffle=False):
             try:
                 w, b = sd[f"{name}.weight"], sd[f"{name}.bias"]
             except KeyError as exc:
                 raise ValueError(f"head weights lack {exc.args[0]!r}; keys: {sorted(sd)}") from None
-            dt = dtype or w.dtype
-            return pack_weight(w, dt), b.to(dt).contiguous()
+            return pack_conv(w.detach(), b, dtype or w.dtype, pixel_shuffle=pixel_shuffle)
 
         n_stages = sum(1 for k in sd if k.startswith("upsample.") and k.endswith(".weight"))
-        stages = tuple(conv(f"upsample.{2 * i}") for i in range(n_stages))
+        stages = tuple(conv(f"upsample.{2 * i}", pixel_shuffle=True) for i in range(n_stages))
         return cls(scale=2**n_stages, before=conv("conv_before.0"), stages=stages, last=conv("conv_last"))
 
 
@@ -81,7 +80,7 @@ def _check_scale(head: PackedHead, scale: int | None) -> None:
 
 
 def fused_head(features, head_weights, scale: int | None = None, *, height=None, width=None,
-               out_dtype: torch.dtype | None = None) -> torch.Tensor:
+               out_dtype: torch.dtype | None = None, padded_input: bool = False) -> torch.Tensor:
     """Run a whole head with the fused Triton convs.
 
     features: (B, H, W, D) channels-last (any strides with unit channel stride), or the
@@ -89,17 +88,19 @@ def fused_head(features, head_weights, scale: int | None = None, *, height=None,
     head_weights: a :class:`PackedHead` (pack once with ``PackedHead.from_weights``), an
     ``UpsampleHead`` module or a mapping of its state dict.
     Returns (B, C, s*H, s*W) as a view with channels-last memory layout, in ``out_dtype``
-    (default: the features' dtype).
+    (default: the features' dtype). Intermediate activations live in zero-bordered buffers so
+    every conv after the first reads its halo without masks; ``padded_input=True`` says the
+    features are such a view already (the triton backend's trunk output).
     """
     x = _as_channels_last(features, height, width)
     head = head_weights if isinstance(head_weights, PackedHead) else PackedHead.from_weights(head_weights, x.dtype)
     _check_scale(head, scale)
     if x.shape[-1] != head.in_channels:
         raise ValueError(f"fused_head: features have {x.shape[-1]} channels but the head expects {head.in_channels}")
-    z = conv3x3(x, *head.before, leaky_slope=LEAKY_SLOPE, packed=True)
-    for w, b in head.stages:
-        z = conv3x3(z, w, b, pixel_shuffle=True, packed=True)
-    return conv3x3(z, *head.last, packed=True, out_dtype=out_dtype).permute(0, 3, 1, 2)
+    z = conv3x3(x, head.before, leaky_slope=LEAKY_SLOPE, padded_input=padded_input, out_padded=True)
+    for stage in head.stages:
+        z = conv3x3(z, stage, pixel_shuffle=True, padded_input=True, out_padded=True)
+    return conv3x3(z, head.last, out_dtype=out_dtype, padded_input=True).permute(0, 3, 1, 2)
 
 
 def torch_fused_head(features, head_weights, scale: int | None = None, *, height=None, width=None) -> torch.Tensor:

@@ -1,19 +1,35 @@
-"""Fused shifted-window attention: one Triton launch per Swin block's attention core.
+"""Fused shifted-window attention: one Triton kernel per Swin block's attention core.
 
-The kernel reads q, k and v straight from the qkv projection in token order
-(B, H*W, 3D), folds the cyclic shift and the window gather into its index math,
-adds the relative position bias gathered from the learned table, applies the
-shift mask rebuilt from each token's position in the rolled window grid (the released
-0 / -100 labelling; no mask tensor exists), runs an online (flash-style) softmax in
-fp32 over key blocks, and writes the output in token order at the un-shifted positions (B, H*W, D), ready
-for the output projection. LayerNorm and both projections are token-wise, so they
-commute with roll and partition: nothing else is needed around it.
+The kernel works on a *packed* qkv layout that the triton backend's qkv GEMM produces
+directly (``pack_qkv``: the qkv weight repacked once at load):
 
-``torch_window_attention`` has the same signature and is written from the spec
-with explicit roll / partition / mask tensors: the fallback and the test oracle.
+- every head padded to ``HEAD_PAD`` = 32 columns with zero weights, so each head's row slice
+  is 64-byte aligned and loads are 16-byte vectors (head_dim 30 would be 60-byte rows at
+  unprovable alignment: scalar loads);
+- q pre-multiplied by ``head_dim**-0.5 * log2(e)`` (folded into the weights), so the scores
+  come out of the dot in the base-2 domain the online softmax uses;
+- the relative position bias is a dense (heads, N, N) tensor built once per block
+  (``dense_log2_bias``, also pre-multiplied by log2(e)), read in contiguous tiles instead of
+  a gather per score element.
+
+It folds the cyclic shift and the window gather into its index math, applies the shift mask
+from each token's position in the rolled window grid (the released 0 / -100 labelling; no
+mask tensor exists), runs an online softmax in fp32 over key blocks and writes (B, H*W,
+heads*HEAD_PAD) in token order at the un-shifted positions, ready for the output projection
+(whose weight gets zero input columns at the padding: ``pack_proj``). In shifted blocks only
+the windows touching the last row or column of the window grid need the mask: they get a
+launch of their own, and the interior windows run without any mask code. Tiles whose size
+divides N = window^2 carry no bounds masks.
+
+``window_attention(qkv, ...)`` keeps the plain layout (B, H*W, 3D) for callers and tests: it
+packs qkv (one copy) and the bias, runs the kernel, and returns (B, H*W, D).
+``torch_window_attention`` has the same signature, written from the spec with explicit roll /
+partition / mask tensors: the fallback and the test oracle.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -22,7 +38,8 @@ from .triton_support import INTERPRET, dot_precision, dot_upcast, store_dtype, t
 
 MAX_HEAD_DIM = 64
 MASK_VALUE = -100.0
-
+LOG2E = math.log2(math.e)
+HEAD_PAD = 32  # packed head width: head_dim 30 -> 32 (64-byte rows in bf16)
 
 # --------------------------------------------------------------------- validation
 def check_args(qkv: torch.Tensor, height: int, width: int, heads: int, window: int, shift: int,
@@ -83,15 +100,83 @@ def torch_window_attention(qkv, height, width, *, heads, window, shift, bias_tab
     return out.reshape(b, height * width, dim)
 
 
+# ------------------------------------------------------------------- packing
+def head_pad(head_dim: int) -> int:
+    """Packed head width: a power of two >= 16 (the tl.dot minimum) and >= head_dim."""
+    return max(16, triton.next_power_of_2(head_dim) if triton is not None else 1 << (head_dim - 1).bit_length())
+
+
+def pack_qkv(weight: torch.Tensor, bias: torch.Tensor, heads: int, scale: float | None = None):
+    """(3D, D) qkv weight and (3D,) bias -> (3 * heads * P, D), (3 * heads * P,) with P = head_pad.
+
+    Rows are [q heads | k heads | v heads], each head padded to P rows with zeros; the q rows
+    are multiplied by ``scale * log2(e)`` (default scale head_dim**-0.5). Computed in float32;
+    cast the result to the GEMM's dtype.
+    """
+    three_d, dim = weight.shape
+    head_dim = dim // heads
+    pad = head_pad(head_dim)
+    scale = head_dim**-0.5 if scale is None else scale
+    w = weight.float().view(3, heads, head_dim, dim)
+    b = bias.float().view(3, heads, head_dim)
+    factor = torch.tensor([scale * LOG2E, 1.0, 1.0], device=weight.device).view(3, 1, 1)
+    packed_w = weight.new_zeros((3, heads, pad, dim), dtype=torch.float32)
+    packed_b = bias.new_zeros((3, heads, pad), dtype=torch.float32)
+    packed_w[:, :, :head_dim] = w * factor[..., None]
+    packed_b[:, :, :head_dim] = b * factor
+    return packed_w.view(3 * heads * pad, dim), packed_b.view(-1)
+
+
+def pack_proj(weight: torch.Tensor, heads: int) -> torch.Tensor:
+    """(D, D) output projection -> (D, heads * P): zero input columns at each head's padding."""
+    dim = weight.shape[1]
+    head_dim = dim // heads
+    pad = head_pad(head_dim)
+    packed = weight.new_zeros((weight.shape[0], heads, pad))
+    packed[:, :, :head_dim] = weight.view(weight.shape[0], heads, head_dim)
+    return packed.view(weight.shape[0], heads * pad)
+
+
+def dense_log2_bias(bias_table: torch.Tensor, window: int, dtype: torch.dtype) -> torch.Tensor:
+    """((2w-1)^2, heads) table -> (heads, N, N) bias times log2(e), contiguous, in ``dtype``."""
+    n = window * window
+    index = ref.relative_position_index(window, bias_table.device).view(-1)
+    dense = bias_table.float()[index].view(n, n, -1).permute(2, 0, 1) * LOG2E
+    return dense.to(dtype).contiguous()
+
+
+def bias_dtype(compute: torch.dtype) -> torch.dtype:
+    """fp32 bias for fp32 kernels; fp16 (3 more mantissa bits than bf16, same bytes) otherwise."""
+    return torch.float32 if compute == torch.float32 else torch.float16
+
+
+def window_sets(height: int, width: int, window: int, shift: int):
+    """[(set, count)]: which launches cover the windows. 0 = all windows (no mask), 1 = interior
+    windows of a shifted block (no mask), 2 = windows in the last row or column (masked)."""
+    wy, wx = height // window, width // window
+    if not shift:
+        return [(0, wy * wx)]
+    interior = (wy - 1) * (wx - 1)
+    return ([(1, interior)] if interior else []) + [(2, wy + wx - 1)]
+
+
 # ------------------------------------------------------------------- the kernel
 if triton is not None:
 
     @triton.jit
-    def _token_pixels(offs, wy, wx, height, width, WINDOW: tl.constexpr, SHIFT: tl.constexpr):
-        """Window-local (y, x) of tokens ``offs`` and the un-shifted pixel (y, x) each holds."""
-        y_in = offs // WINDOW
-        x_in = offs % WINDOW
-        return y_in, x_in, (wy + y_in + SHIFT) % height, (wx + x_in + SHIFT) % width
+    def _window_origin(idx, windows_x, windows_y, WINDOW_SET: tl.constexpr, WINDOW: tl.constexpr):
+        """Top-left (row, column) in the rolled grid of window ``idx`` of a launch's window set."""
+        if WINDOW_SET == 0:  # all windows, row-major
+            wy = idx // windows_x
+            wx = idx % windows_x
+        elif WINDOW_SET == 1:  # interior: all but the last window row and column
+            wy = idx // (windows_x - 1)
+            wx = idx % (windows_x - 1)
+        else:  # border: the last window row, then the last column above it
+            last_row = idx < windows_x
+            wy = tl.where(last_row, windows_y - 1, idx - windows_x)
+            wx = tl.where(last_row, idx, windows_x - 1)
+        return wy * WINDOW, wx * WINDOW
 
     @triton.jit
     def _region_label(y, x, height, width, WINDOW: tl.constexpr, SHIFT: tl.constexpr):
@@ -105,74 +190,77 @@ if triton is not None:
     @triton.jit
     def _window_attention_kernel(
         qkv_ptr, out_ptr, bias_ptr,
-        stride_qkv_b, stride_qkv_t, stride_out_b, stride_out_t, stride_bias_0, stride_bias_1,
-        scale, height, width, windows_x, windows, heads, dim,
-        WINDOW: tl.constexpr, SHIFT: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
-        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DENSE_BIAS: tl.constexpr,
-        INPUT_PRECISION: tl.constexpr, USE_MASK: tl.constexpr, DOT_UPCAST: tl.constexpr,
+        stride_qkv_b, stride_qkv_t, stride_out_b, stride_out_t,
+        height, width, windows_x, windows_y, set_windows,
+        HEADS: tl.constexpr, WINDOW: tl.constexpr, SHIFT: tl.constexpr, HEAD_PAD: tl.constexpr,
+        WINDOW_SET: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+        INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr,
     ):
         N: tl.constexpr = WINDOW * WINDOW
-        LOG2E: tl.constexpr = 1.4426950408889634
-        pid = tl.program_id(0)  # (batch * windows + window) * heads + head
-        head = pid % heads
-        win = (pid // heads) % windows
-        batch = (pid // heads) // windows
-        wy = (win // windows_x) * WINDOW
-        wx = (win % windows_x) * WINDOW
+        EVEN: tl.constexpr = (N % BLOCK_M == 0) and (N % BLOCK_N == 0)  # no bounds masks needed
+        MASKED: tl.constexpr = WINDOW_SET == 2
+        DIM_PAD: tl.constexpr = HEADS * HEAD_PAD
+        MASK_LOG2: tl.constexpr = -100.0 * 1.4426950408889634
+        pid = tl.program_id(0)  # (batch * set_windows + window) * HEADS + head
+        head = pid % HEADS
+        idx = (pid // HEADS) % set_windows
+        batch = (pid // HEADS) // set_windows
+        wy, wx = _window_origin(idx, windows_x, windows_y, WINDOW_SET, WINDOW)
 
-        offs_d = tl.arange(0, HEAD_DIM_PAD)
-        d_ok = offs_d < HEAD_DIM
-        qkv_base = qkv_ptr + batch.to(tl.int64) * stride_qkv_b
+        offs_d = tl.arange(0, HEAD_PAD)
+        qkv_base = qkv_ptr + batch.to(tl.int64) * stride_qkv_b + head * HEAD_PAD
+        bias_base = bias_ptr + head * N * N
 
-        # Query tokens of this block: window-local (y, x), then their un-shifted pixel.
+        # Query tokens of this block: window-local (y, x), then the un-shifted pixel they hold.
         offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
-        m_ok = offs_m < N
-        qy_in, qx_in, qy, qx = _token_pixels(offs_m, wy, wx, height, width, WINDOW, SHIFT)
-        q_rows = (qy * width + qx).to(tl.int64)
-        q = tl.load(
-            qkv_base + q_rows[:, None] * stride_qkv_t + (head * HEAD_DIM + offs_d)[None, :],
-            mask=m_ok[:, None] & d_ok[None, :], other=0.0,
-        )
-        q_label = _region_label(wy + qy_in, wx + qx_in, height, width, WINDOW, SHIFT)
+        qy_in = offs_m // WINDOW
+        qx_in = offs_m % WINDOW
+        q_rows = (((wy + qy_in + SHIFT) % height) * width + (wx + qx_in + SHIFT) % width).to(tl.int64)
+        q_ptrs = qkv_base + q_rows[:, None] * stride_qkv_t + offs_d[None, :]
+        if EVEN:
+            q = tl.load(q_ptrs)
+        else:
+            q = tl.load(q_ptrs, mask=(offs_m < N)[:, None], other=0.0)
+        if MASKED:
+            q_label = _region_label(wy + qy_in, wx + qx_in, height, width, WINDOW, SHIFT)
 
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
-        acc = tl.zeros([BLOCK_M, HEAD_DIM_PAD], tl.float32)
+        acc = tl.zeros([BLOCK_M, HEAD_PAD], tl.float32)
         for start in range(0, N, BLOCK_N):
             offs_n = start + tl.arange(0, BLOCK_N)
-            n_ok = offs_n < N
-            ky_in, kx_in, ky, kx = _token_pixels(offs_n, wy, wx, height, width, WINDOW, SHIFT)
-            k_rows = (ky * width + kx).to(tl.int64)
-            kt = tl.load(  # (HEAD_DIM_PAD, BLOCK_N): k already transposed
-                qkv_base + k_rows[None, :] * stride_qkv_t + (dim + head * HEAD_DIM + offs_d)[:, None],
-                mask=d_ok[:, None] & n_ok[None, :], other=0.0,
-            )
-            if DOT_UPCAST:
-                s = tl.dot(q.to(tl.float32), kt.to(tl.float32), input_precision="ieee") * scale
+            ky_in = offs_n // WINDOW
+            kx_in = offs_n % WINDOW
+            k_rows = (((wy + ky_in + SHIFT) % height) * width + (wx + kx_in + SHIFT) % width).to(tl.int64)
+            kt_ptrs = qkv_base + DIM_PAD + k_rows[None, :] * stride_qkv_t + offs_d[:, None]  # k, transposed
+            v_ptrs = qkv_base + 2 * DIM_PAD + k_rows[:, None] * stride_qkv_t + offs_d[None, :]
+            b_ptrs = bias_base + offs_m[:, None] * N + offs_n[None, :]
+            if EVEN:
+                kt = tl.load(kt_ptrs)
+                bias = tl.load(b_ptrs)
             else:
-                s = tl.dot(q, kt, input_precision=INPUT_PRECISION) * scale
-            pair_ok = m_ok[:, None] & n_ok[None, :]
-            if DENSE_BIAS:  # a (heads, N, N) tensor
-                bias = tl.load(bias_ptr + head * stride_bias_0 + offs_m[:, None] * stride_bias_1 + offs_n[None, :],
-                               mask=pair_ok, other=0.0)
-            else:  # gathered from the ((2ws-1)^2, heads) table
-                index = (qy_in[:, None] - ky_in[None, :] + WINDOW - 1) * (2 * WINDOW - 1) \
-                    + (qx_in[:, None] - kx_in[None, :] + WINDOW - 1)
-                bias = tl.load(bias_ptr + index * stride_bias_0 + head * stride_bias_1, mask=pair_ok, other=0.0)
-            s = s + bias.to(tl.float32)
-            if USE_MASK:
+                n_ok = offs_n < N
+                kt = tl.load(kt_ptrs, mask=n_ok[None, :], other=0.0)
+                bias = tl.load(b_ptrs, mask=(offs_m < N)[:, None] & n_ok[None, :], other=0.0)
+            if DOT_UPCAST:
+                s = tl.dot(q.to(tl.float32), kt.to(tl.float32), input_precision="ieee")
+            else:
+                s = tl.dot(q, kt, input_precision=INPUT_PRECISION)
+            s = s + bias.to(tl.float32)  # q and bias carry log2(e): s is in the base-2 domain
+            if MASKED:
                 k_label = _region_label(wy + ky_in, wx + kx_in, height, width, WINDOW, SHIFT)
-                s = tl.where(q_label[:, None] == k_label[None, :], s, s - 100.0)
-            s = tl.where(n_ok[None, :], s * LOG2E, float("-inf"))
+                s = tl.where(q_label[:, None] == k_label[None, :], s, s + MASK_LOG2)
+            if not EVEN:
+                s = tl.where((offs_n < N)[None, :], s, float("-inf"))
             # Online softmax (base 2): rescale what was accumulated to the new running max.
             m_new = tl.maximum(m_i, tl.max(s, 1))
             alpha = tl.exp2(m_i - m_new)
             p = tl.exp2(s - m_new[:, None])
             l_i = l_i * alpha + tl.sum(p, 1)
-            v = tl.load(
-                qkv_base + k_rows[:, None] * stride_qkv_t + (2 * dim + head * HEAD_DIM + offs_d)[None, :],
-                mask=n_ok[:, None] & d_ok[None, :], other=0.0,
-            )
+            if EVEN:
+                v = tl.load(v_ptrs)
+            else:
+                v = tl.load(v_ptrs, mask=(offs_n < N)[:, None], other=0.0)
             if DOT_UPCAST:
                 acc = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), acc * alpha[:, None],
                              input_precision="ieee")
@@ -180,20 +268,22 @@ if triton is not None:
                 acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=INPUT_PRECISION)
             m_i = m_new
         out = acc / l_i[:, None]
-        tl.store(
-            out_ptr + batch.to(tl.int64) * stride_out_b + q_rows[:, None] * stride_out_t
-            + (head * HEAD_DIM + offs_d)[None, :],
-            out.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & d_ok[None, :],
-        )
+        o_ptrs = out_ptr + batch.to(tl.int64) * stride_out_b + q_rows[:, None] * stride_out_t \
+            + (head * HEAD_PAD + offs_d)[None, :]
+        if EVEN:
+            tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty))
+        else:
+            tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=(offs_m < N)[:, None])
 
-    # On a GPU: a few configs, tuned once per (window, head_dim, dtype, bias layout) and cached.
+    # On a GPU: tiles x pipeline depths, tuned once per (window, shift, head width, set, dtype).
     _TUNED_CONFIGS = [
         triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-        for bm, bn, w, s in [(64, 64, 4, 2), (64, 128, 4, 2), (128, 64, 8, 2), (128, 128, 8, 2)]
+        for bm, bn, w in [(64, 64, 4), (64, 128, 4), (128, 64, 8), (128, 128, 8)]
+        for s in (2, 3)
     ]
 
     def _prune(configs, named_args, **kwargs):
-        n = named_args["WINDOW"] ** 2 if "WINDOW" in named_args else kwargs["WINDOW"] ** 2
+        n = kwargs["WINDOW"] ** 2
         size = max(16, triton.next_power_of_2(n))
         kept = [c for c in configs if c.kwargs["BLOCK_M"] <= size and c.kwargs["BLOCK_N"] <= size]
         if kwargs.get("INPUT_PRECISION") == "ieee":  # fp32 128x128 tiles need 272 KiB of shared memory
@@ -202,38 +292,34 @@ if triton is not None:
 
     _window_attention_tuned = triton.autotune(
         configs=_TUNED_CONFIGS,
-        key=["WINDOW", "SHIFT", "HEAD_DIM_PAD", "DENSE_BIAS", "INPUT_PRECISION", "USE_MASK", "DOT_UPCAST"],
+        key=["WINDOW", "SHIFT", "HEADS", "HEAD_PAD", "WINDOW_SET", "INPUT_PRECISION", "DOT_UPCAST"],
         prune_configs_by={"early_config_prune": _prune},
     )(_window_attention_kernel)
 
 
-def _launch(qkv, bias, height, width, heads, window, shift, scale, dense_bias, use_mask, out=None) -> torch.Tensor:
-    b, length, three_d = qkv.shape
-    dim = three_d // 3
-    head_dim = dim // heads
+def _launch(qkv, bias, height, width, heads, window, shift, use_mask=True, out=None) -> torch.Tensor:
+    """Run the kernel on packed qkv (B, H*W, 3*heads*P) and a log2-domain dense bias (heads, N, N)."""
+    b, length, three_dp = qkv.shape
+    pad = three_dp // (3 * heads)
     n = window * window
-    windows_x = width // window
-    n_windows = (height // window) * windows_x
+    windows_x, windows_y = width // window, height // window
     if out is None:
-        out = torch.empty((b, length, dim), device=qkv.device, dtype=qkv.dtype)
-    dst = out if store_dtype(qkv.dtype) == qkv.dtype else torch.empty(
-        (b, length, dim), device=qkv.device, dtype=store_dtype(qkv.dtype))
-    common = dict(
-        WINDOW=window, SHIFT=shift, HEAD_DIM=head_dim, HEAD_DIM_PAD=max(16, triton.next_power_of_2(head_dim)),
-        DENSE_BIAS=dense_bias, INPUT_PRECISION=dot_precision(qkv.dtype),
-        USE_MASK=use_mask and shift > 0,
-        DOT_UPCAST=dot_upcast(qkv.dtype),  # see triton_support.dot_upcast
-    )
-    bias_strides = (bias.stride(0), bias.stride(1))
-    args = (qkv, dst, bias, qkv.stride(0), qkv.stride(1), dst.stride(0), dst.stride(1), *bias_strides,
-            float(scale), height, width, windows_x, n_windows, heads, dim)
-    if INTERPRET:
-        block = min(64, max(16, triton.next_power_of_2(n)))
-        grid = (b * n_windows * heads, triton.cdiv(n, block))
-        _window_attention_kernel[grid](*args, BLOCK_M=block, BLOCK_N=block, **common)
-    else:
-        grid = lambda meta: (b * n_windows * heads, triton.cdiv(n, meta["BLOCK_M"]))  # noqa: E731
-        _window_attention_tuned[grid](*args, **common)
+        out = torch.empty((b, length, heads * pad), device=qkv.device, dtype=qkv.dtype)
+    kept = store_dtype(qkv.dtype)
+    dst = out if kept == out.dtype else torch.empty(out.shape, device=qkv.device, dtype=kept)
+    common = dict(HEADS=heads, WINDOW=window, SHIFT=shift, HEAD_PAD=pad, INPUT_PRECISION=dot_precision(qkv.dtype),
+                  DOT_UPCAST=dot_upcast(qkv.dtype))  # see triton_support.dot_upcast
+    sets = window_sets(height, width, window, shift) if use_mask else [(0, windows_x * windows_y)]
+    for window_set, count in sets:
+        args = (qkv, dst, bias, qkv.stride(0), qkv.stride(1), dst.stride(0), dst.stride(1),
+                height, width, windows_x, windows_y, count)
+        if INTERPRET:
+            block = min(64, max(16, triton.next_power_of_2(n)))
+            grid = (b * count * heads, triton.cdiv(n, block))
+            _window_attention_kernel[grid](*args, WINDOW_SET=window_set, BLOCK_M=block, BLOCK_N=block, **common)
+        else:
+            grid = lambda meta, c=count: (b * c * heads, triton.cdiv(n, meta["BLOCK_M"]))  # noqa: E731
+            _window_attention_tuned[grid](*args, WINDOW_SET=window_set, **common)
     if dst is not out:
         out.copy_(dst)
     return out
@@ -241,27 +327,51 @@ def _launch(qkv, bias, height, width, heads, window, shift, scale, dense_bias, u
 
 # ------------------------------------------------------------ torch.library op
 @torch.library.custom_op("lua_fast::window_attention", mutates_args=())
-def _window_attention_op(
-    qkv: torch.Tensor, bias: torch.Tensor, height: int, width: int, heads: int, window: int, shift: int,
-    scale: float, dense_bias: bool, use_mask: bool,
-) -> torch.Tensor:
-    return _launch(qkv, bias, height, width, heads, window, shift, scale, dense_bias, use_mask)
+def _window_attention_op(qkv: torch.Tensor, bias: torch.Tensor, height: int, width: int, heads: int, window: int,
+                         shift: int, use_mask: bool) -> torch.Tensor:
+    return _launch(qkv, bias, height, width, heads, window, shift, use_mask)
 
 
 @_window_attention_op.register_fake
-def _(qkv, bias, height, width, heads, window, shift, scale, dense_bias, use_mask):
-    b, length, three_d = qkv.shape
-    return qkv.new_empty((b, length, three_d // 3))
+def _(qkv, bias, height, width, heads, window, shift, use_mask):
+    b, length, three_dp = qkv.shape
+    return qkv.new_empty((b, length, three_dp // 3))
+
+
+def check_packed(qkv: torch.Tensor, bias: torch.Tensor, height: int, width: int, heads: int, window: int,
+                 shift: int) -> None:
+    """Validate the packed layout the backend passes (once per shape, see ``packed_window_attention``)."""
+    if qkv.dim() != 3 or qkv.shape[1] != height * width or qkv.shape[2] % (3 * heads):
+        raise ValueError(f"window_attention: packed qkv must be (B, H*W, 3*heads*P), got {tuple(qkv.shape)}")
+    pad = qkv.shape[2] // (3 * heads)
+    if pad < 16 or pad & (pad - 1):
+        raise ValueError(f"window_attention: packed head width {pad} is not a power of two >= 16")
+    if height % window or width % window or not 0 <= shift < window:
+        raise ValueError(f"window_attention: bad geometry H={height}, W={width}, window={window}, shift={shift}")
+    n = window * window
+    if tuple(bias.shape) != (heads, n, n) or not bias.is_contiguous():
+        raise ValueError(f"window_attention: bias must be a contiguous (heads, N, N) = ({heads}, {n}, {n}) tensor")
+    if qkv.stride(-1) != 1:
+        raise ValueError("window_attention: packed qkv needs a unit channel stride")
+
+
+def packed_window_attention(qkv, bias, height, width, *, heads, window, shift):
+    """The backend's entry: packed qkv (``pack_qkv`` weights), log2-domain dense bias
+    (``dense_log2_bias``) -> (B, H*W, heads * P). No validation here: the caller checked
+    the layout once with :func:`check_packed`."""
+    return torch.ops.lua_fast.window_attention(qkv, bias, height, width, heads, window, shift, True)
 
 
 def window_attention(qkv, height, width, *, heads, window, shift, bias_table, scale=None, dense_bias=None,
                      _use_mask: bool = True):
-    """Fused shifted-window attention core (Triton). See the module docstring.
+    """Fused shifted-window attention core (Triton) on the plain layout. See the module docstring.
 
     qkv: (B, H*W, 3D) in token order, the output of the qkv projection.
     bias_table: ((2*window-1)^2, heads), the learned relative position bias table.
     dense_bias: optionally a precomputed (heads, N, N) bias used instead of the table.
     Returns (B, H*W, D) in token order. ``_use_mask=False`` disables the shift mask (tests only).
+    This wrapper packs qkv and the bias on every call (copies); the triton backend packs its
+    weights once and calls :func:`packed_window_attention`.
     """
     dim, head_dim = check_args(qkv, height, width, heads, window, shift, bias_table)
     reason = unavailable_reason(qkv.device)
@@ -271,19 +381,51 @@ def window_attention(qkv, height, width, *, heads, window, shift, bias_table, sc
         raise ValueError(f"window_attention: head_dim {head_dim} > {MAX_HEAD_DIM} is not supported by the kernel")
     if qkv.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"window_attention: dtype {qkv.dtype} not supported (float32, float16, bfloat16)")
-    if qkv.stride(-1) != 1:
-        qkv = qkv.contiguous()
-    bias = bias_table
+    n = window * window
     if dense_bias is not None:
-        n = window * window
         if tuple(dense_bias.shape) != (heads, n, n):
             raise ValueError(f"window_attention: dense_bias must be (heads, N, N) = ({heads}, {n}, {n})")
-        bias = dense_bias.contiguous()
+        bias = (dense_bias.float() * LOG2E).to(bias_dtype(qkv.dtype)).contiguous()
+    else:
+        bias = dense_log2_bias(bias_table, window, bias_dtype(qkv.dtype))
     bias = bias.to(qkv.device)
+    b, length, _ = qkv.shape
+    pad = head_pad(head_dim)
+    out = torch.ops.lua_fast.window_attention(pack_activations(qkv, heads, scale), bias, height, width, heads,
+                                              window, shift, _use_mask)
+    return out.view(b, length, heads, pad)[..., :head_dim].reshape(b, length, dim)
+
+
+def pack_activations(qkv: torch.Tensor, heads: int, scale: float | None = None) -> torch.Tensor:
+    """Plain (B, L, 3D) qkv activations -> the packed layout (a copy; the caller's tensor is kept):
+    what ``pack_qkv`` weights would have produced."""
+    b, length, three_d = qkv.shape
+    head_dim = three_d // (3 * heads)
+    pad = head_pad(head_dim)
     scale = head_dim**-0.5 if scale is None else float(scale)
-    return torch.ops.lua_fast.window_attention(
-        qkv, bias, height, width, heads, window, shift, scale, dense_bias is not None, _use_mask
-    )
+    packed = qkv.new_zeros((b, length, 3, heads, pad))
+    parts = qkv.reshape(b, length, 3, heads, head_dim).to(torch.float32, copy=True)
+    parts[:, :, 0] *= scale * LOG2E
+    packed[..., :head_dim] = parts.to(qkv.dtype)
+    return packed.view(b, length, 3 * heads * pad)
+
+
+# ------------------------------------------------- static description (kernel report)
+def launch_site(args: dict, meta: dict) -> str:
+    """A label for a launch, from its arguments (scripts/compile_kernels.py)."""
+    where = {0: "all windows", 1: "interior windows", 2: "border windows (masked)"}[meta["WINDOW_SET"]]
+    return f"attention shift={meta['SHIFT']} {where}"
+
+
+def launch_flops(args: dict, meta: dict) -> int:
+    """QK^T and PV FLOPs the tensor cores run for this launch's windows (padded head width)."""
+    tokens = args["qkv_ptr"].shape[0] * args["set_windows"] * meta["WINDOW"] ** 2
+    return 4 * tokens * meta["WINDOW"] ** 2 * meta["HEADS"] * meta["HEAD_PAD"]
+
+
+def main_loop_trips(meta: dict) -> int:
+    """Iterations of the kernel's key-block loop per program."""
+    return -(-meta["WINDOW"] ** 2 // meta["BLOCK_N"])
 
 
 def attention_flops(batch: int, height: int, width: int, dim: int, window: int) -> int:
@@ -291,4 +433,5 @@ def attention_flops(batch: int, height: int, width: int, dim: int, window: int) 
     return 4 * batch * height * width * window * window * dim
 
 
-__all__ = ["window_attention", "torch_window_attention", "check_args", "attention_flops"]
+__all__ = ["window_attention", "packed_window_attention", "torch_window_attention", "check_args", "check_packed",
+           "pack_qkv", "pack_proj", "pack_activations", "dense_log2_bias", "attention_flops"]
