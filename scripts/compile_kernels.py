@@ -50,6 +50,8 @@ import lua_fast  # noqa: E402
 from lua_fast import LUAConfig  # noqa: E402
 from lua_fast.backends.triton_backend import TritonBackendLUA  # noqa: E402
 from lua_fast.kernels import conv3x3 as CV  # noqa: E402
+from lua_fast.kernels import fused_linear as FL  # noqa: E402
+from lua_fast.kernels import layer_norm as LN  # noqa: E402
 from lua_fast.kernels import window_attention as WA  # noqa: E402
 from lua_fast.precision import resolve  # noqa: E402
 from lua_fast.reference import LUA  # noqa: E402
@@ -77,13 +79,31 @@ class Launch:
 
 
 class _Recorder:
-    """Stands in for an autotuned kernel: ``rec[grid](*args, **kwargs)`` records, runs nothing."""
+    """Stands in for a kernel: ``rec[grid](*args, **kwargs)`` records, runs nothing. A plain
+    (un-autotuned) kernel is recorded with a one-config tuner built from its launch options."""
 
     def __init__(self, name, tuner, sink):
         self.name, self.tuner, self.sink = name, tuner, sink
 
     def __getitem__(self, grid):
-        return lambda *args, **kwargs: self.sink.append(Launch(self.name, "", self.tuner, args, kwargs, grid))
+        def record(*args, **kwargs):
+            tuner = self.tuner
+            if not hasattr(tuner, "configs"):  # a plain @triton.jit kernel
+                options = {k: kwargs.pop(k) for k in ("num_warps", "num_stages") if k in kwargs}
+                tuner = _FixedTuner(tuner, triton.Config({}, **options))
+            self.sink.append(Launch(self.name, "", tuner, args, kwargs, grid if callable(grid) else lambda _: grid))
+        return record
+
+
+@dataclass
+class _FixedTuner:
+    fn: object
+    config: object
+    early_config_prune = None
+
+    @property
+    def configs(self):
+        return [self.config]
 
 
 class _SkipGemms(TorchDispatchMode):
@@ -100,16 +120,23 @@ class _SkipGemms(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+KERNELS = [(WA, "_window_attention_tuned", "window_attention"), (CV, "_conv3x3_tuned", "conv3x3"),
+           (FL, "_linear_tuned", "fused_linear"), (LN, "_add_layer_norm_kernel", "layer_norm")]
+MODULES = {name: module for module, _, name in KERNELS}
+
+
 @contextlib.contextmanager
 def recording(sink):
-    saved = (WA._window_attention_tuned, CV._conv3x3_tuned, WA.unavailable_reason, CV.unavailable_reason)
-    WA._window_attention_tuned = _Recorder("window_attention", saved[0], sink)
-    CV._conv3x3_tuned = _Recorder("conv3x3", saved[1], sink)
-    WA.unavailable_reason = CV.unavailable_reason = lambda device: None
+    saved = [(module, attr, getattr(module, attr)) for module, attr, _ in KERNELS]
+    saved += [(module, "unavailable_reason", module.unavailable_reason) for module, _, _ in KERNELS]
+    for module, attr, name in KERNELS:
+        setattr(module, attr, _Recorder(name, getattr(module, attr), sink))
+        module.unavailable_reason = lambda device: None
     try:
         yield
     finally:
-        WA._window_attention_tuned, CV._conv3x3_tuned, WA.unavailable_reason, CV.unavailable_reason = saved
+        for module, attr, value in saved:
+            setattr(module, attr, value)
 
 
 def record_forward(config: LUAConfig, precision: str, size: int, scale: int, batch: int = 1) -> list[Launch]:
@@ -130,9 +157,8 @@ def record_forward(config: LUAConfig, precision: str, size: int, scale: int, bat
 
 def describe(kernel: str, named: dict, kwargs: dict) -> tuple[str, int]:
     """(call-site label, FLOPs) of a launch, from its arguments."""
-    if kernel == "window_attention":
-        return WA.launch_site(named, kwargs), WA.launch_flops(named, kwargs)
-    return CV.launch_site(named, kwargs), CV.launch_flops(named, kwargs)
+    module = MODULES[kernel]
+    return module.launch_site(named, kwargs), module.launch_flops(named, kwargs)
 
 
 # ------------------------------------------------------------------ JIT specialisation
@@ -243,17 +269,39 @@ def load_widths(ops: list[str]) -> dict[str, int]:
     return out
 
 
-def analyse(compiled, trips: int, programs: int) -> dict:
+def analyse(compiled, trips, programs: int, weights: list[float] | None = None) -> dict:
+    """Static cost of a launch.
+
+    ``trips(body_opcodes) -> int`` gives a loop's trip count from what its body holds (e.g. a loop
+    that stores is a loop over output tiles; compilers unroll short loops, so position alone cannot
+    tell which source loop a SASS loop is). An instruction runs (product of the trips of the loops around it) times per warp. With
+    ``weights`` (one per top-level loop, ordered by body length) a top-level loop runs in that share
+    of the programs only (a uniform branch between loop variants), else in all of them."""
     code = sass(compiled.asm["cubin"])
     ops = [op for _, op, _ in code]
     res = resources(compiled.asm["cubin"])
     found = loops(code)
+    inner = {i for i, (s0, e0) in enumerate(found)
+             for j, (s1, e1) in enumerate(found) if i != j and s1 <= s0 and e0 <= e1 and (s0, e0) != (s1, e1)}
+    outer = {i for i, (s0, e0) in enumerate(found)
+             for j, (s1, e1) in enumerate(found) if i != j and s0 <= s1 and e1 <= e0 and (s0, e0) != (s1, e1)}
+    counts = [trips([op for addr, op, _ in code if s0 <= addr <= e0]) for s0, e0 in found]
+    top = sorted((i for i in range(len(found)) if i not in inner), key=lambda i: found[i][1] - found[i][0])
+    share = {i: 1.0 for i in range(len(found))}
+    if weights is not None and len(weights) == len(top):
+        share.update(dict(zip(top, weights)))
+    per_warp = 0.0
+    for addr, _, _ in code:
+        mult = 1.0
+        for i, (start, end) in enumerate(found):
+            if start <= addr <= end:
+                mult *= counts[i] * (share[i] if i in top else 1.0)
+        per_warp += mult
     body_ops = []
-    if found:
-        start, end = max(found, key=lambda se: se[1] - se[0])  # the main loop: the longest body
+    if found:  # the main loop: the longest innermost one
+        start, end = max((found[i] for i in range(len(found)) if i not in outer), key=lambda se: se[1] - se[0])
         body_ops = [op for addr, op, _ in code if start <= addr <= end]
-    straight = len(code) - len(body_ops)
-    per_warp = straight + len(body_ops) * trips
+    bodies = [sum(1 for addr, _, _ in code if s0 <= addr <= e0) for s0, e0 in found]
     warps = compiled.metadata.num_warps
     warp_instr = per_warp * warps * programs
     mma = "wgmma" if any(op.startswith("HGMMA") for op in ops) else \
@@ -268,13 +316,14 @@ def analyse(compiled, trips: int, programs: int) -> dict:
         "instructions": len(code),
         "loops": len(found),
         "loop_body": len(body_ops),
-        "trips": trips,
+        "loop_bodies": bodies,
+        "trips": counts,
         "loop_global_loads": loop_loads,
         "loop_loads_16B": vector,
         "warps": warps,
         "stages": compiled.metadata.num_stages,
         "programs": programs,
-        "warp_instructions": warp_instr,
+        "warp_instructions": int(warp_instr),
         "issue_us": warp_instr / ISSUE_RATE * 1e6,
     }
 
@@ -298,11 +347,17 @@ def compile_launch(launch: Launch, arch: int, quick: bool = False):
         yield config, named, compiled
 
 
-def trip_count(launch: Launch, config) -> int:
-    meta = {**launch.kwargs, **config.kwargs}
-    if launch.kernel == "window_attention":
-        return WA.main_loop_trips(meta)
-    return CV.main_loop_trips(meta)
+def trip_count(launch: Launch, config):
+    """``trips(body_opcodes)`` for :func:`analyse`, from the kernel module's description."""
+    module, meta = MODULES[launch.kernel], {**launch.kwargs, **config.kwargs}
+    if hasattr(module, "loop_trips"):
+        return lambda body: module.loop_trips(meta, body)
+    return lambda body: module.main_loop_trips(meta)
+
+
+def loop_weights(launch: Launch, named: dict):
+    weights = getattr(MODULES[launch.kernel], "loop_weights", None)
+    return weights(named, launch.kwargs) if weights else None
 
 
 # ------------------------------------------------------------------ the report
@@ -329,7 +384,7 @@ def report(archs: list[int], cases, out_dir: Path, name: str = "kernel_report_sm
                         print(f"sm_{arch} {launch.site} {cfg}: FAILED {compiled}")
                         continue
                     grid = launch.grid({**named, **launch.kwargs, **cfg.kwargs})
-                    stats = analyse(compiled, trip_count(launch, cfg), math.prod(grid))
+                    stats = analyse(compiled, trip_count(launch, cfg), math.prod(grid), loop_weights(launch, named))
                     stats["fits_smem"] = stats["shared_bytes"] <= SMEM_LIMIT.get(arch, 227 * 1024)
                     stats["flop_floor_us"] = launch.flops / BF16_PEAK * 1e6
                     rows.append({**row, **stats})

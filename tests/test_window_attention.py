@@ -126,7 +126,7 @@ def test_poisoned_output_is_fully_written():
     packed_w, packed_b = WA.pack_qkv(w, torch.zeros(3 * heads * head_dim, device=DEVICE), heads)
     bias = WA.dense_log2_bias(table, window, torch.float32)
     out = torch.full((2, height * width, heads * pad), float("nan"), device=DEVICE)
-    WA._launch(x @ packed_w.T + packed_b, bias, height, width, heads, window, 4, out=out)  # both launches
+    WA._launch(x @ packed_w.T + packed_b, bias, height, width, heads, window, 4, out=out)  # masked + unmasked
     assert not torch.isnan(out).any()
     assert out.view(2, -1, heads, pad)[..., head_dim:].abs().max() == 0  # the padding is zeros
     ref = WA.torch_window_attention(x @ w.T, height, width, heads=heads, window=window, shift=4, bias_table=table)

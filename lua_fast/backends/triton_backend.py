@@ -4,43 +4,98 @@ Data stays in token layout (B, H*W, D) == channels-last (B, H, W, D) from the fi
 to the heads: no roll, partition, merge, mask tensor, transpose copy or pixel-shuffle
 copy exists anywhere.
 
-- conv_first: Triton conv3x3 reading the NCHW latent in place (channel stride H*W).
-- each Swin block: LayerNorm -> qkv GEMM (packed: heads padded to 32, softmax scale folded
-  in) -> ``packed_window_attention`` (roll, window gather, dense relative position bias,
-  shift mask and online softmax; shifted blocks launch the border windows separately) ->
-  proj GEMM (zero columns at the padding) + residual -> LayerNorm -> fc1 + GELU -> fc2 +
-  residual.
-- each RSTB conv and conv_after_body: Triton conv3x3 on the token tensor with the
-  residual add in its epilogue (fp32 output in "mixed" mode).
-- heads: ``fused_head`` (bias + LeakyReLU in the epilogue, pixel-shuffle stores).
+- conv_first: Triton conv3x3 reading the NCHW latent in place (channel stride H*W); the patch
+  norm is one ``add_layer_norm`` launch.
+- each Swin block, default in bf16/fp16/mixed (``LUA_FAST_TRITON_GEMMS=1`` forces it): five launches,
+      qkv = LN1(t) @ Wqkv + b            fused_linear, LayerNorm prologue (packed heads)
+      a   = window attention(qkv)        one launch (two in shifted blocks: interior, border)
+      t   = t + a @ Wproj + b            fused_linear, residual epilogue
+      h   = GELU(LN2(t) @ W1 + b1)       fused_linear, LayerNorm prologue + GELU epilogue
+      t   = t + h @ W2 + b2              fused_linear, residual epilogue
+  so no LayerNorm output, residual sum or GELU input ever round-trips through memory.
+- default in fp32/tf32 (``LUA_FAST_TRITON_GEMMS=0`` forces it): qkv, proj and fc2 on cuBLAS (proj
+  and fc2 without their bias), each residual add + the next LayerNorm in one ``add_layer_norm``
+  launch, fc1 + bias + GELU as a Triton GEMM: seven launches per block. Which is faster in bf16 is
+  a GPU measurement (both paths stay selectable for it).
+- each RSTB conv and conv_after_body: Triton conv3x3 with the residual add in its epilogue
+  (conv_after_body writes inside a zero border for the heads).
+- heads: ``fused_head`` (bias + LeakyReLU in the epilogue, pixel-shuffle stores, padded chaining).
 
-GEMMs, LayerNorm and GELU are PyTorch ops (cuBLAS); which further fusions pay is a GPU
-measurement (benchmarks/NOTES.md). Weights for the kernels are packed once, here.
+Weights for the kernels are packed once, here. Shapes are validated once per input shape, not per
+kernel call.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..kernels.conv3x3 import conv3x3, pack_conv
+from ..kernels.fused_linear import PackedLinear, check_args as check_linear, fused_linear, pack_linear
+from ..kernels.layer_norm import add_layer_norm
 from ..kernels.upsample_head import PackedHead, fused_head
 from ..kernels.window_attention import (bias_dtype, check_packed, dense_log2_bias, pack_proj, pack_qkv,
                                         packed_window_attention)
 from ..precision import Precision, backend_flags
-from ..reference.model import LAYER_NORM_EPS, LUA, SwinBlock
+from ..reference.model import LUA, SwinBlock
+
+GEMMS_ENV = "LUA_FAST_TRITON_GEMMS"
+
+
+def fused_gemms_enabled(precision: Precision) -> bool:
+    """``LUA_FAST_TRITON_GEMMS=1/0`` decides; by default the fused Triton GEMMs run in bf16/fp16
+    compute (tensor cores) and cuBLAS in fp32/tf32, where the Triton GEMMs would run on FMA units
+    (IEEE) and the kernel report puts them at 65 ms of issue bound per 128x128 forward."""
+    value = os.environ.get(GEMMS_ENV, "").strip().lower()
+    if value:
+        return value not in ("0", "false", "no", "off")
+    return precision.compute in (torch.float16, torch.bfloat16)
+
+
+def _norm(norm: nn.LayerNorm):
+    """(weight, bias, eps) in fp32, converted once (the kernels keep LayerNorm parameters in fp32)."""
+    return norm.weight.detach().float().contiguous(), norm.bias.detach().float().contiguous(), norm.eps
+
+
+class _Block:
+    """One Swin block's weights in the kernels' layouts."""
+
+    def __init__(self, block: SwinBlock, compute: torch.dtype, fused: bool) -> None:
+        attn = block.attn
+        self.heads, self.window, self.shift = attn.num_heads, block.window, block.shift
+        self.norm1 = _norm(block.norm1)
+        self.norm2 = _norm(block.norm2)
+        qkv_w, qkv_b = pack_qkv(attn.qkv.weight.detach(), attn.qkv.bias.detach(), attn.num_heads, attn.scale)
+        proj_w = pack_proj(attn.proj.weight.detach(), attn.num_heads)
+        self.bias = dense_log2_bias(attn.relative_position_bias_table.detach(), block.window, bias_dtype(compute))
+        mlp = block.mlp
+        if fused:  # the block's LayerNorms folded into the qkv and fc1 GEMMs
+            self.qkv = pack_linear(qkv_w, qkv_b, compute, layer_norm=self.norm1)
+            self.proj = pack_linear(proj_w, attn.proj.bias, compute)
+            self.fc1 = pack_linear(mlp.fc1.weight, mlp.fc1.bias, compute, layer_norm=self.norm2)
+            self.fc2 = pack_linear(mlp.fc2.weight, mlp.fc2.bias, compute)
+        else:  # cuBLAS operands (the biases of proj and fc2 go to add_layer_norm)
+            self.fc1 = pack_linear(mlp.fc1.weight, mlp.fc1.bias, compute)
+            self.qkv = (qkv_w.to(compute), qkv_b.to(compute))
+            self.proj, self.proj_bias = proj_w.to(compute), attn.proj.bias.detach().float()
+            self.fc2, self.fc2_bias = mlp.fc2.weight.detach().to(compute), mlp.fc2.bias.detach().float()
 
 
 class TritonBackendLUA(nn.Module):
     """Runs a loaded reference :class:`LUA` (weights in ``precision.storage``) with the fused kernels."""
 
-    def __init__(self, model: LUA, precision: Precision) -> None:
+    def __init__(self, model: LUA, precision: Precision, fused_gemms: bool | None = None) -> None:
         super().__init__()
         self.model = model
         self.config = model.config
         self.precision = precision
+        self.fused_gemms = fused_gemms_enabled(precision) if fused_gemms is None else fused_gemms
         compute = precision.compute
+        # tf32 mode: the Triton GEMMs use TF32 too (the convs and attention stay IEEE).
+        self._gemm_precision = "tf32" if precision.mode == "tf32" else None
 
         def packed(conv: nn.Conv2d):
             return pack_conv(conv.weight.detach(), conv.bias.detach(), compute)
@@ -50,28 +105,10 @@ class TritonBackendLUA(nn.Module):
         self._heads = {
             scale: PackedHead.from_weights(model.heads[name], compute) for name, scale in self.config.heads
         }
-        # GEMM weights in the compute dtype (a copy only in "mixed", where storage is fp32).
-        self._linears = {
-            id(m): (m.weight.detach().to(compute), m.bias.detach().to(compute))
-            for m in model.modules()
-            if isinstance(m, nn.Linear)
-        }
-        # Attention in the packed layout (window_attention's docstring): qkv rows padded per head
-        # with the softmax scale and log2(e) folded into q, the proj weight with zero columns at
-        # the padding, and each block's dense log2-domain bias, all built once here.
-        self._attention = {}
-        for block in (blk for layer in model.layers for blk in layer.residual_group.blocks):
-            attn = block.attn
-            qkv_w, qkv_b = pack_qkv(attn.qkv.weight.detach(), attn.qkv.bias.detach(), attn.num_heads, attn.scale)
-            self._attention[id(block)] = (
-                qkv_w.to(compute), qkv_b.to(compute),
-                pack_proj(attn.proj.weight.detach(), attn.num_heads).to(compute), attn.proj.bias.detach().to(compute),
-                dense_log2_bias(attn.relative_position_bias_table.detach(), block.window, bias_dtype(compute)),
-            )
-        self._checked: set = set()  # (shape, dtype) of packed attention inputs already validated
-
-    def _linear(self, module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, *self._linears[id(module)])
+        self._blocks = [[_Block(blk, compute, self.fused_gemms) for blk in layer.residual_group.blocks]
+                        for layer in model.layers]
+        self._patch_norm, self._final_norm = _norm(model.patch_embed.norm), _norm(model.norm)
+        self._checked: set = set()  # input shapes whose kernel arguments were validated
 
     def forward(self, x: torch.Tensor, scales=(2,)) -> dict[int, torch.Tensor]:
         with backend_flags(self.precision, x.device):
@@ -80,37 +117,83 @@ class TritonBackendLUA(nn.Module):
     def head(self, g: torch.Tensor, scale: int) -> torch.Tensor:
         return fused_head(g, self._heads[scale], out_dtype=self.precision.storage, padded_input=True)
 
+    # ------------------------------------------------------------------ validation
+    def _validate(self, key, batch: int, height: int, width: int) -> None:
+        """Check every kernel's arguments for this input shape once (the hot path passes check=False)."""
+        if key in self._checked:
+            return
+        compute, stream = self.precision.compute, self.precision.storage
+        device = "meta"  # shapes, strides and dtypes only
+        rows = batch * height * width
+        for blocks in self._blocks:
+            for blk in blocks:
+                dim = blk.norm1[0].shape[0]
+                t = torch.empty(rows, dim, device=device, dtype=stream)
+                qkv_cols = blk.qkv.n if isinstance(blk.qkv, PackedLinear) else blk.qkv[0].shape[0]
+                qkv = torch.empty(batch, height * width, qkv_cols, device=device, dtype=compute)
+                check_packed(qkv, blk.bias, height, width, blk.heads, blk.window, blk.shift)
+                if isinstance(blk.qkv, PackedLinear):
+                    check_linear(t, blk.qkv, None)
+                    check_linear(torch.empty(rows, blk.proj.k, device=device, dtype=compute), blk.proj, t)
+                    check_linear(t, blk.fc1, None)
+                    check_linear(torch.empty(rows, blk.fc2.k, device=device, dtype=compute), blk.fc2, t)
+                else:
+                    check_linear(torch.empty(rows, blk.fc1.k, device=device, dtype=compute), blk.fc1, None)
+        self._checked.add(key)
+
+    # ------------------------------------------------------------------ forward
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
-        """Padded NCHW latent -> trunk features (B, H, W, D), channels-last, compute dtype."""
-        m, compute, stream = self.model, self.precision.compute, self.precision.storage
+        """Padded NCHW latent -> trunk features (B, H, W, D), channels-last, compute dtype, inside a
+        zero border (the heads read it with ``padded_input``)."""
+        compute, stream = self.precision.compute, self.precision.storage
         b, _, height, width = x.shape
         dim = self.config.embed_dim
+        rows = b * height * width
+        key = (tuple(x.shape), x.dtype)
+        if not torch.compiler.is_compiling():
+            self._validate(key, b, height, width)
         f = conv3x3(x.to(compute).permute(0, 2, 3, 1), self._convs["conv_first"], out_dtype=stream)
-        t = m.patch_embed.norm(f.view(b, height * width, dim))
-        for i, layer in enumerate(m.layers):
+        t = add_layer_norm(f.reshape(rows, dim), *self._patch_norm, y_dtype=stream, check=False)[1]
+        for i, blocks in enumerate(self._blocks):
             y = t
-            for block in layer.residual_group.blocks:
-                y = self.block(block, y, height, width)
+            if self.fused_gemms:
+                for blk in blocks:
+                    y = self._block_fused(blk, y, b, height, width)
+            else:
+                y1 = add_layer_norm(y, *blocks[0].norm1, y_dtype=compute, check=False)[1]
+                for j, blk in enumerate(blocks):
+                    after = blocks[j + 1].norm1 if j + 1 < len(blocks) else None
+                    y, y1 = self._block_cublas(blk, y, y1, after, b, height, width)
             t = conv3x3(y.view(b, height, width, dim).to(compute), self._convs[f"layers.{i}.conv"],
-                        residual=t.view(b, height, width, dim), out_dtype=stream)
-            t = t.view(b, height * width, dim)
-        t = m.norm(t)
+                        residual=t.view(b, height, width, dim), out_dtype=stream).reshape(rows, dim)
+        t = add_layer_norm(t, *self._final_norm, y_dtype=compute, check=False)[1]
         # Written inside a zero border: the heads' first conv reads its halo without masks.
-        return conv3x3(t.view(b, height, width, dim).to(compute), self._convs["conv_after_body"], residual=f,
+        return conv3x3(t.view(b, height, width, dim), self._convs["conv_after_body"], residual=f,
                        out_dtype=compute, out_padded=True)
 
-    def block(self, block: SwinBlock, t: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    def _attention(self, blk: _Block, qkv: torch.Tensor, b: int, height: int, width: int) -> torch.Tensor:
+        a = packed_window_attention(qkv.view(b, height * width, -1), blk.bias, height, width, heads=blk.heads,
+                                    window=blk.window, shift=blk.shift)
+        return a.view(b * height * width, -1)
+
+    def _block_fused(self, blk: _Block, t: torch.Tensor, b: int, height: int, width: int) -> torch.Tensor:
+        """t: (rows, D) residual stream -> the block's output (five launches, six when shifted)."""
+        p = self._gemm_precision
+        qkv = fused_linear(t, blk.qkv, input_precision=p, check=False)  # LN1 folded in
+        a = self._attention(blk, qkv, b, height, width)
+        t = fused_linear(a, blk.proj, residual=t, input_precision=p, check=False)
+        h = fused_linear(t, blk.fc1, gelu=True, input_precision=p, check=False)  # LN2 folded in
+        return fused_linear(h, blk.fc2, residual=t, input_precision=p, check=False)
+
+    def _block_cublas(self, blk: _Block, t, y1, next_norm, b: int, height: int, width: int):
+        """(t, LN1(t)) -> (t', LN1_next(t') or None): cuBLAS GEMMs, add+LayerNorm launches."""
         compute = self.precision.compute
-        attn = block.attn
-        qkv_w, qkv_b, proj_w, proj_b, bias = self._attention[id(block)]
-        y = F.layer_norm(t, t.shape[-1:], block.norm1.weight, block.norm1.bias, LAYER_NORM_EPS)
-        qkv = F.linear(y.to(compute), qkv_w, qkv_b)
-        key = (tuple(qkv.shape), qkv.dtype, block.window, block.shift)
-        if key not in self._checked:  # validate once per shape, not per block call
-            check_packed(qkv, bias, height, width, attn.num_heads, block.window, block.shift)
-            self._checked.add(key)
-        a = packed_window_attention(qkv, bias, height, width, heads=attn.num_heads, window=block.window,
-                                    shift=block.shift)
-        t = t + F.linear(a, proj_w, proj_b)
-        z = F.layer_norm(t, t.shape[-1:], block.norm2.weight, block.norm2.bias, LAYER_NORM_EPS)
-        return t + self._linear(block.mlp.fc2, F.gelu(self._linear(block.mlp.fc1, z.to(compute))))
+        qkv = F.linear(y1, *blk.qkv)
+        a = self._attention(blk, qkv, b, height, width)
+        t, y2 = add_layer_norm(t, *blk.norm2, add=F.linear(a, blk.proj), add_bias=blk.proj_bias, y_dtype=compute,
+                               check=False)
+        h = fused_linear(y2, blk.fc1, gelu=True, input_precision=self._gemm_precision, check=False)
+        out = F.linear(h, blk.fc2)
+        if next_norm is None:  # the RSTB's conv follows: only the add
+            return add_layer_norm(t, *blk.norm1, add=out, add_bias=blk.fc2_bias, normalize=False, check=False)
+        return add_layer_norm(t, *next_norm, add=out, add_bias=blk.fc2_bias, y_dtype=compute, check=False)

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .triton_support import INTERPRET, dot_precision, dot_upcast, store_dtype, tl, triton, unavailable_reason
+from .triton_support import (INTERPRET, dot_precision, dot_upcast, kernel_op, launcher, note_launch, store_dtype, tl,
+                             tracing, triton, unavailable_reason)
 
 K_PAD_ROWS = 128  # zero rows after the 9*Cin packed rows: the largest BLOCK_K
 
@@ -78,9 +79,13 @@ def pack_conv(weight: torch.Tensor, bias: torch.Tensor | None = None, dtype: tor
 
 
 def alignment(t: torch.Tensor, skip_unit: bool = True) -> int:
-    """The largest power of two <= 16 dividing t's element offset from a 16-byte boundary and every
-    non-unit stride: the ``multiple_of`` hint a row offset into t may carry."""
-    if t.data_ptr() % 16:
+    """The largest power of two <= 16 dividing t's start (in elements, from a 16-byte boundary) and
+    every non-unit stride: the ``multiple_of`` hint a row offset into t may carry. Under tracing
+    (no data pointer) the allocation is taken as 16-byte aligned, as CUDA's allocator guarantees."""
+    if tracing():
+        if (t.storage_offset() * t.element_size()) % 16:
+            return 1
+    elif t.data_ptr() % 16:
         return 1
     values = [st for st in t.stride() if not (skip_unit and st == 1)]
     align = 16
@@ -269,6 +274,8 @@ def zero_border(buf: torch.Tensor) -> torch.Tensor:
     rows, first and last columns); return its interior view."""
     buf[:, :: buf.shape[1] - 1].zero_()
     buf[:, :, :: buf.shape[2] - 1].zero_()
+    note_launch("zero_border")
+    note_launch("zero_border")
     return buf[:, 1:-1, 1:-1]
 
 
@@ -279,7 +286,7 @@ def _launch(x, w_packed, bias, residual, c_out, slope, has_leaky, pixel_shuffle,
     b, h, w, cin = x.shape
     width = w_packed.shape[1]
     out_dtype = out_dtype or x.dtype
-    if padded_input and not has_zero_border_room(x):  # checked here, where storage is visible (not traced)
+    if padded_input and not tracing() and not has_zero_border_room(x):  # needs the storage: eager only
         raise ValueError("conv3x3: padded_input=True needs x to be the interior view of a buffer with a "
                          "1-pixel border (e.g. the output of conv3x3(..., out_padded=True))")
     result = None
@@ -303,26 +310,26 @@ def _launch(x, w_packed, bias, residual, c_out, slope, has_leaky, pixel_shuffle,
         block_n = min(64, width)
         block_k = min(32, max(16, triton.next_power_of_2(cin)))
         grid = (triton.cdiv(pixels, 32) * triton.cdiv(c_out, block_n),)
-        _conv3x3_kernel[grid](*args, BLOCK_M=32, BLOCK_N=block_n, BLOCK_K=block_k, **meta)
+        launcher(_conv3x3_kernel)[grid](*args, BLOCK_M=32, BLOCK_N=block_n, BLOCK_K=block_k, **meta)
     else:
         grid = lambda m: (triton.cdiv(pixels, m["BLOCK_M"]) * triton.cdiv(c_out, m["BLOCK_N"]),)  # noqa: E731
-        _conv3x3_tuned[grid](*args, **meta)
+        launcher(_conv3x3_tuned)[grid](*args, **meta)
     if dst is not out:
         out.copy_(dst)
     return out if result is None else result
 
 
-@torch.library.custom_op("lua_fast::conv3x3", mutates_args=())
+def _conv3x3_fake(x, w_packed, bias, residual, c_out, slope, has_leaky, pixel_shuffle, out_dtype, padded_input,
+                  out_padded):
+    return x.new_empty(output_shape(x.shape, c_out, pixel_shuffle, out_padded), dtype=out_dtype)
+
+
+@kernel_op("conv3x3", _conv3x3_fake)
 def _conv3x3_op(x: torch.Tensor, w_packed: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None,
                 c_out: int, slope: float, has_leaky: bool, pixel_shuffle: bool, out_dtype: torch.dtype,
                 padded_input: bool, out_padded: bool) -> torch.Tensor:
     return _launch(x, w_packed, bias, residual, c_out, slope, has_leaky, pixel_shuffle, out_dtype,
                    padded_input=padded_input, out_padded=out_padded)
-
-
-@_conv3x3_op.register_fake
-def _(x, w_packed, bias, residual, c_out, slope, has_leaky, pixel_shuffle, out_dtype, padded_input, out_padded):
-    return x.new_empty(output_shape(x.shape, c_out, pixel_shuffle, out_padded), dtype=out_dtype)
 
 
 def has_zero_border_room(x: torch.Tensor) -> bool:

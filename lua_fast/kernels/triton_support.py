@@ -63,3 +63,60 @@ def dot_upcast(dtype: torch.dtype) -> bool:
 def dot_precision(dtype: torch.dtype):
     """``input_precision`` for ``tl.dot``: exact IEEE for fp32 (Triton defaults to TF32 there)."""
     return "ieee" if dtype == torch.float32 else None
+
+
+LAUNCH_OBSERVERS: list = []  # callables(name) told of every kernel launch (lua_fast.launches counts them)
+DRY_RUN = [False]  # True: launches are observed but not executed (counting launches without running)
+
+
+class _NoLaunch:
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: None
+
+
+def note_launch(name: str) -> None:
+    """Tell the observers about a launch (Triton kernels, and PyTorch ops inside kernel ops)."""
+    for observe in LAUNCH_OBSERVERS:
+        observe(name)
+
+
+def launcher(kernel):
+    """``launcher(kernel)[grid](...)``: through ``torch.library.wrap_triton`` so torch.compile and
+    torch.export see the kernel itself inside a ``triton_op`` (the interpreter's kernels, and
+    stand-ins such as the kernel report's recorder, are called directly)."""
+    if LAUNCH_OBSERVERS:
+        note_launch(getattr(kernel, "__name__", None) or getattr(getattr(kernel, "fn", None), "__name__", "kernel"))
+    if DRY_RUN[0]:
+        return _NoLaunch()
+    if INTERPRET or triton is None:
+        return kernel
+    from triton.runtime.autotuner import Autotuner, Heuristics
+    from triton.runtime.jit import JITFunction
+
+    if not isinstance(kernel, (JITFunction, Autotuner, Heuristics)):
+        return kernel
+    return torch.library.wrap_triton(kernel)
+
+
+def kernel_op(name: str, fake):
+    """Register a Python function that launches Triton kernels as the op ``lua_fast::<name>``.
+
+    Compiled kernels: ``torch.library.triton_op``, so torch.compile / AOTInductor trace into the
+    function and see each Triton kernel (it must then be traceable with fake tensors: shapes,
+    strides and storage offsets only). Interpreted kernels (``TRITON_INTERPRET=1``) cannot be
+    traced, so there the function is an opaque ``custom_op`` with ``fake`` as its meta kernel.
+    """
+
+    def register(fn):
+        if INTERPRET or triton is None:
+            op = torch.library.custom_op(f"lua_fast::{name}", mutates_args=())(fn)
+            op.register_fake(fake)
+            return op
+        return torch.library.triton_op(f"lua_fast::{name}", mutates_args=())(fn)
+
+    return register
+
+
+def tracing() -> bool:
+    """Whether the caller runs under torch.compile / export tracing (fake tensors: no data pointers)."""
+    return torch.compiler.is_compiling()

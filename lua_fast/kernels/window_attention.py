@@ -17,9 +17,9 @@ from each token's position in the rolled window grid (the released 0 / -100 labe
 mask tensor exists), runs an online softmax in fp32 over key blocks and writes (B, H*W,
 heads*HEAD_PAD) in token order at the un-shifted positions, ready for the output projection
 (whose weight gets zero input columns at the padding: ``pack_proj``). In shifted blocks only
-the windows touching the last row or column of the window grid need the mask: they get a
-launch of their own, and the interior windows run without any mask code. Tiles whose size
-divides N = window^2 carry no bounds masks.
+the windows touching the last row or column of the window grid need the mask: the kernel takes
+a branch that is uniform over each program, so interior windows run a loop without any mask
+code. Tiles whose size divides N = window^2 carry no bounds masks.
 
 ``window_attention(qkv, ...)`` keeps the plain layout (B, H*W, 3D) for callers and tests: it
 packs qkv (one copy) and the bias, runs the kernel, and returns (B, H*W, D).
@@ -34,7 +34,8 @@ import math
 import torch
 
 from ..reference import windows as ref
-from .triton_support import INTERPRET, dot_precision, dot_upcast, store_dtype, tl, triton, unavailable_reason
+from .triton_support import (INTERPRET, dot_precision, dot_upcast, kernel_op, launcher, store_dtype, tl, triton,
+                             unavailable_reason)
 
 MAX_HEAD_DIM = 64
 MASK_VALUE = -100.0
@@ -150,33 +151,8 @@ def bias_dtype(compute: torch.dtype) -> torch.dtype:
     return torch.float32 if compute == torch.float32 else torch.float16
 
 
-def window_sets(height: int, width: int, window: int, shift: int):
-    """[(set, count)]: which launches cover the windows. 0 = all windows (no mask), 1 = interior
-    windows of a shifted block (no mask), 2 = windows in the last row or column (masked)."""
-    wy, wx = height // window, width // window
-    if not shift:
-        return [(0, wy * wx)]
-    interior = (wy - 1) * (wx - 1)
-    return ([(1, interior)] if interior else []) + [(2, wy + wx - 1)]
-
-
 # ------------------------------------------------------------------- the kernel
 if triton is not None:
-
-    @triton.jit
-    def _window_origin(idx, windows_x, windows_y, WINDOW_SET: tl.constexpr, WINDOW: tl.constexpr):
-        """Top-left (row, column) in the rolled grid of window ``idx`` of a launch's window set."""
-        if WINDOW_SET == 0:  # all windows, row-major
-            wy = idx // windows_x
-            wx = idx % windows_x
-        elif WINDOW_SET == 1:  # interior: all but the last window row and column
-            wy = idx // (windows_x - 1)
-            wx = idx % (windows_x - 1)
-        else:  # border: the last window row, then the last column above it
-            last_row = idx < windows_x
-            wy = tl.where(last_row, windows_y - 1, idx - windows_x)
-            wx = tl.where(last_row, idx, windows_x - 1)
-        return wy * WINDOW, wx * WINDOW
 
     @triton.jit
     def _region_label(y, x, height, width, WINDOW: tl.constexpr, SHIFT: tl.constexpr):
@@ -188,42 +164,16 @@ if triton is not None:
             + (x >= width - WINDOW).to(tl.int32) + (x >= width - SHIFT).to(tl.int32)
 
     @triton.jit
-    def _window_attention_kernel(
-        qkv_ptr, out_ptr, bias_ptr,
-        stride_qkv_b, stride_qkv_t, stride_out_b, stride_out_t,
-        height, width, windows_x, windows_y, set_windows,
-        HEADS: tl.constexpr, WINDOW: tl.constexpr, SHIFT: tl.constexpr, HEAD_PAD: tl.constexpr,
-        WINDOW_SET: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-        INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr,
-    ):
+    def _attend(q, offs_m, qkv_base, bias_base, stride_qkv_t, wy, wx, height, width,
+                WINDOW: tl.constexpr, SHIFT: tl.constexpr, HEAD_PAD: tl.constexpr, DIM_PAD: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN: tl.constexpr,
+                INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr):
+        """Online softmax over the window's keys for one block of queries: (acc, row sums)."""
         N: tl.constexpr = WINDOW * WINDOW
-        EVEN: tl.constexpr = (N % BLOCK_M == 0) and (N % BLOCK_N == 0)  # no bounds masks needed
-        MASKED: tl.constexpr = WINDOW_SET == 2
-        DIM_PAD: tl.constexpr = HEADS * HEAD_PAD
         MASK_LOG2: tl.constexpr = -100.0 * 1.4426950408889634
-        pid = tl.program_id(0)  # (batch * set_windows + window) * HEADS + head
-        head = pid % HEADS
-        idx = (pid // HEADS) % set_windows
-        batch = (pid // HEADS) // set_windows
-        wy, wx = _window_origin(idx, windows_x, windows_y, WINDOW_SET, WINDOW)
-
         offs_d = tl.arange(0, HEAD_PAD)
-        qkv_base = qkv_ptr + batch.to(tl.int64) * stride_qkv_b + head * HEAD_PAD
-        bias_base = bias_ptr + head * N * N
-
-        # Query tokens of this block: window-local (y, x), then the un-shifted pixel they hold.
-        offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
-        qy_in = offs_m // WINDOW
-        qx_in = offs_m % WINDOW
-        q_rows = (((wy + qy_in + SHIFT) % height) * width + (wx + qx_in + SHIFT) % width).to(tl.int64)
-        q_ptrs = qkv_base + q_rows[:, None] * stride_qkv_t + offs_d[None, :]
-        if EVEN:
-            q = tl.load(q_ptrs)
-        else:
-            q = tl.load(q_ptrs, mask=(offs_m < N)[:, None], other=0.0)
         if MASKED:
-            q_label = _region_label(wy + qy_in, wx + qx_in, height, width, WINDOW, SHIFT)
-
+            q_label = _region_label(wy + offs_m // WINDOW, wx + offs_m % WINDOW, height, width, WINDOW, SHIFT)
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, HEAD_PAD], tl.float32)
@@ -267,6 +217,52 @@ if triton is not None:
             else:
                 acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=INPUT_PRECISION)
             m_i = m_new
+        return acc, l_i
+
+    @triton.jit
+    def _window_attention_kernel(
+        qkv_ptr, out_ptr, bias_ptr,
+        stride_qkv_b, stride_qkv_t, stride_out_b, stride_out_t,
+        height, width, windows_x, windows_y,
+        HEADS: tl.constexpr, WINDOW: tl.constexpr, SHIFT: tl.constexpr, HEAD_PAD: tl.constexpr,
+        USE_MASK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+        INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr,
+    ):
+        N: tl.constexpr = WINDOW * WINDOW
+        EVEN: tl.constexpr = (N % BLOCK_M == 0) and (N % BLOCK_N == 0)  # no bounds masks needed
+        DIM_PAD: tl.constexpr = HEADS * HEAD_PAD
+        pid = tl.program_id(0)  # (batch * windows + window) * HEADS + head
+        head = pid % HEADS
+        win = (pid // HEADS) % (windows_x * windows_y)
+        batch = (pid // HEADS) // (windows_x * windows_y)
+        wy = (win // windows_x) * WINDOW
+        wx = (win % windows_x) * WINDOW
+
+        qkv_base = qkv_ptr + batch.to(tl.int64) * stride_qkv_b + head * HEAD_PAD
+        bias_base = bias_ptr + head * N * N
+        offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_d = tl.arange(0, HEAD_PAD)
+        # Query tokens: window-local (y, x) -> the un-shifted pixel they hold.
+        q_rows = (((wy + offs_m // WINDOW + SHIFT) % height) * width + (wx + offs_m % WINDOW + SHIFT) % width) \
+            .to(tl.int64)
+        q_ptrs = qkv_base + q_rows[:, None] * stride_qkv_t + offs_d[None, :]
+        if EVEN:
+            q = tl.load(q_ptrs)
+        else:
+            q = tl.load(q_ptrs, mask=(offs_m < N)[:, None], other=0.0)
+        if USE_MASK:
+            # Only windows in the last row or column of the grid mix regions; the others take the
+            # unmasked loop (a branch uniform over the whole program).
+            if (wy == height - WINDOW) | (wx == width - WINDOW):
+                acc, l_i = _attend(q, offs_m, qkv_base, bias_base, stride_qkv_t, wy, wx, height, width, WINDOW,
+                                   SHIFT, HEAD_PAD, DIM_PAD, BLOCK_M, BLOCK_N, True, EVEN, INPUT_PRECISION, DOT_UPCAST)
+            else:
+                acc, l_i = _attend(q, offs_m, qkv_base, bias_base, stride_qkv_t, wy, wx, height, width, WINDOW,
+                                   SHIFT, HEAD_PAD, DIM_PAD, BLOCK_M, BLOCK_N, False, EVEN, INPUT_PRECISION,
+                                   DOT_UPCAST)
+        else:
+            acc, l_i = _attend(q, offs_m, qkv_base, bias_base, stride_qkv_t, wy, wx, height, width, WINDOW,
+                               SHIFT, HEAD_PAD, DIM_PAD, BLOCK_M, BLOCK_N, False, EVEN, INPUT_PRECISION, DOT_UPCAST)
         out = acc / l_i[:, None]
         o_ptrs = out_ptr + batch.to(tl.int64) * stride_out_b + q_rows[:, None] * stride_out_t \
             + (head * HEAD_PAD + offs_d)[None, :]
@@ -275,7 +271,7 @@ if triton is not None:
         else:
             tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=(offs_m < N)[:, None])
 
-    # On a GPU: tiles x pipeline depths, tuned once per (window, shift, head width, set, dtype).
+    # On a GPU: tiles x pipeline depths, tuned once per (window, shift, head width, dtype).
     _TUNED_CONFIGS = [
         triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
         for bm, bn, w in [(64, 64, 4), (64, 128, 4), (128, 64, 8), (128, 128, 8)]
@@ -292,7 +288,7 @@ if triton is not None:
 
     _window_attention_tuned = triton.autotune(
         configs=_TUNED_CONFIGS,
-        key=["WINDOW", "SHIFT", "HEADS", "HEAD_PAD", "WINDOW_SET", "INPUT_PRECISION", "DOT_UPCAST"],
+        key=["WINDOW", "SHIFT", "HEADS", "HEAD_PAD", "USE_MASK", "INPUT_PRECISION", "DOT_UPCAST"],
         prune_configs_by={"early_config_prune": _prune},
     )(_window_attention_kernel)
 
@@ -307,35 +303,33 @@ def _launch(qkv, bias, height, width, heads, window, shift, use_mask=True, out=N
         out = torch.empty((b, length, heads * pad), device=qkv.device, dtype=qkv.dtype)
     kept = store_dtype(qkv.dtype)
     dst = out if kept == out.dtype else torch.empty(out.shape, device=qkv.device, dtype=kept)
-    common = dict(HEADS=heads, WINDOW=window, SHIFT=shift, HEAD_PAD=pad, INPUT_PRECISION=dot_precision(qkv.dtype),
-                  DOT_UPCAST=dot_upcast(qkv.dtype))  # see triton_support.dot_upcast
-    sets = window_sets(height, width, window, shift) if use_mask else [(0, windows_x * windows_y)]
-    for window_set, count in sets:
-        args = (qkv, dst, bias, qkv.stride(0), qkv.stride(1), dst.stride(0), dst.stride(1),
-                height, width, windows_x, windows_y, count)
-        if INTERPRET:
-            block = min(64, max(16, triton.next_power_of_2(n)))
-            grid = (b * count * heads, triton.cdiv(n, block))
-            _window_attention_kernel[grid](*args, WINDOW_SET=window_set, BLOCK_M=block, BLOCK_N=block, **common)
-        else:
-            grid = lambda meta, c=count: (b * c * heads, triton.cdiv(n, meta["BLOCK_M"]))  # noqa: E731
-            _window_attention_tuned[grid](*args, WINDOW_SET=window_set, **common)
+    meta = dict(HEADS=heads, WINDOW=window, SHIFT=shift, HEAD_PAD=pad, USE_MASK=bool(use_mask and shift),
+                INPUT_PRECISION=dot_precision(qkv.dtype), DOT_UPCAST=dot_upcast(qkv.dtype))
+    args = (qkv, dst, bias, qkv.stride(0), qkv.stride(1), dst.stride(0), dst.stride(1),
+            height, width, windows_x, windows_y)
+    programs = b * windows_x * windows_y * heads
+    if INTERPRET:
+        block = min(64, max(16, triton.next_power_of_2(n)))
+        launcher(_window_attention_kernel)[(programs, triton.cdiv(n, block))](*args, BLOCK_M=block, BLOCK_N=block,
+                                                                              **meta)
+    else:
+        grid = lambda c: (programs, triton.cdiv(n, c["BLOCK_M"]))  # noqa: E731
+        launcher(_window_attention_tuned)[grid](*args, **meta)
     if dst is not out:
         out.copy_(dst)
     return out
 
 
 # ------------------------------------------------------------ torch.library op
-@torch.library.custom_op("lua_fast::window_attention", mutates_args=())
+def _window_attention_fake(qkv, bias, height, width, heads, window, shift, use_mask):
+    b, length, three_dp = qkv.shape
+    return qkv.new_empty((b, length, three_dp // 3))
+
+
+@kernel_op("window_attention", _window_attention_fake)
 def _window_attention_op(qkv: torch.Tensor, bias: torch.Tensor, height: int, width: int, heads: int, window: int,
                          shift: int, use_mask: bool) -> torch.Tensor:
     return _launch(qkv, bias, height, width, heads, window, shift, use_mask)
-
-
-@_window_attention_op.register_fake
-def _(qkv, bias, height, width, heads, window, shift, use_mask):
-    b, length, three_dp = qkv.shape
-    return qkv.new_empty((b, length, three_dp // 3))
 
 
 def check_packed(qkv: torch.Tensor, bias: torch.Tensor, height: int, width: int, heads: int, window: int,
@@ -413,14 +407,23 @@ def pack_activations(qkv: torch.Tensor, heads: int, scale: float | None = None) 
 # ------------------------------------------------- static description (kernel report)
 def launch_site(args: dict, meta: dict) -> str:
     """A label for a launch, from its arguments (scripts/compile_kernels.py)."""
-    where = {0: "all windows", 1: "interior windows", 2: "border windows (masked)"}[meta["WINDOW_SET"]]
-    return f"attention shift={meta['SHIFT']} {where}"
+    return f"attention shift={meta['SHIFT']}" + (" (border windows masked)" if meta["USE_MASK"] else "")
 
 
 def launch_flops(args: dict, meta: dict) -> int:
-    """QK^T and PV FLOPs the tensor cores run for this launch's windows (padded head width)."""
-    tokens = args["qkv_ptr"].shape[0] * args["set_windows"] * meta["WINDOW"] ** 2
+    """QK^T and PV FLOPs the tensor cores run (padded head width)."""
+    tokens = args["qkv_ptr"].shape[0] * args["windows_x"] * args["windows_y"] * meta["WINDOW"] ** 2
     return 4 * tokens * meta["WINDOW"] ** 2 * meta["HEADS"] * meta["HEAD_PAD"]
+
+
+def loop_weights(args: dict, meta: dict) -> list[float] | None:
+    """Share of programs running each key loop, loops ordered by body length (the masked loop is the
+    longer one): None when the kernel has one loop."""
+    if not meta["USE_MASK"]:
+        return None
+    wx, wy = args["windows_x"], args["windows_y"]
+    border = (wx + wy - 1) / (wx * wy)
+    return [1.0 - border, border]
 
 
 def main_loop_trips(meta: dict) -> int:
