@@ -152,8 +152,10 @@ std::tuple<at::Tensor, at::Tensor> window_mask(int64_t height, int64_t width, in
 
 TORCH_LIBRARY(lua_fast, m) {
   m.def("window_partition(Tensor x, int window, int shift) -> Tensor");
-  m.def("window_merge(Tensor windows, int batch, int height, int width, int window, int shift) -> Tensor");
-  m.def("window_mask(int height, int width, int window, int shift, ScalarType dtype, Device device) -> (Tensor, Tensor)");
+  // Sizes are SymInt so torch.export / torch.compile with dynamic shapes keep them symbolic (an
+  // `int` argument would specialise the graph to the traced size); the kernels receive int64_t.
+  m.def("window_merge(Tensor windows, SymInt batch, SymInt height, SymInt width, int window, int shift) -> Tensor");
+  m.def("window_mask(SymInt height, SymInt width, int window, int shift, ScalarType dtype, Device device) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(lua_fast, CPU, m) {

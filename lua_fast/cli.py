@@ -159,6 +159,28 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from . import load
+    from .export import export_onnx, export_package
+
+    suffix = Path(args.output).suffix
+    if suffix not in (".pt2", ".onnx"):
+        raise UsageError(f"the output must end in .pt2 (AOTInductor) or .onnx, got {args.output}")
+    check_output_path(args.output, reads=[("--weights", args.weights)], force=args.force)
+    up = load(args.weights, device=args.device, dtype=args.dtype, backend=args.backend, precision=args.precision)
+    if suffix == ".onnx":
+        if len(args.scales) != 1:
+            raise UsageError("ONNX export takes one --scales value")
+        export_onnx(up, args.output, scale=args.scales[0])
+        print(f"wrote {args.output}: ONNX, reference numerics, x{args.scales[0]}, dynamic batch and sizes")
+    else:
+        export_package(up, args.output, scales=args.scales, max_batch=args.max_batch, max_side=args.max_side)
+        print(f"wrote {args.output}: AOTInductor package, {up.backend} backend, {up.precision}, {up.device.type}, "
+              f"scales {sorted(set(args.scales))}, batch <= {args.max_batch}, sides <= {args.max_side}; "
+              "load it with lua_fast.load()")
+    return 0
+
+
 def cmd_comfyui(args) -> int:
     from .integrations.comfyui.install import install
 
@@ -224,6 +246,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=0, help="timed calls per row (default 3 quick, 10 full)")
     p.add_argument("--out", default="bench-results", help="directory for bench.json / bench.md / bench.png")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("export", help="export to an AOTInductor package (.pt2) or ONNX (.onnx)")
+    p.add_argument("--weights", required=True, help="LUA checkpoint (.pth/.pt/.safetensors or hf://...)")
+    p.add_argument("--output", required=True, help="model.pt2 (AOTInductor, any backend) or model.onnx (reference)")
+    p.add_argument("--device", default="cpu", help="the device the package will run on (default: cpu)")
+    p.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: float32)")
+    p.add_argument("--precision", default=None, help="fp32, bf16, fp16 or mixed (instead of --dtype)")
+    p.add_argument("--backend", default="auto", help="auto or a backend name from 'lua-fast info'")
+    p.add_argument("--scales", type=int, nargs="+", default=[2, 4], help="heads to include (default: 2 4)")
+    p.add_argument("--max-batch", type=int, default=16, help="largest batch the package accepts (default: 16)")
+    p.add_argument("--max-side", type=int, default=512, help="largest padded latent side (default: 512)")
+    p.add_argument("--force", action="store_true", help="allow --output to overwrite --weights")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("comfyui", help="install the ComfyUI node pack into a ComfyUI tree")
     p.add_argument("action", choices=["install"])

@@ -72,6 +72,23 @@ class Upscaler:
         self.model = backend.build(model, precision)
         self._graphs = GraphRunner(self.model, device)
 
+    @classmethod
+    def from_runner(cls, runner, config: LUAConfig, device: torch.device, precision: Precision,
+                    backend: str) -> "Upscaler":
+        """An Upscaler around a prebuilt callable ``runner(latents, scales) -> {scale: output}`` (an
+        exported package, see ``lua_fast.export``): the same checks and ``upscale`` contract, no
+        ``reference_model``."""
+        self = cls.__new__(cls)
+        self.reference_model = None
+        self.config = config
+        self.backend = backend
+        self.device = device
+        self.precision = precision
+        self.dtype = precision.storage
+        self.model = runner
+        self._graphs = GraphRunner(runner, device)
+        return self
+
     def __repr__(self) -> str:
         return (
             f"Upscaler(backend={self.backend!r}, device={self.device}, precision={self.precision}, "
@@ -224,7 +241,8 @@ def load(
 
     ``source``: a path to ``.pth``/``.pt`` (state dict, optionally under
     ``params_ema``/``params``) or ``.safetensors``, a Hugging Face Hub file
-    ``hf://owner/repo[@revision]/file`` (``lua_fast.hub``: needs ``huggingface_hub``), or an
+    ``hf://owner/repo[@revision]/file`` (``lua_fast.hub``: needs ``huggingface_hub``), an
+    AOTInductor package ``.pt2`` written by ``lua_fast.export.export_package`` (device only), or an
     in-memory state dict.
     The config is inferred from keys and shapes and the weights validated strictly.
 
@@ -233,6 +251,12 @@ def load(
     compute; give either, or both if they agree. ``mixed_dtype`` is "mixed"'s compute dtype.
     ``backend``: "auto" (or ``LUA_FAST_BACKEND``) picks triton > torch > reference.
     """
+    if isinstance(source, (str, os.PathLike)) and str(source).endswith(".pt2"):
+        from .export import load_package
+
+        if backend != "auto" or precision is not None or dtype is not None:
+            raise ValueError("an exported .pt2 package fixes its backend and precision; pass only device=")
+        return load_package(source, device)
     device = parse_device(device)
     prec = resolve(precision, None if dtype is None else parse_dtype(dtype), parse_dtype(mixed_dtype))
     chosen = dispatch.select_backend(backend, device, prec)  # fail before reading weights

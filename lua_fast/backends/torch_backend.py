@@ -48,6 +48,8 @@ class TorchBackendLUA(nn.Module):
         return self.model.trunk(x, run_block=self.block)
 
     def shift_mask(self, height, width, window, shift, device, dtype) -> torch.Tensor:
+        if not (isinstance(height, int) and isinstance(width, int)):  # symbolic (export): no cache
+            return window_ops.window_mask(height, width, window, shift, dtype=dtype, device=device)[0]
         key = (height, width, window, shift, device, dtype)
         return self._masks.get_or_create(
             key, lambda: window_ops.window_mask(height, width, window, shift, dtype=dtype, device=device)[0]

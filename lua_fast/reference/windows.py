@@ -68,8 +68,11 @@ mask_cache = LRUCache()
 
 
 def shift_mask(height: int, width: int, window: int, shift: int, *, device, dtype) -> torch.Tensor:
-    """Cached :func:`build_shift_mask` on ``device`` in ``dtype``."""
+    """Cached :func:`build_shift_mask` on ``device`` in ``dtype``. Symbolic sizes (torch.export with
+    dynamic shapes) build the mask inside the traced graph instead: it then follows the input size."""
     device = torch.device(device)
+    if not (isinstance(height, int) and isinstance(width, int)):
+        return build_shift_mask(height, width, window, shift, device=device, dtype=dtype)
     return mask_cache.get_or_create(
         (height, width, window, shift, device, dtype),
         lambda: build_shift_mask(height, width, window, shift, device=device, dtype=dtype),

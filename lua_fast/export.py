@@ -1,0 +1,181 @@
+"""Deployable artifacts: AOTInductor packages (.pt2) and ONNX models.
+
+``export_package(upscaler, "lua.pt2")`` exports the upscaler's backend model (reference, torch or
+triton) with ``torch.export`` and compiles it with AOTInductor into one ``.pt2`` file that runs
+without lua_fast's model code (C++ or Python). Shapes are dynamic: any batch up to ``max_batch``
+and any H, W that are multiples of the window up to ``max_side`` (the shift masks are built inside
+the graph from the input size; padding and cropping for other sizes stay in Python, in the loader).
+The package records what it was built from (``lua_fast.json`` inside it: lua_fast version, config,
+precision, backend, scales, device). ``lua_fast.load("lua.pt2")`` returns an :class:`Upscaler` with
+the same ``upscale`` contract (a subset: the package's scales, its device and dtype; no
+``reference_model``, no CUDA graphs). The triton backend's kernels are ``triton_op``s, so
+AOTInductor compiles them into the package (CUDA only); the torch backend's native ops are
+resolved from ``lua_fast._C`` when the package loads (import lua_fast first).
+
+``export_onnx(upscaler, "lua.onnx", scale=2)`` writes the reference numerics as an ONNX model
+(``torch.onnx.export(dynamo=True)``) with dynamic batch and sizes, the shift masks computed in the
+graph; it needs ``onnx`` and ``onnxscript`` (and ``onnxruntime`` to run it: ``lua_fast[onnx]``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from ._version import __version__
+from .config import LUAConfig
+from .errors import InputError, LuaFastError
+from .padding import pad_to_window_multiple
+from .precision import resolve
+
+METADATA = "lua_fast.json"
+MODEL_NAME = "model"
+
+
+class ExportError(LuaFastError, RuntimeError):
+    """A model could not be exported, or a package could not be loaded."""
+
+
+class _Heads(torch.nn.Module):
+    """forward(x) -> one output per scale, for inputs whose sides are window multiples."""
+
+    def __init__(self, model: torch.nn.Module, scales: tuple[int, ...]) -> None:
+        super().__init__()
+        self.model = model
+        self.scales = scales
+
+    def forward(self, x: torch.Tensor):
+        out = self.model(x, self.scales)
+        return tuple(out[s] for s in self.scales)
+
+
+def _export(upscaler, scales, max_batch: int, max_side: int, strict: bool = False):
+    from torch.export import Dim
+
+    window = upscaler.config.window_size
+    scales = tuple(sorted(set(scales or upscaler.config.scales)))
+    bad = [s for s in scales if s not in upscaler.config.scales]
+    if bad:
+        raise InputError(f"scales {bad} are not heads of this model {upscaler.config.scales}")
+    module = _Heads(upscaler.model, scales).eval()
+    # A non-square example with batch 2, so no size is specialised on by accident.
+    example = torch.randn(2, upscaler.config.in_channels, 2 * window, 3 * window, device=upscaler.device,
+                          dtype=upscaler.dtype)
+    blocks = max(2, max_side // window)
+    dynamic = {"x": {0: Dim("batch", min=1, max=max_batch), 2: window * Dim("rows", min=1, max=blocks),
+                     3: window * Dim("cols", min=1, max=blocks)}}
+    with torch.no_grad():
+        try:
+            return torch.export.export(module, (example,), dynamic_shapes=dynamic, strict=strict), scales, example
+        except Exception as exc:
+            raise ExportError(f"torch.export failed for the {upscaler.backend} backend: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+
+
+def metadata(upscaler, scales, max_batch: int, max_side: int) -> dict:
+    return {"lua_fast": __version__, "torch": torch.__version__, "config": upscaler.config.to_dict(),
+            "precision": upscaler.precision.mode, "mixed_dtype": str(upscaler.precision.compute).removeprefix("torch."),
+            "backend": upscaler.backend, "scales": list(scales), "device": upscaler.device.type,
+            "max_batch": max_batch, "max_side": max_side}
+
+
+def export_package(upscaler, path: str | os.PathLike, *, scales=None, max_batch: int = 16,
+                   max_side: int = 512) -> str:
+    """Export ``upscaler`` to an AOTInductor package at ``path`` (.pt2); returns the path."""
+    from torch.export.pt2_archive._package import package_pt2
+
+    path = str(path)
+    if not path.endswith(".pt2"):
+        raise InputError(f"the package path must end in .pt2, got {path}")
+    ep, scales, example = _export(upscaler, scales, max_batch, max_side)
+    try:
+        with torch.no_grad():
+            files = torch._inductor.aot_compile(ep.module(), (example,), options={"aot_inductor.package": True})
+    except Exception as exc:
+        raise ExportError(f"AOTInductor failed: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    info = metadata(upscaler, scales, max_batch, max_side)
+    package_pt2(path, aoti_files={MODEL_NAME: files}, extra_files={METADATA: json.dumps(info)})
+    return path
+
+
+class PackageRunner:
+    """An AOTInductor runner with the backend model's calling convention: ``(latents, scales) -> {s: out}``
+    for any sides (pads to the window, crops the outputs, as the backends do)."""
+
+    def __init__(self, runner, scales: tuple[int, ...], window: int, max_batch: int, max_side: int) -> None:
+        self.runner, self.scales, self.window = runner, scales, window
+        self.max_batch, self.max_side = max_batch, max_side
+
+    def __call__(self, x: torch.Tensor, scales=(2,)) -> dict[int, torch.Tensor]:
+        missing = [s for s in scales if s not in self.scales]
+        if missing:
+            raise InputError(f"this package was exported for scales {self.scales}, not {missing}")
+        height, width = x.shape[-2:]
+        padded = pad_to_window_multiple(x, self.window)
+        if x.shape[0] > self.max_batch or max(padded.shape[-2:]) > self.max_side:
+            raise InputError(f"this package takes batches up to {self.max_batch} and sides up to {self.max_side} "
+                             f"(padded to the window); got {tuple(x.shape)}")
+        outs = dict(zip(self.scales, self.runner(padded.contiguous())))
+        return {s: outs[s][..., : s * height, : s * width] for s in scales}
+
+
+def load_package(path: str | os.PathLike, device=None):
+    """A ``.pt2`` written by :func:`export_package` -> :class:`lua_fast.Upscaler`."""
+    from torch.export.pt2_archive._package import load_pt2
+
+    from . import native
+    from .upscaler import Upscaler, parse_device
+
+    native.status()  # the torch backend's ops must be registered before the package loads
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"package not found: {path}")
+    try:
+        contents = load_pt2(str(path))
+        info = json.loads(contents.extra_files[METADATA])
+        runner = contents.aoti_runners[MODEL_NAME]
+    except Exception as exc:
+        raise ExportError(f"{path} is not a lua_fast AOTInductor package ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+    config = LUAConfig(**info["config"])
+    mixed = getattr(torch, info["mixed_dtype"]) if info["precision"] == "mixed" else torch.bfloat16
+    precision = resolve(info["precision"], None, mixed) if info["precision"] != "fp64" else \
+        resolve(None, torch.float64)
+    target = parse_device(device or info["device"])
+    if target.type != info["device"]:
+        raise InputError(f"{path} was compiled for {info['device']}, not {target.type}")
+    runner = PackageRunner(runner, tuple(info["scales"]), config.window_size, info["max_batch"], info["max_side"])
+    up = Upscaler.from_runner(runner, config, target, precision, backend=f"aotinductor:{info['backend']}")
+    up.package_info = info
+    return up
+
+
+def export_onnx(upscaler, path: str | os.PathLike, *, scale: int = 2, opset: int = 18) -> str:
+    """The reference numerics of ``upscaler``'s weights as ONNX (dynamic batch, H, W multiples of
+    the window; the shift masks are computed in the graph). Returns the path."""
+    try:
+        import onnxscript  # noqa: F401  (the dynamo exporter needs it)
+    except ImportError as exc:
+        raise ExportError(f"ONNX export needs onnx and onnxscript ({exc}): pip install \"lua_fast[onnx]\"") from None
+    from torch.export import Dim
+
+    if upscaler.reference_model is None:
+        raise ExportError("ONNX export needs the model's weights: load the checkpoint, not a .pt2 package")
+    window = upscaler.config.window_size
+    module = _Heads(upscaler.reference_model, (scale,)).eval()
+    example = torch.randn(2, upscaler.config.in_channels, 2 * window, 3 * window, dtype=upscaler.dtype,
+                          device=upscaler.device)
+    dynamic = {"x": {0: Dim("batch"), 2: window * Dim("rows"), 3: window * Dim("cols")}}
+    with torch.no_grad():
+        try:
+            program = torch.onnx.export(module, (example,), dynamo=True, dynamic_shapes=dynamic, opset_version=opset,
+                                        input_names=["latents"], output_names=[f"x{scale}"])
+        except Exception as exc:
+            raise ExportError(f"ONNX export failed: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    program.save(str(path))
+    return str(path)

@@ -1,0 +1,113 @@
+"""Offline batch upscaling on a Ray cluster (``pip install "lua_fast[ray]"``).
+
+``LatentUpscaler`` is a callable class for ``ray.data.Dataset.map_batches``: Ray builds one per
+actor (one model per actor; give each actor a GPU with ``num_gpus=1``), and each call receives a
+batch of rows with a ``path`` column naming latent files (``.safetensors`` or ``.pt``, read like
+``lua-fast upscale`` reads them). Latents of the same shape are stacked into one forward pass; each
+output is written to ``output_dir`` as ``<stem>.x<scale>.safetensors`` (atomically). Every row comes
+back with its ``output`` path, or its ``error`` when that file could not be upscaled: one bad file
+never loses the others. (Files with the same stem, ``a.pt`` and ``a.safetensors``, share an output
+name: keep one format per folder.)
+
+``upscale_folder(input_dir, output_dir, weights)`` runs the whole job over every latent file of a
+folder, in file order, across every GPU of the cluster (or ``num_cpus`` CPU actors), and returns
+the rows. ``scripts/ray_upscale_folder.py`` is the command-line form.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import LuaFastError
+
+LATENT_SUFFIXES = (".safetensors", ".pt", ".pth")
+
+
+class LatentUpscaler:
+    """``map_batches`` callable: ``{"path": [...]} -> {"path", "output", "error", "shape"}``."""
+
+    def __init__(self, weights: str, output_dir: str, *, scale: int = 2, device: str | None = None,
+                 precision: str | None = None, backend: str = "auto", key: str = "latents") -> None:
+        import lua_fast
+
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.up = lua_fast.load(weights, device=device, precision=precision, backend=backend)
+        self.output_dir = Path(output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.scale, self.key = scale, key
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from ..files import read_latents, write_latents
+
+        paths = [str(p) for p in batch["path"]]
+        outputs, errors, shapes = [""] * len(paths), [""] * len(paths), [""] * len(paths)
+        groups: dict[tuple, list[tuple[int, torch.Tensor]]] = {}
+        for i, path in enumerate(paths):
+            try:
+                z = read_latents(path, self.key)
+                if z.dim() == 3:  # one latent without a batch dimension
+                    z = z[None]
+                self.up.check_latents(z.to(self.up.device), check_finite=False)
+                groups.setdefault((tuple(z.shape[1:]), z.dtype), []).append((i, z))
+            except (LuaFastError, OSError, ValueError) as exc:
+                errors[i] = f"{type(exc).__name__}: {exc}"
+        for items in groups.values():
+            stacked = torch.cat([z for _, z in items]).to(self.up.device)
+            try:
+                out = self.up.upscale(stacked, scale=self.scale)
+            except (LuaFastError, FloatingPointError) as exc:  # e.g. NaN in one file: redo one by one
+                out = None
+            start = 0
+            for i, z in items:
+                try:
+                    result = out[start:start + z.shape[0]] if out is not None else \
+                        self.up.upscale(z.to(self.up.device), scale=self.scale)
+                    target = self.output_dir / f"{Path(paths[i]).stem}.x{self.scale}.safetensors"
+                    write_latents(target, result, self.key)
+                    outputs[i], shapes[i] = str(target), "x".join(map(str, result.shape))
+                except (LuaFastError, FloatingPointError, OSError) as exc:
+                    errors[i] = f"{type(exc).__name__}: {exc}"
+                start += z.shape[0]
+        return {"path": np.array(paths, dtype=object), "output": np.array(outputs, dtype=object),
+                "error": np.array(errors, dtype=object), "shape": np.array(shapes, dtype=object)}
+
+
+def latent_files(input_dir: str | os.PathLike) -> list[str]:
+    """The latent files of a folder, sorted by name."""
+    return sorted(str(p) for p in Path(input_dir).iterdir() if p.is_file() and p.suffix in LATENT_SUFFIXES)
+
+
+def upscale_folder(input_dir, output_dir, weights, *, scale: int = 2, precision: str | None = None,
+                   backend: str = "auto", batch_size: int = 8, actors: int | None = None,
+                   num_gpus_per_actor: float | None = None) -> list[dict]:
+    """Upscale every latent file of ``input_dir`` into ``output_dir`` with Ray Data; returns one row per
+    file (``path``, ``output``, ``error``, ``shape``) in file order. Connects to the running Ray
+    cluster (``ray.init()`` first to choose one; a local one is started otherwise). ``actors``
+    defaults to the cluster's GPU count (or 1 without GPUs); each actor gets one GPU when there are
+    GPUs."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise ImportError(f"upscale_folder needs ray ({exc}): pip install \"lua_fast[ray]\"") from None
+    files = latent_files(input_dir)
+    if not files:
+        return []
+    if not ray.is_initialized():
+        ray.init()
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    actors = actors or max(1, gpus)
+    if num_gpus_per_actor is None:
+        num_gpus_per_actor = 1 if gpus else 0
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # rows come back in file order
+    ds = ray.data.from_items([{"path": f} for f in files])
+    ds = ds.map_batches(
+        LatentUpscaler, batch_size=batch_size, concurrency=actors, num_gpus=num_gpus_per_actor,
+        fn_constructor_kwargs={"weights": str(weights), "output_dir": str(output_dir), "scale": scale,
+                               "precision": precision, "backend": backend},
+    )
+    return [{k: str(v) for k, v in row.items()} for row in ds.take_all()]

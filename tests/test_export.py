@@ -1,0 +1,107 @@
+"""Production runtimes (issue 15): AOTInductor packages with dynamic shapes, loaded in a fresh
+process, and ONNX verified with ONNX Runtime at sizes other than the export size."""
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+import lua_fast
+from lua_fast import InputError, LUAConfig
+from lua_fast.cli import main
+from conftest import random_state_dict, rel_err
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = LUAConfig(in_channels=4, out_channels=4, embed_dim=16, depths=(2, 2), num_heads=(2, 2), window_size=8,
+                   head_width=8, img_size=16)
+# Sizes and batches the packages were not traced at (the export example is batch 2, 16x24).
+CASES = [(1, 13, 21), (3, 24, 16)]
+
+
+@pytest.fixture(scope="module")
+def sd():
+    return random_state_dict(CONFIG, seed=51, table_std=0.5)
+
+
+@pytest.fixture(scope="module")
+def packages(sd, tmp_path_factory):
+    from lua_fast.export import export_package
+
+    folder = tmp_path_factory.mktemp("pt2")
+    out = {}
+    for backend in ("reference", "torch"):
+        up = lua_fast.load(sd, backend=backend)
+        out[backend] = export_package(up, folder / f"{backend}.pt2", max_batch=4, max_side=64)
+    return out
+
+
+LOAD_SCRIPT = r"""
+import sys, torch, lua_fast
+package, latents, result = sys.argv[1:4]
+up = lua_fast.load(package)
+zs = torch.load(latents)
+torch.save({"repr": repr(up), "info": up.package_info, "out": [up.upscale(z, scale=(2, 4)) for z in zs]}, result)
+"""
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_aotinductor_package_in_a_fresh_process(backend, packages, sd, tmp_path):
+    gen = torch.Generator().manual_seed(3)
+    zs = [torch.randn(b, 4, h, w, generator=gen) for b, h, w in CASES]
+    torch.save(zs, tmp_path / "z.pt")
+    proc = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, packages[backend], str(tmp_path / "z.pt"),
+                           str(tmp_path / "out.pt")], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = torch.load(tmp_path / "out.pt")
+    assert f"aotinductor:{backend}" in got["repr"]
+    info = got["info"]
+    assert info["lua_fast"] == lua_fast.__version__ and info["precision"] == "fp32" and info["backend"] == backend
+    assert LUAConfig(**info["config"]) == CONFIG and info["scales"] == [2, 4]
+    eager = lua_fast.load(sd, backend=backend)
+    for z, out in zip(zs, got["out"]):
+        want = eager.upscale(z, scale=(2, 4))
+        for s in (2, 4):
+            assert out[s].shape == want[s].shape
+            assert rel_err(out[s], want[s]) <= 1e-5, (backend, tuple(z.shape), s)
+
+
+def test_package_contract_and_limits(packages):
+    up = lua_fast.load(packages["reference"])
+    assert up.reference_model is None and up.config == CONFIG and up.dtype == torch.float32
+    assert up.upscale(torch.randn(1, 4, 5, 7), scale="x2").shape == (1, 4, 10, 14)  # padded + cropped
+    with pytest.raises(InputError, match="batches up to 4 and sides up to 64"):
+        up.upscale(torch.randn(5, 4, 8, 8))
+    with pytest.raises(InputError, match="16 channels but this model expects 4"):
+        up.upscale(torch.randn(1, 16, 8, 8))
+    with pytest.raises(ValueError, match="fixes its backend and precision"):
+        lua_fast.load(packages["reference"], precision="bf16")
+    with zipfile.ZipFile(packages["reference"]) as z:
+        names = [n for n in z.namelist() if n.endswith("lua_fast.json")]
+        assert names and json.loads(z.read(names[0]))["config"]["embed_dim"] == 16
+
+
+def test_onnx_matches_the_reference_at_other_sizes(sd, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    assert main(["export", "--weights", str(tmp_path / "w.pth"), "--output", str(tmp_path / "m.onnx")]) == 2  # missing
+    torch.save({"params_ema": sd}, tmp_path / "w.pth")
+    assert main(["export", "--weights", str(tmp_path / "w.pth"), "--output", str(tmp_path / "m.onnx"),
+                 "--scales", "4"]) == 0
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    up = lua_fast.load(sd, backend="reference")
+    gen = torch.Generator().manual_seed(9)
+    for b, h, w in [(1, 8, 8), (3, 24, 16), (2, 32, 40)]:  # export size: batch 2, 16x24
+        z = torch.randn(b, 4, h, w, generator=gen)
+        out = torch.from_numpy(session.run(None, {"latents": z.numpy()})[0])
+        assert rel_err(out, up.upscale(z, scale=4)) <= 1e-5, (b, h, w)
+
+
+def test_export_command_errors(tmp_path, sd):
+    torch.save(sd, tmp_path / "w.pth")
+    assert main(["export", "--weights", str(tmp_path / "w.pth"), "--output", str(tmp_path / "m.zip")]) == 2
+    assert main(["export", "--weights", str(tmp_path / "w.pth"), "--output", str(tmp_path / "m.onnx"),
+                 "--scales", "2", "4"]) == 2

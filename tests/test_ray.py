@@ -1,0 +1,46 @@
+"""Ray batch upscaling (issue 15) on a local 2-CPU Ray instance: order, equality with direct
+upscale calls, and a bad file reported without losing the others."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import lua_fast
+from conftest import random_state_dict, rel_err, tiny_config
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    yield
+    ray.shutdown()
+
+
+def test_upscale_folder_on_a_local_ray_cluster(tmp_path, local_ray):
+    from lua_fast.files import read_latents
+    from lua_fast.integrations.ray import upscale_folder
+
+    sd = random_state_dict(tiny_config(4), seed=41)
+    torch.save({"params_ema": sd}, tmp_path / "w.pth")
+    src = tmp_path / "in"
+    src.mkdir()
+    gen = torch.Generator().manual_seed(0)
+    latents = {}
+    for name, shape in [("a", (1, 4, 8, 8)), ("b", (2, 4, 6, 10)), ("c", (1, 4, 8, 8)), ("e", (1, 4, 6, 10))]:
+        latents[name] = torch.randn(shape, generator=gen)
+        save_file({"latents": latents[name]}, str(src / f"{name}.safetensors"))
+    (src / "d.safetensors").write_bytes(b"not a safetensors file")  # one bad file among good ones
+    rows = upscale_folder(src, tmp_path / "out", tmp_path / "w.pth", scale=2, batch_size=8)
+
+    assert [r["path"].rsplit("/", 1)[1] for r in rows] == [f"{n}.safetensors" for n in "abcde"]  # order kept
+    by_name = {r["path"].rsplit("/", 1)[1][0]: r for r in rows}
+    assert by_name["d"]["output"] == "" and "could not be read" in by_name["d"]["error"]
+    up = lua_fast.load(sd)
+    for name, z in latents.items():
+        row = by_name[name]
+        assert row["error"] == "", row
+        out = read_latents(row["output"])
+        assert out.shape == (z.shape[0], 4, 2 * z.shape[2], 2 * z.shape[3])
+        assert rel_err(out, up.upscale(z, scale=2)) <= 1e-5  # same-size files share a batch (CPU GEMM blocking)
