@@ -152,18 +152,21 @@ class TritonBackendLUA(nn.Module):
         key = (tuple(x.shape), x.dtype)
         if not torch.compiler.is_compiling():
             self._validate(key, b, height, width)
-        f = conv3x3(x.to(compute).permute(0, 2, 3, 1), self._convs["conv_first"], out_dtype=stream)
+        f = conv3x3(x.permute(0, 2, 3, 1), self._convs["conv_first"], out_dtype=stream)  # cast in the kernel
         t = add_layer_norm(f.reshape(rows, dim), *self._patch_norm, y_dtype=stream, check=False)[1]
         for i, blocks in enumerate(self._blocks):
             y = t
             if self.fused_gemms:
-                for blk in blocks:
-                    y = self._block_fused(blk, y, b, height, width)
+                for j, blk in enumerate(blocks):
+                    # The last block also writes its output in the compute dtype for the RSTB conv.
+                    y = self._block_fused(blk, y, b, height, width, last=j == len(blocks) - 1)
             else:
                 y1 = add_layer_norm(y, *blocks[0].norm1, y_dtype=compute, check=False)[1]
                 for j, blk in enumerate(blocks):
                     after = blocks[j + 1].norm1 if j + 1 < len(blocks) else None
                     y, y1 = self._block_cublas(blk, y, y1, after, b, height, width)
+            if isinstance(y, tuple):  # (stream, compute-dtype copy): the conv only needs the copy
+                y = y[1]
             t = conv3x3(y.view(b, height, width, dim).to(compute), self._convs[f"layers.{i}.conv"],
                         residual=t.view(b, height, width, dim), out_dtype=stream).reshape(rows, dim)
         t = add_layer_norm(t, *self._final_norm, y_dtype=compute, check=False)[1]
@@ -176,14 +179,17 @@ class TritonBackendLUA(nn.Module):
                                     window=blk.window, shift=blk.shift)
         return a.view(b * height * width, -1)
 
-    def _block_fused(self, blk: _Block, t: torch.Tensor, b: int, height: int, width: int) -> torch.Tensor:
-        """t: (rows, D) residual stream -> the block's output (five launches, six when shifted)."""
+    def _block_fused(self, blk: _Block, t: torch.Tensor, b: int, height: int, width: int, last: bool = False):
+        """t: (rows, D) residual stream -> the block's output (five launches). ``last`` with a wider
+        stream ("mixed") also returns the output in the compute dtype: ``(out, out_compute)``."""
         p = self._gemm_precision
         qkv = fused_linear(t, blk.qkv, input_precision=p, check=False)  # LN1 folded in
         a = self._attention(blk, qkv, b, height, width)
         t = fused_linear(a, blk.proj, residual=t, input_precision=p, check=False)
         h = fused_linear(t, blk.fc1, gelu=True, input_precision=p, check=False)  # LN2 folded in
-        return fused_linear(h, blk.fc2, residual=t, input_precision=p, check=False)
+        compute = self.precision.compute
+        also = compute if last and t.dtype != compute else None
+        return fused_linear(h, blk.fc2, residual=t, input_precision=p, also_in=also, check=False)
 
     def _block_cublas(self, blk: _Block, t, y1, next_norm, b: int, height: int, width: int):
         """(t, LN1(t)) -> (t', LN1_next(t') or None): cuBLAS GEMMs, add+LayerNorm launches."""

@@ -206,7 +206,7 @@ if triton is not None:
             if DOT_UPCAST:
                 acc = tl.dot(a.to(tl.float32), wt.to(tl.float32), acc, input_precision="ieee")
             else:
-                acc = tl.dot(a, wt, acc, input_precision=INPUT_PRECISION)
+                acc = tl.dot(a.to(wt.dtype), wt, acc, input_precision=INPUT_PRECISION)  # x may be wider
         if HAS_BIAS:
             acc += tl.load(b_ptr + offs_n)[None, :]
         if HAS_LEAKY:
@@ -305,7 +305,7 @@ def _launch(x, w_packed, bias, residual, c_out, slope, has_leaky, pixel_shuffle,
     meta = dict(C_IN=cin, C_OUT=c_out, W_STRIDE=width, X_ALIGN=alignment(x) if x.stride(3) == 1 else 1,
                 R_ALIGN=alignment(r), O_ALIGN=alignment(dst), HAS_BIAS=bias is not None, HAS_LEAKY=has_leaky,
                 HAS_RESIDUAL=residual is not None, PIXEL_SHUFFLE=pixel_shuffle, PADDED_INPUT=padded_input,
-                INPUT_PRECISION=dot_precision(x.dtype), DOT_UPCAST=dot_upcast(x.dtype))
+                INPUT_PRECISION=dot_precision(w_packed.dtype), DOT_UPCAST=dot_upcast(w_packed.dtype))
     if INTERPRET:
         block_n = min(64, width)
         block_k = min(32, max(16, triton.next_power_of_2(cin)))
@@ -346,8 +346,10 @@ def conv3x3(x, weight, bias=None, *, leaky_slope=None, residual=None, pixel_shuf
             padded_input=False, out_padded=False):
     """Fused 3x3 conv over channels-last x (B, H, W, Cin); see the module docstring.
 
-    ``weight``: (Cout, Cin, 3, 3) with ``bias`` (packed on every call), or a :class:`PackedConv`
-    from ``pack_conv`` (packed once; its own bias is used and ``bias`` must be None).
+    ``weight``: (Cout, Cin, 3, 3) with ``bias`` (packed on every call, in x's dtype), or a
+    :class:`PackedConv` from ``pack_conv`` (packed once; its own bias is used and ``bias`` must be
+    None; its dtype is the GEMM's: x of another float dtype, e.g. an fp32 latent into a bf16 conv,
+    is cast tile by tile inside the kernel).
     x may have any strides (an NCHW tensor permuted to (B, H, W, C) is read in place).
     Returns channels-last (B, H, W, Cout), or (B, 2H, 2W, Cout/4) with ``pixel_shuffle``, in
     ``out_dtype`` (default: x's dtype; accumulation is fp32 either way, so an fp32 output of
@@ -376,8 +378,6 @@ def conv3x3(x, weight, bias=None, *, leaky_slope=None, residual=None, pixel_shuf
         raise ValueError(f"conv3x3: dtype {x.dtype} not supported (float32, float16, bfloat16)")
     if packed is None:
         packed = pack_conv(weight, bias, x.dtype, pixel_shuffle=pixel_shuffle)
-    elif packed.weight.dtype != x.dtype:
-        packed = packed.to(x.dtype)
     out = torch.ops.lua_fast.conv3x3(
         x, packed.weight, packed.bias, residual, packed.c_out, 0.0 if leaky_slope is None else float(leaky_slope),
         leaky_slope is not None, pixel_shuffle, out_dtype or x.dtype, padded_input, out_padded,

@@ -94,12 +94,12 @@ def torch_fused_linear(x, weight, bias=None, *, layer_norm=None, gelu=False, res
 if triton is not None:
 
     @triton.jit
-    def _linear_tile(a_rows, w_ptr, bias_ptr, r_ptr, out_ptr, cs_ptr, rows_c, m_ok, offs_n, mean, rstd,
+    def _linear_tile(a_rows, w_ptr, bias_ptr, r_ptr, out_ptr, low_ptr, cs_ptr, rows_c, m_ok, offs_n, mean, rstd,
                      stride_rm, stride_om,
                      K: tl.constexpr, N: tl.constexpr, W_STRIDE: tl.constexpr, R_ALIGN: tl.constexpr,
                      O_ALIGN: tl.constexpr, LAYER_NORM: tl.constexpr, CENTER: tl.constexpr,
                      HAS_BIAS: tl.constexpr, GELU: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
-                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                     HAS_LOW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                      INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr):
         """One (BLOCK_M, BLOCK_N) output tile: K loop, then the epilogue and the store."""
         K_BLOCKS: tl.constexpr = (K + BLOCK_K - 1) // BLOCK_K
@@ -136,15 +136,18 @@ if triton is not None:
             acc += tl.load(r_ptr + r_rows[:, None] + offs_n[None, :], mask=ok, other=0.0).to(tl.float32)
         o_rows = tl.multiple_of(rows_c.to(tl.int64) * stride_om, O_ALIGN)
         tl.store(out_ptr + o_rows[:, None] + offs_n[None, :], acc.to(out_ptr.dtype.element_ty), mask=ok)
+        if HAS_LOW:  # the same values in the next layer's GEMM dtype (e.g. fp32 stream -> bf16 conv input)
+            tl.store(low_ptr + o_rows[:, None] + offs_n[None, :], acc.to(low_ptr.dtype.element_ty), mask=ok)
 
     @triton.jit
     def _linear_kernel(
-        a_ptr, w_ptr, bias_ptr, r_ptr, out_ptr, cs_ptr,
+        a_ptr, w_ptr, bias_ptr, r_ptr, out_ptr, low_ptr, cs_ptr,
         M, stride_am, stride_rm, stride_om, eps,
         K: tl.constexpr, N: tl.constexpr, W_STRIDE: tl.constexpr,
         A_ALIGN: tl.constexpr, R_ALIGN: tl.constexpr, O_ALIGN: tl.constexpr,
         LAYER_NORM: tl.constexpr, CENTER: tl.constexpr, HAS_BIAS: tl.constexpr, GELU: tl.constexpr,
-        HAS_RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+        HAS_RESIDUAL: tl.constexpr, HAS_LOW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
         INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr,
     ):
         N_TILES: tl.constexpr = (N + BLOCK_N - 1) // BLOCK_N
@@ -178,15 +181,15 @@ if triton is not None:
                 m2 = m2 + tl.sum(d * d, 1) + delta * delta * (seen * count / total)
             rstd = 1.0 / tl.sqrt(m2 / K + eps)
             for nt in range(N_TILES):
-                _linear_tile(a_rows, w_ptr, bias_ptr, r_ptr, out_ptr, cs_ptr, rows_c, m_ok,
+                _linear_tile(a_rows, w_ptr, bias_ptr, r_ptr, out_ptr, low_ptr, cs_ptr, rows_c, m_ok,
                              nt * BLOCK_N + tl.arange(0, BLOCK_N), mean, rstd, stride_rm, stride_om,
                              K, N, W_STRIDE, R_ALIGN, O_ALIGN, LAYER_NORM, CENTER, HAS_BIAS, GELU, HAS_RESIDUAL,
-                             BLOCK_M, BLOCK_N, BLOCK_K, INPUT_PRECISION, DOT_UPCAST)
+                             HAS_LOW, BLOCK_M, BLOCK_N, BLOCK_K, INPUT_PRECISION, DOT_UPCAST)
         else:
-            _linear_tile(a_rows, w_ptr, bias_ptr, r_ptr, out_ptr, cs_ptr, rows_c, m_ok,
+            _linear_tile(a_rows, w_ptr, bias_ptr, r_ptr, out_ptr, low_ptr, cs_ptr, rows_c, m_ok,
                          pid_n * BLOCK_N + tl.arange(0, BLOCK_N), mean, rstd, stride_rm, stride_om,
                          K, N, W_STRIDE, R_ALIGN, O_ALIGN, LAYER_NORM, CENTER, HAS_BIAS, GELU, HAS_RESIDUAL,
-                         BLOCK_M, BLOCK_N, BLOCK_K, INPUT_PRECISION, DOT_UPCAST)
+                         HAS_LOW, BLOCK_M, BLOCK_N, BLOCK_K, INPUT_PRECISION, DOT_UPCAST)
 
     _CONFIGS = [
         triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
@@ -208,20 +211,24 @@ if triton is not None:
     )(_linear_kernel)
 
 
-def _launch(x, weight, bias, residual, colsum, ln_eps, n, gelu, out_dtype, input_precision):
+def _launch(x, weight, bias, residual, colsum, ln_eps, n, gelu, out_dtype, input_precision, low_dtype=None):
     m, k = x.shape
     out = torch.empty((m, n), device=x.device, dtype=out_dtype)
     dst = out if store_dtype(out_dtype) == out_dtype else torch.empty((m, n), device=x.device,
                                                                        dtype=store_dtype(out_dtype))
+    low = torch.empty((m, n) if low_dtype is not None else (0, n), device=x.device, dtype=low_dtype or out_dtype)
+    low_dst = low if store_dtype(low.dtype) == low.dtype else torch.empty(low.shape, device=x.device,
+                                                                          dtype=store_dtype(low.dtype))
     r = residual if residual is not None else dst
     layer_norm = ln_eps is not None
     # Low-precision input already in the GEMM dtype: no per-element work, the centring is exact after
     # the GEMM. fp32 (or fp32 input into a bf16 GEMM): centre each element before the cast.
     center = x.dtype != weight.dtype or x.dtype == torch.float32
-    args = (x, weight, bias if bias is not None else weight, r, dst, colsum if colsum is not None else weight,
+    args = (x, weight, bias if bias is not None else weight, r, dst, low_dst if low_dtype is not None else dst,
+            colsum if colsum is not None else weight,
             m, x.stride(0), r.stride(0), dst.stride(0), float(ln_eps or 0.0))
     meta = dict(K=k, N=n, W_STRIDE=weight.shape[1], A_ALIGN=alignment(x), R_ALIGN=alignment(r), O_ALIGN=alignment(dst),
-                LAYER_NORM=layer_norm, CENTER=center, HAS_BIAS=bias is not None, GELU=gelu,
+                LAYER_NORM=layer_norm, CENTER=center, HAS_BIAS=bias is not None, GELU=gelu, HAS_LOW=low_dtype is not None,
                 HAS_RESIDUAL=residual is not None, INPUT_PRECISION=input_precision or dot_precision(weight.dtype),
                 DOT_UPCAST=dot_upcast(weight.dtype))
     if INTERPRET:
@@ -233,18 +240,22 @@ def _launch(x, weight, bias, residual, colsum, ln_eps, n, gelu, out_dtype, input
         launcher(_linear_tuned)[grid](*args, **meta)
     if dst is not out:
         out.copy_(dst)
-    return out
+    if low_dst is not low:
+        low.copy_(low_dst)
+    return out, low
 
 
-def _fused_linear_fake(x, weight, bias, residual, colsum, ln_eps, n, gelu, out_dtype, input_precision):
-    return x.new_empty((x.shape[0], n), dtype=out_dtype)
+def _fused_linear_fake(x, weight, bias, residual, colsum, ln_eps, n, gelu, out_dtype, input_precision, low_dtype):
+    low_shape = (x.shape[0], n) if low_dtype is not None else (0, n)
+    return x.new_empty((x.shape[0], n), dtype=out_dtype), x.new_empty(low_shape, dtype=low_dtype or out_dtype)
 
 
 @kernel_op("fused_linear", _fused_linear_fake)
 def _fused_linear_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None,
                      colsum: torch.Tensor | None, ln_eps: float | None, n: int, gelu: bool, out_dtype: torch.dtype,
-                     input_precision: str | None) -> torch.Tensor:
-    return _launch(x, weight, bias, residual, colsum, ln_eps, n, gelu, out_dtype, input_precision)
+                     input_precision: str | None,
+                     low_dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
+    return _launch(x, weight, bias, residual, colsum, ln_eps, n, gelu, out_dtype, input_precision, low_dtype)
 
 
 def check_args(x: torch.Tensor, packed: PackedLinear, residual) -> None:
@@ -258,14 +269,16 @@ def check_args(x: torch.Tensor, packed: PackedLinear, residual) -> None:
 
 
 def fused_linear(x, packed: PackedLinear, *, gelu=False, residual=None, out_dtype=None, input_precision=None,
-                 check=True):
+                 also_in=None, check=True):
     """``residual + act(LN(x) @ W^T + b)`` in one launch; see the module docstring (the LayerNorm is
     there when ``packed`` was built with ``layer_norm=``).
 
     x: (M, K) (a token tensor viewed as rows) in the GEMM dtype, or in the residual stream's dtype
     when a LayerNorm is folded in (fp32 statistics either way).
-    Returns (M, N) in ``out_dtype`` (default: the residual's dtype, else the weights' dtype).
-    ``check=False`` skips argument validation (callers that validated the shape once).
+    Returns (M, N) in ``out_dtype`` (default: the residual's dtype, else the weights' dtype);
+    with ``also_in=dtype`` returns ``(out, the same values in dtype)`` from one launch (the next
+    layer's input without a cast launch). ``check=False`` skips argument validation (callers that
+    validated the shape once).
     """
     if check:
         check_args(x, packed, residual)
@@ -275,8 +288,9 @@ def fused_linear(x, packed: PackedLinear, *, gelu=False, residual=None, out_dtyp
     if packed.ln_eps is None and x.dtype != packed.weight.dtype:
         x = x.to(packed.weight.dtype)
     out_dtype = out_dtype or (residual.dtype if residual is not None else packed.weight.dtype)
-    return torch.ops.lua_fast.fused_linear(x, packed.weight, packed.bias, residual, packed.colsum, packed.ln_eps,
-                                           packed.n, gelu, out_dtype, input_precision)
+    out, low = torch.ops.lua_fast.fused_linear(x, packed.weight, packed.bias, residual, packed.colsum,
+                                               packed.ln_eps, packed.n, gelu, out_dtype, input_precision, also_in)
+    return (out, low) if also_in is not None else out
 
 
 # ------------------------------------------------- static description (kernel report)
