@@ -3,27 +3,32 @@
     python benchmarks/bench_e2e.py                      # CPU smoke: small config, small latents
     python benchmarks/bench_e2e.py --device cuda --full # released config; issue 6's table
 
-GPU variants (--full): released-style fp32 reference (shift masks rebuilt on the CPU and
-copied to the device in every shifted block, as the released code does for sizes other
-than 32x32), eager bf16 reference, torch.compile of the bf16 reference, lua_fast "triton"
-in bf16 / mixed / fp32, each with and without CUDA graphs; at 64x64 x2, 128x128 x2 and
-128x128 x4. Reports median ms, spread, TFLOP/s, peak memory, error against the fp32
-reference, and ratios against the first variant and against compiled bf16. CPU figures
-are a smoke test, not the product's target.
+GPU variants (--full): released-style fp32 (the reference with SDPA on the bias as a float
+mask, flash disabled, and shift masks rebuilt on the CPU and copied to the device in every
+shifted block, as the released code does for sizes other than 32x32), eager bf16 reference,
+torch.compile of the bf16 reference, lua_fast "torch" in bf16, lua_fast "triton" in bf16 /
+mixed / fp32, each with and without CUDA graphs; cases 128x128 x2, 64x64 x2, 128x128 x4
+and 128x128 x2 at batch 4 ("128x2b4"). Reports median ms with spread (CUDA events), TFLOP/s,
+peak memory, error against the fp32 reference, and ratios against the first variant, eager
+bf16 and compiled bf16. The JSON is rewritten after every case, so a run cut short keeps
+what finished. CPU figures are a smoke test, not the product's target.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import time
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 import lua_fast
 from lua_fast import LUAConfig
 from lua_fast.flops import forward_flops
 from lua_fast.reference import LUA, windows
+from lua_fast.reference import model as reference_model
 
 from bench_window_ops import released_mask
 from common import environment, time_call, write_json
@@ -39,65 +44,103 @@ class Variant:
     released_masks: bool = False
 
 
-GPU_VARIANTS = [
+GPU_VARIANTS = [  # torch.compile last: its compile is the slowest first call
     Variant("released fp32", "reference", "fp32", released_masks=True),
     Variant("eager bf16", "reference", "bf16"),
-    Variant("compiled bf16", "reference", "bf16", compile=True),
+    Variant("torch bf16", "torch", "bf16"),
     Variant("triton bf16", "triton", "bf16"),
     Variant("triton bf16 + graphs", "triton", "bf16", cuda_graph=True),
     Variant("triton mixed", "triton", "mixed"),
     Variant("triton mixed + graphs", "triton", "mixed", cuda_graph=True),
     Variant("triton fp32", "triton", "fp32"),
     Variant("triton fp32 + graphs", "triton", "fp32", cuda_graph=True),
+    Variant("compiled bf16", "reference", "bf16", compile=True),
 ]
 CPU_VARIANTS = [Variant("reference fp32", "reference", "fp32"), Variant("torch fp32", "torch", "fp32"),
                 Variant("reference bf16", "reference", "bf16"), Variant("torch bf16", "torch", "bf16")]
 
 
+def _released_attention(self, x, mask):
+    """The released WindowAttention: SDPA with bias (+ shift mask) as one float attn_mask."""
+    bw, n, dim = x.shape
+    qkv = self.qkv(x).view(bw, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    attn_mask = self.relative_position_bias().unsqueeze(0).to(x.dtype)
+    if mask is not None:
+        n_windows = mask.shape[0]
+        attn_mask = (attn_mask.unsqueeze(1) + mask[None, :, None]).expand(bw // n_windows, -1, -1, -1, -1)
+        attn_mask = attn_mask.reshape(bw, self.num_heads, n, n)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scale)
+    return self.proj(out.transpose(1, 2).reshape(bw, n, dim))
+
+
 @contextlib.contextmanager
-def released_mask_building():
-    """Make the reference rebuild each shift mask on the CPU and copy it over, per block call."""
-    real = windows.shift_mask
+def released_code_path():
+    """Run the reference as the released code does: each shift mask rebuilt on the CPU and copied
+    over per block call, attention through SDPA with a float mask and flash disabled."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    real_mask, real_forward = windows.shift_mask, reference_model.WindowAttention.forward
     windows.shift_mask = lambda h, w, ws, shift, *, device, dtype: released_mask(h, w, ws, shift, device, dtype)
+    reference_model.WindowAttention.forward = _released_attention
     try:
-        yield
+        with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
+            yield
     finally:
-        windows.shift_mask = real
+        windows.shift_mask, reference_model.WindowAttention.forward = real_mask, real_forward
 
 
 def run_variant(variant, state_dict, x, scale, device, repeat):
+    """(output of the first call, timing, peak MiB, seconds of the first call).
+
+    Peak memory: the most allocated during the timed calls, over what was allocated once the
+    model was loaded (weights excluded, CUDA-graph pools and cached masks included)."""
     up = lua_fast.load(state_dict, device=device, backend=variant.backend, precision=variant.precision)
     if variant.compile:
         model = torch.compile(up.model)
         call = lambda: model(x.to(up.dtype), (scale,))[scale]  # noqa: E731
     else:
         call = lambda: up.upscale(x, scale=scale, check_finite=False, cuda_graph=variant.cuda_graph)  # noqa: E731
-    ctx = released_mask_building() if variant.released_masks else contextlib.nullcontext()
+    ctx = released_code_path() if variant.released_masks else contextlib.nullcontext()
     with ctx, torch.inference_mode():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            loaded = torch.cuda.memory_allocated(device)
+        start = time.perf_counter()
         out = call()  # first call: compile / capture / autotune outside the timing
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+        first_s = time.perf_counter() - start
+        if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-            base = torch.cuda.memory_allocated(device)
-        timing = time_call(call, device, warmup=2, repeat=repeat)
-        peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20 if device.type == "cuda" else None
+        timing = time_call(call, device, warmup=2, repeat=repeat, budget_ms=3000)
+        peak = (torch.cuda.max_memory_allocated(device) - loaded) / 2**20 if device.type == "cuda" else None
     up = None  # free the model before the next variant loads
-    return out, timing, peak
+    return out, timing, peak, first_s
+
+
+def parse_case(case: str) -> tuple[int, int, int]:
+    """'128x2' -> (size 128, scale 2, batch 1); '128x2b4' -> batch 4."""
+    size_scale, _, batch = case.partition("b")
+    size, scale = (int(v) for v in size_scale.split("x"))
+    return size, scale, int(batch or 1)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--full", action="store_true", help="released config (default: the small config)")
-    parser.add_argument("--cases", nargs="+", default=None, help="SIZExSCALE, e.g. 64x2 128x4")
+    parser.add_argument("--cases", nargs="+", default=None, help="SIZExSCALE[bBATCH], e.g. 64x2 128x4 128x2b4")
     parser.add_argument("--variants", nargs="+", default=None, help="labels to run (default: all for the device)")
-    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--compile-cases", nargs="*", default=None,
+                        help="cases that run the torch.compile variant (default: all); it costs a compile each")
+    parser.add_argument("--repeat", type=int, default=30, help="at most this many timed calls (and at most ~3 s)")
     parser.add_argument("--out", default="benchmarks/results/e2e.json")
     args = parser.parse_args()
 
     device = torch.device(args.device)
     config = LUAConfig.flux() if args.full else LUAConfig.small()
-    cases = args.cases or (["64x2", "128x2", "128x4"] if device.type == "cuda" else ["16x2", "32x2"])
+    cases = args.cases or (["128x2", "64x2", "128x4", "128x2b4"] if device.type == "cuda" else ["16x2", "32x2"])
     variants = GPU_VARIANTS if device.type == "cuda" else CPU_VARIANTS
     if args.variants:
         variants = [v for v in variants if v.label in args.variants]
@@ -105,30 +148,50 @@ def main() -> None:
     state_dict = LUA(config).state_dict()
     rows = []
     for case in cases:
-        size, scale = (int(v) for v in case.split("x"))
-        x = torch.randn(1, config.in_channels, size, size, device=device)
-        flops = forward_flops(config, size, size, (scale,))
+        size, scale, batch = parse_case(case)
+        case_variants = [v for v in variants
+                         if not v.compile or args.compile_cases is None or case in args.compile_cases]
+        x = torch.randn(batch, config.in_channels, size, size, device=device)
+        flops = forward_flops(config, size, size, (scale,)) * batch
         ref = lua_fast.load(state_dict, device=device, backend="reference", precision="fp32").upscale(x, scale=scale)
-        results = {}
-        for variant in variants:
-            out, timing, peak = run_variant(variant, state_dict, x, scale, device, args.repeat)
+        results, case_rows = {}, []
+        for variant in case_variants:
+            out, timing, peak, first_s = run_variant(variant, state_dict, x, scale, device, args.repeat)
             err = ((out.double() - ref.double()).norm() / ref.double().norm()).item()
             results[variant.label] = timing["median_ms"]
-            rows.append({"variant": variant.label, "backend": variant.backend, "precision": variant.precision,
-                         "compile": variant.compile, "cuda_graph": variant.cuda_graph, "latent": [1, config.in_channels, size, size],
-                         "scale": scale, **timing, "gflop": flops / 1e9, "tflops_per_s": flops / (timing["median_ms"] * 1e-3) / 1e12,
-                         "peak_mib": peak, "rel_err_vs_fp32_reference": err})
-        first = variants[0].label
-        for row in rows[-len(variants):]:
-            row[f"speedup_vs_{first}"] = results[first] / row["median_ms"]
-            if "compiled bf16" in results:
-                row["speedup_vs_compiled_bf16"] = results["compiled bf16"] / row["median_ms"]
-            peak = f"{row['peak_mib']:8.0f} MiB" if row["peak_mib"] is not None else ""
-            print(f"{case:7s} {row['variant']:24s} {row['median_ms']:10.2f} ms  {row['tflops_per_s']:7.2f} TFLOP/s  "
-                  f"x{row[f'speedup_vs_{first}']:6.2f} vs {first}  err {row['rel_err_vs_fp32_reference']:.1e} {peak}")
-    write_json(args.out, {"benchmark": "e2e", "config": config.to_dict(), "environment": environment(device),
-                          "results": rows})
-    print(f"wrote {args.out}")
+            case_rows.append({"case": case, "variant": variant.label, "backend": variant.backend,
+                              "precision": variant.precision, "compile": variant.compile,
+                              "cuda_graph": variant.cuda_graph, "latent": [batch, config.in_channels, size, size],
+                              "scale": scale, **timing, "first_call_s": first_s, "gflop": flops / 1e9,
+                              "tflops_per_s": flops / (timing["median_ms"] * 1e-3) / 1e12,
+                              "peak_mib": peak, "rel_err_vs_fp32_reference": err})
+            r = case_rows[-1]
+            print(f"{case:8s} {r['variant']:24s} {r['median_ms']:9.3f} ms [{r['p20_ms']:.3f}-{r['p80_ms']:.3f}] "
+                  f"{r['tflops_per_s']:6.2f} TFLOP/s  err {err:.1e}  "
+                  + (f"peak {peak:7.0f} MiB  " if peak is not None else "") + f"first {first_s:.1f} s", flush=True)
+            first = case_variants[0].label
+            for row in case_rows:  # ratios so far: the file is rewritten after every variant
+                for label in (first, "eager bf16", "compiled bf16"):
+                    if label in results:
+                        row[f"speedup_vs_{label.replace(' ', '_')}"] = results[label] / row["median_ms"]
+            write_json(args.out, {"benchmark": "e2e", "config": config.to_dict(), "environment": environment(device),
+                                  "results": rows + case_rows})
+        rows += case_rows
+        print(f"wrote {args.out} ({case})", flush=True)
+    print(table(rows))
+
+
+def table(rows) -> str:
+    """Markdown: one line per case x variant, ratios side by side."""
+    lines = ["| case | variant | median ms | p20-p80 | vs released fp32 | vs eager bf16 | vs compiled bf16 | "
+             "peak MiB | err vs fp32 ref |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = lambda key: f"{r[key]:.2f}x" if key in r else "-"  # noqa: E731
+        peak = f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "-"
+        lines.append(f"| {r['case']} | {r['variant']} | {r['median_ms']:.3f} | {r['p20_ms']:.3f}-{r['p80_ms']:.3f} | "
+                     f"{ratio('speedup_vs_released_fp32')} | {ratio('speedup_vs_eager_bf16')} | "
+                     f"{ratio('speedup_vs_compiled_bf16')} | {peak} | {r['rel_err_vs_fp32_reference']:.1e} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

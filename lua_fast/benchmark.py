@@ -51,18 +51,34 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(fn, device: torch.device, *, warmup: int = 1, repeat: int = 5) -> dict:
-    """Median and spread of ``fn()`` wall time in ms, synchronising the device around each call."""
+def time_call(fn, device: torch.device, *, warmup: int = 1, repeat: int = 5, budget_ms: float | None = None) -> dict:
+    """Median and spread of ``fn()`` in ms. On CUDA each call is timed with device events (the
+    kernels' span, host launch gaps included) and synchronised; elsewhere by the host clock.
+    With ``budget_ms``, repeats stop once that much time was spent (at least 5 calls)."""
     for _ in range(warmup):
         fn()
     synchronize(device)
     times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times), "repeat": repeat}
+    spent = 0.0
+    for i in range(repeat):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            times.append((time.perf_counter() - start) * 1e3)
+        spent += times[-1]
+        if budget_ms is not None and i >= 4 and spent > budget_ms:
+            break
+    ordered = sorted(times)
+    return {"median_ms": statistics.median(times), "min_ms": ordered[0], "max_ms": ordered[-1],
+            "p20_ms": ordered[len(ordered) // 5], "p80_ms": ordered[(4 * len(ordered)) // 5], "repeat": len(times)}
 
 
 def write_json(path: str | Path, payload: dict) -> None:

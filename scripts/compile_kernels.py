@@ -38,7 +38,6 @@ from pathlib import Path
 
 if os.environ.get("TRITON_INTERPRET") == "1":
     sys.exit("compile_kernels.py must run without TRITON_INTERPRET=1")
-os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
 import torch  # noqa: E402
 import triton  # noqa: E402
@@ -79,15 +78,19 @@ class Launch:
 
 
 class _Recorder:
-    """Stands in for a kernel: ``rec[grid](*args, **kwargs)`` records, runs nothing. A plain
-    (un-autotuned) kernel is recorded with a one-config tuner built from its launch options."""
+    """Stands in for a kernel: ``rec[grid](*args, **kwargs)`` records and runs nothing, or with
+    ``passthrough`` records and then launches the real kernel (GPU timing of what a forward runs).
+    A plain (un-autotuned) kernel is recorded with a one-config tuner built from its launch options."""
 
-    def __init__(self, name, tuner, sink):
-        self.name, self.tuner, self.sink = name, tuner, sink
+    def __init__(self, name, tuner, sink, passthrough=False):
+        self.name, self.tuner, self.sink, self.passthrough = name, tuner, sink, passthrough
 
     def __getitem__(self, grid):
         def record(*args, **kwargs):
             tuner = self.tuner
+            if self.passthrough:
+                tuner[grid](*args, **kwargs)
+            kwargs = dict(kwargs)
             if not hasattr(tuner, "configs"):  # a plain @triton.jit kernel
                 options = {k: kwargs.pop(k) for k in ("num_warps", "num_stages") if k in kwargs}
                 tuner = _FixedTuner(tuner, triton.Config({}, **options))
@@ -126,12 +129,13 @@ MODULES = {name: module for module, _, name in KERNELS}
 
 
 @contextlib.contextmanager
-def recording(sink):
+def recording(sink, passthrough=False):
     saved = [(module, attr, getattr(module, attr)) for module, attr, _ in KERNELS]
     saved += [(module, "unavailable_reason", module.unavailable_reason) for module, _, _ in KERNELS]
     for module, attr, name in KERNELS:
-        setattr(module, attr, _Recorder(name, getattr(module, attr), sink))
-        module.unavailable_reason = lambda device: None
+        setattr(module, attr, _Recorder(name, getattr(module, attr), sink, passthrough))
+        if not passthrough:
+            module.unavailable_reason = lambda device: None
     try:
         yield
     finally:
@@ -139,15 +143,20 @@ def recording(sink):
             setattr(module, attr, value)
 
 
-def record_forward(config: LUAConfig, precision: str, size: int, scale: int, batch: int = 1) -> list[Launch]:
-    """Every kernel launch of one triton-backend forward (CPU tensors, nothing executed)."""
+def record_forward(config: LUAConfig, precision: str, size, scale: int, batch: int = 1,
+                   device: str = "cpu") -> list[Launch]:
+    """Every kernel launch of one triton-backend forward. On the CPU nothing is executed (and the
+    cuBLAS GEMMs are skipped); on a GPU the kernels run as recorded. ``size``: side or (h, w)."""
     prec = resolve(precision, None)
     torch.manual_seed(0)
-    model = LUA(config).to(prec.storage).eval().requires_grad_(False)
+    model = LUA(config).to(device, prec.storage).eval().requires_grad_(False)
     backend = TritonBackendLUA(model, prec)
-    x = torch.randn(batch, config.in_channels, size, size)
+    height, width = (size, size) if isinstance(size, int) else size
+    x = torch.randn(batch, config.in_channels, height, width, device=device)
     sink: list[Launch] = []
-    with recording(sink), _SkipGemms(), torch.inference_mode():
+    on_gpu = torch.device(device).type == "cuda"
+    with recording(sink, passthrough=on_gpu), _SkipGemms() if not on_gpu else contextlib.nullcontext(), \
+            torch.inference_mode():
         backend(x, (scale,))
     for launch in sink:
         named = dict(zip(launch.tuner.fn.arg_names, launch.args))
@@ -457,6 +466,7 @@ def quick_check(archs: list[int], cases) -> int:
 
 
 def main() -> int:
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # (here only: the JIT's cache key includes it)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="compile check only (one config per launch)")
     parser.add_argument("--report", action="store_true", help="the full report (JSON + markdown)")

@@ -62,3 +62,14 @@ def test_kernel_report_sm90_bf16(tmp_path):
     floors = {r["site"]: r["flop_floor_us"] for r in rows}
     for site in ("conv 360->256+leaky", "conv 256->1024+shuffle", "conv 256->16"):
         assert best[site] <= 1.3 * floors[site], (site, best[site], floors[site])
+
+
+def test_autotune_switch_keeps_the_first_config(monkeypatch):
+    """LUA_FAST_AUTOTUNE=0 (the GPU check's test stage) compiles one config per kernel variant."""
+    from lua_fast.kernels import triton_support
+
+    monkeypatch.setenv("LUA_FAST_AUTOTUNE", "0")
+    assert triton_support.tuned(["a", "b", "c"]) == ["a"]
+    assert triton_support.tuned([]) == []
+    monkeypatch.setenv("LUA_FAST_AUTOTUNE", "1")
+    assert triton_support.tuned(["a", "b", "c"]) == ["a", "b", "c"]

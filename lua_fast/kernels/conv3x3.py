@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .triton_support import (INTERPRET, dot_precision, dot_upcast, kernel_op, launcher, note_launch, store_dtype, tl,
+from .triton_support import (INTERPRET, tuned, dot_precision, dot_upcast, kernel_op, launcher, note_launch, store_dtype, tl,
                              tracing, triton, unavailable_reason)
 
 K_PAD_ROWS = 128  # zero rows after the 9*Cin packed rows: the largest BLOCK_K
@@ -251,8 +251,8 @@ if triton is not None:
         kept = [c for c in configs if wn % c.kwargs["BLOCK_N"] == 0 and (c.kwargs["BLOCK_N"] <= 32) == small]
         if kwargs.get("INPUT_PRECISION") == "ieee":  # fp32 operands: halve the shared memory per stage
             kept = [c for c in kept if c.kwargs["BLOCK_N"] * c.kwargs["BLOCK_M"] <= 128 * 128] or kept
-        return kept or [triton.Config({"BLOCK_M": 64, "BLOCK_N": min(wn, 64), "BLOCK_K": 32}, num_warps=4,
-                                      num_stages=3)]
+        return tuned(kept) or [triton.Config({"BLOCK_M": 64, "BLOCK_N": min(wn, 64), "BLOCK_K": 32}, num_warps=4,
+                                             num_stages=3)]
 
     _conv3x3_tuned = triton.autotune(
         configs=_CONFIGS,

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .conv3x3 import alignment
-from .triton_support import (INTERPRET, dot_precision, dot_upcast, kernel_op, launcher, store_dtype, tl, triton,
+from .triton_support import (INTERPRET, tuned, dot_precision, dot_upcast, kernel_op, launcher, store_dtype, tl, triton,
                              unavailable_reason)
 
 K_PAD_ROWS = 128  # zero weight rows after K: the largest BLOCK_K
@@ -201,7 +201,7 @@ if triton is not None:
         kept = [c for c in configs if kwargs["W_STRIDE"] % c.kwargs["BLOCK_N"] == 0]
         if kwargs.get("INPUT_PRECISION") == "ieee":  # fp32 operands: halve the shared memory per stage
             kept = [c for c in kept if c.kwargs["BLOCK_N"] * c.kwargs["BLOCK_K"] <= 128 * 64] or kept
-        return kept
+        return tuned(kept)
 
     _linear_tuned = triton.autotune(
         configs=_CONFIGS,

@@ -25,6 +25,16 @@ except Exception as exc:  # ImportError, or a broken install raising at import
 
 # Read once, like Triton itself: kernels decorated in this process are interpreted or compiled.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+AUTOTUNE_ENV = "LUA_FAST_AUTOTUNE"
+
+
+def tuned(configs: list) -> list:
+    """The autotune configs a prune hook keeps: all of them, or with ``LUA_FAST_AUTOTUNE=0`` only
+    the first (one compile per kernel variant and no benchmarking: correctness runs on a GPU,
+    where compiling every config of every test shape would dominate the time)."""
+    if os.environ.get(AUTOTUNE_ENV, "1").strip() == "0":
+        return configs[:1]
+    return configs
 
 
 def unavailable_reason(device: torch.device) -> str | None:

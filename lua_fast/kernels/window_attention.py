@@ -34,7 +34,7 @@ import math
 import torch
 
 from ..reference import windows as ref
-from .triton_support import (INTERPRET, dot_precision, dot_upcast, kernel_op, launcher, store_dtype, tl, triton,
+from .triton_support import (INTERPRET, tuned, dot_precision, dot_upcast, kernel_op, launcher, store_dtype, tl, triton,
                              unavailable_reason)
 
 MAX_HEAD_DIM = 64
@@ -284,7 +284,7 @@ if triton is not None:
         kept = [c for c in configs if c.kwargs["BLOCK_M"] <= size and c.kwargs["BLOCK_N"] <= size]
         if kwargs.get("INPUT_PRECISION") == "ieee":  # fp32 128x128 tiles need 272 KiB of shared memory
             kept = [c for c in kept if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] < 128 * 128] or kept
-        return kept or [triton.Config({"BLOCK_M": size, "BLOCK_N": size}, num_warps=4, num_stages=2)]
+        return tuned(kept) or [triton.Config({"BLOCK_M": size, "BLOCK_N": size}, num_warps=4, num_stages=2)]
 
     _window_attention_tuned = triton.autotune(
         configs=_TUNED_CONFIGS,

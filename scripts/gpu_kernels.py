@@ -1,0 +1,198 @@
+"""Triton kernels on a real GPU: compile them all in parallel first, then time each call site.
+
+    python scripts/gpu_kernels.py prewarm --cases bf16:128:2 fp32:40x72:4 ... [--workers 16]
+    python scripts/gpu_kernels.py times --case bf16:128:2 --out kernel_times.json
+
+prewarm: the autotuner compiles its configs one after another in the calling process (about a
+second each; a forward of one precision mode has 40-60 of them). This records every launch of
+the given forwards on the CPU (nothing runs; see compile_kernels.py), and compiles each distinct
+(kernel, specialisation, config) through the JIT's own ``warmup`` path in a pool of processes,
+so the later autotuning finds every binary in Triton's on-disk cache and only benchmarks.
+Tensor arguments travel as (dtype, 16-byte aligned or not): that is all the JIT specialises on.
+
+times: runs one forward with every launch recorded and executed, then times each distinct call
+site alone (triton.testing.do_bench, median) with the config the autotuner chose, and reads that
+binary's registers and spills (``n_regs``, ``n_spills``) and its static issue bound (the same
+SASS analysis as the kernel report) next to the measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+
+import compile_kernels as ck  # noqa: E402
+from lua_fast import LUAConfig  # noqa: E402
+
+
+def parse_case(text: str):
+    """'bf16:128:2' or 'bf16:40x72:4' or 'bf16:128:2:4' (batch 4) -> (precision, (h, w), scale, batch)."""
+    parts = text.split(":")
+    h, _, w = parts[1].partition("x")
+    return parts[0], (int(h), int(w or h)), int(parts[2]), int(parts[3]) if len(parts) > 3 else 1
+
+
+def _arg_spec(value):
+    if isinstance(value, torch.Tensor):
+        return ("tensor", str(value.dtype).removeprefix("torch."), value.storage_offset() * value.element_size() % 16 == 0)
+    return value
+
+
+def _rebuild(spec):
+    if isinstance(spec, tuple) and len(spec) == 3 and spec[0] == "tensor":
+        base = torch.empty(64, dtype=getattr(torch, spec[1]))
+        return base if spec[2] else base[1:]
+    return spec
+
+
+def _record(case) -> list[tuple]:
+    """(kernel, module attr, args spec, kwargs, config kwargs) of every launch x config of a forward."""
+    torch.set_num_threads(1)
+    precision, size, scale, batch = case
+    jobs = []
+    for launch in ck.record_forward(LUAConfig.flux(), precision, size, scale, batch):
+        attr = next(a for m, a, n in ck.KERNELS if n == launch.kernel)
+        configs, _ = ck.configs_for(launch)
+        args = tuple(_arg_spec(a) for a in launch.args)
+        for cfg in configs:
+            jobs.append((launch.kernel, attr, args, tuple(sorted(launch.kwargs.items())),
+                         tuple(sorted(cfg.all_kwargs().items()))))
+    return jobs
+
+
+def compile_jobs(cases, pool=None) -> list[tuple]:
+    """Distinct compile jobs over every case's forward (recorded in ``pool`` when given)."""
+    recorded = pool.map(_record, cases, chunksize=1) if pool is not None else map(_record, cases)
+    jobs = {}
+    for case_jobs in recorded:
+        for job in case_jobs:
+            jobs.setdefault(repr(job), job)
+    return list(jobs.values())
+
+
+def _warm(job) -> tuple[str, float, str | None]:
+    kernel, attr, args, kwargs, cfg = job
+    module = ck.MODULES[kernel]
+    tuner = getattr(module, attr)
+    fn = tuner.fn if hasattr(tuner, "configs") else tuner  # (a JITFunction's own .fn is the Python function)
+    start = time.time()
+    try:
+        fn.warmup(*map(_rebuild, args), grid=(1,), **dict(kwargs), **dict(cfg))
+    except Exception as exc:  # reported, not fatal: the real launch will say it again
+        return kernel, time.time() - start, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    return kernel, time.time() - start, None
+
+
+def prewarm(cases, workers: int) -> dict:
+    start = time.time()
+    with mp.get_context("spawn").Pool(workers) as pool:
+        jobs = compile_jobs(cases, pool)
+        recorded = time.time() - start
+        results = pool.map(_warm, jobs, chunksize=1)
+    errors = [(k, e) for k, _, e in results if e]
+    summary = {"cases": [list(map(str, c)) for c in cases], "jobs": len(jobs), "workers": workers,
+               "record_s": round(recorded, 1), "wall_s": round(time.time() - start, 1),
+               "compile_s_sum": round(sum(t for _, t, _ in results), 1), "errors": errors[:20],
+               "n_errors": len(errors), "triton_cache_dir": os.environ.get("TRITON_CACHE_DIR")}
+    print(f"prewarm: {len(jobs)} kernel variants compiled in {summary['wall_s']} s wall "
+          f"({summary['compile_s_sum']} s of compiling over {workers} processes, recording {recorded:.1f} s), "
+          f"{len(errors)} errors", flush=True)
+    for kernel, err in errors[:10]:
+        print(f"  {kernel}: {err}")
+    return summary
+
+
+def times(case) -> dict:
+    """Per call site: chosen config, registers, spills, measured median us, static issue bound."""
+    from triton.testing import do_bench
+
+    precision, size, scale, batch = case
+    launches = ck.record_forward(LUAConfig.flux(), precision, size, scale, batch, device="cuda")
+    torch.cuda.synchronize()
+    for launch in launches:
+        named = dict(zip(launch.tuner.fn.arg_names, launch.args))
+        launch.site, launch.flops = ck.describe(launch.kernel, named, launch.kwargs)
+    sites: dict[tuple, dict] = {}
+    for launch in launches:
+        tuner = launch.tuner
+        named = dict(zip(tuner.fn.arg_names, launch.args))
+        if hasattr(tuner, "cache"):  # the autotuner's choice for this launch's key (built as Autotuner.run does)
+            given = {k: v for k, v in {**named, **launch.kwargs}.items() if k in tuner.arg_names}
+            key = [given[k] for k in tuner.keys if k in given] + [str(v.dtype) for v in given.values()
+                                                                  if hasattr(v, "dtype")]
+            best = tuner.cache.get(tuple(key)) or tuner.best_config
+        else:
+            best = tuner.config
+        grid = tuple(launch.grid({**named, **launch.kwargs, **best.kwargs}))
+        site_key = (launch.kernel, launch.site, grid, repr(best))
+        if site_key in sites:
+            sites[site_key]["launches"] += 1
+            continue
+        compiled = tuner.fn.warmup(*launch.args, grid=grid, **launch.kwargs, **best.all_kwargs())
+        compiled._init_handles()  # (n_regs / n_spills are read when the binary is loaded)
+        call = (lambda t=tuner, g=grid, a=launch.args, k=launch.kwargs: t[g](*a, **k)) if hasattr(tuner, "cache") \
+            else (lambda f=tuner.fn, g=grid, a=launch.args, k=launch.kwargs, c=best.all_kwargs(): f[g](*a, **k, **c))
+        measured = do_bench(call, warmup=5, rep=20, return_mode="median") * 1e3
+        static = ck.analyse(compiled, ck.trip_count(launch, best), math.prod(grid), ck.loop_weights(launch, named))
+        sites[site_key] = {
+            "kernel": launch.kernel, "site": launch.site, "launches": 1, "grid": list(grid),
+            "config": {**best.kwargs, "num_warps": best.num_warps, "num_stages": best.num_stages},
+            "n_regs": compiled.n_regs, "n_spills": compiled.n_spills, "shared_bytes": compiled.metadata.shared,
+            "measured_us": measured, "issue_bound_us": static["issue_us"], "mma": static["mma"],
+            "flop_floor_us": launch.flops / ck.BF16_PEAK * 1e6,
+            "measured_over_issue_bound": measured / static["issue_us"] if static["issue_us"] else None,
+        }
+    rows = list(sites.values())
+    total = sum(r["measured_us"] * r["launches"] for r in rows)
+    bound = sum(r["issue_bound_us"] * r["launches"] for r in rows)
+    print(f"{precision} {size[0]}x{size[1]} x{scale} b{batch}: {len(launches)} launches, {len(rows)} sites; "
+          f"sum of isolated kernel times {total / 1e3:.2f} ms vs issue bound {bound / 1e3:.2f} ms")
+    print("| site | launches | config | regs | spills | measured us | issue bound us | ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in sorted(rows, key=lambda r: -r["measured_us"] * r["launches"]):
+        c = r["config"]
+        tile = "x".join(str(c[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K") if k in c)
+        print(f"| {r['site']} | {r['launches']} | {tile} w{c['num_warps']} s{c['num_stages']} | {r['n_regs']} | "
+              f"{r['n_spills']} | {r['measured_us']:.1f} | {r['issue_bound_us']:.1f} | "
+              f"{(r['measured_over_issue_bound'] or 0):.2f} |")
+    return {"case": {"precision": precision, "latent": list(size), "scale": scale, "batch": batch},
+            "launches": len(launches), "sum_isolated_us": total, "sum_issue_bound_us": bound, "sites": rows}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prewarm")
+    p.add_argument("--cases", nargs="+", required=True)
+    p.add_argument("--workers", type=int, default=os.cpu_count())
+    p.add_argument("--out", default=None)
+    t = sub.add_parser("times")
+    t.add_argument("--case", default="bf16:128:2")
+    t.add_argument("--out", default=None)
+    args = parser.parse_args()
+    if args.command == "prewarm":
+        result = prewarm([parse_case(c) for c in args.cases], args.workers)
+        failed = False
+    else:
+        from lua_fast.benchmark import environment
+
+        result = {"environment": environment(torch.device("cuda")), **times(parse_case(args.case))}
+        failed = False
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1, default=str) + "\n")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
