@@ -90,7 +90,19 @@ def released_code_path():
         windows.shift_mask, reference_model.WindowAttention.forward = real_mask, real_forward
 
 
-def run_variant(variant, state_dict, x, scale, device, repeat):
+def largest_allocations(snapshot: dict, top: int = 5) -> list[dict]:
+    """The largest live-at-some-point blocks of a CUDA memory snapshot, with their Python frames."""
+    allocs = []
+    for trace in snapshot.get("device_traces", []):
+        for event in trace:
+            if event.get("action") == "alloc":
+                frames = [f"{f['filename'].rsplit('/', 1)[-1]}:{f['line']} {f['name']}"
+                          for f in event.get("frames", []) if f["filename"].endswith(".py")][:6]
+                allocs.append({"mib": event["size"] / 2**20, "frames": frames})
+    return sorted(allocs, key=lambda a: -a["mib"])[:top]
+
+
+def run_variant(variant, state_dict, x, scale, device, repeat, trace_memory=False):
     """(output of the first call, timing, peak MiB, seconds of the first call).
 
     Peak memory: the most allocated during the timed calls, over what was allocated once the
@@ -115,6 +127,15 @@ def run_variant(variant, state_dict, x, scale, device, repeat):
             torch.cuda.reset_peak_memory_stats(device)
         timing = time_call(call, device, warmup=2, repeat=repeat, budget_ms=3000)
         peak = (torch.cuda.max_memory_allocated(device) - loaded) / 2**20 if device.type == "cuda" else None
+        if trace_memory and device.type == "cuda":  # one more call with the allocator's history on
+            try:  # (private allocator API: a failure is recorded, not fatal to the table)
+                torch.cuda.memory._record_memory_history(max_entries=200000)
+                call()
+                torch.cuda.synchronize(device)
+                timing["largest_allocations"] = largest_allocations(torch.cuda.memory._snapshot())
+                torch.cuda.memory._record_memory_history(enabled=None)
+            except Exception as exc:  # noqa: BLE001
+                timing["largest_allocations"] = f"{type(exc).__name__}: {exc}"
     up = None  # free the model before the next variant loads
     return out, timing, peak, first_s
 
@@ -135,6 +156,8 @@ def main() -> None:
     parser.add_argument("--compile-cases", nargs="*", default=None,
                         help="cases that run the torch.compile variant (default: all); it costs a compile each")
     parser.add_argument("--repeat", type=int, default=30, help="at most this many timed calls (and at most ~3 s)")
+    parser.add_argument("--trace-memory", nargs="*", default=[],
+                        help="variant labels whose largest CUDA allocations (with Python frames) go in the JSON")
     parser.add_argument("--out", default="benchmarks/results/e2e.json")
     args = parser.parse_args()
 
@@ -156,7 +179,8 @@ def main() -> None:
         ref = lua_fast.load(state_dict, device=device, backend="reference", precision="fp32").upscale(x, scale=scale)
         results, case_rows = {}, []
         for variant in case_variants:
-            out, timing, peak, first_s = run_variant(variant, state_dict, x, scale, device, args.repeat)
+            out, timing, peak, first_s = run_variant(variant, state_dict, x, scale, device, args.repeat,
+                                                     trace_memory=variant.label in args.trace_memory)
             err = ((out.double() - ref.double()).norm() / ref.double().norm()).item()
             results[variant.label] = timing["median_ms"]
             case_rows.append({"case": case, "variant": variant.label, "backend": variant.backend,

@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
 # The prepared GPU check (issue 13), in two runs of at most ~5 minutes each on a lent H100/H200:
-#   bash scripts/gpu_check.sh prove    # run 1: build, prewarm, x2 128x128 table, per-kernel times, GPU tests
+#   bash scripts/gpu_check.sh prove    # run 1: build + prewarm, GPU tests, x2 128x128 table, per-kernel times
 #   bash scripts/gpu_check.sh time     # run 2: the other e2e tables, attention vs FlexAttention
 #   bash scripts/gpu_check.sh STAGE... # any stages below, in order
 # Results go under $OUT when set (the device tool's output folder), else benchmarks/results/gpu/;
 # every stage appends to log.txt and writes its JSON as soon as it finishes, so a run cut short
-# keeps what finished. Stage costs are measured in the first GPU run and written here:
-#   build (CUDA extension) ...... run alongside prewarm; prewarm (parallel Triton compiles) ...
-#   tests ...  kernels ...  table128 ...  e2e_rest ...  attention ...
-# To spare a rerun on a fresh machine the build: "carry" stage copies the built extension and a
-# tarball of Triton's cache into the results; put them in .gpu_carry/ (git-ignored) and carry it.
+# keeps what finished. At most 8 files come back from $OUT: keep it to log.txt, tests.log, the
+# JSONs and the carry files.
+#
+# Stage costs measured on an H200 (2026-11-26, first GPU session; torch 2.11, triton 3.6):
+#   env 8 s; build (CUDA extension, ninja) alongside prewarm: 113 s (prewarm: 769 kernel variants,
+#   91 s wall over 12 processes, 57 s of it recording fp32 forwards whose CPU GEMMs were not yet
+#   skipped -- fixed since; the autotune configs for the LayerNorm GEMMs tripled since: expect
+#   about the same wall time with the first-config-only "/1" cases below); carry 2 s;
+#   table128 77 s (torch.compile's first call 12.7 s); kernels 25 s; attention + e2e_rest
+#   (5 variants, no compile) 83 s together. tests: NOT finished in 210 s (run 1, 9 files) nor in
+#   170 s (run 2, 4 files, -n 12: 3 failures and one test over 150 s, names lost to a tail -40):
+#   hence the full log in tests.log, a per-test signal timeout and the durations table.
+# To spare a rerun on a fresh machine the build, "carry" copies the built extension and a tarball
+# of Triton's cache (cubins and metadata only) into the results; put them in .gpu_carry/
+# (git-ignored) and name it in the run's carry list.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -22,14 +32,16 @@ export TORCHINDUCTOR_COMPILE_THREADS=${TORCHINDUCTOR_COMPILE_THREADS:-16}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=python3
 STAGES=${*:-prove}
-STAGES=${STAGES/prove/env build carry table128 kernels tests}
+STAGES=${STAGES/prove/env build carry tests table128 kernels carry}
 STAGES=${STAGES/time/env e2e_rest attention}
-# Every forward the tests and tables run: compiled once, in parallel, before anything tunes.
-PREWARM_CASES="bf16:128:2 bf16:128:4 bf16:64:2 bf16:64:4 bf16:40x72:2 bf16:40x72:4 bf16:128:2:4
-  mixed:128:2 mixed:128:4 mixed:64:2 mixed:64:4 mixed:40x72:2 mixed:40x72:4 mixed:128:2:4
-  fp32:128:2 fp32:128:4 fp32:64:2 fp32:64:4 fp32:40x72:2 fp32:40x72:4 fp32:128:2:4
-  fp16:128:2 fp16:64:4 fp16:40x72:2 fp16:40x72:4 fp16:64:2 fp16:128:4
-  tf32:128:2 tf32:64:4 tf32:40x72:2 tf32:40x72:4 tf32:64:2 tf32:128:4"
+# Every forward the tables time (all autotune configs) and the tests run ("/1": the first config
+# only, as LUA_FAST_AUTOTUNE=0 runs them): compiled once, in parallel, before anything tunes.
+PREWARM_CASES="bf16:128:2 bf16:128:4 bf16:64:2 bf16:128:2:4 mixed:128:2 mixed:128:4 mixed:64:2 mixed:128:2:4
+  fp32:128:2 fp32:128:4 fp32:64:2 fp32:128:2:4"
+for mode in bf16 mixed fp32 fp16 tf32; do
+  for size in 64 128 40x72; do PREWARM_CASES+=" $mode:$size:2/1 $mode:$size:4/1"; done
+done
+PREWARM_CASES+=" bf16:32x48:2/1 bf16:40x48:2/1 bf16:48x48:2/1 bf16:56x48:2/1 bf16:256:4/1"  # threads, tiling tests
 GPU_TESTS="tests/test_official_parity.py tests/test_gpu_backends.py tests/test_window_ops.py
   tests/test_window_attention.py tests/test_upsample_heads.py tests/test_fused_glue.py tests/test_native_build.py
   tests/test_backends.py tests/test_tiling.py"
@@ -78,9 +90,12 @@ stage_build() {
   return $rc
 }
 
-stage_tests() {  # one config per kernel variant (no tuning): correctness, not speed
-  LUA_FAST_AUTOTUNE=0 LUA_FAST_REQUIRE_NATIVE=1 timeout 260 $PY -m pytest -q -n 8 --timeout 200 -p no:cacheprovider \
-    -rfE $GPU_TESTS 2>&1 | tail -60
+stage_tests() {  # one config per kernel variant (no tuning): correctness, not speed; the whole log kept
+  LUA_FAST_AUTOTUNE=0 LUA_FAST_REQUIRE_NATIVE=1 timeout 280 $PY -m pytest -n 12 --timeout 120 \
+    --timeout-method=signal -p no:cacheprovider -rfE --durations=30 -q $GPU_TESTS > "$R/tests.log" 2>&1
+  local rc=$?
+  grep -E "^(FAILED|ERROR)|passed|failed|Timeout" "$R/tests.log" | tail -40
+  return $rc
 }
 
 stage_kernels() {
@@ -93,6 +108,7 @@ stage_table128() {
 
 stage_e2e_rest() {
   timeout 240 $PY benchmarks/bench_e2e.py --device cuda --full --cases 64x2 128x4 128x2b4 --compile-cases 64x2 \
+    --trace-memory "released fp32" \
     --out "$R/e2e_rest.json"
 }
 
@@ -103,9 +119,10 @@ stage_attention() {
 
 stage_carry() {  # the built extension and Triton's cache, for a rerun on a fresh machine
   cp lua_fast/_C*.so "$R/" 2>/dev/null
+  rm -f "$R"/tcache.tgz.part-*
   tar czf - -C "$TRITON_CACHE_DIR" --exclude='*.llir' --exclude='*.ttir' --exclude='*.ttgir' --exclude='*.ptx' \
     --exclude='*.source' . | split -b 15m - "$R/tcache.tgz.part-"
-  ls -la "$R"
+  ls -la "$R" | tail -n +2
 }
 
 for stage in $STAGES; do

@@ -37,10 +37,13 @@ from lua_fast import LUAConfig  # noqa: E402
 
 
 def parse_case(text: str):
-    """'bf16:128:2' or 'bf16:40x72:4' or 'bf16:128:2:4' (batch 4) -> (precision, (h, w), scale, batch)."""
+    """'bf16:128:2', 'bf16:40x72:4', 'bf16:128:2:4' (batch 4); a '/1' suffix: the first autotune
+    config only (a forward that runs with LUA_FAST_AUTOTUNE=0, e.g. in the tests)
+    -> (precision, (h, w), scale, batch, first_only)."""
+    text, first_only = (text[:-2], True) if text.endswith("/1") else (text, False)
     parts = text.split(":")
     h, _, w = parts[1].partition("x")
-    return parts[0], (int(h), int(w or h)), int(parts[2]), int(parts[3]) if len(parts) > 3 else 1
+    return parts[0], (int(h), int(w or h)), int(parts[2]), int(parts[3]) if len(parts) > 3 else 1, first_only
 
 
 def _arg_spec(value):
@@ -59,15 +62,23 @@ def _rebuild(spec):
 def _record(case) -> list[tuple]:
     """(kernel, module attr, args spec, kwargs, config kwargs) of every launch x config of a forward."""
     torch.set_num_threads(1)
-    precision, size, scale, batch = case
-    jobs = []
-    for launch in ck.record_forward(LUAConfig.flux(), precision, size, scale, batch):
-        attr = next(a for m, a, n in ck.KERNELS if n == launch.kernel)
-        configs, _ = ck.configs_for(launch)
-        args = tuple(_arg_spec(a) for a in launch.args)
-        for cfg in configs:
-            jobs.append((launch.kernel, attr, args, tuple(sorted(launch.kwargs.items())),
-                         tuple(sorted(cfg.all_kwargs().items()))))
+    precision, size, scale, batch, first_only = case
+    saved = os.environ.get("LUA_FAST_AUTOTUNE")
+    os.environ["LUA_FAST_AUTOTUNE"] = "0" if first_only else "1"  # the prune hooks read it (pool workers are reused)
+    try:
+        jobs = []
+        for launch in ck.record_forward(LUAConfig.flux(), precision, size, scale, batch):
+            attr = next(a for m, a, n in ck.KERNELS if n == launch.kernel)
+            configs, _ = ck.configs_for(launch)
+            args = tuple(_arg_spec(a) for a in launch.args)
+            for cfg in configs:
+                jobs.append((launch.kernel, attr, args, tuple(sorted(launch.kwargs.items())),
+                             tuple(sorted(cfg.all_kwargs().items()))))
+    finally:
+        if saved is None:
+            os.environ.pop("LUA_FAST_AUTOTUNE", None)
+        else:
+            os.environ["LUA_FAST_AUTOTUNE"] = saved
     return jobs
 
 
@@ -117,7 +128,7 @@ def times(case) -> dict:
     """Per call site: chosen config, registers, spills, measured median us, static issue bound."""
     from triton.testing import do_bench
 
-    precision, size, scale, batch = case
+    precision, size, scale, batch, _ = case
     launches = ck.record_forward(LUAConfig.flux(), precision, size, scale, batch, device="cuda")
     torch.cuda.synchronize()
     for launch in launches:

@@ -57,6 +57,50 @@ def test_fused_linear_matches_the_composition(dtype, layer_norm, gelu, residual)
         assert rel_err(out, ref32) <= 2 * rel_err(eager, ref32) + 1e-4
 
 
+@pytest.mark.skipif(not triton_support.INTERPRET, reason="the interpreter's N grouping (a GPU autotunes it)")
+@pytest.mark.parametrize("resident", [0, 1], ids=["streamed", "resident"])
+@pytest.mark.parametrize("group", [0, 1, 2, 3, 5])
+def test_layer_norm_gemm_any_n_grouping(monkeypatch, group, resident):
+    """LayerNorm GEMM programs own 1, 2 (a short last group), all (0, or more than the 3 N tiles)
+    N tiles of their rows, streaming the rows per tile or keeping them resident; every variant
+    writes every output once, equal to the composition (fp32 here, low precision below)."""
+    from lua_fast.kernels import fused_linear as FL
+
+    monkeypatch.setattr(FL, "INTERPRET_N_GROUP", group)
+    monkeypatch.setattr(FL, "INTERPRET_A_RESIDENT", resident)
+    m, k, n = 70, 40, 150
+    x, w, b, r, ln = linear_case(m, k, n, seed=group, mean=10.0)
+    packed = pack_linear(w, b, torch.float32, layer_norm=ln)
+    assert FL.programs(m, n, True, dict(BLOCK_M=32, BLOCK_N=64, N_GROUP=group)) == 3 * {0: 1, 1: 3, 2: 2, 3: 1, 5: 1}[group]
+    out = fused_linear(x, packed, gelu=True, residual=r)
+    ref = torch_fused_linear(x, w, b, layer_norm=ln, gelu=True, residual=r)
+    assert torch.isfinite(out).all() and rel_err(out, ref) <= 1e-5
+
+
+@pytest.mark.skipif(not triton_support.INTERPRET, reason="the interpreter's path choice (a GPU autotunes it)")
+@pytest.mark.parametrize("dtype", LOW + [torch.float32], ids=str)
+@pytest.mark.parametrize("k", [40, 64, 360])
+def test_resident_rows_layer_norm_gemm(monkeypatch, dtype, k):
+    """The resident-rows LayerNorm GEMM (K split as 32+16, 64+0, 256+128) in each dtype, and the
+    fp32 residual stream into a bf16 GEMM ("mixed"), against the fp32 composition."""
+    from lua_fast.kernels import fused_linear as FL
+
+    monkeypatch.setattr(FL, "INTERPRET_A_RESIDENT", 1)
+    assert FL.resident_split(k) == {40: (32, 16), 64: (64, 0), 360: (256, 128)}[k]
+    m, n = 45, 96
+    x, w, b, r, ln = linear_case(m, k, n, seed=k, mean=30.0)
+    w, b = w.to(dtype), b.to(dtype)
+    packed = pack_linear(w, b, dtype, layer_norm=ln)
+    for inp, res in ((x.to(dtype), r.to(dtype)), (x, r)) if dtype != torch.float32 else ((x, r),):
+        out = fused_linear(inp, packed, residual=res)
+        ref32 = torch_fused_linear(inp.float(), w.float(), b.float(), layer_norm=ln, residual=res.float())
+        if dtype == torch.float32:
+            assert rel_err(out, ref32) <= 1e-5
+        else:
+            eager = torch_fused_linear(inp.to(dtype), w, b, layer_norm=ln, residual=res)
+            assert rel_err(out, ref32) <= 2 * rel_err(eager, ref32) + 1e-4, (rel_err(out, ref32), rel_err(eager, ref32))
+
+
 def test_layer_norm_prologue_reads_fp32_rows_into_a_low_precision_gemm():
     """"mixed": the residual stream is fp32, the GEMM bf16; the output keeps the fp32 residual."""
     x, w, b, r, ln = linear_case(50, 64, 96, seed=3, mean=50.0)

@@ -6,7 +6,12 @@
 
 - LayerNorm prologue (weights packed with ``layer_norm=(weight, bias, eps)``): K = D = 360 is
   small, so each program first reads its rows once to get fp32 statistics (a Welford merge of
-  per-block mean and M2, as robust as PyTorch's), then only centres each A tile as it loads it:
+  per-block mean and M2, as robust as PyTorch's), then computes ``N_GROUP`` consecutive N tiles
+  of those rows (0: all of them). One program per row block reads the statistics once but gives
+  only M / BLOCK_M programs: 128 at a 128x128 latent, 32 at 64x64, for 132 SMs; measured on an
+  H200 (issue 13) the two LayerNorm GEMMs were the slowest sites, so the autotuner also tries
+  groups of 1 and 3 tiles (each program re-reads its rows' statistics from L2). Then it
+  only centres each A tile as it loads it:
   LN(x) W^T = rstd * ((x - mean) (W diag(g))^T) + W h, so the LayerNorm's gain is folded into the
   packed weights, its shift into the bias, and rstd scales the fp32 accumulator in the epilogue.
   The normalised activations never exist in memory: no LayerNorm launch, no (M, D) round trip.
@@ -123,6 +128,16 @@ if triton is not None:
             if not CENTER:  # x W'^T - mean * colsum(W'): the centring, after the GEMM
                 acc -= mean[:, None] * tl.load(cs_ptr + offs_n)[None, :]
             acc = acc * rstd[:, None]
+        _linear_epilogue(acc, bias_ptr, r_ptr, out_ptr, low_ptr, rows_c, m_ok, offs_n, stride_rm, stride_om,
+                         N, R_ALIGN, O_ALIGN, HAS_BIAS, GELU, HAS_RESIDUAL, HAS_LOW, BLOCK_N)
+
+    @triton.jit
+    def _linear_epilogue(acc, bias_ptr, r_ptr, out_ptr, low_ptr, rows_c, m_ok, offs_n, stride_rm, stride_om,
+                         N: tl.constexpr, R_ALIGN: tl.constexpr, O_ALIGN: tl.constexpr, HAS_BIAS: tl.constexpr,
+                         GELU: tl.constexpr, HAS_RESIDUAL: tl.constexpr, HAS_LOW: tl.constexpr,
+                         BLOCK_N: tl.constexpr):
+        """Bias, GELU, residual add and the store(s) of one fp32 (BLOCK_M, BLOCK_N) tile."""
+        EVEN_N: tl.constexpr = N % BLOCK_N == 0
         if HAS_BIAS:
             acc += tl.load(bias_ptr + offs_n)[None, :]
         if GELU:  # exact GELU, as nn.GELU() / F.gelu
@@ -140,6 +155,51 @@ if triton is not None:
             tl.store(low_ptr + o_rows[:, None] + offs_n[None, :], acc.to(low_ptr.dtype.element_ty), mask=ok)
 
     @triton.jit
+    def _normalised_rows(a_rows, eps, K: tl.constexpr, K0: tl.constexpr, K1: tl.constexpr, dtype: tl.constexpr):
+        """The program's whole rows, LayerNorm-normalised (gain and shift are in the packed weights),
+        as two resident GEMM operands: columns [0, K0) and [K0, K0 + K1) (K1 = 0: none), zero past K.
+        Exact two-pass statistics in fp32 from registers: the rows are read from memory once."""
+        offs0 = tl.arange(0, K0)
+        x0 = tl.load(a_rows[:, None] + offs0[None, :], mask=(offs0 < K)[None, :], other=0.0).to(tl.float32)
+        total = tl.sum(x0, 1)
+        if K1 > 0:
+            offs1 = K0 + tl.arange(0, K1)
+            x1 = tl.load(a_rows[:, None] + offs1[None, :], mask=(offs1 < K)[None, :], other=0.0).to(tl.float32)
+            total += tl.sum(x1, 1)
+        mean = total / K
+        x0 = tl.where((offs0 < K)[None, :], x0 - mean[:, None], 0.0)
+        sq = tl.sum(x0 * x0, 1)
+        if K1 > 0:
+            x1 = tl.where((offs1 < K)[None, :], x1 - mean[:, None], 0.0)
+            sq += tl.sum(x1 * x1, 1)
+        rstd = 1.0 / tl.sqrt(sq / K + eps)
+        x0 = (x0 * rstd[:, None]).to(dtype)
+        if K1 > 0:
+            x1 = (x1 * rstd[:, None]).to(dtype)
+        else:
+            x1 = x0  # unused
+        return x0, x1
+
+    @triton.jit
+    def _resident_tile(x0, x1, w_ptr, offs_n, W_STRIDE: tl.constexpr, K0: tl.constexpr, K1: tl.constexpr,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                       DOT_UPCAST: tl.constexpr):
+        """fp32 (BLOCK_M, BLOCK_N) = resident rows @ the packed weight's columns offs_n (zero rows past K)."""
+        w0 = tl.load(w_ptr + tl.arange(0, K0)[:, None] * W_STRIDE + offs_n[None, :])
+        acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        if DOT_UPCAST:
+            acc = tl.dot(x0, w0.to(tl.float32), acc, input_precision="ieee")
+        else:
+            acc = tl.dot(x0, w0, acc, input_precision=INPUT_PRECISION)
+        if K1 > 0:
+            w1 = tl.load(w_ptr + (K0 + tl.arange(0, K1))[:, None] * W_STRIDE + offs_n[None, :])
+            if DOT_UPCAST:
+                acc = tl.dot(x1, w1.to(tl.float32), acc, input_precision="ieee")
+            else:
+                acc = tl.dot(x1, w1, acc, input_precision=INPUT_PRECISION)
+        return acc
+
+    @triton.jit
     def _linear_kernel(
         a_ptr, w_ptr, bias_ptr, r_ptr, out_ptr, low_ptr, cs_ptr,
         M, stride_am, stride_rm, stride_om, eps,
@@ -147,15 +207,17 @@ if triton is not None:
         A_ALIGN: tl.constexpr, R_ALIGN: tl.constexpr, O_ALIGN: tl.constexpr,
         LAYER_NORM: tl.constexpr, CENTER: tl.constexpr, HAS_BIAS: tl.constexpr, GELU: tl.constexpr,
         HAS_RESIDUAL: tl.constexpr, HAS_LOW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-        BLOCK_K: tl.constexpr,
-        INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr,
+        BLOCK_K: tl.constexpr, N_GROUP: tl.constexpr, A_RESIDENT: tl.constexpr, A_K0: tl.constexpr,
+        A_K1: tl.constexpr, INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr,
     ):
         N_TILES: tl.constexpr = (N + BLOCK_N - 1) // BLOCK_N
         K_BLOCKS: tl.constexpr = (K + BLOCK_K - 1) // BLOCK_K
+        GROUP: tl.constexpr = N_TILES if (N_GROUP == 0 or N_GROUP > N_TILES) else N_GROUP
+        N_GROUPS: tl.constexpr = (N_TILES + GROUP - 1) // GROUP
         pid = tl.program_id(0)
-        if LAYER_NORM:
-            pid_m = pid  # a program owns its rows across every N tile: the statistics are read once
-            pid_n = 0
+        if LAYER_NORM:  # a program owns its rows across GROUP N tiles: the statistics are read once per group
+            pid_n = pid % N_GROUPS  # groups of one row block adjacent: they share its rows in L2
+            pid_m = pid // N_GROUPS
         else:
             pid_n = pid % N_TILES  # N tiles fastest: the tiles of one row block share its rows in L2
             pid_m = pid // N_TILES
@@ -165,7 +227,20 @@ if triton is not None:
         a_rows = a_ptr + tl.multiple_of(rows_c.to(tl.int64) * stride_am, A_ALIGN)
         mean = tl.zeros([BLOCK_M], tl.float32)
         rstd = tl.zeros([BLOCK_M], tl.float32)
-        if LAYER_NORM:  # fp32 row statistics: Welford merge of per-block (mean, M2)
+        if N_TILES % GROUP == 0:
+            last = pid_n * GROUP + GROUP
+        else:  # the last group is short
+            last = tl.minimum(pid_n * GROUP + GROUP, N_TILES)
+        if LAYER_NORM and A_RESIDENT:  # the rows stay in registers across the group's N tiles
+            x0, x1 = _normalised_rows(a_rows, eps, K, A_K0, A_K1,
+                                      tl.float32 if DOT_UPCAST else w_ptr.dtype.element_ty)
+            for nt in range(pid_n * GROUP, last):
+                offs_n = nt * BLOCK_N + tl.arange(0, BLOCK_N)
+                acc = _resident_tile(x0, x1, w_ptr, offs_n, W_STRIDE, A_K0, A_K1, BLOCK_M, BLOCK_N,
+                                     INPUT_PRECISION, DOT_UPCAST)
+                _linear_epilogue(acc, bias_ptr, r_ptr, out_ptr, low_ptr, rows_c, m_ok, offs_n, stride_rm,
+                                 stride_om, N, R_ALIGN, O_ALIGN, HAS_BIAS, GELU, HAS_RESIDUAL, HAS_LOW, BLOCK_N)
+        elif LAYER_NORM:  # fp32 row statistics: Welford merge of per-block (mean, M2)
             m2 = tl.zeros([BLOCK_M], tl.float32)
             for kb in range(K_BLOCKS):
                 offs_k = kb * BLOCK_K + tl.arange(0, BLOCK_K)
@@ -180,7 +255,7 @@ if triton is not None:
                 mean = mean + delta * (count / total)
                 m2 = m2 + tl.sum(d * d, 1) + delta * delta * (seen * count / total)
             rstd = 1.0 / tl.sqrt(m2 / K + eps)
-            for nt in range(N_TILES):
+            for nt in range(pid_n * GROUP, last):
                 _linear_tile(a_rows, w_ptr, bias_ptr, r_ptr, out_ptr, low_ptr, cs_ptr, rows_c, m_ok,
                              nt * BLOCK_N + tl.arange(0, BLOCK_N), mean, rstd, stride_rm, stride_om,
                              K, N, W_STRIDE, R_ALIGN, O_ALIGN, LAYER_NORM, CENTER, HAS_BIAS, GELU, HAS_RESIDUAL,
@@ -191,14 +266,28 @@ if triton is not None:
                          K, N, W_STRIDE, R_ALIGN, O_ALIGN, LAYER_NORM, CENTER, HAS_BIAS, GELU, HAS_RESIDUAL,
                          HAS_LOW, BLOCK_M, BLOCK_N, BLOCK_K, INPUT_PRECISION, DOT_UPCAST)
 
+    # LayerNorm GEMMs only: N_GROUP = N tiles per program (0 = all; the others run one tile each),
+    # A_RESIDENT = the normalised rows stay in registers across those tiles (BLOCK_K unused).
     _CONFIGS = [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "N_GROUP": g, "A_RESIDENT": 0},
+                      num_warps=w, num_stages=s)
         for bm, bn, bk, w, s in [(128, 128, 64, 8, 3), (128, 128, 128, 8, 3), (64, 128, 128, 4, 3),
-                                 (128, 64, 64, 4, 4)]
+                                 (128, 64, 64, 4, 4), (64, 128, 64, 4, 4), (64, 64, 64, 4, 4)]
+        for g in (0, 1, 3)
+    ] + [  # resident rows: the (K0 + K1)-deep weight tile of each stage must fit beside them (227 KiB)
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": 64, "N_GROUP": g, "A_RESIDENT": 1},
+                      num_warps=w, num_stages=s)
+        for bm, bn, w, s in [(64, 64, 4, 3), (64, 128, 4, 1), (128, 64, 8, 2)]  # (128x128: spills on 3.9)
+        for g in (0, 3)
     ]
 
     def _prune(configs, named_args, **kwargs):
-        kept = [c for c in configs if kwargs["W_STRIDE"] % c.kwargs["BLOCK_N"] == 0]
+        ln = kwargs["LAYER_NORM"]
+        resident_ok = ln and kwargs["A_K1"] >= 0 and kwargs.get("INPUT_PRECISION") != "ieee" \
+            and not kwargs.get("DOT_UPCAST") and kwargs["A_K0"] + kwargs["A_K1"] <= kwargs["K"] + K_PAD_ROWS \
+            and kwargs["K"] <= 512
+        kept = [c for c in configs if kwargs["W_STRIDE"] % c.kwargs["BLOCK_N"] == 0
+                and (ln or c.kwargs["N_GROUP"] == 1) and (resident_ok or not c.kwargs["A_RESIDENT"])]
         if kwargs.get("INPUT_PRECISION") == "ieee":  # fp32 operands: halve the shared memory per stage
             kept = [c for c in kept if c.kwargs["BLOCK_N"] * c.kwargs["BLOCK_K"] <= 128 * 64] or kept
         return tuned(kept)
@@ -209,6 +298,27 @@ if triton is not None:
              "INPUT_PRECISION", "DOT_UPCAST"],
         prune_configs_by={"early_config_prune": _prune},
     )(_linear_kernel)
+
+
+INTERPRET_N_GROUP = 2  # interpreter runs: two N tiles per LayerNorm program (tests vary it)
+INTERPRET_A_RESIDENT = 0  # interpreter runs: the streamed LayerNorm path (tests run both)
+
+
+def resident_split(k: int) -> tuple[int, int]:
+    """(K0, K1): K as a power of two plus a smaller power of two or 0, each >= 16, K0 + K1 >= K
+    (360 -> 256 + 128): the resident-rows path's two register tiles."""
+    k0 = max(16, 1 << (k.bit_length() - 1))
+    rest = k - k0
+    return k0, 0 if rest <= 0 else max(16, triton.next_power_of_2(rest))
+
+
+def programs(m: int, n: int, layer_norm: bool, meta: dict) -> int:
+    """The launch's grid size: one program per (row block, N tile), or per (row block, N group)."""
+    n_tiles = triton.cdiv(n, meta["BLOCK_N"])
+    if not layer_norm:
+        return triton.cdiv(m, meta["BLOCK_M"]) * n_tiles
+    group = n_tiles if meta["N_GROUP"] in (0, None) or meta["N_GROUP"] > n_tiles else meta["N_GROUP"]
+    return triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n_tiles, group)
 
 
 def _launch(x, weight, bias, residual, colsum, ln_eps, n, gelu, out_dtype, input_precision, low_dtype=None):
@@ -231,13 +341,14 @@ def _launch(x, weight, bias, residual, colsum, ln_eps, n, gelu, out_dtype, input
                 LAYER_NORM=layer_norm, CENTER=center, HAS_BIAS=bias is not None, GELU=gelu, HAS_LOW=low_dtype is not None,
                 HAS_RESIDUAL=residual is not None, INPUT_PRECISION=input_precision or dot_precision(weight.dtype),
                 DOT_UPCAST=dot_upcast(weight.dtype))
+    meta["A_K0"], meta["A_K1"] = resident_split(k)
     if INTERPRET:
         block_k = min(64, max(16, triton.next_power_of_2(k)))
-        grid = (triton.cdiv(m, 32) * (1 if layer_norm else triton.cdiv(n, 64)),)
-        launcher(_linear_kernel)[grid](*args, BLOCK_M=32, BLOCK_N=64, BLOCK_K=block_k, **meta)
+        meta_i = dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=block_k, N_GROUP=INTERPRET_N_GROUP,
+                      A_RESIDENT=INTERPRET_A_RESIDENT if layer_norm else 0)
+        launcher(_linear_kernel)[(programs(m, n, layer_norm, meta_i),)](*args, **meta_i, **meta)
     else:
-        grid = lambda c: (triton.cdiv(m, c["BLOCK_M"]) * (1 if layer_norm else triton.cdiv(n, c["BLOCK_N"])),)  # noqa
-        launcher(_linear_tuned)[grid](*args, **meta)
+        launcher(_linear_tuned)[lambda c: (programs(m, n, layer_norm, c),)](*args, **meta)
     if dst is not out:
         out.copy_(dst)
     if low_dst is not low:
@@ -312,7 +423,8 @@ def loop_trips(meta: dict, body: list[str]) -> int:
     """Trips of a SASS loop from its opcodes: a loop that stores is the LayerNorm path's loop over
     N tiles (the epilogue is inside it); the others (GEMM, statistics) loop over K."""
     if meta["LAYER_NORM"] and any(op.startswith("STG") for op in body):
-        return -(-meta["N"] // meta["BLOCK_N"])
+        n_tiles = -(-meta["N"] // meta["BLOCK_N"])
+        return n_tiles if meta["N_GROUP"] == 0 else min(meta["N_GROUP"], n_tiles)
     return main_loop_trips(meta)
 
 
