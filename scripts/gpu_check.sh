@@ -98,8 +98,9 @@ stage_tests() {  # one config per kernel variant (no tuning): correctness, not s
   return $rc
 }
 
-stage_kernels() {
+stage_kernels() {  # per-site kernel times; host time per launch without executing kernels (log only)
   timeout 120 $PY scripts/gpu_kernels.py times --case bf16:128:2 --out "$R/kernel_times.json"
+  timeout 60 $PY benchmarks/bench_host_overhead.py --precision bf16 --size 64
 }
 
 stage_table128() {

@@ -73,3 +73,27 @@ def test_autotune_switch_keeps_the_first_config(monkeypatch):
     assert triton_support.tuned([]) == []
     monkeypatch.setenv("LUA_FAST_AUTOTUNE", "1")
     assert triton_support.tuned(["a", "b", "c"]) == ["a", "b", "c"]
+
+
+def test_kernel_ops_bypass_the_dispatcher_only_on_plain_eager_calls():
+    """Plain eager calls run the implementation directly (host time); fake tensors, dispatch modes
+    (launch counting, fake tensor mode) and tracing go through the registered op."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from lua_fast.kernels import triton_support as ts
+
+    assert ts.plain_eager((torch.ones(2), 3, None, torch.float32))
+    with FakeTensorMode():
+        fake = torch.empty(2)
+        assert not ts.plain_eager((torch.ones(2),))
+    assert not ts.plain_eager((fake,))
+
+    class Passthrough(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    with Passthrough():
+        assert not ts.plain_eager((torch.ones(2),))
+    assert ts.cdiv(7, 2) == 4 and ts.cdiv(8, 2) == 4 and ts.next_pow2(1) == 1 and ts.next_pow2(360) == 512

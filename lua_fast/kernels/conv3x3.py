@@ -25,13 +25,15 @@ pixel_shuffle) with the same signature: the fallback and the test oracle.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from .triton_support import (INTERPRET, tuned, dot_precision, dot_upcast, kernel_op, launcher, note_launch, store_dtype, tl,
-                             tracing, triton, unavailable_reason)
+from .triton_support import (INTERPRET, cdiv, dot_precision, dot_upcast, kernel_op, launcher, next_pow2, note_launch,
+                             store_dtype, tl, tracing, triton, tuned, unavailable_reason)
 
 K_PAD_ROWS = 128  # zero rows after the 9*Cin packed rows: the largest BLOCK_K
 
@@ -87,11 +89,8 @@ def alignment(t: torch.Tensor, skip_unit: bool = True) -> int:
             return 1
     elif t.data_ptr() % 16:
         return 1
-    values = [st for st in t.stride() if not (skip_unit and st == 1)]
-    align = 16
-    while align > 1 and any(v % align for v in values):
-        align //= 2
-    return align
+    # gcd with 16: the largest power of two <= 16 dividing every stride (0 divides by anything)
+    return math.gcd(16, *(st for st in t.stride() if not (skip_unit and st == 1)))
 
 
 def _check_weight(x, weight, bias) -> tuple[int, int]:
@@ -308,11 +307,11 @@ def _launch(x, w_packed, bias, residual, c_out, slope, has_leaky, pixel_shuffle,
                 INPUT_PRECISION=dot_precision(w_packed.dtype), DOT_UPCAST=dot_upcast(w_packed.dtype))
     if INTERPRET:
         block_n = min(64, width)
-        block_k = min(32, max(16, triton.next_power_of_2(cin)))
-        grid = (triton.cdiv(pixels, 32) * triton.cdiv(c_out, block_n),)
+        block_k = min(32, max(16, next_pow2(cin)))
+        grid = (cdiv(pixels, 32) * cdiv(c_out, block_n),)
         launcher(_conv3x3_kernel)[grid](*args, BLOCK_M=32, BLOCK_N=block_n, BLOCK_K=block_k, **meta)
     else:
-        grid = lambda m: (triton.cdiv(pixels, m["BLOCK_M"]) * triton.cdiv(c_out, m["BLOCK_N"]),)  # noqa: E731
+        grid = lambda m: (cdiv(pixels, m["BLOCK_M"]) * cdiv(c_out, m["BLOCK_N"]),)  # noqa: E731
         launcher(_conv3x3_tuned)[grid](*args, **meta)
     if dst is not out:
         out.copy_(dst)
@@ -378,7 +377,7 @@ def conv3x3(x, weight, bias=None, *, leaky_slope=None, residual=None, pixel_shuf
         raise ValueError(f"conv3x3: dtype {x.dtype} not supported (float32, float16, bfloat16)")
     if packed is None:
         packed = pack_conv(weight, bias, x.dtype, pixel_shuffle=pixel_shuffle)
-    out = torch.ops.lua_fast.conv3x3(
+    out = _conv3x3_op(
         x, packed.weight, packed.bias, residual, packed.c_out, 0.0 if leaky_slope is None else float(leaky_slope),
         leaky_slope is not None, pixel_shuffle, out_dtype or x.dtype, padded_input, out_padded,
     )

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from .conv3x3 import alignment
-from .triton_support import (INTERPRET, tuned, dot_precision, dot_upcast, kernel_op, launcher, store_dtype, tl, triton,
-                             unavailable_reason)
+from .triton_support import (INTERPRET, cdiv, dot_precision, dot_upcast, kernel_op, launcher, next_pow2, store_dtype,
+                             tl, triton, tuned, unavailable_reason)
 
 K_PAD_ROWS = 128  # zero weight rows after K: the largest BLOCK_K
 N_TILE = 128  # packed column count is a multiple of this
@@ -309,16 +309,16 @@ def resident_split(k: int) -> tuple[int, int]:
     (360 -> 256 + 128): the resident-rows path's two register tiles."""
     k0 = max(16, 1 << (k.bit_length() - 1))
     rest = k - k0
-    return k0, 0 if rest <= 0 else max(16, triton.next_power_of_2(rest))
+    return k0, 0 if rest <= 0 else max(16, next_pow2(rest))
 
 
 def programs(m: int, n: int, layer_norm: bool, meta: dict) -> int:
     """The launch's grid size: one program per (row block, N tile), or per (row block, N group)."""
-    n_tiles = triton.cdiv(n, meta["BLOCK_N"])
+    n_tiles = cdiv(n, meta["BLOCK_N"])
     if not layer_norm:
-        return triton.cdiv(m, meta["BLOCK_M"]) * n_tiles
+        return cdiv(m, meta["BLOCK_M"]) * n_tiles
     group = n_tiles if meta["N_GROUP"] in (0, None) or meta["N_GROUP"] > n_tiles else meta["N_GROUP"]
-    return triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n_tiles, group)
+    return cdiv(m, meta["BLOCK_M"]) * cdiv(n_tiles, group)
 
 
 def _launch(x, weight, bias, residual, colsum, ln_eps, n, gelu, out_dtype, input_precision, low_dtype=None):
@@ -343,7 +343,7 @@ def _launch(x, weight, bias, residual, colsum, ln_eps, n, gelu, out_dtype, input
                 DOT_UPCAST=dot_upcast(weight.dtype))
     meta["A_K0"], meta["A_K1"] = resident_split(k)
     if INTERPRET:
-        block_k = min(64, max(16, triton.next_power_of_2(k)))
+        block_k = min(64, max(16, next_pow2(k)))
         meta_i = dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=block_k, N_GROUP=INTERPRET_N_GROUP,
                       A_RESIDENT=INTERPRET_A_RESIDENT if layer_norm else 0)
         launcher(_linear_kernel)[(programs(m, n, layer_norm, meta_i),)](*args, **meta_i, **meta)
@@ -399,7 +399,7 @@ def fused_linear(x, packed: PackedLinear, *, gelu=False, residual=None, out_dtyp
     if packed.ln_eps is None and x.dtype != packed.weight.dtype:
         x = x.to(packed.weight.dtype)
     out_dtype = out_dtype or (residual.dtype if residual is not None else packed.weight.dtype)
-    out, low = torch.ops.lua_fast.fused_linear(x, packed.weight, packed.bias, residual, packed.colsum,
+    out, low = _fused_linear_op(x, packed.weight, packed.bias, residual, packed.colsum,
                                                packed.ln_eps, packed.n, gelu, out_dtype, input_precision, also_in)
     return (out, low) if also_in is not None else out
 

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from .conv3x3 import alignment
-from .triton_support import INTERPRET, kernel_op, launcher, store_dtype, tl, triton, unavailable_reason
+from .triton_support import (INTERPRET, cdiv, kernel_op, launcher, next_pow2, store_dtype, tl, triton,
+                             unavailable_reason)
 
 
 def torch_add_layer_norm(t, weight, bias, eps, *, add=None, add_bias=None, y_dtype=None):
@@ -85,7 +86,7 @@ def _launch(t, add, add_bias, weight, bias, eps, y_dtype):
         torch.empty(s.shape, device=t.device, dtype=store_dtype(s.dtype))
     y_dst = y if store_dtype(y.dtype) == y.dtype else torch.empty(y.shape, device=t.device, dtype=store_dtype(y.dtype))
     a = add if add is not None else t
-    d_pad = triton.next_power_of_2(d)
+    d_pad = next_pow2(d)
     block_m = max(1, min(16, 4096 // d_pad))  # a few rows per program, ~4K elements in flight
     args = (t, a, add_bias if add_bias is not None else weight, weight, bias, s_dst, y_dst,
             m, t.stride(0), a.stride(0), s_dst.stride(0), max(1, y_dst.stride(0)), float(eps))
@@ -94,7 +95,7 @@ def _launch(t, add, add_bias, weight, bias, eps, y_dtype):
                 # the interpreter rounds fp32 -> bf16 toward zero in kernels: there PyTorch rounds s
                 ROUND_SUM=store_dtype(t.dtype) == t.dtype, T_ALIGN=alignment(t), A_ALIGN=alignment(a), S_ALIGN=alignment(s_dst),
                 Y_ALIGN=alignment(y_dst))
-    launcher(_add_layer_norm_kernel)[(triton.cdiv(m, block_m),)](*args, num_warps=4, **meta)
+    launcher(_add_layer_norm_kernel)[(cdiv(m, block_m),)](*args, num_warps=4, **meta)
     if s_dst is not s:
         s.copy_(s_dst)
     if y_dst is not y:
@@ -134,7 +135,7 @@ def add_layer_norm(t, weight, bias, eps, *, add=None, add_bias=None, y_dtype=Non
         reason = unavailable_reason(t.device)
         if reason:
             raise RuntimeError(f"add_layer_norm: Triton kernel cannot run: {reason}")
-    s, y = torch.ops.lua_fast.add_layer_norm(t, add, add_bias, weight.float().contiguous(), bias.float().contiguous(),
+    s, y = _add_layer_norm_op(t, add, add_bias, weight.float().contiguous(), bias.float().contiguous(),
                                              float(eps), (y_dtype or t.dtype) if normalize else None)
     return (t if add is None and add_bias is None else s), (y if normalize else None)
 

@@ -34,8 +34,8 @@ import math
 import torch
 
 from ..reference import windows as ref
-from .triton_support import (INTERPRET, tuned, dot_precision, dot_upcast, kernel_op, launcher, store_dtype, tl, triton,
-                             unavailable_reason)
+from .triton_support import (INTERPRET, cdiv, dot_precision, dot_upcast, kernel_op, launcher, next_pow2, store_dtype,
+                             tl, triton, tuned, unavailable_reason)
 
 MAX_HEAD_DIM = 64
 MASK_VALUE = -100.0
@@ -104,7 +104,7 @@ def torch_window_attention(qkv, height, width, *, heads, window, shift, bias_tab
 # ------------------------------------------------------------------- packing
 def head_pad(head_dim: int) -> int:
     """Packed head width: a power of two >= 16 (the tl.dot minimum) and >= head_dim."""
-    return max(16, triton.next_power_of_2(head_dim) if triton is not None else 1 << (head_dim - 1).bit_length())
+    return max(16, next_pow2(head_dim))
 
 
 def pack_qkv(weight: torch.Tensor, bias: torch.Tensor, heads: int, scale: float | None = None):
@@ -280,7 +280,7 @@ if triton is not None:
 
     def _prune(configs, named_args, **kwargs):
         n = kwargs["WINDOW"] ** 2
-        size = max(16, triton.next_power_of_2(n))
+        size = max(16, next_pow2(n))
         kept = [c for c in configs if c.kwargs["BLOCK_M"] <= size and c.kwargs["BLOCK_N"] <= size]
         if kwargs.get("INPUT_PRECISION") == "ieee":  # fp32 128x128 tiles need 272 KiB of shared memory
             kept = [c for c in kept if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] < 128 * 128] or kept
@@ -309,11 +309,11 @@ def _launch(qkv, bias, height, width, heads, window, shift, use_mask=True, out=N
             height, width, windows_x, windows_y)
     programs = b * windows_x * windows_y * heads
     if INTERPRET:
-        block = min(64, max(16, triton.next_power_of_2(n)))
-        launcher(_window_attention_kernel)[(programs, triton.cdiv(n, block))](*args, BLOCK_M=block, BLOCK_N=block,
+        block = min(64, max(16, next_pow2(n)))
+        launcher(_window_attention_kernel)[(programs, cdiv(n, block))](*args, BLOCK_M=block, BLOCK_N=block,
                                                                               **meta)
     else:
-        grid = lambda c: (programs, triton.cdiv(n, c["BLOCK_M"]))  # noqa: E731
+        grid = lambda c: (programs, cdiv(n, c["BLOCK_M"]))  # noqa: E731
         launcher(_window_attention_tuned)[grid](*args, **meta)
     if dst is not out:
         out.copy_(dst)
@@ -353,7 +353,7 @@ def packed_window_attention(qkv, bias, height, width, *, heads, window, shift):
     """The backend's entry: packed qkv (``pack_qkv`` weights), log2-domain dense bias
     (``dense_log2_bias``) -> (B, H*W, heads * P). No validation here: the caller checked
     the layout once with :func:`check_packed`."""
-    return torch.ops.lua_fast.window_attention(qkv, bias, height, width, heads, window, shift, True)
+    return _window_attention_op(qkv, bias, height, width, heads, window, shift, True)
 
 
 def window_attention(qkv, height, width, *, heads, window, shift, bias_table, scale=None, dense_bias=None,
@@ -385,7 +385,7 @@ def window_attention(qkv, height, width, *, heads, window, shift, bias_table, sc
     bias = bias.to(qkv.device)
     b, length, _ = qkv.shape
     pad = head_pad(head_dim)
-    out = torch.ops.lua_fast.window_attention(pack_activations(qkv, heads, scale), bias, height, width, heads,
+    out = _window_attention_op(pack_activations(qkv, heads, scale), bias, height, width, heads,
                                               window, shift, _use_mask)
     return out.view(b, length, heads, pad)[..., :head_dim].reshape(b, length, dim)
 
