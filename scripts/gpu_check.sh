@@ -17,6 +17,9 @@
 #   (5 variants, no compile) 83 s together. tests: NOT finished in 210 s (run 1, 9 files) nor in
 #   170 s (run 2, 4 files, -n 12: 3 failures and one test over 150 s, names lost to a tail -40):
 #   hence the full log in tests.log, a per-test signal timeout and the durations table.
+# Planned for the next session (15 min of device time in all, a start costs 1-2 min): run 1 "prove"
+# with the call's timeout_s ~560 (build+prewarm ~2 min for 813 variants, tests <= 280 s, table128
+# ~80 s, kernels ~40 s), then at once, while the machine is warm, run 2 "time" with ~200.
 # To spare a rerun on a fresh machine the build, "carry" copies the built extension and a tarball
 # of Triton's cache (cubins and metadata only) into the results; put them in .gpu_carry/
 # (git-ignored) and name it in the run's carry list.
