@@ -10,8 +10,10 @@
   of those rows (0: all of them). One program per row block reads the statistics once but gives
   only M / BLOCK_M programs: 128 at a 128x128 latent, 32 at 64x64, for 132 SMs; measured on an
   H200 (issue 13) the two LayerNorm GEMMs were the slowest sites, so the autotuner also tries
-  groups of 1 and 3 tiles (each program re-reads its rows' statistics from L2). Then it
-  only centres each A tile as it loads it:
+  groups of 1 and 3 tiles (each program re-reads its rows' statistics from L2), and a resident
+  variant (``A_RESIDENT``: the program loads its rows once, K = 360 as register tiles of 256 + 128
+  columns, normalises them exactly in registers and streams only the weights). The streamed
+  variant only centres each A tile as it loads it:
   LN(x) W^T = rstd * ((x - mean) (W diag(g))^T) + W h, so the LayerNorm's gain is folded into the
   packed weights, its shift into the bias, and rstd scales the fp32 accumulator in the epilogue.
   The normalised activations never exist in memory: no LayerNorm launch, no (M, D) round trip.
@@ -283,9 +285,8 @@ if triton is not None:
 
     def _prune(configs, named_args, **kwargs):
         ln = kwargs["LAYER_NORM"]
-        resident_ok = ln and kwargs["A_K1"] >= 0 and kwargs.get("INPUT_PRECISION") != "ieee" \
-            and not kwargs.get("DOT_UPCAST") and kwargs["A_K0"] + kwargs["A_K1"] <= kwargs["K"] + K_PAD_ROWS \
-            and kwargs["K"] <= 512
+        resident_ok = ln and kwargs.get("INPUT_PRECISION") != "ieee" and not kwargs.get("DOT_UPCAST") \
+            and kwargs["A_K0"] + kwargs["A_K1"] <= kwargs["K"] + K_PAD_ROWS and kwargs["K"] <= 512
         kept = [c for c in configs if kwargs["W_STRIDE"] % c.kwargs["BLOCK_N"] == 0
                 and (ln or c.kwargs["N_GROUP"] == 1) and (resident_ok or not c.kwargs["A_RESIDENT"])]
         if kwargs.get("INPUT_PRECISION") == "ieee":  # fp32 operands: halve the shared memory per stage
