@@ -29,8 +29,9 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     bench = gpu_or_interpreter_timer(device, "bench_heads")
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
+    from lua_fast.precision import set_tf32_switches
+
+    set_tf32_switches(False)  # fp32 rows compare exact modes (cuDNN allows TF32 by default)
     torch.backends.cudnn.benchmark = True
 
     from lua_fast import LUAConfig

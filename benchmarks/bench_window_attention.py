@@ -102,7 +102,9 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     bench = gpu_or_interpreter_timer(device, "bench_window_attention")
-    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 rows compare exact modes
+    from lua_fast.precision import set_tf32_switches
+
+    set_tf32_switches(False)  # fp32 rows compare exact modes
 
     from lua_fast.kernels.window_attention import (attention_flops, bias_dtype, dense_log2_bias, pack_activations,
                                                    packed_window_attention, torch_window_attention, window_attention)

@@ -67,6 +67,27 @@ def resolve(precision: str | None, dtype: torch.dtype | None, mixed_dtype: torch
 
 
 _tf32_lock = threading.RLock()
+# PyTorch >= 2.9 has per-backend ``fp32_precision`` switches ("ieee" / "tf32" / "none" = inherit).
+# Reading the legacy ``cudnn.allow_tf32`` raises once a caller has set conv and RNN differently
+# through them, so where they exist they are the only ones read or written here.
+_FP32_PRECISION_API = hasattr(torch.backends.cuda.matmul, "fp32_precision")
+
+
+def tf32_switches() -> tuple:
+    """The current TF32 switches for PyTorch's fp32 GEMMs and cuDNN convs (to restore later)."""
+    if _FP32_PRECISION_API:
+        return torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+
+def set_tf32_switches(state) -> None:
+    """Set both switches: ``True``/``False`` (TF32 on / exact IEEE fp32) or a ``tf32_switches()`` value."""
+    if isinstance(state, bool):
+        state = (("tf32" if state else "ieee"),) * 2 if _FP32_PRECISION_API else (state, state)
+    if _FP32_PRECISION_API:
+        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = state
+    else:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = state
 
 
 @contextlib.contextmanager
@@ -81,14 +102,13 @@ def backend_flags(precision: Precision, device: torch.device):
     if device.type != "cuda" or precision.storage != torch.float32 or precision.mode == "mixed":
         yield
         return
-    want = precision.mode == "tf32"
     with _tf32_lock:
-        saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = want
+        saved = tf32_switches()
+        set_tf32_switches(precision.mode == "tf32")
         try:
             yield
         finally:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+            set_tf32_switches(saved)
 
 
 def autocast(precision: Precision, device: torch.device):

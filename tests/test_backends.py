@@ -179,3 +179,28 @@ def test_one_model_from_many_threads(weights, backend):
 def test_cuda_graph_needs_cuda(weights, latents):
     with pytest.raises(lua_fast.InputError, match="cuda_graph=True needs a CUDA upscaler"):
         lua_fast.load(weights).upscale(latents, cuda_graph=True)
+
+
+@pytest.mark.parametrize("mode,want", [("fp32", False), ("tf32", True)])
+def test_tf32_switches_survive_the_new_per_backend_api(mode, want):
+    """A caller who set conv and RNN TF32 differently through PyTorch's per-backend
+    ``fp32_precision`` switches (reading the legacy cudnn.allow_tf32 then raises): an fp32/tf32
+    forward still sets exact / TF32 GEMMs and convs for its duration and restores the caller's
+    switches after. Only flags are touched, so this runs without a GPU."""
+    from lua_fast.precision import backend_flags
+
+    cudnn = torch.backends.cudnn
+    switches = lambda: (torch.backends.cuda.matmul.fp32_precision, cudnn.conv.fp32_precision)  # noqa: E731
+    if not hasattr(cudnn, "rnn") or not hasattr(cudnn.rnn, "fp32_precision"):
+        pytest.skip("this PyTorch has only the legacy allow_tf32 switches")
+    saved = (torch.backends.cuda.matmul.fp32_precision, cudnn.conv.fp32_precision, cudnn.rnn.fp32_precision)
+    try:
+        torch.backends.cuda.matmul.fp32_precision, cudnn.conv.fp32_precision, cudnn.rnn.fp32_precision = \
+            "none", "tf32", "ieee"
+        with pytest.raises(RuntimeError, match="mix of the legacy and new APIs"):
+            cudnn.allow_tf32  # noqa: B018 -- the PyTorch behaviour this guards against
+        with backend_flags(resolve(mode, None), torch.device("cuda")):
+            assert switches() == (("tf32", "tf32") if want else ("ieee", "ieee"))
+        assert switches() == ("none", "tf32") and cudnn.rnn.fp32_precision == "ieee"
+    finally:
+        torch.backends.cuda.matmul.fp32_precision, cudnn.conv.fp32_precision, cudnn.rnn.fp32_precision = saved
