@@ -2,6 +2,7 @@
 # The prepared GPU check (issue 13), in two runs of at most ~5 minutes each on a lent H100/H200:
 #   bash scripts/gpu_check.sh prove    # run 1: build + prewarm, GPU tests, x2 128x128 table, per-kernel times
 #   bash scripts/gpu_check.sh time     # run 2: the other e2e tables, attention vs FlexAttention
+#   bash scripts/gpu_check.sh extra    # headline (latent vs pixel path, diffusers VAE) + diffusers tests
 #   bash scripts/gpu_check.sh STAGE... # any stages below, in order
 # Results go under $OUT when set (the device tool's output folder), else benchmarks/results/gpu/;
 # every stage appends to log.txt and writes its JSON as soon as it finishes, so a run cut short
@@ -37,6 +38,13 @@ PY=python3
 STAGES=${*:-prove}
 STAGES=${STAGES/prove/env build carry tests table128 kernels carry}
 STAGES=${STAGES/time/env e2e_rest attention}
+STAGES=${STAGES/extra/env headline}
+# Packages the GPU image lacks (diffusers for the headline benchmark and the diffusers tests) travel
+# as wheels in .whl/ (git-excluded; name it in the call's carry list). See benchmarks/NOTES.md.
+if ls .whl/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH="$PYTHONPATH:/tmp/site" && echo "carried wheels: $(ls .whl)"
+fi
 # Every forward the tables time (all autotune configs) and the tests run ("/1": the first config
 # only, as LUA_FAST_AUTOTUNE=0 runs them): compiled once, in parallel, before anything tunes.
 PREWARM_CASES="bf16:128:2 bf16:128:4 bf16:64:2 bf16:128:2:4 mixed:128:2 mixed:128:4 mixed:64:2 mixed:128:2:4
@@ -47,7 +55,7 @@ done
 PREWARM_CASES+=" bf16:32x48:2/1 bf16:40x48:2/1 bf16:48x48:2/1 bf16:56x48:2/1 bf16:256:4/1"  # threads, tiling tests
 GPU_TESTS="tests/test_official_parity.py tests/test_gpu_backends.py tests/test_window_ops.py
   tests/test_window_attention.py tests/test_upsample_heads.py tests/test_fused_glue.py tests/test_native_build.py
-  tests/test_backends.py tests/test_tiling.py"
+  tests/test_backends.py tests/test_tiling.py tests/test_autotune_configs.py"
 
 log() { echo "$@" | tee -a "$LOG"; }
 run_stage() {  # name, command...: time it, keep going on failure, record the exit status
@@ -119,6 +127,11 @@ stage_e2e_rest() {
 stage_attention() {
   timeout 150 $PY benchmarks/bench_window_attention.py --device cuda --sizes 128 --dtypes bfloat16 float32 \
     --no-compile --out "$R/window_attention.json"
+}
+
+stage_headline() {  # the paper's comparison (needs diffusers: carried wheels); the diffusers tests on the GPU
+  timeout 200 $PY benchmarks/bench_headline.py --device cuda --out "$R/headline.json"
+  timeout 120 $PY -m pytest -q -p no:cacheprovider -rfE tests/test_diffusers_integration.py 2>&1 | tail -15
 }
 
 stage_carry() {  # the built extension and Triton's cache, for a rerun on a fresh machine
