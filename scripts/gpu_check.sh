@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The prepared GPU check (issue 13), in two runs of at most ~5 minutes each on a lent H100/H200:
 #   bash scripts/gpu_check.sh prove    # run 1: build + prewarm, GPU tests, x2 128x128 table, per-kernel times
-#   bash scripts/gpu_check.sh time     # run 2: the other e2e tables, attention vs FlexAttention
+#   bash scripts/gpu_check.sh time     # run 2: the other e2e tables, attention vs FlexAttention, ncu counters
 #   bash scripts/gpu_check.sh extra    # headline (latent vs pixel path, diffusers VAE) + diffusers tests
 #   bash scripts/gpu_check.sh STAGE... # any stages below, in order
 # Results go under $OUT when set (the device tool's output folder), else benchmarks/results/gpu/;
@@ -18,9 +18,13 @@
 #   (5 variants, no compile) 83 s together. tests: NOT finished in 210 s (run 1, 9 files) nor in
 #   170 s (run 2, 4 files, -n 12: 3 failures and one test over 150 s, names lost to a tail -40):
 #   hence the full log in tests.log, a per-test signal timeout and the durations table.
-# Planned for the next session (15 min of device time in all, a start costs 1-2 min): run 1 "prove"
-# with the call's timeout_s ~560 (build+prewarm ~2 min for 813 variants, tests <= 280 s, table128
-# ~80 s, kernels ~40 s), then at once, while the machine is warm, run 2 "time" with ~200.
+# Planned for the next session (15 min of device time in all; the last session's two calls took
+# 673 s of it, the start, idle and close the other ~230 s): carry .gpu_carry/ (the extension built
+# there on 2026-11-26 from the unchanged csrc/, and that session's Triton cache: the attention,
+# conv and LayerNorm binaries hit it, the LayerNorm GEMMs recompile) and .whl/. Run 1 "prove" with
+# the call's timeout_s ~470 (prewarm ~70 s, tests <= 240 s, table128 ~80 s, kernels ~40 s), then
+# at once, while the machine is warm, run 2 "time" with ~240 (e2e_rest + attention ~85 s, ncu
+# <= 150 s, expected ~40). "extra" only if time is left.
 # To spare a rerun on a fresh machine the build, "carry" copies the built extension and a tarball
 # of Triton's cache (cubins and metadata only) into the results; put them in .gpu_carry/
 # (git-ignored) and name it in the run's carry list.
@@ -37,7 +41,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=python3
 STAGES=${*:-prove}
 STAGES=${STAGES/prove/env build carry tests table128 kernels carry}
-STAGES=${STAGES/time/env e2e_rest attention}
+STAGES=${STAGES/time/env e2e_rest attention ncu}
 STAGES=${STAGES/extra/env headline}
 # Packages the GPU image lacks (diffusers for the headline benchmark and the diffusers tests) travel
 # as wheels in .whl/ (git-excluded; name it in the call's carry list). See benchmarks/NOTES.md.
@@ -102,7 +106,7 @@ stage_build() {
 }
 
 stage_tests() {  # one config per kernel variant (no tuning): correctness, not speed; the whole log kept
-  LUA_FAST_AUTOTUNE=0 LUA_FAST_REQUIRE_NATIVE=1 timeout 280 $PY -m pytest -n 12 --timeout 120 \
+  LUA_FAST_AUTOTUNE=0 LUA_FAST_REQUIRE_NATIVE=1 timeout 240 $PY -m pytest -n 12 --timeout 120 \
     --timeout-method=signal -p no:cacheprovider -rfE --durations=30 -q $GPU_TESTS > "$R/tests.log" 2>&1
   local rc=$?
   grep -E "^(FAILED|ERROR)|passed|failed|Timeout" "$R/tests.log" | tail -40
@@ -127,6 +131,20 @@ stage_e2e_rest() {
 stage_attention() {
   timeout 150 $PY benchmarks/bench_window_attention.py --device cuda --sizes 128 --dtypes bfloat16 float32 \
     --no-compile --out "$R/window_attention.json"
+}
+
+stage_ncu() {  # Nsight Compute counters of one x2 128x128 bf16 forward's first kernels: conv_first and two
+  # Swin blocks (qkv, attention unshifted/shifted, proj, fc1, fc2): why each runs 2-9x its static bound
+  local ncu
+  ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  [ -n "$ncu" ] || { echo "ncu not found"; return 1; }
+  timeout 150 "$ncu" --profile-from-start off --clock-control none --launch-count 12 \
+    --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+    --section MemoryWorkloadAnalysis --csv --page details --log-file "$R/ncu_bf16_128x2.csv" \
+    $PY scripts/gpu_kernels.py profile --case bf16:128:2
+  local rc=$?
+  $PY scripts/gpu_kernels.py ncu-summary "$R/ncu_bf16_128x2.csv" | tee -a "$LOG"
+  return $rc
 }
 
 stage_headline() {  # the paper's comparison (needs diffusers: carried wheels); the diffusers tests on the GPU

@@ -2,6 +2,8 @@
 
     python scripts/gpu_kernels.py prewarm --cases bf16:128:2 fp32:40x72:4 ... [--workers 16]
     python scripts/gpu_kernels.py times --case bf16:128:2 --out kernel_times.json
+    ncu --profile-from-start off ... python scripts/gpu_kernels.py profile --case bf16:128:2
+    python scripts/gpu_kernels.py ncu-summary ncu.csv
 
 prewarm: the autotuner compiles its configs one after another in the calling process (about a
 second each; a forward of one precision mode has 40-60 of them). This records every launch of
@@ -181,6 +183,70 @@ def times(case) -> dict:
             "launches": len(launches), "sum_isolated_us": total, "sum_issue_bound_us": bound, "sites": rows}
 
 
+def profile(case, forwards: int = 1) -> None:
+    """Warm up (autotune) a triton forward, then run ``forwards`` more between
+    cudaProfilerStart/Stop: under ``ncu --profile-from-start off`` only those are profiled."""
+    import lua_fast
+    from lua_fast.reference import LUA
+
+    precision, size, scale, batch, _ = case
+    torch.manual_seed(0)
+    up = lua_fast.load(LUA(LUAConfig.flux()).state_dict(), device="cuda", backend="triton", precision=precision)
+    x = torch.randn(batch, 16, *size, device="cuda")
+    for _ in range(2):
+        up.upscale(x, scale=scale, check_finite=False)
+    torch.cuda.synchronize()
+    torch.cuda.profiler.start()
+    for _ in range(forwards):
+        up.upscale(x, scale=scale, check_finite=False)
+    torch.cuda.synchronize()
+    torch.cuda.profiler.stop()
+
+
+# Nsight Compute metrics the summary keeps (ncu --csv --page details: one row per kernel x metric).
+NCU_METRICS = {
+    "Duration": "duration", "Compute (SM) Throughput": "sm_pct", "Memory Throughput": "mem_pct",
+    "DRAM Throughput": "dram_pct", "L2 Hit Rate": "l2_hit_pct", "Achieved Occupancy": "occupancy_pct",
+    "Theoretical Occupancy": "theoretical_occupancy_pct", "Registers Per Thread": "registers",
+    "Warp Cycles Per Issued Instruction": "cycles_per_issue", "Grid Size": "grid",
+    "Block Size": "block", "Dynamic Shared Memory Per Block": "dynamic_smem",
+}
+
+
+def ncu_summary(path: Path) -> list[dict]:
+    """Per profiled kernel: name and the metrics above (values as ncu printed them, durations in us)."""
+    import csv
+
+    text = path.read_text(errors="replace")
+    start = text.find('"ID"')  # ncu prints its own log lines before the CSV header
+    if start < 0:
+        raise SystemExit(f"{path}: no ncu CSV header found")
+    kernels: dict[str, dict] = {}
+    for row in csv.DictReader(text[start:].splitlines()):
+        k = kernels.setdefault(row["ID"], {"id": int(row["ID"]), "kernel": row["Kernel Name"][:60]})
+        key = NCU_METRICS.get(row.get("Metric Name", ""))
+        if key is None:
+            continue
+        value, unit = row.get("Metric Value", "").replace(",", ""), row.get("Metric Unit", "")
+        try:
+            number = float(value)
+        except ValueError:
+            k[key] = value
+            continue
+        if key == "duration":  # ncu picks the unit per kernel
+            number *= {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6}.get(unit, 1.0)
+        k[key] = number
+    rows = sorted(kernels.values(), key=lambda r: r["id"])
+    cols = ["duration", "sm_pct", "mem_pct", "dram_pct", "l2_hit_pct", "occupancy_pct", "registers",
+            "cycles_per_issue"]
+    print("| id | kernel | us | SM % | memory % | DRAM % | L2 hit % | occupancy % | regs | cycles/issue |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        cells = [f"{r[c]:.1f}" if isinstance(r.get(c), float) else str(r.get(c, "-")) for c in cols]
+        print(f"| {r['id']} | {r['kernel']} | " + " | ".join(cells) + " |")
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -191,15 +257,24 @@ def main() -> int:
     t = sub.add_parser("times")
     t.add_argument("--case", default="bf16:128:2")
     t.add_argument("--out", default=None)
+    f = sub.add_parser("profile", help="the forward an ncu run watches (see gpu_check.sh's ncu stage)")
+    f.add_argument("--case", default="bf16:128:2")
+    n = sub.add_parser("ncu-summary", help="a table from ncu --csv --page details output")
+    n.add_argument("csv", type=Path)
+    n.add_argument("--out", default=None)
     args = parser.parse_args()
-    if args.command == "prewarm":
+    failed = False
+    if args.command == "profile":
+        profile(parse_case(args.case))
+        return 0
+    if args.command == "ncu-summary":
+        result = {"kernels": ncu_summary(args.csv)}
+    elif args.command == "prewarm":
         result = prewarm([parse_case(c) for c in args.cases], args.workers)
-        failed = False
     else:
         from lua_fast.benchmark import environment
 
         result = {"environment": environment(torch.device("cuda")), **times(parse_case(args.case))}
-        failed = False
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1, default=str) + "\n")
     return 1 if failed else 0

@@ -52,6 +52,10 @@ def test_kernel_report_sm90_bf16(tmp_path):
         assert r["spill_bytes"] == 0 and r["spill_instructions"] == 0, where
         if r["site"].startswith("attention") or r["site"] == "conv 360->360+residual":
             assert r["loop_loads_16B"], f"{where}: main-loop loads {r['loop_global_loads']}"
+        # the wave bound: never below the issue bound; one program per SM at most -> 132 / programs x it
+        assert r["wave_us"] >= r["issue_us"] * (1 - 1e-9), where
+        if r["programs"] <= 132 and r["warps"] >= 4:
+            assert r["wave_us"] == pytest.approx(r["issue_us"] * 132 / r["programs"]), where
     # the issue-bound budgets of issue 11 (x2 128x128 bf16, the best autotune config per site)
     best = {}
     for r in rows:

@@ -1,0 +1,51 @@
+"""The GPU machine's helper scripts, on what can be checked without a GPU: the Nsight Compute
+summary reads ncu's CSV as ncu writes it (log lines first, one row per kernel x metric, units
+chosen per kernel)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lua_fast.kernels import triton_support
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(triton_support.triton is None, reason="triton is not installed")
+
+HEADER = ('"ID","Process ID","Process Name","Host Name","Kernel Name","Context","Stream","Block Size",'
+          '"Grid Size","Device","CC","Section Name","Metric Name","Metric Unit","Metric Value"')
+
+
+def row(kid, kernel, section, metric, unit, value):
+    return (f'"{kid}","4242","python3","127.0.0.1","{kernel}","1","7","(256, 1, 1)","(384, 1, 1)","0","9.0",'
+            f'"{section}","{metric}","{unit}","{value}"')
+
+
+def test_ncu_summary_reads_ncu_csv(tmp_path):
+    lines = ["==PROF== Connected to process 4242 (/usr/bin/python3.12)", "==PROF== Profiling \"_linear_kernel\"",
+             HEADER,
+             row(0, "_linear_kernel", "GPU Speed Of Light Throughput", "Duration", "usecond", "65.18"),
+             row(0, "_linear_kernel", "GPU Speed Of Light Throughput", "Memory Throughput", "%", "41.20"),
+             row(0, "_linear_kernel", "GPU Speed Of Light Throughput", "Compute (SM) Throughput", "%", "33.9"),
+             row(0, "_linear_kernel", "Occupancy", "Achieved Occupancy", "%", "11.62"),
+             row(0, "_linear_kernel", "Launch Statistics", "Registers Per Thread", "register/thread", "240"),
+             row(1, "_window_attention_kernel", "GPU Speed Of Light Throughput", "Duration", "msecond", "1.25"),
+             row(1, "_window_attention_kernel", "Warp State Statistics", "Warp Cycles Per Issued Instruction",
+                 "cycle", "12.5"),
+             row(2, "_conv3x3_kernel", "GPU Speed Of Light Throughput", "Duration", "nsecond", "98,800")]
+    csv = tmp_path / "ncu.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_kernels.py"), "ncu-summary", str(csv),
+                             "--out", str(tmp_path / "ncu.json")], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    kernels = json.loads((tmp_path / "ncu.json").read_text())["kernels"]
+    assert [k["kernel"] for k in kernels] == ["_linear_kernel", "_window_attention_kernel", "_conv3x3_kernel"]
+    assert [k["duration"] for k in kernels] == pytest.approx([65.18, 1250.0, 98.8])
+    assert kernels[0]["mem_pct"] == 41.2 and kernels[0]["occupancy_pct"] == 11.62 and kernels[0]["registers"] == 240
+    assert kernels[1]["cycles_per_issue"] == 12.5
+    assert "| 0 | _linear_kernel | 65.2 | 33.9 | 41.2 |" in result.stdout, result.stdout
