@@ -432,6 +432,15 @@ def report(archs: list[int], cases, out_dir: Path, name: str = "kernel_report_sm
     return failures
 
 
+def config_label(cfg: dict) -> str:
+    """'128x128x64 g3 resident w8 s3': tile, the kernel's own switches when set, warps, stages."""
+    tile = "x".join(str(cfg[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K") if k in cfg)
+    flags = [f"g{cfg['N_GROUP']}"] if cfg.get("A_RESIDENT") is not None and cfg.get("N_GROUP", 1) != 1 else []
+    flags += [name for key, name in (("A_RESIDENT", "resident"), ("R_PREFETCH", "r-prefetch"), ("WHOLE", "whole"))
+              if cfg.get(key)]
+    return " ".join([tile, *flags, f"w{cfg['num_warps']} s{cfg['num_stages']}"])
+
+
 def markdown(report_json: dict) -> str:
     """The best config per (case, site) as a table, for benchmarks/NOTES.md."""
     lines = [f"Triton {report_json['triton']}, {report_json['arch']}; best autotune config per call site "
@@ -447,12 +456,9 @@ def markdown(report_json: dict) -> str:
         if key not in best or row.get("wave_us", row["issue_us"]) < best[key].get("wave_us", best[key]["issue_us"]):
             best[key] = row
     for (prec, size, scale, site), row in best.items():
-        cfg = row["config"]
-        tile = "x".join(str(cfg[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K") if k in cfg)
         loads = ", ".join(f"{k}:{v}" for k, v in sorted(row["loop_global_loads"].items())) or "-"
-        group = f" g{cfg['N_GROUP']}{'r' if cfg.get('A_RESIDENT') else ''}" if "N_GROUP" in cfg else ""
-        lines.append(f"| {prec} {size}x{size} x{scale} | {site} | {row['launches']} | {tile}{group} w{cfg['num_warps']} "
-                     f"s{cfg['num_stages']} | {row['programs']} | {row['registers']} | {row['spill_bytes']} | "
+        lines.append(f"| {prec} {size}x{size} x{scale} | {site} | {row['launches']} | {config_label(row['config'])} | "
+                     f"{row['programs']} | {row['registers']} | {row['spill_bytes']} | "
                      f"{row['shared_bytes'] // 1024} | {row['mma']} | {loads} | {row['warp_instructions'] / 1e6:.1f} M | "
                      f"{row['issue_us']:.1f} | {row.get('wave_us', float('nan')):.1f} | {row['flop_floor_us']:.1f} |")
     lines.append("")

@@ -162,7 +162,8 @@ def times(case) -> dict:
             "kernel": launch.kernel, "site": launch.site, "launches": 1, "grid": list(grid),
             "config": {**best.kwargs, "num_warps": best.num_warps, "num_stages": best.num_stages},
             "n_regs": compiled.n_regs, "n_spills": compiled.n_spills, "shared_bytes": compiled.metadata.shared,
-            "measured_us": measured, "issue_bound_us": static["issue_us"], "mma": static["mma"],
+            "measured_us": measured, "issue_bound_us": static["issue_us"], "wave_bound_us": static["wave_us"],
+            "mma": static["mma"],
             "flop_floor_us": launch.flops / ck.BF16_PEAK * 1e6,
             "measured_over_issue_bound": measured / static["issue_us"] if static["issue_us"] else None,
         }
@@ -171,13 +172,11 @@ def times(case) -> dict:
     bound = sum(r["issue_bound_us"] * r["launches"] for r in rows)
     print(f"{precision} {size[0]}x{size[1]} x{scale} b{batch}: {len(launches)} launches, {len(rows)} sites; "
           f"sum of isolated kernel times {total / 1e3:.2f} ms vs issue bound {bound / 1e3:.2f} ms")
-    print("| site | launches | config | regs | spills | measured us | issue bound us | ratio |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| site | launches | config | regs | spills | measured us | issue bound us | wave bound us | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in sorted(rows, key=lambda r: -r["measured_us"] * r["launches"]):
-        c = r["config"]
-        tile = "x".join(str(c[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K") if k in c)
-        print(f"| {r['site']} | {r['launches']} | {tile} w{c['num_warps']} s{c['num_stages']} | {r['n_regs']} | "
-              f"{r['n_spills']} | {r['measured_us']:.1f} | {r['issue_bound_us']:.1f} | "
+        print(f"| {r['site']} | {r['launches']} | {ck.config_label(r['config'])} | {r['n_regs']} | "
+              f"{r['n_spills']} | {r['measured_us']:.1f} | {r['issue_bound_us']:.1f} | {r['wave_bound_us']:.1f} | "
               f"{(r['measured_over_issue_bound'] or 0):.2f} |")
     return {"case": {"precision": precision, "latent": list(size), "scale": scale, "batch": batch},
             "launches": len(launches), "sum_isolated_us": total, "sum_issue_bound_us": bound, "sites": rows}

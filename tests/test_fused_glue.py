@@ -78,6 +78,26 @@ def test_layer_norm_gemm_any_n_grouping(monkeypatch, group, resident):
 
 
 @pytest.mark.skipif(not triton_support.INTERPRET, reason="the interpreter's path choice (a GPU autotunes it)")
+@pytest.mark.parametrize("prefetch", [0, 1], ids=["epilogue-load", "prefetched"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_residual_tile_loaded_before_or_after_the_k_loop(monkeypatch, prefetch, dtype):
+    """The residual tile read in the epilogue or before the K loop: same result, partial row and
+    N tiles included (77 rows, 150 columns)."""
+    from lua_fast.kernels import fused_linear as FL
+
+    monkeypatch.setattr(FL, "INTERPRET_R_PREFETCH", prefetch)
+    x, w, b, r, _ = linear_case(77, 40, 150, seed=11)
+    w, b, r = w.to(dtype), b.to(dtype), r.to(dtype)
+    out = fused_linear(x.to(dtype), pack_linear(w, b, dtype), residual=r)
+    ref32 = torch_fused_linear(x.to(dtype).float(), w.float(), b.float(), residual=r.float())
+    if dtype == torch.float32:
+        assert rel_err(out, ref32) <= 1e-5
+    else:
+        eager = torch_fused_linear(x.to(dtype), w, b, residual=r)
+        assert rel_err(out, ref32) <= 2 * rel_err(eager, ref32) + 1e-4
+
+
+@pytest.mark.skipif(not triton_support.INTERPRET, reason="the interpreter's path choice (a GPU autotunes it)")
 @pytest.mark.parametrize("dtype", LOW + [torch.float32], ids=str)
 @pytest.mark.parametrize("k", [40, 64, 360])
 def test_resident_rows_layer_norm_gemm(monkeypatch, dtype, k):

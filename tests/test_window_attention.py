@@ -58,6 +58,27 @@ def test_kernel_matches_oracle(dtype, head_dim, window, grid):
         check_parity(qkv, height, width, heads, window, shift, table)
 
 
+@pytest.mark.skipif(not triton_support.INTERPRET, reason="the interpreter's variant choice (a GPU autotunes it)")
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("head_dim,heads,window,grid", [(30, 2, 8, (16, 24)), (32, 1, 16, (32, 16)),
+                                                        (24, 2, 6, (12, 18)), (16, 3, 4, (8, 12))],
+                         ids=["w8", "w16", "w6-36-keys", "w4"])
+def test_whole_window_variant(monkeypatch, dtype, head_dim, heads, window, grid):
+    """One program per (window, head), keys held for all query blocks, one-pass softmax: the same
+    answer as the oracle, for key counts that are (64, 256) and are not (36 -> 64, 16) powers of two,
+    query blocks that do not divide them, shifted (border windows masked) and not."""
+    monkeypatch.setattr(WA, "INTERPRET_WHOLE", 1)
+    height, width = grid
+    qkv, table = make_inputs(2, height, width, heads, head_dim, window, dtype, seed=window + head_dim)
+    for shift in (0, window // 2):
+        check_parity(qkv, height, width, heads, window, shift, table)
+    pad = WA.head_pad(head_dim)  # every output row written once (the interpreter's block is min(64, keys))
+    out = torch.full((2, height * width, heads * pad), float("nan"), device=DEVICE)
+    bias = WA.dense_log2_bias(table, window, torch.float32)
+    WA._launch(WA.pack_activations(qkv.float(), heads), bias, height, width, heads, window, window // 2, out=out)
+    assert not torch.isnan(out).any()
+
+
 @pytest.mark.parametrize("head_dim,heads,window", [(16, 3, 4), (20, 1, 8), (64, 1, 8), (24, 2, 6)])
 def test_other_head_dims_windows_and_head_counts(head_dim, heads, window):
     height, width = 2 * window, 3 * window

@@ -18,7 +18,9 @@
   packed weights, its shift into the bias, and rstd scales the fp32 accumulator in the epilogue.
   The normalised activations never exist in memory: no LayerNorm launch, no (M, D) round trip.
 - Epilogue: bias in fp32, the exact (erf) GELU, and the residual add, stored once in the output
-  dtype (the residual stream's dtype when a residual is given: fp32 in "mixed").
+  dtype (the residual stream's dtype when a residual is given: fp32 in "mixed"). The autotuner
+  also tries loading the residual tile before the K loop (``R_PREFETCH``): with K = 384 or 720 the
+  loop is short, and a residual load issued after it stalls the epilogue for a memory latency.
 
 Weights are packed once (``pack_linear``): K-major (K + 128 zero rows, N padded to a multiple of
 128 columns), so weight loads need no masks. Rows are clamped (loads past the last row re-read it
@@ -107,11 +109,16 @@ if triton is not None:
                      O_ALIGN: tl.constexpr, LAYER_NORM: tl.constexpr, CENTER: tl.constexpr,
                      HAS_BIAS: tl.constexpr, GELU: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
                      HAS_LOW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                     INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr):
-        """One (BLOCK_M, BLOCK_N) output tile: K loop, then the epilogue and the store."""
+                     R_PREFETCH: tl.constexpr, INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr):
+        """One (BLOCK_M, BLOCK_N) output tile: K loop, then the epilogue and the store. With
+        R_PREFETCH the residual tile is loaded before the K loop, so its memory latency overlaps
+        the GEMM instead of stalling the epilogue (32 more registers a thread at 128x128, 8 warps)."""
         K_BLOCKS: tl.constexpr = (K + BLOCK_K - 1) // BLOCK_K
         EVEN_K: tl.constexpr = K % BLOCK_K == 0
-        EVEN_N: tl.constexpr = N % BLOCK_N == 0
+        if HAS_RESIDUAL and R_PREFETCH:
+            r_tile = _residual_tile(r_ptr, rows_c, m_ok, offs_n, stride_rm, N, R_ALIGN, BLOCK_N)
+        else:
+            r_tile = 0.0
         acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
         for kb in range(K_BLOCKS):
             offs_k = kb * BLOCK_K + tl.arange(0, BLOCK_K)
@@ -130,15 +137,27 @@ if triton is not None:
             if not CENTER:  # x W'^T - mean * colsum(W'): the centring, after the GEMM
                 acc -= mean[:, None] * tl.load(cs_ptr + offs_n)[None, :]
             acc = acc * rstd[:, None]
-        _linear_epilogue(acc, bias_ptr, r_ptr, out_ptr, low_ptr, rows_c, m_ok, offs_n, stride_rm, stride_om,
-                         N, R_ALIGN, O_ALIGN, HAS_BIAS, GELU, HAS_RESIDUAL, HAS_LOW, BLOCK_N)
+        _linear_epilogue(acc, r_tile, bias_ptr, r_ptr, out_ptr, low_ptr, rows_c, m_ok, offs_n, stride_rm,
+                         stride_om, N, R_ALIGN, O_ALIGN, HAS_BIAS, GELU, HAS_RESIDUAL, R_PREFETCH, HAS_LOW, BLOCK_N)
 
     @triton.jit
-    def _linear_epilogue(acc, bias_ptr, r_ptr, out_ptr, low_ptr, rows_c, m_ok, offs_n, stride_rm, stride_om,
-                         N: tl.constexpr, R_ALIGN: tl.constexpr, O_ALIGN: tl.constexpr, HAS_BIAS: tl.constexpr,
-                         GELU: tl.constexpr, HAS_RESIDUAL: tl.constexpr, HAS_LOW: tl.constexpr,
-                         BLOCK_N: tl.constexpr):
-        """Bias, GELU, residual add and the store(s) of one fp32 (BLOCK_M, BLOCK_N) tile."""
+    def _residual_tile(r_ptr, rows_c, m_ok, offs_n, stride_rm, N: tl.constexpr, R_ALIGN: tl.constexpr,
+                       BLOCK_N: tl.constexpr):
+        """The residual's (BLOCK_M, BLOCK_N) tile in its own dtype (zeros outside the output)."""
+        if N % BLOCK_N == 0:
+            ok = m_ok[:, None]
+        else:
+            ok = m_ok[:, None] & (offs_n < N)[None, :]
+        r_rows = tl.multiple_of(rows_c.to(tl.int64) * stride_rm, R_ALIGN)
+        return tl.load(r_ptr + r_rows[:, None] + offs_n[None, :], mask=ok, other=0.0)
+
+    @triton.jit
+    def _linear_epilogue(acc, r_tile, bias_ptr, r_ptr, out_ptr, low_ptr, rows_c, m_ok, offs_n, stride_rm,
+                         stride_om, N: tl.constexpr, R_ALIGN: tl.constexpr, O_ALIGN: tl.constexpr,
+                         HAS_BIAS: tl.constexpr, GELU: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+                         R_PREFETCH: tl.constexpr, HAS_LOW: tl.constexpr, BLOCK_N: tl.constexpr):
+        """Bias, GELU, residual add and the store(s) of one fp32 (BLOCK_M, BLOCK_N) tile
+        (``r_tile``: the residual tile when it was prefetched)."""
         EVEN_N: tl.constexpr = N % BLOCK_N == 0
         if HAS_BIAS:
             acc += tl.load(bias_ptr + offs_n)[None, :]
@@ -149,8 +168,10 @@ if triton is not None:
         else:
             ok = m_ok[:, None] & (offs_n < N)[None, :]
         if HAS_RESIDUAL:
-            r_rows = tl.multiple_of(rows_c.to(tl.int64) * stride_rm, R_ALIGN)
-            acc += tl.load(r_ptr + r_rows[:, None] + offs_n[None, :], mask=ok, other=0.0).to(tl.float32)
+            if R_PREFETCH:
+                acc += r_tile.to(tl.float32)
+            else:
+                acc += _residual_tile(r_ptr, rows_c, m_ok, offs_n, stride_rm, N, R_ALIGN, BLOCK_N).to(tl.float32)
         o_rows = tl.multiple_of(rows_c.to(tl.int64) * stride_om, O_ALIGN)
         tl.store(out_ptr + o_rows[:, None] + offs_n[None, :], acc.to(out_ptr.dtype.element_ty), mask=ok)
         if HAS_LOW:  # the same values in the next layer's GEMM dtype (e.g. fp32 stream -> bf16 conv input)
@@ -210,7 +231,7 @@ if triton is not None:
         LAYER_NORM: tl.constexpr, CENTER: tl.constexpr, HAS_BIAS: tl.constexpr, GELU: tl.constexpr,
         HAS_RESIDUAL: tl.constexpr, HAS_LOW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
         BLOCK_K: tl.constexpr, N_GROUP: tl.constexpr, A_RESIDENT: tl.constexpr, A_K0: tl.constexpr,
-        A_K1: tl.constexpr, INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr,
+        A_K1: tl.constexpr, R_PREFETCH: tl.constexpr, INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr,
     ):
         N_TILES: tl.constexpr = (N + BLOCK_N - 1) // BLOCK_N
         K_BLOCKS: tl.constexpr = (K + BLOCK_K - 1) // BLOCK_K
@@ -240,8 +261,9 @@ if triton is not None:
                 offs_n = nt * BLOCK_N + tl.arange(0, BLOCK_N)
                 acc = _resident_tile(x0, x1, w_ptr, offs_n, W_STRIDE, A_K0, A_K1, BLOCK_M, BLOCK_N,
                                      INPUT_PRECISION, DOT_UPCAST)
-                _linear_epilogue(acc, bias_ptr, r_ptr, out_ptr, low_ptr, rows_c, m_ok, offs_n, stride_rm,
-                                 stride_om, N, R_ALIGN, O_ALIGN, HAS_BIAS, GELU, HAS_RESIDUAL, HAS_LOW, BLOCK_N)
+                _linear_epilogue(acc, 0.0, bias_ptr, r_ptr, out_ptr, low_ptr, rows_c, m_ok, offs_n, stride_rm,
+                                 stride_om, N, R_ALIGN, O_ALIGN, HAS_BIAS, GELU, HAS_RESIDUAL, False, HAS_LOW,
+                                 BLOCK_N)
         elif LAYER_NORM:  # fp32 row statistics: Welford merge of per-block (mean, M2)
             m2 = tl.zeros([BLOCK_M], tl.float32)
             for kb in range(K_BLOCKS):
@@ -261,26 +283,32 @@ if triton is not None:
                 _linear_tile(a_rows, w_ptr, bias_ptr, r_ptr, out_ptr, low_ptr, cs_ptr, rows_c, m_ok,
                              nt * BLOCK_N + tl.arange(0, BLOCK_N), mean, rstd, stride_rm, stride_om,
                              K, N, W_STRIDE, R_ALIGN, O_ALIGN, LAYER_NORM, CENTER, HAS_BIAS, GELU, HAS_RESIDUAL,
-                             HAS_LOW, BLOCK_M, BLOCK_N, BLOCK_K, INPUT_PRECISION, DOT_UPCAST)
+                             HAS_LOW, BLOCK_M, BLOCK_N, BLOCK_K, R_PREFETCH, INPUT_PRECISION, DOT_UPCAST)
         else:
             _linear_tile(a_rows, w_ptr, bias_ptr, r_ptr, out_ptr, low_ptr, cs_ptr, rows_c, m_ok,
                          pid_n * BLOCK_N + tl.arange(0, BLOCK_N), mean, rstd, stride_rm, stride_om,
                          K, N, W_STRIDE, R_ALIGN, O_ALIGN, LAYER_NORM, CENTER, HAS_BIAS, GELU, HAS_RESIDUAL,
-                         HAS_LOW, BLOCK_M, BLOCK_N, BLOCK_K, INPUT_PRECISION, DOT_UPCAST)
+                         HAS_LOW, BLOCK_M, BLOCK_N, BLOCK_K, R_PREFETCH, INPUT_PRECISION, DOT_UPCAST)
 
     # LayerNorm GEMMs only: N_GROUP = N tiles per program (0 = all; the others run one tile each),
     # A_RESIDENT = the normalised rows stay in registers across those tiles (BLOCK_K unused).
+    # GEMMs with a residual only: R_PREFETCH = its tile is loaded before the K loop.
+    _TILES = [(128, 128, 64, 8, 3), (128, 128, 128, 8, 3), (64, 128, 128, 4, 3), (128, 64, 64, 4, 4),
+              (64, 128, 64, 4, 4), (64, 64, 64, 4, 4)]
     _CONFIGS = [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "N_GROUP": g, "A_RESIDENT": 0},
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "N_GROUP": g, "A_RESIDENT": 0, "R_PREFETCH": 0},
                       num_warps=w, num_stages=s)
-        for bm, bn, bk, w, s in [(128, 128, 64, 8, 3), (128, 128, 128, 8, 3), (64, 128, 128, 4, 3),
-                                 (128, 64, 64, 4, 4), (64, 128, 64, 4, 4), (64, 64, 64, 4, 4)]
+        for bm, bn, bk, w, s in _TILES
         for g in (0, 1, 3)
     ] + [  # resident rows: the (K0 + K1)-deep weight tile of each stage must fit beside them (227 KiB)
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": 64, "N_GROUP": g, "A_RESIDENT": 1},
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": 64, "N_GROUP": g, "A_RESIDENT": 1, "R_PREFETCH": 0},
                       num_warps=w, num_stages=s)
         for bm, bn, w, s in [(64, 64, 4, 3), (64, 128, 4, 1), (128, 64, 8, 2)]  # (128x128: spills on 3.9)
         for g in (0, 3)
+    ] + [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "N_GROUP": 1, "A_RESIDENT": 0, "R_PREFETCH": 1},
+                      num_warps=w, num_stages=s)
+        for bm, bn, bk, w, s in _TILES if (bm, bn, bk) != (128, 128, 128)  # (spills 56 B at K = 720 on 3.9)
     ]
 
     def _prune(configs, named_args, **kwargs):
@@ -288,7 +316,8 @@ if triton is not None:
         resident_ok = ln and kwargs.get("INPUT_PRECISION") != "ieee" and not kwargs.get("DOT_UPCAST") \
             and kwargs["A_K0"] + kwargs["A_K1"] <= kwargs["K"] + K_PAD_ROWS and kwargs["K"] <= 512
         kept = [c for c in configs if kwargs["W_STRIDE"] % c.kwargs["BLOCK_N"] == 0
-                and (ln or c.kwargs["N_GROUP"] == 1) and (resident_ok or not c.kwargs["A_RESIDENT"])]
+                and (ln or c.kwargs["N_GROUP"] == 1) and (resident_ok or not c.kwargs["A_RESIDENT"])
+                and (kwargs["HAS_RESIDUAL"] or not c.kwargs["R_PREFETCH"])]
         if kwargs.get("INPUT_PRECISION") == "ieee":  # fp32 operands: halve the shared memory per stage
             kept = [c for c in kept if c.kwargs["BLOCK_N"] * c.kwargs["BLOCK_K"] <= 128 * 64] or kept
         return tuned(kept)
@@ -303,6 +332,7 @@ if triton is not None:
 
 INTERPRET_N_GROUP = 2  # interpreter runs: two N tiles per LayerNorm program (tests vary it)
 INTERPRET_A_RESIDENT = 0  # interpreter runs: the streamed LayerNorm path (tests run both)
+INTERPRET_R_PREFETCH = 1  # interpreter runs: the residual tile loaded before the K loop (tests run both)
 
 
 def resident_split(k: int) -> tuple[int, int]:
@@ -346,7 +376,8 @@ def _launch(x, weight, bias, residual, colsum, ln_eps, n, gelu, out_dtype, input
     if INTERPRET:
         block_k = min(64, max(16, next_pow2(k)))
         meta_i = dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=block_k, N_GROUP=INTERPRET_N_GROUP,
-                      A_RESIDENT=INTERPRET_A_RESIDENT if layer_norm else 0)
+                      A_RESIDENT=INTERPRET_A_RESIDENT if layer_norm else 0,
+                      R_PREFETCH=INTERPRET_R_PREFETCH if residual is not None else 0)
         launcher(_linear_kernel)[(programs(m, n, layer_norm, meta_i),)](*args, **meta_i, **meta)
     else:
         launcher(_linear_tuned)[lambda c: (programs(m, n, layer_norm, c),)](*args, **meta)

@@ -21,6 +21,14 @@ the windows touching the last row or column of the window grid need the mask: th
 a branch that is uniform over each program, so interior windows run a loop without any mask
 code. Tiles whose size divides N = window^2 carry no bounds masks.
 
+Two program shapes, chosen by the autotuner (``WHOLE``): one program per (window, head, block of
+queries) with an online softmax over blocks of keys, or one program per (window, head) that loads
+the window's keys and values once, then takes its query blocks one after another, each against
+all keys at once (a one-pass softmax: no running maximum, no rescaling). The second reads K and V
+once instead of once per query block (a quarter of the traffic at window 16, 64-row blocks) and
+issues about a third fewer instructions; it holds a (BLOCK_M, N) score tile, so it exists up to
+N = 256 and not for IEEE fp32 (which would spill).
+
 ``window_attention(qkv, ...)`` keeps the plain layout (B, H*W, 3D) for callers and tests: it
 packs qkv (one copy) and the bias, runs the kernel, and returns (B, H*W, D).
 ``torch_window_attention`` has the same signature, written from the spec with explicit roll /
@@ -41,6 +49,8 @@ MAX_HEAD_DIM = 64
 MASK_VALUE = -100.0
 LOG2E = math.log2(math.e)
 HEAD_PAD = 32  # packed head width: head_dim 30 -> 32 (64-byte rows in bf16)
+WHOLE_MAX_KEYS = 256  # the whole-window variant holds a (BLOCK_M, keys) score tile: up to window 16
+INTERPRET_WHOLE = 0  # interpreter runs: the per-block path (tests run both)
 
 # --------------------------------------------------------------------- validation
 def check_args(qkv: torch.Tensor, height: int, width: int, heads: int, window: int, shift: int,
@@ -164,6 +174,21 @@ if triton is not None:
             + (x >= width - WINDOW).to(tl.int32) + (x >= width - SHIFT).to(tl.int32)
 
     @triton.jit
+    def _unroll(v, size, SHIFT: tl.constexpr):
+        """(v % size) for v in [0, size + SHIFT): rolled-grid coordinate -> pixel, without an
+        integer division by a runtime size (~20 instructions each); nothing when unshifted."""
+        if SHIFT == 0:
+            return v
+        return tl.where(v >= size, v - size, v)
+
+    @triton.jit
+    def _token_rows(wy, wx, offs, height, width, WINDOW: tl.constexpr, SHIFT: tl.constexpr):
+        """Window-local token indices -> the token rows (un-shifted pixels, int64) they hold."""
+        y = _unroll(wy + offs // WINDOW + SHIFT, height, SHIFT)
+        x = _unroll(wx + offs % WINDOW + SHIFT, width, SHIFT)
+        return (y * width + x).to(tl.int64)
+
+    @triton.jit
     def _attend(q, offs_m, qkv_base, bias_base, stride_qkv_t, wy, wx, height, width,
                 WINDOW: tl.constexpr, SHIFT: tl.constexpr, HEAD_PAD: tl.constexpr, DIM_PAD: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN: tl.constexpr,
@@ -181,7 +206,7 @@ if triton is not None:
             offs_n = start + tl.arange(0, BLOCK_N)
             ky_in = offs_n // WINDOW
             kx_in = offs_n % WINDOW
-            k_rows = (((wy + ky_in + SHIFT) % height) * width + (wx + kx_in + SHIFT) % width).to(tl.int64)
+            k_rows = _token_rows(wy, wx, offs_n, height, width, WINDOW, SHIFT)
             kt_ptrs = qkv_base + DIM_PAD + k_rows[None, :] * stride_qkv_t + offs_d[:, None]  # k, transposed
             v_ptrs = qkv_base + 2 * DIM_PAD + k_rows[:, None] * stride_qkv_t + offs_d[None, :]
             b_ptrs = bias_base + offs_m[:, None] * N + offs_n[None, :]
@@ -220,13 +245,72 @@ if triton is not None:
         return acc, l_i
 
     @triton.jit
+    def _whole_window(qkv_base, out_base, bias_base, stride_qkv_t, stride_out_t, wy, wx, height, width,
+                      WINDOW: tl.constexpr, SHIFT: tl.constexpr, HEAD_PAD: tl.constexpr, DIM_PAD: tl.constexpr,
+                      KEYS: tl.constexpr, BLOCK_M: tl.constexpr, MASKED: tl.constexpr,
+                      INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr):
+        """All of one window's queries for one head, BLOCK_M at a time, against its N keys held
+        for the whole program (KEYS = N rounded up to a power of two): the scores of a query block
+        are complete, so the softmax is one pass (no running max, no rescaling)."""
+        N: tl.constexpr = WINDOW * WINDOW
+        MASK_LOG2: tl.constexpr = -100.0 * 1.4426950408889634
+        offs_n = tl.arange(0, KEYS)
+        offs_d = tl.arange(0, HEAD_PAD)
+        k_rows = _token_rows(wy, wx, offs_n, height, width, WINDOW, SHIFT)
+        kt_ptrs = qkv_base + DIM_PAD + k_rows[None, :] * stride_qkv_t + offs_d[:, None]  # k, transposed
+        v_ptrs = qkv_base + 2 * DIM_PAD + k_rows[:, None] * stride_qkv_t + offs_d[None, :]
+        if KEYS == N:
+            kt = tl.load(kt_ptrs)
+            v = tl.load(v_ptrs)
+        else:
+            kt = tl.load(kt_ptrs, mask=(offs_n < N)[None, :], other=0.0)
+            v = tl.load(v_ptrs, mask=(offs_n < N)[:, None], other=0.0)
+        if DOT_UPCAST:
+            kt = kt.to(tl.float32)
+        if MASKED:
+            k_label = _region_label(wy + offs_n // WINDOW, wx + offs_n % WINDOW, height, width, WINDOW, SHIFT)
+        for start in range(0, N, BLOCK_M):
+            offs_m = start + tl.arange(0, BLOCK_M)
+            q_rows = _token_rows(wy, wx, offs_m, height, width, WINDOW, SHIFT)
+            q_ptrs = qkv_base + q_rows[:, None] * stride_qkv_t + offs_d[None, :]
+            b_ptrs = bias_base + offs_m[:, None] * N + offs_n[None, :]
+            if (N % BLOCK_M == 0) and (KEYS == N):
+                q = tl.load(q_ptrs)
+                bias = tl.load(b_ptrs)
+            else:
+                q = tl.load(q_ptrs, mask=(offs_m < N)[:, None], other=0.0)
+                bias = tl.load(b_ptrs, mask=(offs_m < N)[:, None] & (offs_n < N)[None, :], other=0.0)
+            if DOT_UPCAST:
+                s = tl.dot(q.to(tl.float32), kt, input_precision="ieee")
+            else:
+                s = tl.dot(q, kt, input_precision=INPUT_PRECISION)
+            s = s + bias.to(tl.float32)  # base-2 domain, as in _attend
+            if MASKED:
+                q_label = _region_label(wy + offs_m // WINDOW, wx + offs_m % WINDOW, height, width, WINDOW, SHIFT)
+                s = tl.where(q_label[:, None] == k_label[None, :], s, s + MASK_LOG2)
+            if KEYS != N:
+                s = tl.where((offs_n < N)[None, :], s, float("-inf"))
+            p = tl.exp2(s - tl.max(s, 1)[:, None])
+            l_i = tl.sum(p, 1)
+            if DOT_UPCAST:
+                acc = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), input_precision="ieee")
+            else:
+                acc = tl.dot(p.to(v.dtype), v, input_precision=INPUT_PRECISION)
+            out = acc / l_i[:, None]
+            o_ptrs = out_base + q_rows[:, None] * stride_out_t + offs_d[None, :]
+            if N % BLOCK_M == 0:
+                tl.store(o_ptrs, out.to(out_base.dtype.element_ty))
+            else:
+                tl.store(o_ptrs, out.to(out_base.dtype.element_ty), mask=(offs_m < N)[:, None])
+
+    @triton.jit
     def _window_attention_kernel(
         qkv_ptr, out_ptr, bias_ptr,
         stride_qkv_b, stride_qkv_t, stride_out_b, stride_out_t,
         height, width, windows_x, windows_y,
         HEADS: tl.constexpr, WINDOW: tl.constexpr, SHIFT: tl.constexpr, HEAD_PAD: tl.constexpr,
-        USE_MASK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-        INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr,
+        USE_MASK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, WHOLE: tl.constexpr,
+        KEYS: tl.constexpr, INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr,
     ):
         N: tl.constexpr = WINDOW * WINDOW
         EVEN: tl.constexpr = (N % BLOCK_M == 0) and (N % BLOCK_N == 0)  # no bounds masks needed
@@ -240,55 +324,77 @@ if triton is not None:
 
         qkv_base = qkv_ptr + batch.to(tl.int64) * stride_qkv_b + head * HEAD_PAD
         bias_base = bias_ptr + head * N * N
-        offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
-        offs_d = tl.arange(0, HEAD_PAD)
-        # Query tokens: window-local (y, x) -> the un-shifted pixel they hold.
-        q_rows = (((wy + offs_m // WINDOW + SHIFT) % height) * width + (wx + offs_m % WINDOW + SHIFT) % width) \
-            .to(tl.int64)
-        q_ptrs = qkv_base + q_rows[:, None] * stride_qkv_t + offs_d[None, :]
-        if EVEN:
-            q = tl.load(q_ptrs)
+        out_base = out_ptr + batch.to(tl.int64) * stride_out_b + head * HEAD_PAD
+        # With the shift mask, only windows in the last row or column of the grid mix regions; the
+        # others take the unmasked code (a branch uniform over the whole program).
+        if WHOLE:  # one program per (window, head): keys and values read once for all queries
+            if USE_MASK:
+                if (wy == height - WINDOW) | (wx == width - WINDOW):
+                    _whole_window(qkv_base, out_base, bias_base, stride_qkv_t, stride_out_t, wy, wx, height, width,
+                                  WINDOW, SHIFT, HEAD_PAD, DIM_PAD, KEYS, BLOCK_M, True, INPUT_PRECISION,
+                                  DOT_UPCAST)
+                else:
+                    _whole_window(qkv_base, out_base, bias_base, stride_qkv_t, stride_out_t, wy, wx, height, width,
+                                  WINDOW, SHIFT, HEAD_PAD, DIM_PAD, KEYS, BLOCK_M, False, INPUT_PRECISION,
+                                  DOT_UPCAST)
+            else:
+                _whole_window(qkv_base, out_base, bias_base, stride_qkv_t, stride_out_t, wy, wx, height, width,
+                              WINDOW, SHIFT, HEAD_PAD, DIM_PAD, KEYS, BLOCK_M, False, INPUT_PRECISION, DOT_UPCAST)
         else:
-            q = tl.load(q_ptrs, mask=(offs_m < N)[:, None], other=0.0)
-        if USE_MASK:
-            # Only windows in the last row or column of the grid mix regions; the others take the
-            # unmasked loop (a branch uniform over the whole program).
-            if (wy == height - WINDOW) | (wx == width - WINDOW):
-                acc, l_i = _attend(q, offs_m, qkv_base, bias_base, stride_qkv_t, wy, wx, height, width, WINDOW,
-                                   SHIFT, HEAD_PAD, DIM_PAD, BLOCK_M, BLOCK_N, True, EVEN, INPUT_PRECISION, DOT_UPCAST)
+            offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+            offs_d = tl.arange(0, HEAD_PAD)
+            # Query tokens: window-local (y, x) -> the un-shifted pixel they hold.
+            q_rows = _token_rows(wy, wx, offs_m, height, width, WINDOW, SHIFT)
+            q_ptrs = qkv_base + q_rows[:, None] * stride_qkv_t + offs_d[None, :]
+            if EVEN:
+                q = tl.load(q_ptrs)
+            else:
+                q = tl.load(q_ptrs, mask=(offs_m < N)[:, None], other=0.0)
+            if USE_MASK:
+                if (wy == height - WINDOW) | (wx == width - WINDOW):
+                    acc, l_i = _attend(q, offs_m, qkv_base, bias_base, stride_qkv_t, wy, wx, height, width, WINDOW,
+                                       SHIFT, HEAD_PAD, DIM_PAD, BLOCK_M, BLOCK_N, True, EVEN, INPUT_PRECISION,
+                                       DOT_UPCAST)
+                else:
+                    acc, l_i = _attend(q, offs_m, qkv_base, bias_base, stride_qkv_t, wy, wx, height, width, WINDOW,
+                                       SHIFT, HEAD_PAD, DIM_PAD, BLOCK_M, BLOCK_N, False, EVEN, INPUT_PRECISION,
+                                       DOT_UPCAST)
             else:
                 acc, l_i = _attend(q, offs_m, qkv_base, bias_base, stride_qkv_t, wy, wx, height, width, WINDOW,
-                                   SHIFT, HEAD_PAD, DIM_PAD, BLOCK_M, BLOCK_N, False, EVEN, INPUT_PRECISION,
-                                   DOT_UPCAST)
-        else:
-            acc, l_i = _attend(q, offs_m, qkv_base, bias_base, stride_qkv_t, wy, wx, height, width, WINDOW,
-                               SHIFT, HEAD_PAD, DIM_PAD, BLOCK_M, BLOCK_N, False, EVEN, INPUT_PRECISION, DOT_UPCAST)
-        out = acc / l_i[:, None]
-        o_ptrs = out_ptr + batch.to(tl.int64) * stride_out_b + q_rows[:, None] * stride_out_t \
-            + (head * HEAD_PAD + offs_d)[None, :]
-        if EVEN:
-            tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty))
-        else:
-            tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=(offs_m < N)[:, None])
+                                   SHIFT, HEAD_PAD, DIM_PAD, BLOCK_M, BLOCK_N, False, EVEN, INPUT_PRECISION, DOT_UPCAST)
+            out = acc / l_i[:, None]
+            o_ptrs = out_base + q_rows[:, None] * stride_out_t + offs_d[None, :]
+            if EVEN:
+                tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty))
+            else:
+                tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=(offs_m < N)[:, None])
 
-    # On a GPU: tiles x pipeline depths, tuned once per (window, shift, head width, dtype).
+    # On a GPU: tiles x pipeline depths, tuned once per (window, shift, head width, dtype); WHOLE:
+    # one program per (window, head) looping over query blocks of BLOCK_M (BLOCK_N unused).
     _TUNED_CONFIGS = [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "WHOLE": 0}, num_warps=w, num_stages=s)
         for bm, bn, w in [(64, 64, 4), (64, 128, 4), (128, 64, 8), (128, 128, 8)]
         for s in (2, 3)
+    ] + [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": 64, "WHOLE": 1}, num_warps=w, num_stages=s)
+        for bm, w, s in [(64, 4, 1), (64, 4, 2), (128, 8, 2)]  # (32-row blocks spill; 8 warps on 64 rows: slower)
     ]
 
     def _prune(configs, named_args, **kwargs):
         n = kwargs["WINDOW"] ** 2
         size = max(16, next_pow2(n))
-        kept = [c for c in configs if c.kwargs["BLOCK_M"] <= size and c.kwargs["BLOCK_N"] <= size]
-        if kwargs.get("INPUT_PRECISION") == "ieee":  # fp32 128x128 tiles need 272 KiB of shared memory
-            kept = [c for c in kept if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] < 128 * 128] or kept
-        return tuned(kept) or [triton.Config({"BLOCK_M": size, "BLOCK_N": size}, num_warps=4, num_stages=2)]
+        kept = [c for c in configs if c.kwargs["BLOCK_M"] <= size and c.kwargs["BLOCK_N"] <= size
+                and (not c.kwargs["WHOLE"] or kwargs["KEYS"] <= WHOLE_MAX_KEYS)]
+        if kwargs.get("INPUT_PRECISION") == "ieee":  # fp32 128x128 tiles need 272 KiB of shared memory;
+            # fp32 whole windows spill ~10 KiB a thread (FMA dots hold their operands in registers)
+            kept = [c for c in kept if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] < 128 * 128
+                    and not c.kwargs["WHOLE"]] or kept
+        return tuned(kept) or [triton.Config({"BLOCK_M": size, "BLOCK_N": size, "WHOLE": 0}, num_warps=4,
+                                             num_stages=2)]
 
     _window_attention_tuned = triton.autotune(
         configs=_TUNED_CONFIGS,
-        key=["WINDOW", "SHIFT", "HEADS", "HEAD_PAD", "USE_MASK", "INPUT_PRECISION", "DOT_UPCAST"],
+        key=["WINDOW", "SHIFT", "HEADS", "HEAD_PAD", "USE_MASK", "KEYS", "INPUT_PRECISION", "DOT_UPCAST"],
         prune_configs_by={"early_config_prune": _prune},
     )(_window_attention_kernel)
 
@@ -304,16 +410,17 @@ def _launch(qkv, bias, height, width, heads, window, shift, use_mask=True, out=N
     kept = store_dtype(qkv.dtype)
     dst = out if kept == out.dtype else torch.empty(out.shape, device=qkv.device, dtype=kept)
     meta = dict(HEADS=heads, WINDOW=window, SHIFT=shift, HEAD_PAD=pad, USE_MASK=bool(use_mask and shift),
-                INPUT_PRECISION=dot_precision(qkv.dtype), DOT_UPCAST=dot_upcast(qkv.dtype))
+                KEYS=max(16, next_pow2(n)), INPUT_PRECISION=dot_precision(qkv.dtype), DOT_UPCAST=dot_upcast(qkv.dtype))
     args = (qkv, dst, bias, qkv.stride(0), qkv.stride(1), dst.stride(0), dst.stride(1),
             height, width, windows_x, windows_y)
     programs = b * windows_x * windows_y * heads
+    grid = lambda c: (programs, 1 if c["WHOLE"] else cdiv(n, c["BLOCK_M"]))  # noqa: E731
     if INTERPRET:
         block = min(64, max(16, next_pow2(n)))
-        launcher(_window_attention_kernel)[(programs, cdiv(n, block))](*args, BLOCK_M=block, BLOCK_N=block,
-                                                                              **meta)
+        whole = int(bool(INTERPRET_WHOLE) and meta["KEYS"] <= WHOLE_MAX_KEYS)
+        launcher(_window_attention_kernel)[grid(dict(WHOLE=whole, BLOCK_M=block))](
+            *args, BLOCK_M=block, BLOCK_N=block, WHOLE=whole, **meta)
     else:
-        grid = lambda c: (programs, cdiv(n, c["BLOCK_M"]))  # noqa: E731
         launcher(_window_attention_tuned)[grid](*args, **meta)
     if dst is not out:
         out.copy_(dst)
@@ -427,8 +534,8 @@ def loop_weights(args: dict, meta: dict) -> list[float] | None:
 
 
 def main_loop_trips(meta: dict) -> int:
-    """Iterations of the kernel's key-block loop per program."""
-    return -(-meta["WINDOW"] ** 2 // meta["BLOCK_N"])
+    """Iterations of the kernel's loop per program: key blocks, or query blocks when WHOLE."""
+    return -(-meta["WINDOW"] ** 2 // (meta["BLOCK_M"] if meta.get("WHOLE") else meta["BLOCK_N"]))
 
 
 def attention_flops(batch: int, height: int, width: int, dim: int, window: int) -> int:
