@@ -79,6 +79,20 @@ def test_autotune_switch_keeps_the_first_config(monkeypatch):
     assert triton_support.tuned(["a", "b", "c"]) == ["a", "b", "c"]
 
 
+def test_autotune_switch_also_skips_timing_the_lone_config(monkeypatch):
+    """Triton's autotuner times even a single surviving config (~0.15 s, dozens of kernel runs per
+    new key): with LUA_FAST_AUTOTUNE=0 every tuned kernel's timing hook returns at once, without
+    running the kernel."""
+    from lua_fast.kernels import conv3x3, fused_linear, triton_support, window_attention
+
+    monkeypatch.setenv("LUA_FAST_AUTOTUNE", "0")
+    runs = []
+    for tuner in (conv3x3._conv3x3_tuned, fused_linear._linear_tuned, window_attention._window_attention_tuned):
+        assert tuner.do_bench is triton_support.bench_config
+        assert tuner.do_bench(lambda: runs.append(1), (0.5, 0.2, 0.8)) == [0.0, 0.0, 0.0]
+    assert not runs
+
+
 def test_kernel_ops_bypass_the_dispatcher_only_on_plain_eager_calls():
     """Plain eager calls run the implementation directly (host time); fake tensors, dispatch modes
     (launch counting, fake tensor mode) and tracing go through the registered op."""

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .triton_support import (INTERPRET, cdiv, dot_precision, dot_upcast, kernel_op, launcher, next_pow2, note_launch,
-                             store_dtype, tl, tracing, triton, tuned, unavailable_reason)
+from .triton_support import (INTERPRET, bench_config, cdiv, dot_precision, dot_upcast, kernel_op, launcher, next_pow2,
+                             note_launch, store_dtype, tl, tracing, triton, tuned, unavailable_reason)
 
 K_PAD_ROWS = 128  # zero rows after the 9*Cin packed rows: the largest BLOCK_K
 
@@ -257,7 +257,7 @@ if triton is not None:
         configs=_CONFIGS,
         key=["C_IN", "C_OUT", "W_STRIDE", "X_ALIGN", "R_ALIGN", "O_ALIGN", "HAS_LEAKY", "HAS_RESIDUAL",
              "PIXEL_SHUFFLE", "INPUT_PRECISION", "DOT_UPCAST"],
-        prune_configs_by={"early_config_prune": _prune},
+        prune_configs_by={"early_config_prune": _prune}, do_bench=bench_config,
     )(_conv3x3_kernel)
 
 

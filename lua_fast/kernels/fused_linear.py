@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 
 from .conv3x3 import alignment
-from .triton_support import (INTERPRET, cdiv, dot_precision, dot_upcast, kernel_op, launcher, next_pow2, store_dtype,
-                             tl, triton, tuned, unavailable_reason)
+from .triton_support import (INTERPRET, bench_config, cdiv, dot_precision, dot_upcast, kernel_op, launcher, next_pow2,
+                             store_dtype, tl, triton, tuned, unavailable_reason)
 
 K_PAD_ROWS = 128  # zero weight rows after K: the largest BLOCK_K
 N_TILE = 128  # packed column count is a multiple of this
@@ -326,7 +326,7 @@ if triton is not None:
         configs=_CONFIGS,
         key=["K", "N", "W_STRIDE", "A_ALIGN", "R_ALIGN", "O_ALIGN", "LAYER_NORM", "GELU", "HAS_RESIDUAL",
              "INPUT_PRECISION", "DOT_UPCAST"],
-        prune_configs_by={"early_config_prune": _prune},
+        prune_configs_by={"early_config_prune": _prune}, do_bench=bench_config,
     )(_linear_kernel)
 
 

@@ -40,13 +40,25 @@ def next_pow2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
+def autotuning() -> bool:
+    """False with ``LUA_FAST_AUTOTUNE=0``: each kernel runs its first config, untimed."""
+    return os.environ.get(AUTOTUNE_ENV, "1").strip() != "0"
+
+
 def tuned(configs: list) -> list:
     """The autotune configs a prune hook keeps: all of them, or with ``LUA_FAST_AUTOTUNE=0`` only
     the first (one compile per kernel variant and no benchmarking: correctness runs on a GPU,
     where compiling every config of every test shape would dominate the time)."""
-    if os.environ.get(AUTOTUNE_ENV, "1").strip() == "0":
-        return configs[:1]
-    return configs
+    return configs if autotuning() else configs[:1]
+
+
+def bench_config(kernel_call, quantiles):
+    """How the autotuners time a config: Triton's default (``do_bench``, 25 ms warm-up, 100 ms of
+    runs), and nothing with ``LUA_FAST_AUTOTUNE=0``: Triton times even a lone surviving config
+    (~0.15 s and dozens of kernel runs per new key) before it launches it."""
+    if not autotuning():
+        return [0.0] * len(quantiles) if quantiles else 0.0
+    return triton.testing.do_bench(kernel_call, warmup=25, rep=100, quantiles=quantiles)
 
 
 def unavailable_reason(device: torch.device) -> str | None:

@@ -42,8 +42,8 @@ import math
 import torch
 
 from ..reference import windows as ref
-from .triton_support import (INTERPRET, cdiv, dot_precision, dot_upcast, kernel_op, launcher, next_pow2, store_dtype,
-                             tl, triton, tuned, unavailable_reason)
+from .triton_support import (INTERPRET, bench_config, cdiv, dot_precision, dot_upcast, kernel_op, launcher, next_pow2,
+                             store_dtype, tl, triton, tuned, unavailable_reason)
 
 MAX_HEAD_DIM = 64
 MASK_VALUE = -100.0
@@ -395,7 +395,7 @@ if triton is not None:
     _window_attention_tuned = triton.autotune(
         configs=_TUNED_CONFIGS,
         key=["WINDOW", "SHIFT", "HEADS", "HEAD_PAD", "USE_MASK", "KEYS", "INPUT_PRECISION", "DOT_UPCAST"],
-        prune_configs_by={"early_config_prune": _prune},
+        prune_configs_by={"early_config_prune": _prune}, do_bench=bench_config,
     )(_window_attention_kernel)
 
 
