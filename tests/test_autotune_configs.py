@@ -176,3 +176,23 @@ def test_every_conv3x3_config(one_config, case, index):
     assert stand_in.used is not None
     up = {k: (v.float() if torch.is_tensor(v) else v) for k, v in kw.items()}
     check(out, CV.torch_conv3x3(x.float(), weight, bias, **up), CV.torch_conv3x3(x, weight, bias, **kw))
+
+
+def test_tuning_is_per_size_class(one_config, monkeypatch):
+    """The autotuners key on a size class (rows / pixels / tokens, by powers of two above 4096),
+    so a choice tuned at one latent size is not reused at a 4x larger one."""
+    from lua_fast.kernels.triton_support import size_class
+
+    assert [size_class(n) for n in (1, 4096, 4097, 16384, 16385, 65536)] == [16, 16, 32, 64, 128, 256]
+    for module, attr in ((FL, "_linear_tuned"), (CV, "_conv3x3_tuned"), (WA, "_window_attention_tuned")):
+        assert "size_key" in getattr(module, attr).keys, attr
+    seen = []
+    stand_in = one_config(FL, "_linear_tuned", 0)
+    original = stand_in.kept
+    monkeypatch.setattr(stand_in, "kept", lambda args, meta: seen.append(
+        dict(zip(stand_in.tuner.fn.arg_names, args))["size_key"]) or original(args, meta))
+    w, b = torch.randn(64, 40, device=DEVICE), torch.zeros(64, device=DEVICE)
+    packed = FL.pack_linear(w, b, torch.float32)
+    for m in (40, 4100):
+        FL.fused_linear(torch.randn(m, 40, device=DEVICE), packed)
+    assert seen == [16, 32]

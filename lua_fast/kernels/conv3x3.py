@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from .triton_support import (INTERPRET, bench_config, cdiv, dot_precision, dot_upcast, kernel_op, launcher, next_pow2,
-                             note_launch, store_dtype, tl, tracing, triton, tuned, unavailable_reason)
+                             note_launch, size_class, store_dtype, tl, tracing, triton, tuned,
+                             unavailable_reason)
 
 K_PAD_ROWS = 128  # zero rows after the 9*Cin packed rows: the largest BLOCK_K
 
@@ -148,7 +149,7 @@ if triton is not None:
         x_ptr, w_ptr, b_ptr, r_ptr, out_ptr,
         pixels, height, width,
         sx_b, sx_h, sx_w, sx_c, sr_b, sr_h, sr_w, so_b, so_h, so_w,
-        slope,
+        slope, size_key,
         C_IN: tl.constexpr, C_OUT: tl.constexpr, W_STRIDE: tl.constexpr,
         X_ALIGN: tl.constexpr, R_ALIGN: tl.constexpr, O_ALIGN: tl.constexpr,
         HAS_BIAS: tl.constexpr, HAS_LEAKY: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
@@ -256,7 +257,7 @@ if triton is not None:
     _conv3x3_tuned = triton.autotune(
         configs=_CONFIGS,
         key=["C_IN", "C_OUT", "W_STRIDE", "X_ALIGN", "R_ALIGN", "O_ALIGN", "HAS_LEAKY", "HAS_RESIDUAL",
-             "PIXEL_SHUFFLE", "INPUT_PRECISION", "DOT_UPCAST"],
+             "PIXEL_SHUFFLE", "INPUT_PRECISION", "DOT_UPCAST", "size_key"],
         prune_configs_by={"early_config_prune": _prune}, do_bench=bench_config,
     )(_conv3x3_kernel)
 
@@ -300,7 +301,7 @@ def _launch(x, w_packed, bias, residual, c_out, slope, has_leaky, pixel_shuffle,
     pixels = b * h * w
     args = (x, w_packed, bias if bias is not None else w_packed, r, dst, pixels, h, w,
             x.stride(0), x.stride(1), x.stride(2), x.stride(3), r.stride(0), r.stride(1), r.stride(2),
-            dst.stride(0), dst.stride(1), dst.stride(2), float(slope))
+            dst.stride(0), dst.stride(1), dst.stride(2), float(slope), size_class(pixels))
     meta = dict(C_IN=cin, C_OUT=c_out, W_STRIDE=width, X_ALIGN=alignment(x) if x.stride(3) == 1 else 1,
                 R_ALIGN=alignment(r), O_ALIGN=alignment(dst), HAS_BIAS=bias is not None, HAS_LEAKY=has_leaky,
                 HAS_RESIDUAL=residual is not None, PIXEL_SHUFFLE=pixel_shuffle, PADDED_INPUT=padded_input,

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from .conv3x3 import alignment
 from .triton_support import (INTERPRET, bench_config, cdiv, dot_precision, dot_upcast, kernel_op, launcher, next_pow2,
-                             store_dtype, tl, triton, tuned, unavailable_reason)
+                             size_class, store_dtype, tl, triton, tuned, unavailable_reason)
 
 K_PAD_ROWS = 128  # zero weight rows after K: the largest BLOCK_K
 N_TILE = 128  # packed column count is a multiple of this
@@ -225,7 +225,7 @@ if triton is not None:
     @triton.jit
     def _linear_kernel(
         a_ptr, w_ptr, bias_ptr, r_ptr, out_ptr, low_ptr, cs_ptr,
-        M, stride_am, stride_rm, stride_om, eps,
+        M, stride_am, stride_rm, stride_om, eps, size_key,
         K: tl.constexpr, N: tl.constexpr, W_STRIDE: tl.constexpr,
         A_ALIGN: tl.constexpr, R_ALIGN: tl.constexpr, O_ALIGN: tl.constexpr,
         LAYER_NORM: tl.constexpr, CENTER: tl.constexpr, HAS_BIAS: tl.constexpr, GELU: tl.constexpr,
@@ -325,7 +325,7 @@ if triton is not None:
     _linear_tuned = triton.autotune(
         configs=_CONFIGS,
         key=["K", "N", "W_STRIDE", "A_ALIGN", "R_ALIGN", "O_ALIGN", "LAYER_NORM", "GELU", "HAS_RESIDUAL",
-             "INPUT_PRECISION", "DOT_UPCAST"],
+             "INPUT_PRECISION", "DOT_UPCAST", "size_key"],
         prune_configs_by={"early_config_prune": _prune}, do_bench=bench_config,
     )(_linear_kernel)
 
@@ -367,7 +367,7 @@ def _launch(x, weight, bias, residual, colsum, ln_eps, n, gelu, out_dtype, input
     center = x.dtype != weight.dtype or x.dtype == torch.float32
     args = (x, weight, bias if bias is not None else weight, r, dst, low_dst if low_dtype is not None else dst,
             colsum if colsum is not None else weight,
-            m, x.stride(0), r.stride(0), dst.stride(0), float(ln_eps or 0.0))
+            m, x.stride(0), r.stride(0), dst.stride(0), float(ln_eps or 0.0), size_class(m))
     meta = dict(K=k, N=n, W_STRIDE=weight.shape[1], A_ALIGN=alignment(x), R_ALIGN=alignment(r), O_ALIGN=alignment(dst),
                 LAYER_NORM=layer_norm, CENTER=center, HAS_BIAS=bias is not None, GELU=gelu, HAS_LOW=low_dtype is not None,
                 HAS_RESIDUAL=residual is not None, INPUT_PRECISION=input_precision or dot_precision(weight.dtype),

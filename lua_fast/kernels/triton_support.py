@@ -52,6 +52,15 @@ def tuned(configs: list) -> list:
     return configs if autotuning() else configs[:1]
 
 
+def size_class(n: int) -> int:
+    """An autotune key for a launch's size (rows, pixels or tokens): 16 up to 4096, then 16 x the
+    power of two at or above n / 4096. The tuned kernels take it as an unused argument
+    (``size_key``) named in their keys, so a config tuned at a 64x64 latent is not reused at
+    128x128 or at batch 4, while sizes of one class share a tuning. Always a multiple of 16, so
+    the JIT specialises it one way only (one compile per config, as before)."""
+    return 16 << max(0, (n - 1).bit_length() - 12)
+
+
 def bench_config(kernel_call, quantiles):
     """How the autotuners time a config: Triton's default (``do_bench``, 25 ms warm-up, 100 ms of
     runs), and nothing with ``LUA_FAST_AUTOTUNE=0``: Triton times even a lone surviving config

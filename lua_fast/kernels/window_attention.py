@@ -43,7 +43,7 @@ import torch
 
 from ..reference import windows as ref
 from .triton_support import (INTERPRET, bench_config, cdiv, dot_precision, dot_upcast, kernel_op, launcher, next_pow2,
-                             store_dtype, tl, triton, tuned, unavailable_reason)
+                             size_class, store_dtype, tl, triton, tuned, unavailable_reason)
 
 MAX_HEAD_DIM = 64
 MASK_VALUE = -100.0
@@ -307,7 +307,7 @@ if triton is not None:
     def _window_attention_kernel(
         qkv_ptr, out_ptr, bias_ptr,
         stride_qkv_b, stride_qkv_t, stride_out_b, stride_out_t,
-        height, width, windows_x, windows_y,
+        height, width, windows_x, windows_y, size_key,
         HEADS: tl.constexpr, WINDOW: tl.constexpr, SHIFT: tl.constexpr, HEAD_PAD: tl.constexpr,
         USE_MASK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, WHOLE: tl.constexpr,
         KEYS: tl.constexpr, INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr,
@@ -394,7 +394,8 @@ if triton is not None:
 
     _window_attention_tuned = triton.autotune(
         configs=_TUNED_CONFIGS,
-        key=["WINDOW", "SHIFT", "HEADS", "HEAD_PAD", "USE_MASK", "KEYS", "INPUT_PRECISION", "DOT_UPCAST"],
+        key=["WINDOW", "SHIFT", "HEADS", "HEAD_PAD", "USE_MASK", "KEYS", "INPUT_PRECISION", "DOT_UPCAST",
+             "size_key"],
         prune_configs_by={"early_config_prune": _prune}, do_bench=bench_config,
     )(_window_attention_kernel)
 
@@ -414,6 +415,7 @@ def _launch(qkv, bias, height, width, heads, window, shift, use_mask=True, out=N
     args = (qkv, dst, bias, qkv.stride(0), qkv.stride(1), dst.stride(0), dst.stride(1),
             height, width, windows_x, windows_y)
     programs = b * windows_x * windows_y * heads
+    args += (size_class(b * length),)  # (tokens: the same classes as the GEMMs)
     grid = lambda c: (programs, 1 if c["WHOLE"] else cdiv(n, c["BLOCK_M"]))  # noqa: E731
     if INTERPRET:
         block = min(64, max(16, next_pow2(n)))
