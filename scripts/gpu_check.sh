@@ -21,8 +21,9 @@
 # Planned for the next session (15 min of device time in all; the last session's two calls took
 # 673 s of it, the start, idle and close the other ~230 s, so ~670 s of commands): carry
 # .gpu_carry/ (the extension built there on 2026-11-26 from the unchanged csrc/, and that
-# session's Triton cache) and .whl/. Run 1 "prove" with the call's timeout_s ~450 (prewarm: 900
-# variants since the attention and GEMM configs grew, ~100 s, less where the carried cache hits;
+# session's Triton cache) and .whl/. Run 1 "prove" with the call's timeout_s ~420 (prewarm: 267
+# distinct binaries now that jobs are deduplicated by JIT specialisation, not by argument value
+# (the 769 "variants" of the first run held many duplicates; 934 with today's configs), ~40 s;
 # tests <= 200 s; table128 ~80 s; kernels ~40 s), then at once, while the machine is warm, run 2
 # "time" with ~240 (e2e_rest + attention ~85 s plus torch.compile at 64x64 ~30 s, ncu <= 150 s,
 # expected ~40). "extra" only if time is left.

@@ -49,15 +49,31 @@ def parse_case(text: str):
 
 
 def _arg_spec(value):
+    """What the JIT specialises a runtime argument on: a tensor's dtype and 16-byte alignment; an
+    int's being 1, a multiple of 16 or neither, and its width; a float's type only. (Values that
+    specialise alike share one binary: one compile job, not one per latent size.)"""
     if isinstance(value, torch.Tensor):
         return ("tensor", str(value.dtype).removeprefix("torch."), value.storage_offset() * value.element_size() % 16 == 0)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        kind = "one" if value == 1 else "div16" if value % 16 == 0 else "any"
+        return ("int", kind, -(2**31) <= value < 2**31)
+    if isinstance(value, float):
+        return ("float",)
     return value
 
 
 def _rebuild(spec):
+    """An argument the JIT specialises as ``spec`` says (see :func:`_arg_spec`)."""
     if isinstance(spec, tuple) and len(spec) == 3 and spec[0] == "tensor":
         base = torch.empty(64, dtype=getattr(torch, spec[1]))
         return base if spec[2] else base[1:]
+    if isinstance(spec, tuple) and spec[:1] == ("int",):
+        value = {"one": 1, "div16": 32, "any": 33}[spec[1]]
+        return value if spec[2] or value == 1 else value + 2**32
+    if spec == ("float",):
+        return 0.5
     return spec
 
 

@@ -49,3 +49,28 @@ def test_ncu_summary_reads_ncu_csv(tmp_path):
     assert kernels[0]["mem_pct"] == 41.2 and kernels[0]["occupancy_pct"] == 11.62 and kernels[0]["registers"] == 240
     assert kernels[1]["cycles_per_issue"] == 12.5
     assert "| 0 | _linear_kernel | 65.2 | 33.9 | 41.2 |" in result.stdout, result.stdout
+
+
+def test_prewarm_jobs_are_one_per_jit_specialisation():
+    """The prewarm compiles one job per binary: arguments that the JIT specialises alike (ints by
+    ==1 / multiple of 16 / other and width, floats by type, tensors by dtype and alignment) make
+    one job, whatever their values; each spec rebuilds to an argument with the same spec."""
+    code = """
+import sys, torch
+sys.path.insert(0, "scripts")
+import gpu_kernels as g
+specs = [g._arg_spec(v) for v in (1, 16384, 4096, 7, 2**40 + 3, 2**40 + 16, 1e-5, 0.01, True,
+                                  torch.empty(8), torch.empty(8)[1:], torch.empty(8, dtype=torch.bfloat16))]
+assert specs[1] == specs[2] != specs[3] != specs[0] and specs[4] != specs[5] and specs[6] == specs[7], specs
+for spec in specs:
+    assert g._arg_spec(g._rebuild(spec)) == spec, spec
+jobs = g.compile_jobs([g.parse_case("bf16:64:2/1"), g.parse_case("bf16:128:2/1")])
+again = g.compile_jobs([g.parse_case("bf16:64:2/1")])
+print(len(jobs), len(again))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    both, one = map(int, result.stdout.split()[-2:])
+    assert both == one, "a 128x128 forward compiles nothing a 64x64 one does not (same specialisations)"
