@@ -174,7 +174,7 @@ if triton is not None:
             + (x >= width - WINDOW).to(tl.int32) + (x >= width - SHIFT).to(tl.int32)
 
     @triton.jit
-    def _unroll(v, size, SHIFT: tl.constexpr):
+    def _wrap_rolled(v, size, SHIFT: tl.constexpr):
         """(v % size) for v in [0, size + SHIFT): rolled-grid coordinate -> pixel, without an
         integer division by a runtime size (~20 instructions each); nothing when unshifted."""
         if SHIFT == 0:
@@ -184,8 +184,8 @@ if triton is not None:
     @triton.jit
     def _token_rows(wy, wx, offs, height, width, WINDOW: tl.constexpr, SHIFT: tl.constexpr):
         """Window-local token indices -> the token rows (un-shifted pixels, int64) they hold."""
-        y = _unroll(wy + offs // WINDOW + SHIFT, height, SHIFT)
-        x = _unroll(wx + offs % WINDOW + SHIFT, width, SHIFT)
+        y = _wrap_rolled(wy + offs // WINDOW + SHIFT, height, SHIFT)
+        x = _wrap_rolled(wx + offs % WINDOW + SHIFT, width, SHIFT)
         return (y * width + x).to(tl.int64)
 
     @triton.jit
