@@ -94,6 +94,10 @@ stage_build() {
      --cases $PREWARM_CASES > "$TMPD/prewarm.log" 2>&1; echo "prewarm rc=$?" >> "$TMPD/prewarm.log") &
   local prewarm=$!
   local rc=0
+  if ls lua_fast/_C*.so >/dev/null 2>&1 && ! $PY -c "import sys, torch, lua_fast.native as n; \
+      sys.exit(1 if n.unavailable_reason(torch.device('cuda')) else 0)" 2>/dev/null; then
+    echo "the carried extension does not load here: rebuilding"; rm -f lua_fast/_C*.so
+  fi
   if ! ls lua_fast/_C*.so >/dev/null 2>&1; then
     LUA_FAST_REQUIRE_NATIVE=1 $PY -m pip install --no-deps --no-build-isolation -e . > "$TMPD/build.log" 2>&1 || rc=$?
     tail -5 "$TMPD/build.log"
