@@ -45,12 +45,13 @@ STAGES=${*:-prove}
 STAGES=${STAGES/prove/env build carry tests table128 kernels carry}
 STAGES=${STAGES/time/env e2e_rest attention ncu}
 STAGES=${STAGES/extra/env headline}
-# Packages the GPU image lacks (diffusers for the headline benchmark and the diffusers tests) travel
-# as wheels in .whl/ (git-excluded; name it in the call's carry list). See benchmarks/NOTES.md.
-if ls .whl/*.whl >/dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH="$PYTHONPATH:/tmp/site" && echo "carried wheels: $(ls .whl)"
-fi
+install_wheels() {  # packages the GPU image lacks (diffusers, for "extra") travel as wheels in .whl/
+  # (git-excluded; name it in the call's carry list). Not a stage: PYTHONPATH must reach them all.
+  if ls .whl/*.whl >/dev/null 2>&1; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+      && export PYTHONPATH="$PYTHONPATH:/tmp/site" && echo "carried wheels: $(ls .whl)"
+  fi
+}
 # Every forward the tables time (all autotune configs) and the tests run ("/1": the first config
 # only, as LUA_FAST_AUTOTUNE=0 runs them): compiled once, in parallel, before anything tunes.
 PREWARM_CASES="bf16:128:2 bf16:128:4 bf16:64:2 bf16:128:2:4 mixed:128:2 mixed:128:4 mixed:64:2 mixed:128:2:4
@@ -166,8 +167,11 @@ stage_carry() {  # the built extension and Triton's cache, for a rerun on a fres
   ls -la "$R" | tail -n +2
 }
 
-for stage in $STAGES; do
+for stage in $STAGES; do  # every name checked before any work
   if ! declare -F "stage_$stage" >/dev/null; then echo "unknown stage $stage"; exit 2; fi
+done
+install_wheels
+for stage in $STAGES; do
   run_stage "$stage" "stage_$stage"
 done
 cat "$TMPD/stages.txt" | tee -a "$LOG"

@@ -74,3 +74,13 @@ print(len(jobs), len(again))
     assert result.returncode == 0, result.stderr[-3000:]
     both, one = map(int, result.stdout.split()[-2:])
     assert both == one, "a 128x128 forward compiles nothing a 64x64 one does not (same specialisations)"
+
+
+def test_gpu_check_script_parses_and_refuses_unknown_stages(tmp_path):
+    """The GPU check is only ever run on a lent GPU machine: at least its shell must parse here,
+    and a mistyped stage must stop it before any work (exit 2), writing only under $OUT."""
+    script = ROOT / "scripts" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    result = subprocess.run(["bash", str(script), "no_such_stage"], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "OUT": str(tmp_path)}, cwd=ROOT)
+    assert result.returncode == 2 and "unknown stage no_such_stage" in result.stdout, result.stdout + result.stderr
