@@ -9,6 +9,7 @@ warps or pipeline depth are the same computation and run once.
 """
 
 import os
+from unittest import mock
 
 import pytest
 import torch
@@ -38,15 +39,8 @@ class OneConfig:
 
     def kept(self, args, meta) -> list:
         named = dict(zip(self.tuner.fn.arg_names, args))
-        saved = os.environ.get(triton_support.AUTOTUNE_ENV)
-        os.environ[triton_support.AUTOTUNE_ENV] = "1"
-        try:
+        with mock.patch.dict(os.environ, {triton_support.AUTOTUNE_ENV: "1"}):
             configs = self.tuner.early_config_prune(self.tuner.configs, named, **meta)
-        finally:
-            if saved is None:
-                os.environ.pop(triton_support.AUTOTUNE_ENV)
-            else:
-                os.environ[triton_support.AUTOTUNE_ENV] = saved
         if triton_support.INTERPRET:  # warps and stages do not exist in the interpreter
             configs = list({repr(sorted(c.kwargs.items())): c for c in configs}.values())
         return configs
