@@ -7,7 +7,8 @@ GPU variants (--full): released-style fp32 (the reference with SDPA on the bias 
 mask, flash disabled, and shift masks rebuilt on the CPU and copied to the device in every
 shifted block, as the released code does for sizes other than 32x32), eager bf16 reference,
 torch.compile of the bf16 reference, lua_fast "torch" in bf16, lua_fast "triton" in bf16 /
-mixed / fp32, each with and without CUDA graphs; cases 128x128 x2, 64x64 x2, 128x128 x4
+mixed / fp32, each with and without CUDA graphs (bf16 also with programmatic dependent launch,
+LUA_FAST_PDL=1); cases 128x128 x2, 64x64 x2, 128x128 x4
 and 128x128 x2 at batch 4 ("128x2b4"). Reports median ms with spread (CUDA events), TFLOP/s,
 peak memory, error against the fp32 reference, and ratios against the first variant, eager
 bf16 and compiled bf16. The JSON is rewritten after every case, so a run cut short keeps
@@ -18,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import time
+from unittest import mock
 from dataclasses import dataclass
 
 import torch
@@ -42,6 +45,7 @@ class Variant:
     compile: bool = False
     cuda_graph: bool = False
     released_masks: bool = False
+    pdl: bool = False  # LUA_FAST_PDL=1: programmatic dependent launch of the Triton kernels (sm_90+)
 
 
 GPU_VARIANTS = [  # torch.compile last: its compile is the slowest first call
@@ -50,6 +54,8 @@ GPU_VARIANTS = [  # torch.compile last: its compile is the slowest first call
     Variant("torch bf16", "torch", "bf16"),
     Variant("triton bf16", "triton", "bf16"),
     Variant("triton bf16 + graphs", "triton", "bf16", cuda_graph=True),
+    Variant("triton bf16 + PDL", "triton", "bf16", pdl=True),
+    Variant("triton bf16 + graphs + PDL", "triton", "bf16", cuda_graph=True, pdl=True),
     Variant("triton mixed", "triton", "mixed"),
     Variant("triton mixed + graphs", "triton", "mixed", cuda_graph=True),
     Variant("triton fp32", "triton", "fp32"),
@@ -114,7 +120,8 @@ def run_variant(variant, state_dict, x, scale, device, repeat, trace_memory=Fals
     else:
         call = lambda: up.upscale(x, scale=scale, check_finite=False, cuda_graph=variant.cuda_graph)  # noqa: E731
     ctx = released_code_path() if variant.released_masks else contextlib.nullcontext()
-    with ctx, torch.inference_mode():
+    pdl = mock.patch.dict(os.environ, {"LUA_FAST_PDL": "1" if variant.pdl else "0"})
+    with ctx, pdl, torch.inference_mode():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
             loaded = torch.cuda.memory_allocated(device)
@@ -177,12 +184,16 @@ def main() -> None:
         x = torch.randn(batch, config.in_channels, size, size, device=device)
         flops = forward_flops(config, size, size, (scale,)) * batch
         ref = lua_fast.load(state_dict, device=device, backend="reference", precision="fp32").upscale(x, scale=scale)
-        results, case_rows = {}, []
+        results, outputs, case_rows = {}, {}, []
         for variant in case_variants:
             out, timing, peak, first_s = run_variant(variant, state_dict, x, scale, device, args.repeat,
                                                      trace_memory=variant.label in args.trace_memory)
             err = ((out.double() - ref.double()).norm() / ref.double().norm()).item()
             results[variant.label] = timing["median_ms"]
+            outputs[variant.label] = out
+            plain = variant.label.replace(" + PDL", "")
+            if variant.pdl and plain in outputs:  # PDL reorders nothing: a race would show as a difference
+                timing["equal_to_without_pdl"] = bool(torch.equal(out, outputs[plain]))
             case_rows.append({"case": case, "variant": variant.label, "backend": variant.backend,
                               "precision": variant.precision, "compile": variant.compile,
                               "cuda_graph": variant.cuda_graph, "latent": [batch, config.in_channels, size, size],
@@ -192,7 +203,9 @@ def main() -> None:
             r = case_rows[-1]
             print(f"{case:8s} {r['variant']:24s} {r['median_ms']:9.3f} ms [{r['p20_ms']:.3f}-{r['p80_ms']:.3f}] "
                   f"{r['tflops_per_s']:6.2f} TFLOP/s  err {err:.1e}  "
-                  + (f"peak {peak:7.0f} MiB  " if peak is not None else "") + f"first {first_s:.1f} s", flush=True)
+                  + (f"peak {peak:7.0f} MiB  " if peak is not None else "") + f"first {first_s:.1f} s"
+                  + (f"  equal to without PDL: {timing.get('equal_to_without_pdl', '-')}" if variant.pdl else ""),
+                  flush=True)
             first = case_variants[0].label
             for row in case_rows:  # ratios so far: the file is rewritten after every variant
                 for label in (first, "eager bf16", "compiled bf16"):

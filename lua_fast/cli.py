@@ -30,6 +30,9 @@ def cmd_info(args) -> int:
     print("  cpu")
     for dev in report["cuda_devices"]:
         print(f"  cuda:{dev['index']}  {dev['name']} (sm {dev['capability']}, {dev['memory_gib']} GiB)")
+        pdl = report["programmatic_dependent_launch"].get(f"cuda:{dev['index']}")
+        if pdl:
+            print(f"    programmatic dependent launch: {pdl}")
     ext = report["native_extension"]
     if ext["loaded"]:
         print(f"native extension: loaded ({'CPU + CUDA' if ext['cuda_kernels'] else 'CPU only'}) from {ext['path']}")

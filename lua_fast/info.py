@@ -14,7 +14,8 @@ from .precision import PRECISIONS
 from ._version import __version__
 
 
-ENV_VARS = ("LUA_FAST_BACKEND", "LUA_FAST_DISABLE_NATIVE", "LUA_FAST_DISABLE_TRITON", "TRITON_INTERPRET")
+ENV_VARS = ("LUA_FAST_BACKEND", "LUA_FAST_DISABLE_NATIVE", "LUA_FAST_DISABLE_TRITON", "LUA_FAST_AUTOTUNE",
+            "LUA_FAST_PDL", "TRITON_INTERPRET")
 
 
 def _module_version(name: str) -> str | None:
@@ -55,6 +56,7 @@ def info() -> dict:
         "torch_cuda": torch.version.cuda,
         "triton": _module_version("triton"),
         "triton_kernels": _triton_report(),
+        "programmatic_dependent_launch": _pdl_report(),
         "numpy": _module_version("numpy"),
         "safetensors": _module_version("safetensors"),
         "cuda_devices": cuda,
@@ -80,6 +82,15 @@ def _triton_report() -> str:
     if usable:
         return "usable on " + ", ".join(usable) + (" (interpreted)" if triton_support.INTERPRET else "")
     return "not usable: " + "; ".join(f"{d}: {r}" for d, r in reasons.items())
+
+
+def _pdl_report() -> dict:
+    """Per CUDA device: whether Triton kernel launches use PDL (LUA_FAST_PDL=1, sm_90+), else why not."""
+    from .kernels import triton_support
+
+    if triton_support.triton is None:
+        return {}
+    return {str(d): triton_support.pdl_reason(d) or "on" for d in devices() if d.type == "cuda"}
 
 
 def _native_report() -> dict:

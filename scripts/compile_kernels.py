@@ -94,6 +94,7 @@ class _Recorder:
             if self.passthrough:
                 tuner[grid](*args, **kwargs)
             kwargs = dict(kwargs)
+            kwargs.pop("launch_pdl", None)  # a launch option, not an argument: PDL (constexpr) says it
             if not hasattr(tuner, "configs"):  # a plain @triton.jit kernel
                 options = {k: kwargs.pop(k) for k in ("num_warps", "num_stages") if k in kwargs}
                 tuner = _FixedTuner(tuner, triton.Config({}, **options))
@@ -348,9 +349,12 @@ def analyse(compiled, trips, programs: int, weights: list[float] | None = None) 
     }
 
 
-def compile_launch(launch: Launch, arch: int, quick: bool = False):
-    """Compile every surviving autotune config of a launch; yield (config, compiled or error)."""
+def compile_launch(launch: Launch, arch: int, quick: bool = False, pdl: bool = False):
+    """Compile every surviving autotune config of a launch; yield (config, compiled or error).
+    ``pdl``: as launched with programmatic dependent launch (``LUA_FAST_PDL=1`` on sm_90+)."""
     sig, consts, attrs = specialise(launch)
+    if pdl:
+        consts["PDL"] = True
     configs, named = configs_for(launch)
     if quick:
         configs = configs[:1]
@@ -359,8 +363,8 @@ def compile_launch(launch: Launch, arch: int, quick: bool = False):
         c = {**consts, **config.kwargs}
         src = ASTSource(fn=launch.tuner.fn, signature=sig, constexprs=c, attrs=attrs)
         try:
-            compiled = triton.compile(src, target=target,
-                                      options={"num_warps": config.num_warps, "num_stages": config.num_stages})
+            options = {"num_warps": config.num_warps, "num_stages": config.num_stages}
+            compiled = triton.compile(src, target=target, options={**options, "launch_pdl": True} if pdl else options)
         except Exception as exc:  # report every failing variant
             yield config, named, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
             continue
@@ -470,23 +474,38 @@ def markdown(report_json: dict) -> str:
     return "\n".join(lines)
 
 
-def quick_check(archs: list[int], cases) -> int:
-    """Compile one config of each distinct launch of each case's forward."""
+def quick_check(archs: list[int], cases, pdl: bool = False) -> int:
+    """Compile one config of each distinct launch of each case's forward (``pdl``: the PDL variant,
+    which must wait for the previous grid before it lets the next one launch)."""
     failures = 0
     print(f"triton {triton.__version__}")
     for arch in archs:
         for precision, size, scale in cases:
             for launch in dedupe(record_forward(LUAConfig.flux(), precision, size, scale)):
                 start = time.time()
-                for cfg, _, compiled in compile_launch(launch, arch, quick=True):
+                for cfg, _, compiled in compile_launch(launch, arch, quick=True, pdl=pdl):
                     if isinstance(compiled, str):
                         failures += 1
                         print(f"sm_{arch} {precision} {launch.site:44s} FAILED: {compiled}")
+                        continue
+                    if pdl and not pdl_ordered(compiled.asm["ptx"]):
+                        failures += 1
+                        print(f"sm_{arch} {precision} {launch.site:44s} FAILED: no griddepcontrol.wait before "
+                              "griddepcontrol.launch_dependents")
                         continue
                     smem = compiled.metadata.shared
                     print(f"sm_{arch} {precision} {launch.site:44s} ok  smem {smem // 1024:4d} KiB "
                           f"{time.time() - start:4.1f}s")
     return failures
+
+
+def pdl_ordered(ptx: str) -> bool:
+    """The PDL rule in a kernel's PTX: one griddepcontrol.wait, before any global memory access and
+    before griddepcontrol.launch_dependents."""
+    wait, launch = ptx.find("griddepcontrol.wait"), ptx.find("griddepcontrol.launch_dependents")
+    first_access = min((i for i in (ptx.find("ld.global"), ptx.find("st.global"), ptx.find("cp.async"))
+                        if i >= 0), default=len(ptx))
+    return 0 <= wait < launch and wait < first_access and ptx.count("griddepcontrol.wait") == 1
 
 
 def main() -> int:
@@ -497,6 +516,7 @@ def main() -> int:
     parser.add_argument("--arch", type=int, nargs="+", default=[90])
     parser.add_argument("--cases", nargs="+", default=None,
                         help="precision:size:scale, e.g. bf16:128:2 (default: the released-config set)")
+    parser.add_argument("--pdl", action="store_true", help="--quick: the programmatic-dependent-launch variants")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--name", default="kernel_report_sm{arch}.json", help="report file name ({arch}, {triton})")
     args = parser.parse_args()
@@ -504,7 +524,7 @@ def main() -> int:
     if args.report:
         failures = report(args.arch, cases or CASES, Path(args.out), args.name)
     else:
-        failures = quick_check(args.arch, cases or [("bf16", 32, 4), ("fp32", 32, 4)])
+        failures = quick_check(args.arch, cases or [("bf16", 32, 4), ("fp32", 32, 4)], pdl=args.pdl)
     return 1 if failures else 0
 
 

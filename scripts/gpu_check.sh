@@ -60,6 +60,9 @@ for mode in bf16 mixed fp32 fp16 tf32; do
   for size in 64 128 40x72; do PREWARM_CASES+=" $mode:$size:2/1 $mode:$size:4/1"; done
 done
 PREWARM_CASES+=" bf16:32x48:2/1 bf16:40x48:2/1 bf16:48x48:2/1 bf16:56x48:2/1 bf16:256:4/1"  # threads, tiling tests
+# Also compiled as launched with LUA_FAST_PDL=1 (a separate binary each): the tables' "+ PDL" rows and
+# the PDL test (64x64, first config only).
+PDL_CASES="bf16:128:2 bf16:128:4 bf16:64:2 bf16:64:2/1 bf16:64:4/1"
 GPU_TESTS="tests/test_official_parity.py tests/test_gpu_backends.py tests/test_window_ops.py
   tests/test_window_attention.py tests/test_upsample_heads.py tests/test_fused_glue.py tests/test_native_build.py
   tests/test_backends.py tests/test_tiling.py tests/test_autotune_configs.py"
@@ -92,7 +95,7 @@ stage_build() {
   fi
   # Prewarm (CPU-bound, 16 processes) alongside the extension build (nvcc/ninja).
   (LUA_FAST_REQUIRE_NATIVE=0 $PY scripts/gpu_kernels.py prewarm --workers 12 \
-     --cases $PREWARM_CASES > "$TMPD/prewarm.log" 2>&1; echo "prewarm rc=$?" >> "$TMPD/prewarm.log") &
+     --cases $PREWARM_CASES --pdl-cases $PDL_CASES > "$TMPD/prewarm.log" 2>&1; echo "prewarm rc=$?" >> "$TMPD/prewarm.log") &
   local prewarm=$!
   local rc=0
   if ls lua_fast/_C*.so >/dev/null 2>&1 && ! $PY -c "import sys, torch, lua_fast.native as n; \

@@ -110,6 +110,19 @@ def compile_jobs(cases, pool=None) -> list[tuple]:
     return list(jobs.values())
 
 
+def with_pdl(jobs: list[tuple]) -> list[tuple]:
+    """The same compile jobs as launched with ``LUA_FAST_PDL=1``: the kernels' PDL constexpr on and
+    Triton's ``launch_pdl`` option (part of the binary's cache key) set."""
+    out = []
+    for kernel, attr, args, kwargs, cfg in jobs:
+        kw = dict(kwargs)
+        if "PDL" in kw:
+            kw["PDL"] = True
+            options = {**dict(cfg), "launch_pdl": True}
+            out.append((kernel, attr, args, tuple(sorted(kw.items())), tuple(sorted(options.items()))))
+    return out
+
+
 def _warm(job) -> tuple[str, float, str | None]:
     kernel, attr, args, kwargs, cfg = job
     module = ck.MODULES[kernel]
@@ -123,14 +136,18 @@ def _warm(job) -> tuple[str, float, str | None]:
     return kernel, time.time() - start, None
 
 
-def prewarm(cases, workers: int) -> dict:
+def prewarm(cases, workers: int, pdl_cases=()) -> dict:
+    """Compile every job of ``cases``, and of ``pdl_cases`` as launched with PDL."""
     start = time.time()
     with mp.get_context("spawn").Pool(workers) as pool:
         jobs = compile_jobs(cases, pool)
+        if pdl_cases:
+            jobs += with_pdl(compile_jobs(pdl_cases, pool))
         recorded = time.time() - start
         results = pool.map(_warm, jobs, chunksize=1)
     errors = [(k, e) for k, _, e in results if e]
-    summary = {"cases": [list(map(str, c)) for c in cases], "jobs": len(jobs), "workers": workers,
+    summary = {"cases": [list(map(str, c)) for c in cases], "pdl_cases": [list(map(str, c)) for c in pdl_cases],
+               "jobs": len(jobs), "workers": workers,
                "record_s": round(recorded, 1), "wall_s": round(time.time() - start, 1),
                "compile_s_sum": round(sum(t for _, t, _ in results), 1), "errors": errors[:20],
                "n_errors": len(errors), "triton_cache_dir": os.environ.get("TRITON_CACHE_DIR")}
@@ -267,6 +284,7 @@ def main() -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prewarm")
     p.add_argument("--cases", nargs="+", required=True)
+    p.add_argument("--pdl-cases", nargs="*", default=[], help="cases also compiled as launched with LUA_FAST_PDL=1")
     p.add_argument("--workers", type=int, default=os.cpu_count())
     p.add_argument("--out", default=None)
     t = sub.add_parser("times")
@@ -285,7 +303,7 @@ def main() -> int:
     if args.command == "ncu-summary":
         result = {"kernels": ncu_summary(args.csv)}
     elif args.command == "prewarm":
-        result = prewarm([parse_case(c) for c in args.cases], args.workers)
+        result = prewarm([parse_case(c) for c in args.cases], args.workers, [parse_case(c) for c in args.pdl_cases])
     else:
         from lua_fast.benchmark import environment
 

@@ -25,6 +25,7 @@ def test_info_json(capsys):
     assert report["backends"]["triton"]["cpu/fp32"] != "available"  # interpreted: only when forced
     assert report["auto_backend"]["cpu"] == "torch"
     assert "reason" in report["native_extension"]
+    assert "cpu" not in report["programmatic_dependent_launch"]  # (a CUDA launch option)
 
 
 def test_python_dash_m_info_and_demo_small():

@@ -67,6 +67,28 @@ def test_cuda_graph_replay_equals_eager(released_random, mode):
             assert torch.equal(graphed[s], eager[s])
 
 
+def test_programmatic_dependent_launch_changes_no_result(released_random, monkeypatch):
+    """LUA_FAST_PDL=1 (sm_90+): the same kernels and configs, so the same bits, eager and replayed
+    many times from a CUDA graph (a kernel reading before its predecessor finished would differ)."""
+    from lua_fast.kernels import triton_support
+
+    monkeypatch.setenv(triton_support.PDL_ENV, "1")
+    reason = triton_support.pdl_reason(torch.device("cuda"))
+    if reason:
+        pytest.skip(f"PDL unavailable here: {reason}")
+    up = lua_fast.load(released_random, device="cuda", backend="triton", precision="bf16")
+    x = torch.randn(1, 16, 64, 64, device="cuda", generator=torch.Generator("cuda").manual_seed(3))
+    monkeypatch.setenv(triton_support.PDL_ENV, "0")
+    plain = up.upscale(x, scale=(2, 4))  # (tunes: later calls reuse the configs)
+    monkeypatch.setenv(triton_support.PDL_ENV, "1")
+    for _ in range(3):
+        eager = up.upscale(x, scale=(2, 4))
+        assert all(torch.equal(eager[s], plain[s]) for s in (2, 4))
+    for _ in range(20):
+        graphed = up.upscale(x, scale=(2, 4), cuda_graph=True)
+        assert all(torch.equal(graphed[s], plain[s]) for s in (2, 4))
+
+
 def test_one_triton_model_from_many_threads(released_random):
     up = lua_fast.load(released_random, device="cuda", backend="triton", precision="bf16")
     inputs = [torch.randn(1, 16, 32 + 8 * i, 48, device="cuda") for i in range(4)]

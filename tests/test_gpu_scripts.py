@@ -66,6 +66,10 @@ for spec in specs:
     assert g._arg_spec(g._rebuild(spec)) == spec, spec
 jobs = g.compile_jobs([g.parse_case("bf16:64:2/1"), g.parse_case("bf16:128:2/1")])
 again = g.compile_jobs([g.parse_case("bf16:64:2/1")])
+pdl = g.with_pdl(again)  # each binary again, as launched with LUA_FAST_PDL=1
+assert len(pdl) == len(again) and not set(map(repr, pdl)) & set(map(repr, again))
+assert all(dict(j[3])["PDL"] is True and dict(j[4])["launch_pdl"] is True for j in pdl)
+assert all(dict(j[3])["PDL"] is False and "launch_pdl" not in dict(j[4]) for j in again)
 print(len(jobs), len(again))
 """
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

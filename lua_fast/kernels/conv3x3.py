@@ -32,9 +32,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .triton_support import (INTERPRET, bench_config, cdiv, dot_precision, dot_upcast, kernel_op, launcher, next_pow2,
-                             note_launch, size_class, store_dtype, tl, tracing, triton, tuned,
-                             unavailable_reason)
+from .triton_support import (INTERPRET, bench_config, cdiv, dot_precision, dot_upcast, grid_dependency_sync,
+                             kernel_op, launcher, next_pow2, note_launch, pdl_options, size_class, store_dtype, tl,
+                             tracing, triton, tuned, unavailable_reason)
 
 K_PAD_ROWS = 128  # zero rows after the 9*Cin packed rows: the largest BLOCK_K
 
@@ -155,8 +155,9 @@ if triton is not None:
         HAS_BIAS: tl.constexpr, HAS_LEAKY: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
         PIXEL_SHUFFLE: tl.constexpr, PADDED_INPUT: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-        INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr,
+        INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr, PDL: tl.constexpr,
     ):
+        grid_dependency_sync(PDL)
         N_TILES: tl.constexpr = (C_OUT + BLOCK_N - 1) // BLOCK_N
         K_BLOCKS: tl.constexpr = (C_IN + BLOCK_K - 1) // BLOCK_K
         EVEN_K: tl.constexpr = C_IN % BLOCK_K == 0
@@ -310,10 +311,10 @@ def _launch(x, w_packed, bias, residual, c_out, slope, has_leaky, pixel_shuffle,
         block_n = min(64, width)
         block_k = min(32, max(16, next_pow2(cin)))
         grid = (cdiv(pixels, 32) * cdiv(c_out, block_n),)
-        launcher(_conv3x3_kernel)[grid](*args, BLOCK_M=32, BLOCK_N=block_n, BLOCK_K=block_k, **meta)
+        launcher(_conv3x3_kernel)[grid](*args, BLOCK_M=32, BLOCK_N=block_n, BLOCK_K=block_k, **meta, PDL=False)
     else:
         grid = lambda m: (cdiv(pixels, m["BLOCK_M"]) * cdiv(c_out, m["BLOCK_N"]),)  # noqa: E731
-        launcher(_conv3x3_tuned)[grid](*args, **meta)
+        launcher(_conv3x3_tuned)[grid](*args, **meta, **pdl_options(x.device))
     if dst is not out:
         out.copy_(dst)
     return out if result is None else result

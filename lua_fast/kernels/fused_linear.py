@@ -38,8 +38,9 @@ import torch
 import torch.nn.functional as F
 
 from .conv3x3 import alignment
-from .triton_support import (INTERPRET, bench_config, cdiv, dot_precision, dot_upcast, kernel_op, launcher, next_pow2,
-                             size_class, store_dtype, tl, triton, tuned, unavailable_reason)
+from .triton_support import (INTERPRET, bench_config, cdiv, dot_precision, dot_upcast, grid_dependency_sync,
+                             kernel_op, launcher, next_pow2, pdl_options, size_class, store_dtype, tl, triton, tuned,
+                             unavailable_reason)
 
 K_PAD_ROWS = 128  # zero weight rows after K: the largest BLOCK_K
 N_TILE = 128  # packed column count is a multiple of this
@@ -232,7 +233,9 @@ if triton is not None:
         HAS_RESIDUAL: tl.constexpr, HAS_LOW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
         BLOCK_K: tl.constexpr, N_GROUP: tl.constexpr, A_RESIDENT: tl.constexpr, A_K0: tl.constexpr,
         A_K1: tl.constexpr, R_PREFETCH: tl.constexpr, INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr,
+        PDL: tl.constexpr,
     ):
+        grid_dependency_sync(PDL)
         N_TILES: tl.constexpr = (N + BLOCK_N - 1) // BLOCK_N
         K_BLOCKS: tl.constexpr = (K + BLOCK_K - 1) // BLOCK_K
         GROUP: tl.constexpr = N_TILES if (N_GROUP == 0 or N_GROUP > N_TILES) else N_GROUP
@@ -378,9 +381,9 @@ def _launch(x, weight, bias, residual, colsum, ln_eps, n, gelu, out_dtype, input
         meta_i = dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=block_k, N_GROUP=INTERPRET_N_GROUP,
                       A_RESIDENT=INTERPRET_A_RESIDENT if layer_norm else 0,
                       R_PREFETCH=INTERPRET_R_PREFETCH if residual is not None else 0)
-        launcher(_linear_kernel)[(programs(m, n, layer_norm, meta_i),)](*args, **meta_i, **meta)
+        launcher(_linear_kernel)[(programs(m, n, layer_norm, meta_i),)](*args, **meta_i, **meta, PDL=False)
     else:
-        launcher(_linear_tuned)[lambda c: (programs(m, n, layer_norm, c),)](*args, **meta)
+        launcher(_linear_tuned)[lambda c: (programs(m, n, layer_norm, c),)](*args, **meta, **pdl_options(x.device))
     if dst is not out:
         out.copy_(dst)
     if low_dst is not low:

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from .conv3x3 import alignment
-from .triton_support import (INTERPRET, cdiv, kernel_op, launcher, next_pow2, store_dtype, tl, triton,
-                             unavailable_reason)
+from .triton_support import (INTERPRET, cdiv, grid_dependency_sync, kernel_op, launcher, next_pow2, pdl_options,
+                             store_dtype, tl, triton, unavailable_reason)
 
 
 def torch_add_layer_norm(t, weight, bias, eps, *, add=None, add_bias=None, y_dtype=None):
@@ -45,7 +45,9 @@ if triton is not None:
         D: tl.constexpr, D_PAD: tl.constexpr, HAS_ADD: tl.constexpr, HAS_ADD_BIAS: tl.constexpr,
         WRITE_SUM: tl.constexpr, NORMALIZE: tl.constexpr, ROUND_SUM: tl.constexpr, BLOCK_M: tl.constexpr,
         T_ALIGN: tl.constexpr, A_ALIGN: tl.constexpr, S_ALIGN: tl.constexpr, Y_ALIGN: tl.constexpr,
+        PDL: tl.constexpr,
     ):
+        grid_dependency_sync(PDL)
         rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         cols = tl.arange(0, D_PAD)
         ok = (rows < M)[:, None] & (cols < D)[None, :]
@@ -95,7 +97,7 @@ def _launch(t, add, add_bias, weight, bias, eps, y_dtype):
                 # the interpreter rounds fp32 -> bf16 toward zero in kernels: there PyTorch rounds s
                 ROUND_SUM=store_dtype(t.dtype) == t.dtype, T_ALIGN=alignment(t), A_ALIGN=alignment(a), S_ALIGN=alignment(s_dst),
                 Y_ALIGN=alignment(y_dst))
-    launcher(_add_layer_norm_kernel)[(cdiv(m, block_m),)](*args, num_warps=4, **meta)
+    launcher(_add_layer_norm_kernel)[(cdiv(m, block_m),)](*args, num_warps=4, **meta, **pdl_options(t.device))
     if s_dst is not s:
         s.copy_(s_dst)
     if y_dst is not y:

@@ -7,6 +7,7 @@ tests on small shapes). ``LUA_FAST_DISABLE_TRITON=1`` simulates a missing Triton
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -19,14 +20,20 @@ try:
     import triton.language as tl  # noqa: F401
 
     IMPORT_ERROR: str | None = None
+    try:  # grid dependency control (Hopper's programmatic dependent launch): Triton >= 3.2
+        from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+    except ImportError:
+        gdc_launch_dependents = gdc_wait = None
 except Exception as exc:  # ImportError, or a broken install raising at import
     triton = None
     tl = None
+    gdc_launch_dependents = gdc_wait = None
     IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
 
 # Read once, like Triton itself: kernels decorated in this process are interpreted or compiled.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 AUTOTUNE_ENV = "LUA_FAST_AUTOTUNE"
+PDL_ENV = "LUA_FAST_PDL"
 
 
 def cdiv(a: int, b: int) -> int:
@@ -106,6 +113,62 @@ def dot_upcast(dtype: torch.dtype) -> bool:
 def dot_precision(dtype: torch.dtype):
     """``input_precision`` for ``tl.dot``: exact IEEE for fp32 (Triton defaults to TF32 there)."""
     return "ieee" if dtype == torch.float32 else None
+
+
+# ------------------------------------------------- programmatic dependent launch (PDL)
+# With PDL (Hopper and later) a kernel's programs may start while the previous kernel in the stream
+# is still finishing: their launch and set-up overlap its tail, which matters for a forward of ~200
+# short launches (at a 64x64 latent each launch ran ~22 us on an H200, mostly latency). Safety rests
+# on one rule, kept by every kernel launched with it: each program first waits for the previous
+# grid (griddepcontrol.wait: it has completed and its writes are visible), and only then lets the
+# next grid launch (griddepcontrol.launch_dependents). So a program never reads or writes memory
+# before its predecessor is done, and a successor starts only after this grid's predecessor is
+# done: completion stays transitive along the stream, whatever ran before (PyTorch kernels, cuBLAS,
+# copies, events). Off by default until a GPU has measured it (``LUA_FAST_PDL=1`` turns it on).
+
+
+@functools.lru_cache(maxsize=None)
+def _capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+def pdl_reason(device: torch.device) -> str | None:
+    """None if this process's kernel launches on ``device`` use programmatic dependent launch,
+    else why not."""
+    if os.environ.get(PDL_ENV, "0").strip() in ("", "0"):
+        return f"off by default (set {PDL_ENV}=1; not yet measured on a GPU)"
+    if triton is None or INTERPRET:
+        return "needs compiled Triton kernels (not the interpreter)"
+    if gdc_wait is None:
+        return f"Triton {triton.__version__} has no grid dependency control (triton.language.extra.cuda.gdc_wait)"
+    if device.type != "cuda":
+        return f"needs a CUDA device (got {device})"
+    major, minor = _capability(device.index if device.index is not None else torch.cuda.current_device())
+    if major < 9:
+        return f"needs compute capability >= 9.0 (Hopper), device has {major}.{minor}"
+    if torch.compiler.is_compiling():
+        return "not under torch.compile / export tracing (Inductor launches the kernels)"
+    return None
+
+
+def pdl_options(device: torch.device) -> dict:
+    """The launch keywords that switch PDL for one launch: the kernels' ``PDL`` constexpr (the
+    wait / launch-dependents pair, see :func:`grid_dependency_sync`) and Triton's ``launch_pdl``
+    launch attribute, both on or both off."""
+    return {"PDL": True, "launch_pdl": True} if pdl_reason(device) is None else {"PDL": False}
+
+
+if triton is not None:
+
+    @triton.jit
+    def grid_dependency_sync(PDL: tl.constexpr):
+        """First statement of every kernel: with PDL, wait for the previous grid, then allow the
+        next one to launch (see the comment above :func:`pdl_reason`); nothing otherwise."""
+        if PDL:
+            gdc_wait()
+            gdc_launch_dependents()
+else:
+    grid_dependency_sync = None
 
 
 LAUNCH_OBSERVERS: list = []  # callables(name) told of every kernel launch (lua_fast.launches counts them)

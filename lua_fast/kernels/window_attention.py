@@ -42,8 +42,9 @@ import math
 import torch
 
 from ..reference import windows as ref
-from .triton_support import (INTERPRET, bench_config, cdiv, dot_precision, dot_upcast, kernel_op, launcher, next_pow2,
-                             size_class, store_dtype, tl, triton, tuned, unavailable_reason)
+from .triton_support import (INTERPRET, bench_config, cdiv, dot_precision, dot_upcast, grid_dependency_sync,
+                             kernel_op, launcher, next_pow2, pdl_options, size_class, store_dtype, tl, triton, tuned,
+                             unavailable_reason)
 
 MAX_HEAD_DIM = 64
 MASK_VALUE = -100.0
@@ -310,8 +311,9 @@ if triton is not None:
         height, width, windows_x, windows_y, size_key,
         HEADS: tl.constexpr, WINDOW: tl.constexpr, SHIFT: tl.constexpr, HEAD_PAD: tl.constexpr,
         USE_MASK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, WHOLE: tl.constexpr,
-        KEYS: tl.constexpr, INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr,
+        KEYS: tl.constexpr, INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr, PDL: tl.constexpr,
     ):
+        grid_dependency_sync(PDL)
         N: tl.constexpr = WINDOW * WINDOW
         EVEN: tl.constexpr = (N % BLOCK_M == 0) and (N % BLOCK_N == 0)  # no bounds masks needed
         DIM_PAD: tl.constexpr = HEADS * HEAD_PAD
@@ -421,9 +423,9 @@ def _launch(qkv, bias, height, width, heads, window, shift, use_mask=True, out=N
         block = min(64, max(16, next_pow2(n)))
         whole = int(bool(INTERPRET_WHOLE) and meta["KEYS"] <= WHOLE_MAX_KEYS)
         launcher(_window_attention_kernel)[grid(dict(WHOLE=whole, BLOCK_M=block))](
-            *args, BLOCK_M=block, BLOCK_N=block, WHOLE=whole, **meta)
+            *args, BLOCK_M=block, BLOCK_N=block, WHOLE=whole, **meta, PDL=False)
     else:
-        launcher(_window_attention_tuned)[grid](*args, **meta)
+        launcher(_window_attention_tuned)[grid](*args, **meta, **pdl_options(qkv.device))
     if dst is not out:
         out.copy_(dst)
     return out
