@@ -8,7 +8,7 @@ mask, flash disabled, and shift masks rebuilt on the CPU and copied to the devic
 shifted block, as the released code does for sizes other than 32x32), eager bf16 reference,
 torch.compile of the bf16 reference, lua_fast "torch" in bf16, lua_fast "triton" in bf16 /
 mixed / fp32, each with and without CUDA graphs (bf16 also with programmatic dependent launch,
-LUA_FAST_PDL=1); cases 128x128 x2, 64x64 x2, 128x128 x4
+LUA_FAST_PDL=1; fp32 also with its Triton dots as three TF32 products, LUA_FAST_FP32_DOTS=tf32x3); cases 128x128 x2, 64x64 x2, 128x128 x4
 and 128x128 x2 at batch 4 ("128x2b4"). Reports median ms with spread (CUDA events), TFLOP/s,
 peak memory, error against the fp32 reference, and ratios against the first variant, eager
 bf16 and compiled bf16. The JSON is rewritten after every case, so a run cut short keeps
@@ -46,6 +46,10 @@ class Variant:
     cuda_graph: bool = False
     released_masks: bool = False
     pdl: bool = False  # LUA_FAST_PDL=1: programmatic dependent launch of the Triton kernels (sm_90+)
+    fp32_dots: str = "ieee"  # LUA_FAST_FP32_DOTS: the Triton kernels' fp32 dots, IEEE or tf32x3
+
+    def env(self) -> dict:
+        return {"LUA_FAST_PDL": "1" if self.pdl else "0", "LUA_FAST_FP32_DOTS": self.fp32_dots}
 
 
 GPU_VARIANTS = [  # torch.compile last: its compile is the slowest first call
@@ -60,6 +64,7 @@ GPU_VARIANTS = [  # torch.compile last: its compile is the slowest first call
     Variant("triton mixed + graphs", "triton", "mixed", cuda_graph=True),
     Variant("triton fp32", "triton", "fp32"),
     Variant("triton fp32 + graphs", "triton", "fp32", cuda_graph=True),
+    Variant("triton fp32 tf32x3", "triton", "fp32", fp32_dots="tf32x3"),
     Variant("compiled bf16", "reference", "bf16", compile=True),
 ]
 CPU_VARIANTS = [Variant("reference fp32", "reference", "fp32"), Variant("torch fp32", "torch", "fp32"),
@@ -120,8 +125,7 @@ def run_variant(variant, state_dict, x, scale, device, repeat, trace_memory=Fals
     else:
         call = lambda: up.upscale(x, scale=scale, check_finite=False, cuda_graph=variant.cuda_graph)  # noqa: E731
     ctx = released_code_path() if variant.released_masks else contextlib.nullcontext()
-    pdl = mock.patch.dict(os.environ, {"LUA_FAST_PDL": "1" if variant.pdl else "0"})
-    with ctx, pdl, torch.inference_mode():
+    with ctx, mock.patch.dict(os.environ, variant.env()), torch.inference_mode():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
             loaded = torch.cuda.memory_allocated(device)

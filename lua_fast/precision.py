@@ -2,11 +2,14 @@
 
 | mode  | weights & residual stream | GEMMs, attention, convs | norms |
 |-------|---------------------------|-------------------------|-------|
-| fp32  | float32                   | float32, IEEE           | fp32  |
+| fp32  | float32                   | float32, IEEE (*)       | fp32  |
 | tf32  | float32                   | TF32 tensor cores       | fp32  |
 | bf16  | bfloat16                  | bfloat16                | bf16 in, fp32 inside |
 | fp16  | float16                   | float16                 | fp16 in, fp32 inside |
 | mixed | float32                   | bfloat16 (or float16)   | fp32  |
+
+(*) ``LUA_FAST_FP32_DOTS=tf32x3``: the Triton kernels' fp32 dots as three TF32 tensor-core
+products (about fp32's accuracy; see ``kernels.triton_support.dot_precision``).
 
 "mixed" is the production default on GPUs: the residual stream and norms stay fp32,
 the FLOPs run on bf16 tensor cores. SwinIR-style residual streams can exceed fp16's

@@ -37,6 +37,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest import mock
 
 if os.environ.get("TRITON_INTERPRET") == "1":
     sys.exit("compile_kernels.py must run without TRITON_INTERPRET=1")
@@ -153,7 +154,11 @@ def recording(sink, passthrough=False):
 def record_forward(config: LUAConfig, precision: str, size, scale: int, batch: int = 1,
                    device: str = "cpu") -> list[Launch]:
     """Every kernel launch of one triton-backend forward. On the CPU nothing is executed (and the
-    cuBLAS GEMMs are skipped); on a GPU the kernels run as recorded. ``size``: side or (h, w)."""
+    cuBLAS GEMMs are skipped); on a GPU the kernels run as recorded. ``size``: side or (h, w).
+    ``precision`` "fp32x3": the fp32 mode with its Triton dots as three TF32 products
+    (``LUA_FAST_FP32_DOTS=tf32x3``)."""
+    dots = "tf32x3" if precision == "fp32x3" else "ieee"
+    precision = "fp32" if precision == "fp32x3" else precision
     prec = resolve(precision, None)
     torch.manual_seed(0)
     model = LUA(config).to(device, prec.storage).eval().requires_grad_(False)
@@ -163,7 +168,7 @@ def record_forward(config: LUAConfig, precision: str, size, scale: int, batch: i
     sink: list[Launch] = []
     on_gpu = torch.device(device).type == "cuda"
     with recording(sink, passthrough=on_gpu), _SkipGemms() if not on_gpu else contextlib.nullcontext(), \
-            torch.inference_mode():
+            mock.patch.dict(os.environ, {"LUA_FAST_FP32_DOTS": dots}), torch.inference_mode():
         backend(x, (scale,))
     for launch in sink:
         named = dict(zip(launch.tuner.fn.arg_names, launch.args))
@@ -352,23 +357,23 @@ def analyse(compiled, trips, programs: int, weights: list[float] | None = None) 
 def compile_launch(launch: Launch, arch: int, quick: bool = False, pdl: bool = False):
     """Compile every surviving autotune config of a launch; yield (config, compiled or error).
     ``pdl``: as launched with programmatic dependent launch (``LUA_FAST_PDL=1`` on sm_90+)."""
+    configs, named = configs_for(launch)
+    for config in configs[:1] if quick else configs:
+        yield config, named, compile_config(launch, config, arch, pdl)
+
+
+def compile_config(launch: Launch, config, arch: int, pdl: bool = False):
+    """One config of a launch compiled for sm_<arch>: the compiled kernel, or the error as a string."""
     sig, consts, attrs = specialise(launch)
     if pdl:
         consts["PDL"] = True
-    configs, named = configs_for(launch)
-    if quick:
-        configs = configs[:1]
-    target = GPUTarget("cuda", arch, 32)
-    for config in configs:
-        c = {**consts, **config.kwargs}
-        src = ASTSource(fn=launch.tuner.fn, signature=sig, constexprs=c, attrs=attrs)
-        try:
-            options = {"num_warps": config.num_warps, "num_stages": config.num_stages}
-            compiled = triton.compile(src, target=target, options={**options, "launch_pdl": True} if pdl else options)
-        except Exception as exc:  # report every failing variant
-            yield config, named, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-            continue
-        yield config, named, compiled
+    src = ASTSource(fn=launch.tuner.fn, signature=sig, constexprs={**consts, **config.kwargs}, attrs=attrs)
+    options = {"num_warps": config.num_warps, "num_stages": config.num_stages}
+    try:
+        return triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                              options={**options, "launch_pdl": True} if pdl else options)
+    except Exception as exc:  # report every failing variant
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
 
 
 def trip_count(launch: Launch, config):
@@ -385,39 +390,60 @@ def loop_weights(launch: Launch, named: dict):
 
 
 # ------------------------------------------------------------------ the report
-CASES = [("bf16", 128, 2), ("bf16", 128, 4), ("bf16", 64, 2), ("fp16", 128, 2), ("fp32", 128, 2)]
+CASES = [("bf16", 128, 2), ("bf16", 128, 4), ("bf16", 64, 2), ("fp16", 128, 2), ("fp32", 128, 2), ("fp32x3", 128, 2)]
 
 
-def report(archs: list[int], cases, out_dir: Path, name: str = "kernel_report_sm{arch}.json") -> int:
+_TASKS: list = []  # (launch, config, arch) of the report's variants, read by forked workers
+
+
+def _variant_stats(index: int):
+    """Compile and analyse the report's ``index``-th variant: its stats, or the error string."""
+    launch, cfg, arch = _TASKS[index]
+    compiled = compile_config(launch, cfg, arch)
+    if isinstance(compiled, str):
+        return compiled
+    named = dict(zip(launch.tuner.fn.arg_names, launch.args))
+    grid = launch.grid({**named, **launch.kwargs, **cfg.kwargs})
+    stats = analyse(compiled, trip_count(launch, cfg), math.prod(grid), loop_weights(launch, named))
+    stats["fits_smem"] = stats["shared_bytes"] <= SMEM_LIMIT.get(arch, 227 * 1024)
+    stats["flop_floor_us"] = launch.flops / BF16_PEAK * 1e6
+    return stats
+
+
+def report(archs: list[int], cases, out_dir: Path, name: str = "kernel_report_sm{arch}.json", jobs: int = 1) -> int:
+    """Every variant compiled and analysed, ``jobs`` at a time (forked processes: compiling is
+    CPU-bound, ~0.5 s a variant, and the variants are independent)."""
     failures = 0
     config = LUAConfig.flux()
     for arch in archs:
         rows, totals = [], []
         for precision, size, scale in cases:
             launches = dedupe(record_forward(config, precision, size, scale))
-            total = wave_total = 0.0
-            for launch in launches:
-                best = best_wave = None
-                for cfg, named, compiled in compile_launch(launch, arch):
-                    row = {"precision": precision, "latent": size, "scale": scale, "kernel": launch.kernel,
-                           "site": launch.site, "launches": launch.count,
-                           "config": {**cfg.kwargs, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages}}
-                    if isinstance(compiled, str):
-                        failures += 1
-                        rows.append({**row, "error": compiled})
-                        print(f"sm_{arch} {launch.site} {cfg}: FAILED {compiled}")
-                        continue
-                    grid = launch.grid({**named, **launch.kwargs, **cfg.kwargs})
-                    stats = analyse(compiled, trip_count(launch, cfg), math.prod(grid), loop_weights(launch, named))
-                    stats["fits_smem"] = stats["shared_bytes"] <= SMEM_LIMIT.get(arch, 227 * 1024)
-                    stats["flop_floor_us"] = launch.flops / BF16_PEAK * 1e6
-                    rows.append({**row, **stats})
-                    if stats["fits_smem"] and (best is None or stats["issue_us"] < best):
-                        best = stats["issue_us"]
-                    if stats["fits_smem"] and (best_wave is None or stats["wave_us"] < best_wave):
-                        best_wave = stats["wave_us"]
-                total += (best or 0.0) * launch.count
-                wave_total += (best_wave or 0.0) * launch.count
+            _TASKS[:] = [(launch, cfg, arch) for launch in launches for cfg in configs_for(launch)[0]]
+            if jobs > 1:
+                import multiprocessing as mp
+
+                with mp.get_context("fork").Pool(jobs) as pool:
+                    results = pool.map(_variant_stats, range(len(_TASKS)), chunksize=1)
+            else:
+                results = [_variant_stats(i) for i in range(len(_TASKS))]
+            best, best_wave = {}, {}
+            for (launch, cfg, _), stats in zip(_TASKS, results):
+                row = {"precision": precision, "latent": size, "scale": scale, "kernel": launch.kernel,
+                       "site": launch.site, "launches": launch.count,
+                       "config": {**cfg.kwargs, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages}}
+                if isinstance(stats, str):
+                    failures += 1
+                    rows.append({**row, "error": stats})
+                    print(f"sm_{arch} {launch.site} {cfg}: FAILED {stats}")
+                    continue
+                rows.append({**row, **stats})
+                if stats["fits_smem"]:
+                    key = id(launch)
+                    best[key] = min(best.get(key, (float("inf"), 0))[0], stats["issue_us"]), launch.count
+                    best_wave[key] = min(best_wave.get(key, (float("inf"), 0))[0], stats["wave_us"]), launch.count
+            total = sum(us * count for us, count in best.values())
+            wave_total = sum(us * count for us, count in best_wave.values())
             totals.append({"precision": precision, "latent": size, "scale": scale,
                            "triton_issue_us_per_forward": total, "triton_wave_us_per_forward": wave_total})
             print(f"sm_{arch} {precision} {size}x{size} x{scale}: sum over launches of the best config's "
@@ -440,8 +466,8 @@ def config_label(cfg: dict) -> str:
     """'128x128x64 g3 resident w8 s3': tile, the kernel's own switches when set, warps, stages."""
     tile = "x".join(str(cfg[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K") if k in cfg)
     flags = [f"g{cfg['N_GROUP']}"] if cfg.get("A_RESIDENT") is not None and cfg.get("N_GROUP", 1) != 1 else []
-    flags += [name for key, name in (("A_RESIDENT", "resident"), ("R_PREFETCH", "r-prefetch"), ("WHOLE", "whole"))
-              if cfg.get(key)]
+    flags += [name for key, name in (("A_RESIDENT", "resident"), ("R_PREFETCH", "r-prefetch"), ("WHOLE", "whole"),
+                                     ("BIAS_TABLE", "bias-table")) if cfg.get(key)]
     return " ".join([tile, *flags, f"w{cfg['num_warps']} s{cfg['num_stages']}"])
 
 
@@ -516,13 +542,14 @@ def main() -> int:
     parser.add_argument("--arch", type=int, nargs="+", default=[90])
     parser.add_argument("--cases", nargs="+", default=None,
                         help="precision:size:scale, e.g. bf16:128:2 (default: the released-config set)")
+    parser.add_argument("--jobs", type=int, default=1, help="--report: variants compiled in parallel (processes)")
     parser.add_argument("--pdl", action="store_true", help="--quick: the programmatic-dependent-launch variants")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--name", default="kernel_report_sm{arch}.json", help="report file name ({arch}, {triton})")
     args = parser.parse_args()
     cases = [(p, int(s), int(k)) for p, s, k in (c.split(":") for c in args.cases)] if args.cases else None
     if args.report:
-        failures = report(args.arch, cases or CASES, Path(args.out), args.name)
+        failures = report(args.arch, cases or CASES, Path(args.out), args.name, args.jobs)
     else:
         failures = quick_check(args.arch, cases or [("bf16", 32, 4), ("fp32", 32, 4)], pdl=args.pdl)
     return 1 if failures else 0

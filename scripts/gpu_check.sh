@@ -27,6 +27,17 @@
 # tests <= 200 s; table128 ~80 s; kernels ~40 s), then at once, while the machine is warm, run 2
 # "time" with ~240 (e2e_rest + attention ~85 s plus torch.compile at 64x64 ~30 s, ncu <= 150 s,
 # expected ~40). "extra" only if time is left.
+# Added since (fourth session of 2026-11-26, no GPU): every e2e table has two more bf16 rows,
+# "+ PDL" with and without graphs (LUA_FAST_PDL=1; ~5-10 s per case), whose binaries the prewarm
+# compiles from PDL_CASES (+115 jobs, ~+15 s); tests/test_gpu_backends.py checks PDL results
+# bit-equal to plain launches (eager and 20 graph replays at 64x64); the attention autotuner has 3
+# more configs (bias gathered from its table), so its first call per key tunes 14 instead of 11;
+# one more fp32 row per table, "triton fp32 tf32x3" (LUA_FAST_FP32_DOTS=tf32x3, its binaries in
+# the "fp32x3" prewarm cases: +36 jobs), and a GPU test that it keeps fp32's 1e-5 (2 sizes).
+# What to read first in the results: the "+ PDL" rows against their plain rows (prediction: -0.2
+# to -0.4 ms with graphs at 64x64 and 128x128, nothing without graphs: host-bound), the
+# "fp32 tf32x3" row against "triton fp32" (prediction 120 -> 50-80 ms at 128x128 x2, error
+# <= 1e-5), and in kernel_times.json whether attention picked a bias-table config.
 # To spare a rerun on a fresh machine the build, "carry" copies the built extension and a tarball
 # of Triton's cache (cubins and metadata only) into the results; put them in .gpu_carry/
 # (git-ignored) and name it in the run's carry list.
@@ -55,7 +66,8 @@ install_wheels() {  # packages the GPU image lacks (diffusers, for "extra") trav
 # Every forward the tables time (all autotune configs) and the tests run ("/1": the first config
 # only, as LUA_FAST_AUTOTUNE=0 runs them): compiled once, in parallel, before anything tunes.
 PREWARM_CASES="bf16:128:2 bf16:128:4 bf16:64:2 bf16:128:2:4 mixed:128:2 mixed:128:4 mixed:64:2 mixed:128:2:4
-  fp32:128:2 fp32:128:4 fp32:64:2 fp32:128:2:4"
+  fp32:128:2 fp32:128:4 fp32:64:2 fp32:128:2:4 fp32x3:128:2 fp32x3:128:4 fp32x3:64:2 fp32x3:128:2:4
+  fp32x3:64:2/1 fp32x3:64:4/1 fp32x3:40x72:2/1 fp32x3:40x72:4/1"
 for mode in bf16 mixed fp32 fp16 tf32; do
   for size in 64 128 40x72; do PREWARM_CASES+=" $mode:$size:2/1 $mode:$size:4/1"; done
 done

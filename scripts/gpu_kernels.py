@@ -40,7 +40,8 @@ from lua_fast import LUAConfig  # noqa: E402
 
 def parse_case(text: str):
     """'bf16:128:2', 'bf16:40x72:4', 'bf16:128:2:4' (batch 4); a '/1' suffix: the first autotune
-    config only (a forward that runs with LUA_FAST_AUTOTUNE=0, e.g. in the tests)
+    config only (a forward that runs with LUA_FAST_AUTOTUNE=0, e.g. in the tests); precision
+    'fp32x3' (prewarm only): fp32 with LUA_FAST_FP32_DOTS=tf32x3
     -> (precision, (h, w), scale, batch, first_only)."""
     text, first_only = (text[:-2], True) if text.endswith("/1") else (text, False)
     parts = text.split(":")
@@ -81,8 +82,11 @@ def _record(case) -> list[tuple]:
     """(kernel, module attr, args spec, kwargs, config kwargs) of every launch x config of a forward."""
     torch.set_num_threads(1)
     precision, size, scale, batch, first_only = case
-    saved = os.environ.get("LUA_FAST_AUTOTUNE")
+    saved = {k: os.environ.get(k) for k in ("LUA_FAST_AUTOTUNE", "LUA_FAST_FP32_DOTS")}
     os.environ["LUA_FAST_AUTOTUNE"] = "0" if first_only else "1"  # the prune hooks read it (pool workers are reused)
+    # "fp32x3": the fp32 mode with LUA_FAST_FP32_DOTS=tf32x3 (its launches carry that input precision)
+    os.environ["LUA_FAST_FP32_DOTS"] = "tf32x3" if precision == "fp32x3" else "ieee"
+    precision = "fp32" if precision == "fp32x3" else precision
     try:
         jobs = []
         for launch in ck.record_forward(LUAConfig.flux(), precision, size, scale, batch):
@@ -93,10 +97,11 @@ def _record(case) -> list[tuple]:
                 jobs.append((launch.kernel, attr, args, tuple(sorted(launch.kwargs.items())),
                              tuple(sorted(cfg.all_kwargs().items()))))
     finally:
-        if saved is None:
-            os.environ.pop("LUA_FAST_AUTOTUNE", None)
-        else:
-            os.environ["LUA_FAST_AUTOTUNE"] = saved
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return jobs
 
 

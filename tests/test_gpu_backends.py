@@ -56,6 +56,17 @@ def test_mode_against_fp32_reference(released_random, references, backend, mode,
             assert err <= 2 * rel_err(eager[s], ref[s]) + 1e-4, (err, rel_err(eager[s], ref[s]))
 
 
+@pytest.mark.parametrize("size", [(64, 64), (40, 72)], ids=str)
+def test_fp32_mode_with_tf32x3_dots_stays_within_1e5(released_random, references, monkeypatch, size):
+    """LUA_FAST_FP32_DOTS=tf32x3: the Triton kernels' fp32 dots as three TF32 tensor-core products
+    keep the fp32 mode's bound (the CPU model of it: tests/test_fp32_dots.py)."""
+    monkeypatch.setenv("LUA_FAST_FP32_DOTS", "tf32x3")
+    x, ref = references(size, "fp32")
+    out = lua_fast.load(released_random, device="cuda", backend="triton", precision="fp32").upscale(x, scale=(2, 4))
+    for s in (2, 4):
+        assert rel_err(out[s], ref[s]) <= 1e-5, (s, rel_err(out[s], ref[s]))
+
+
 @pytest.mark.parametrize("mode", ["bf16", "fp32"])
 def test_cuda_graph_replay_equals_eager(released_random, mode):
     up = lua_fast.load(released_random, device="cuda", backend="triton", precision=mode)

@@ -63,11 +63,14 @@ def test_kernel_matches_oracle(dtype, head_dim, window, grid):
 @pytest.mark.parametrize("head_dim,heads,window,grid", [(30, 2, 8, (16, 24)), (32, 1, 16, (32, 16)),
                                                         (24, 2, 6, (12, 18)), (16, 3, 4, (8, 12))],
                          ids=["w8", "w16", "w6-36-keys", "w4"])
-def test_whole_window_variant(monkeypatch, dtype, head_dim, heads, window, grid):
-    """One program per (window, head), keys held for all query blocks, one-pass softmax: the same
-    answer as the oracle, for key counts that are (64, 256) and are not (36 -> 64, 16) powers of two,
-    query blocks that do not divide them, shifted (border windows masked) and not."""
+@pytest.mark.parametrize("bias_from", ["dense", "table"])
+def test_whole_window_variant(monkeypatch, dtype, head_dim, heads, window, grid, bias_from):
+    """One program per (window, head), keys held for all query blocks, one-pass softmax, the bias
+    read densely or gathered from its table: the same answer as the oracle, for key counts that are
+    (64, 256) and are not (36 -> 64, 16) powers of two, query blocks that do not divide them,
+    shifted (border windows masked) and not."""
     monkeypatch.setattr(WA, "INTERPRET_WHOLE", 1)
+    monkeypatch.setattr(WA, "INTERPRET_BIAS_TABLE", int(bias_from == "table"))
     height, width = grid
     qkv, table = make_inputs(2, height, width, heads, head_dim, window, dtype, seed=window + head_dim)
     for shift in (0, window // 2):
@@ -75,7 +78,8 @@ def test_whole_window_variant(monkeypatch, dtype, head_dim, heads, window, grid)
     pad = WA.head_pad(head_dim)  # every output row written once (the interpreter's block is min(64, keys))
     out = torch.full((2, height * width, heads * pad), float("nan"), device=DEVICE)
     bias = WA.dense_log2_bias(table, window, torch.float32)
-    WA._launch(WA.pack_activations(qkv.float(), heads), bias, height, width, heads, window, window // 2, out=out)
+    WA._launch(WA.pack_activations(qkv.float(), heads), bias, height, width, heads, window, window // 2, out=out,
+               table=WA.log2_bias_table(table, torch.float32))
     assert not torch.isnan(out).any()
 
 
@@ -100,7 +104,11 @@ def test_dense_bias_layout_matches_table_gather():
     from lua_fast.reference import windows
 
     n = window * window
-    dense = table[windows.relative_position_index(window, DEVICE).view(-1)].view(n, n, heads).permute(2, 0, 1)
+    index = windows.relative_position_index(window, DEVICE).view(-1)
+    dense = table[index].view(n, n, heads).permute(2, 0, 1)
+    for dtype in (torch.float32, torch.float16):  # the kernels' two bias layouts hold the same rounded values
+        log2_table = WA.log2_bias_table(table, dtype)
+        assert torch.equal(WA.dense_log2_bias(table, window, dtype), log2_table[:, index].view(heads, n, n))
     for shift in (0, 4):
         a = WA.window_attention(qkv, height, width, heads=heads, window=window, shift=shift, bias_table=table)
         b = WA.window_attention(qkv, height, width, heads=heads, window=window, shift=shift, bias_table=table,
@@ -197,6 +205,12 @@ def test_bad_inputs(monkeypatch):
         WA.window_attention(big, 8, 8, heads=1, window=8, shift=0, bias_table=big_table)
     with pytest.raises(ValueError, match="qkv must be \\(B, H\\*W, 3D\\)"):
         WA.window_attention(qkv[0], 16, 16, **kw)
+    packed, dense = WA.pack_activations(qkv, 2), WA.dense_log2_bias(table, 8, torch.float32)
+    good = WA.log2_bias_table(table, torch.float32)
+    WA.check_packed(packed, dense, 16, 16, 2, 8, 4, good)
+    for bad in (good[:, :-1], good.t().contiguous().t(), good.half()):  # shape, layout, dtype
+        with pytest.raises(ValueError, match="table must be a contiguous \\(heads, \\(2\\*window-1\\)\\^2\\)"):
+            WA.check_packed(packed, dense, 16, 16, 2, 8, 4, bad)
     monkeypatch.setattr(triton_support, "INTERPRET", False)
     if DEVICE.type == "cpu":
         with pytest.raises(RuntimeError, match="Triton kernels need CUDA tensors"):

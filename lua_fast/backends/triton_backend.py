@@ -37,8 +37,8 @@ from ..kernels.conv3x3 import conv3x3, pack_conv
 from ..kernels.fused_linear import PackedLinear, check_args as check_linear, fused_linear, pack_linear
 from ..kernels.layer_norm import add_layer_norm
 from ..kernels.upsample_head import PackedHead, fused_head
-from ..kernels.window_attention import (bias_dtype, check_packed, dense_log2_bias, pack_proj, pack_qkv,
-                                        packed_window_attention)
+from ..kernels.window_attention import (bias_dtype, check_packed, dense_log2_bias, log2_bias_table, pack_proj,
+                                        pack_qkv, packed_window_attention)
 from ..precision import Precision, backend_flags
 from ..reference.model import LUA, SwinBlock
 
@@ -71,6 +71,7 @@ class _Block:
         qkv_w, qkv_b = pack_qkv(attn.qkv.weight.detach(), attn.qkv.bias.detach(), attn.num_heads, attn.scale)
         proj_w = pack_proj(attn.proj.weight.detach(), attn.num_heads)
         self.bias = dense_log2_bias(attn.relative_position_bias_table.detach(), block.window, bias_dtype(compute))
+        self.bias_table = log2_bias_table(attn.relative_position_bias_table.detach(), bias_dtype(compute))
         mlp = block.mlp
         if fused:  # the block's LayerNorms folded into the qkv and fc1 GEMMs
             self.qkv = pack_linear(qkv_w, qkv_b, compute, layer_norm=self.norm1)
@@ -131,7 +132,7 @@ class TritonBackendLUA(nn.Module):
                 t = torch.empty(rows, dim, device=device, dtype=stream)
                 qkv_cols = blk.qkv.n if isinstance(blk.qkv, PackedLinear) else blk.qkv[0].shape[0]
                 qkv = torch.empty(batch, height * width, qkv_cols, device=device, dtype=compute)
-                check_packed(qkv, blk.bias, height, width, blk.heads, blk.window, blk.shift)
+                check_packed(qkv, blk.bias, height, width, blk.heads, blk.window, blk.shift, blk.bias_table)
                 if isinstance(blk.qkv, PackedLinear):
                     check_linear(t, blk.qkv, None)
                     check_linear(torch.empty(rows, blk.proj.k, device=device, dtype=compute), blk.proj, t)
@@ -176,7 +177,7 @@ class TritonBackendLUA(nn.Module):
 
     def _attention(self, blk: _Block, qkv: torch.Tensor, b: int, height: int, width: int) -> torch.Tensor:
         a = packed_window_attention(qkv.view(b, height * width, -1), blk.bias, height, width, heads=blk.heads,
-                                    window=blk.window, shift=blk.shift)
+                                    window=blk.window, shift=blk.shift, table=blk.bias_table)
         return a.view(b * height * width, -1)
 
     def _block_fused(self, blk: _Block, t: torch.Tensor, b: int, height: int, width: int, last: bool = False):

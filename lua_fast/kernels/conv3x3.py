@@ -32,9 +32,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .triton_support import (INTERPRET, bench_config, cdiv, dot_precision, dot_upcast, grid_dependency_sync,
-                             kernel_op, launcher, next_pow2, note_launch, pdl_options, size_class, store_dtype, tl,
-                             tracing, triton, tuned, unavailable_reason)
+from .triton_support import (INTERPRET, bench_config, cdiv, dot_precision, dot_upcast, fp32_operands,
+                             grid_dependency_sync, kernel_op, launcher, next_pow2, note_launch, pdl_options,
+                             size_class, store_dtype, tl, tracing, triton, tuned, unavailable_reason)
 
 K_PAD_ROWS = 128  # zero rows after the 9*Cin packed rows: the largest BLOCK_K
 
@@ -250,7 +250,7 @@ if triton is not None:
         wn = kwargs["W_STRIDE"]
         small = kwargs["C_OUT"] <= 32
         kept = [c for c in configs if wn % c.kwargs["BLOCK_N"] == 0 and (c.kwargs["BLOCK_N"] <= 32) == small]
-        if kwargs.get("INPUT_PRECISION") == "ieee":  # fp32 operands: halve the shared memory per stage
+        if fp32_operands(kwargs):  # fp32 operands: halve the shared memory per stage
             kept = [c for c in kept if c.kwargs["BLOCK_N"] * c.kwargs["BLOCK_M"] <= 128 * 128] or kept
         return tuned(kept) or [triton.Config({"BLOCK_M": 64, "BLOCK_N": min(wn, 64), "BLOCK_K": 32}, num_warps=4,
                                              num_stages=3)]

@@ -38,9 +38,9 @@ import torch
 import torch.nn.functional as F
 
 from .conv3x3 import alignment
-from .triton_support import (INTERPRET, bench_config, cdiv, dot_precision, dot_upcast, grid_dependency_sync,
-                             kernel_op, launcher, next_pow2, pdl_options, size_class, store_dtype, tl, triton, tuned,
-                             unavailable_reason)
+from .triton_support import (INTERPRET, bench_config, cdiv, dot_precision, dot_upcast, fp32_operands,
+                             grid_dependency_sync, kernel_op, launcher, next_pow2, pdl_options, size_class,
+                             store_dtype, tl, triton, tuned, unavailable_reason)
 
 K_PAD_ROWS = 128  # zero weight rows after K: the largest BLOCK_K
 N_TILE = 128  # packed column count is a multiple of this
@@ -316,12 +316,12 @@ if triton is not None:
 
     def _prune(configs, named_args, **kwargs):
         ln = kwargs["LAYER_NORM"]
-        resident_ok = ln and kwargs.get("INPUT_PRECISION") != "ieee" and not kwargs.get("DOT_UPCAST") \
+        resident_ok = ln and not fp32_operands(kwargs) and not kwargs.get("DOT_UPCAST") \
             and kwargs["A_K0"] + kwargs["A_K1"] <= kwargs["K"] + K_PAD_ROWS and kwargs["K"] <= 512
         kept = [c for c in configs if kwargs["W_STRIDE"] % c.kwargs["BLOCK_N"] == 0
                 and (ln or c.kwargs["N_GROUP"] == 1) and (resident_ok or not c.kwargs["A_RESIDENT"])
                 and (kwargs["HAS_RESIDUAL"] or not c.kwargs["R_PREFETCH"])]
-        if kwargs.get("INPUT_PRECISION") == "ieee":  # fp32 operands: halve the shared memory per stage
+        if fp32_operands(kwargs):  # fp32 operands: halve the shared memory per stage
             kept = [c for c in kept if c.kwargs["BLOCK_N"] * c.kwargs["BLOCK_K"] <= 128 * 64] or kept
         return tuned(kept)
 

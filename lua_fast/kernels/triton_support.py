@@ -110,9 +110,28 @@ def dot_upcast(dtype: torch.dtype) -> bool:
     return INTERPRET and dtype == torch.bfloat16
 
 
+FP32_DOTS_ENV = "LUA_FAST_FP32_DOTS"
+FP32_DOTS = ("ieee", "tf32x3")
+
+
 def dot_precision(dtype: torch.dtype):
-    """``input_precision`` for ``tl.dot``: exact IEEE for fp32 (Triton defaults to TF32 there)."""
-    return "ieee" if dtype == torch.float32 else None
+    """``input_precision`` for ``tl.dot``: None (the dtype's own tensor-core product) except for fp32
+    operands, where Triton would default to TF32. There: IEEE fp32 (FMA units, exact products), or
+    with ``LUA_FAST_FP32_DOTS=tf32x3`` three TF32 tensor-core products per dot (each operand split
+    into a TF32 part and a TF32 remainder; only the remainders' product is dropped, ~2^-22 of each
+    product): about fp32's accuracy at tensor-core speed. Opt-in until a GPU has measured both."""
+    if dtype != torch.float32:
+        return None
+    choice = os.environ.get(FP32_DOTS_ENV, "").strip().lower() or "ieee"
+    if choice not in FP32_DOTS:
+        raise ValueError(f"{FP32_DOTS_ENV}={choice!r}: choose one of {FP32_DOTS}")
+    return choice
+
+
+def fp32_operands(meta: dict) -> bool:
+    """Whether a launch's dot operands are fp32 (IEEE or split TF32): 4-byte tiles in shared
+    memory, and the register-hungry variants the prune hooks keep for 2-byte operands only."""
+    return meta.get("INPUT_PRECISION") in FP32_DOTS
 
 
 # ------------------------------------------------- programmatic dependent launch (PDL)

@@ -10,7 +10,10 @@ directly (``pack_qkv``: the qkv weight repacked once at load):
   come out of the dot in the base-2 domain the online softmax uses;
 - the relative position bias is a dense (heads, N, N) tensor built once per block
   (``dense_log2_bias``, also pre-multiplied by log2(e)), read in contiguous tiles instead of
-  a gather per score element.
+  a gather per score element; the whole-window programs may instead gather it from the head's
+  (2w-1)^2 table (``log2_bias_table``, 2 KiB in fp16: it stays in L1), an autotune choice that trades
+  ~3 us of issue bound per launch for two thirds of the launch's L2 traffic (the dense bias is
+  128 KiB per head, re-read by every window).
 
 It folds the cyclic shift and the window gather into its index math, applies the shift mask
 from each token's position in the rolled window grid (the released 0 / -100 labelling; no
@@ -42,9 +45,9 @@ import math
 import torch
 
 from ..reference import windows as ref
-from .triton_support import (INTERPRET, bench_config, cdiv, dot_precision, dot_upcast, grid_dependency_sync,
-                             kernel_op, launcher, next_pow2, pdl_options, size_class, store_dtype, tl, triton, tuned,
-                             unavailable_reason)
+from .triton_support import (INTERPRET, bench_config, cdiv, dot_precision, dot_upcast, fp32_operands,
+                             grid_dependency_sync, kernel_op, launcher, next_pow2, pdl_options, size_class,
+                             store_dtype, tl, triton, tuned, unavailable_reason)
 
 MAX_HEAD_DIM = 64
 MASK_VALUE = -100.0
@@ -52,6 +55,7 @@ LOG2E = math.log2(math.e)
 HEAD_PAD = 32  # packed head width: head_dim 30 -> 32 (64-byte rows in bf16)
 WHOLE_MAX_KEYS = 256  # the whole-window variant holds a (BLOCK_M, keys) score tile: up to window 16
 INTERPRET_WHOLE = 0  # interpreter runs: the per-block path (tests run both)
+INTERPRET_BIAS_TABLE = 0  # interpreter runs of the whole-window path: the dense bias (tests run both)
 
 # --------------------------------------------------------------------- validation
 def check_args(qkv: torch.Tensor, height: int, width: int, heads: int, window: int, shift: int,
@@ -157,6 +161,12 @@ def dense_log2_bias(bias_table: torch.Tensor, window: int, dtype: torch.dtype) -
     return dense.to(dtype).contiguous()
 
 
+def log2_bias_table(bias_table: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """((2w-1)^2, heads) table -> (heads, (2w-1)^2) times log2(e), contiguous, in ``dtype``: the same
+    values as :func:`dense_log2_bias` (rounded alike), for kernels that gather the bias."""
+    return (bias_table.float().t() * LOG2E).to(dtype).contiguous()
+
+
 def bias_dtype(compute: torch.dtype) -> torch.dtype:
     """fp32 bias for fp32 kernels; fp16 (3 more mantissa bits than bf16, same bytes) otherwise."""
     return torch.float32 if compute == torch.float32 else torch.float16
@@ -246,17 +256,22 @@ if triton is not None:
         return acc, l_i
 
     @triton.jit
-    def _whole_window(qkv_base, out_base, bias_base, stride_qkv_t, stride_out_t, wy, wx, height, width,
-                      WINDOW: tl.constexpr, SHIFT: tl.constexpr, HEAD_PAD: tl.constexpr, DIM_PAD: tl.constexpr,
-                      KEYS: tl.constexpr, BLOCK_M: tl.constexpr, MASKED: tl.constexpr,
+    def _whole_window(qkv_base, out_base, bias_base, table_base, stride_qkv_t, stride_out_t, wy, wx, height,
+                      width, WINDOW: tl.constexpr, SHIFT: tl.constexpr, HEAD_PAD: tl.constexpr, DIM_PAD: tl.constexpr,
+                      KEYS: tl.constexpr, BLOCK_M: tl.constexpr, MASKED: tl.constexpr, BIAS_TABLE: tl.constexpr,
                       INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr):
         """All of one window's queries for one head, BLOCK_M at a time, against its N keys held
         for the whole program (KEYS = N rounded up to a power of two): the scores of a query block
-        are complete, so the softmax is one pass (no running max, no rescaling)."""
+        are complete, so the softmax is one pass (no running max, no rescaling). BIAS_TABLE: the
+        bias is gathered from the head's ((2w-1)^2) table (L1-resident) instead of read as a dense
+        (N, N) tile from L2."""
         N: tl.constexpr = WINDOW * WINDOW
         MASK_LOG2: tl.constexpr = -100.0 * 1.4426950408889634
+        T: tl.constexpr = 2 * WINDOW - 1  # the table's row length: index = (dy + w-1) * T + dx + w-1
         offs_n = tl.arange(0, KEYS)
         offs_d = tl.arange(0, HEAD_PAD)
+        # A token's table coordinate y * T + x: a pair's index is the query's minus the key's plus a constant.
+        key_at = (offs_n // WINDOW) * T + offs_n % WINDOW
         k_rows = _token_rows(wy, wx, offs_n, height, width, WINDOW, SHIFT)
         kt_ptrs = qkv_base + DIM_PAD + k_rows[None, :] * stride_qkv_t + offs_d[:, None]  # k, transposed
         v_ptrs = qkv_base + 2 * DIM_PAD + k_rows[:, None] * stride_qkv_t + offs_d[None, :]
@@ -274,7 +289,11 @@ if triton is not None:
             offs_m = start + tl.arange(0, BLOCK_M)
             q_rows = _token_rows(wy, wx, offs_m, height, width, WINDOW, SHIFT)
             q_ptrs = qkv_base + q_rows[:, None] * stride_qkv_t + offs_d[None, :]
-            b_ptrs = bias_base + offs_m[:, None] * N + offs_n[None, :]
+            if BIAS_TABLE:
+                query_at = (offs_m // WINDOW) * T + offs_m % WINDOW
+                b_ptrs = table_base + (query_at[:, None] - key_at[None, :] + ((WINDOW - 1) * T + WINDOW - 1))
+            else:
+                b_ptrs = bias_base + offs_m[:, None] * N + offs_n[None, :]
             if (N % BLOCK_M == 0) and (KEYS == N):
                 q = tl.load(q_ptrs)
                 bias = tl.load(b_ptrs)
@@ -306,12 +325,13 @@ if triton is not None:
 
     @triton.jit
     def _window_attention_kernel(
-        qkv_ptr, out_ptr, bias_ptr,
+        qkv_ptr, out_ptr, bias_ptr, table_ptr,
         stride_qkv_b, stride_qkv_t, stride_out_b, stride_out_t,
         height, width, windows_x, windows_y, size_key,
         HEADS: tl.constexpr, WINDOW: tl.constexpr, SHIFT: tl.constexpr, HEAD_PAD: tl.constexpr,
         USE_MASK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, WHOLE: tl.constexpr,
-        KEYS: tl.constexpr, INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr, PDL: tl.constexpr,
+        BIAS_TABLE: tl.constexpr, HAS_TABLE: tl.constexpr, KEYS: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+        DOT_UPCAST: tl.constexpr, PDL: tl.constexpr,
     ):
         grid_dependency_sync(PDL)
         N: tl.constexpr = WINDOW * WINDOW
@@ -326,22 +346,24 @@ if triton is not None:
 
         qkv_base = qkv_ptr + batch.to(tl.int64) * stride_qkv_b + head * HEAD_PAD
         bias_base = bias_ptr + head * N * N
+        table_base = table_ptr + head * (2 * WINDOW - 1) * (2 * WINDOW - 1)
         out_base = out_ptr + batch.to(tl.int64) * stride_out_b + head * HEAD_PAD
         # With the shift mask, only windows in the last row or column of the grid mix regions; the
         # others take the unmasked code (a branch uniform over the whole program).
         if WHOLE:  # one program per (window, head): keys and values read once for all queries
             if USE_MASK:
                 if (wy == height - WINDOW) | (wx == width - WINDOW):
-                    _whole_window(qkv_base, out_base, bias_base, stride_qkv_t, stride_out_t, wy, wx, height, width,
-                                  WINDOW, SHIFT, HEAD_PAD, DIM_PAD, KEYS, BLOCK_M, True, INPUT_PRECISION,
-                                  DOT_UPCAST)
+                    _whole_window(qkv_base, out_base, bias_base, table_base, stride_qkv_t, stride_out_t, wy, wx,
+                                  height, width, WINDOW, SHIFT, HEAD_PAD, DIM_PAD, KEYS, BLOCK_M, True, BIAS_TABLE,
+                                  INPUT_PRECISION, DOT_UPCAST)
                 else:
-                    _whole_window(qkv_base, out_base, bias_base, stride_qkv_t, stride_out_t, wy, wx, height, width,
-                                  WINDOW, SHIFT, HEAD_PAD, DIM_PAD, KEYS, BLOCK_M, False, INPUT_PRECISION,
-                                  DOT_UPCAST)
+                    _whole_window(qkv_base, out_base, bias_base, table_base, stride_qkv_t, stride_out_t, wy, wx,
+                                  height, width, WINDOW, SHIFT, HEAD_PAD, DIM_PAD, KEYS, BLOCK_M, False, BIAS_TABLE,
+                                  INPUT_PRECISION, DOT_UPCAST)
             else:
-                _whole_window(qkv_base, out_base, bias_base, stride_qkv_t, stride_out_t, wy, wx, height, width,
-                              WINDOW, SHIFT, HEAD_PAD, DIM_PAD, KEYS, BLOCK_M, False, INPUT_PRECISION, DOT_UPCAST)
+                _whole_window(qkv_base, out_base, bias_base, table_base, stride_qkv_t, stride_out_t, wy, wx,
+                              height, width, WINDOW, SHIFT, HEAD_PAD, DIM_PAD, KEYS, BLOCK_M, False, BIAS_TABLE,
+                              INPUT_PRECISION, DOT_UPCAST)
         else:
             offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
             offs_d = tl.arange(0, HEAD_PAD)
@@ -372,38 +394,42 @@ if triton is not None:
                 tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=(offs_m < N)[:, None])
 
     # On a GPU: tiles x pipeline depths, tuned once per (window, shift, head width, dtype); WHOLE:
-    # one program per (window, head) looping over query blocks of BLOCK_M (BLOCK_N unused).
+    # one program per (window, head) looping over query blocks of BLOCK_M (BLOCK_N unused), with the
+    # bias read densely or gathered from its table (BIAS_TABLE).
     _TUNED_CONFIGS = [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "WHOLE": 0}, num_warps=w, num_stages=s)
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "WHOLE": 0, "BIAS_TABLE": 0}, num_warps=w, num_stages=s)
         for bm, bn, w in [(64, 64, 4), (64, 128, 4), (128, 64, 8), (128, 128, 8)]
         for s in (2, 3)
     ] + [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": 64, "WHOLE": 1}, num_warps=w, num_stages=s)
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": 64, "WHOLE": 1, "BIAS_TABLE": t}, num_warps=w, num_stages=s)
         for bm, w, s in [(64, 4, 1), (64, 4, 2), (128, 8, 2)]  # (32-row blocks spill; 8 warps on 64 rows: slower)
+        for t in (0, 1)
     ]
 
     def _prune(configs, named_args, **kwargs):
         n = kwargs["WINDOW"] ** 2
         size = max(16, next_pow2(n))
         kept = [c for c in configs if c.kwargs["BLOCK_M"] <= size and c.kwargs["BLOCK_N"] <= size
-                and (not c.kwargs["WHOLE"] or kwargs["KEYS"] <= WHOLE_MAX_KEYS)]
-        if kwargs.get("INPUT_PRECISION") == "ieee":  # fp32 128x128 tiles need 272 KiB of shared memory;
+                and (not c.kwargs["WHOLE"] or kwargs["KEYS"] <= WHOLE_MAX_KEYS)
+                and (kwargs["HAS_TABLE"] or not c.kwargs["BIAS_TABLE"])]
+        if fp32_operands(kwargs):  # fp32 128x128 tiles need 272 KiB of shared memory;
             # fp32 whole windows spill ~10 KiB a thread (FMA dots hold their operands in registers)
             kept = [c for c in kept if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] < 128 * 128
                     and not c.kwargs["WHOLE"]] or kept
-        return tuned(kept) or [triton.Config({"BLOCK_M": size, "BLOCK_N": size, "WHOLE": 0}, num_warps=4,
-                                             num_stages=2)]
+        return tuned(kept) or [triton.Config({"BLOCK_M": size, "BLOCK_N": size, "WHOLE": 0, "BIAS_TABLE": 0},
+                                             num_warps=4, num_stages=2)]
 
     _window_attention_tuned = triton.autotune(
         configs=_TUNED_CONFIGS,
-        key=["WINDOW", "SHIFT", "HEADS", "HEAD_PAD", "USE_MASK", "KEYS", "INPUT_PRECISION", "DOT_UPCAST",
-             "size_key"],
+        key=["WINDOW", "SHIFT", "HEADS", "HEAD_PAD", "USE_MASK", "KEYS", "HAS_TABLE", "INPUT_PRECISION",
+             "DOT_UPCAST", "size_key"],
         prune_configs_by={"early_config_prune": _prune}, do_bench=bench_config,
     )(_window_attention_kernel)
 
 
-def _launch(qkv, bias, height, width, heads, window, shift, use_mask=True, out=None) -> torch.Tensor:
-    """Run the kernel on packed qkv (B, H*W, 3*heads*P) and a log2-domain dense bias (heads, N, N)."""
+def _launch(qkv, bias, height, width, heads, window, shift, use_mask=True, out=None, table=None) -> torch.Tensor:
+    """Run the kernel on packed qkv (B, H*W, 3*heads*P), a log2-domain dense bias (heads, N, N) and
+    optionally the same bias as its log2-domain table (heads, (2w-1)^2) (``log2_bias_table``)."""
     b, length, three_dp = qkv.shape
     pad = three_dp // (3 * heads)
     n = window * window
@@ -413,17 +439,19 @@ def _launch(qkv, bias, height, width, heads, window, shift, use_mask=True, out=N
     kept = store_dtype(qkv.dtype)
     dst = out if kept == out.dtype else torch.empty(out.shape, device=qkv.device, dtype=kept)
     meta = dict(HEADS=heads, WINDOW=window, SHIFT=shift, HEAD_PAD=pad, USE_MASK=bool(use_mask and shift),
-                KEYS=max(16, next_pow2(n)), INPUT_PRECISION=dot_precision(qkv.dtype), DOT_UPCAST=dot_upcast(qkv.dtype))
-    args = (qkv, dst, bias, qkv.stride(0), qkv.stride(1), dst.stride(0), dst.stride(1),
-            height, width, windows_x, windows_y)
+                KEYS=max(16, next_pow2(n)), HAS_TABLE=table is not None, INPUT_PRECISION=dot_precision(qkv.dtype),
+                DOT_UPCAST=dot_upcast(qkv.dtype))
+    args = (qkv, dst, bias, table if table is not None else bias, qkv.stride(0), qkv.stride(1), dst.stride(0),
+            dst.stride(1), height, width, windows_x, windows_y)
     programs = b * windows_x * windows_y * heads
     args += (size_class(b * length),)  # (tokens: the same classes as the GEMMs)
     grid = lambda c: (programs, 1 if c["WHOLE"] else cdiv(n, c["BLOCK_M"]))  # noqa: E731
     if INTERPRET:
         block = min(64, max(16, next_pow2(n)))
         whole = int(bool(INTERPRET_WHOLE) and meta["KEYS"] <= WHOLE_MAX_KEYS)
+        from_table = int(bool(whole and INTERPRET_BIAS_TABLE and table is not None))
         launcher(_window_attention_kernel)[grid(dict(WHOLE=whole, BLOCK_M=block))](
-            *args, BLOCK_M=block, BLOCK_N=block, WHOLE=whole, **meta, PDL=False)
+            *args, BLOCK_M=block, BLOCK_N=block, WHOLE=whole, BIAS_TABLE=from_table, **meta, PDL=False)
     else:
         launcher(_window_attention_tuned)[grid](*args, **meta, **pdl_options(qkv.device))
     if dst is not out:
@@ -432,19 +460,19 @@ def _launch(qkv, bias, height, width, heads, window, shift, use_mask=True, out=N
 
 
 # ------------------------------------------------------------ torch.library op
-def _window_attention_fake(qkv, bias, height, width, heads, window, shift, use_mask):
+def _window_attention_fake(qkv, bias, table, height, width, heads, window, shift, use_mask):
     b, length, three_dp = qkv.shape
     return qkv.new_empty((b, length, three_dp // 3))
 
 
 @kernel_op("window_attention", _window_attention_fake)
-def _window_attention_op(qkv: torch.Tensor, bias: torch.Tensor, height: int, width: int, heads: int, window: int,
-                         shift: int, use_mask: bool) -> torch.Tensor:
-    return _launch(qkv, bias, height, width, heads, window, shift, use_mask)
+def _window_attention_op(qkv: torch.Tensor, bias: torch.Tensor, table: torch.Tensor | None, height: int, width: int,
+                         heads: int, window: int, shift: int, use_mask: bool) -> torch.Tensor:
+    return _launch(qkv, bias, height, width, heads, window, shift, use_mask, table=table)
 
 
 def check_packed(qkv: torch.Tensor, bias: torch.Tensor, height: int, width: int, heads: int, window: int,
-                 shift: int) -> None:
+                 shift: int, table: torch.Tensor | None = None) -> None:
     """Validate the packed layout the backend passes (once per shape, see ``packed_window_attention``)."""
     if qkv.dim() != 3 or qkv.shape[1] != height * width or qkv.shape[2] % (3 * heads):
         raise ValueError(f"window_attention: packed qkv must be (B, H*W, 3*heads*P), got {tuple(qkv.shape)}")
@@ -456,15 +484,21 @@ def check_packed(qkv: torch.Tensor, bias: torch.Tensor, height: int, width: int,
     n = window * window
     if tuple(bias.shape) != (heads, n, n) or not bias.is_contiguous():
         raise ValueError(f"window_attention: bias must be a contiguous (heads, N, N) = ({heads}, {n}, {n}) tensor")
+    rows = (2 * window - 1) ** 2
+    if table is not None and (tuple(table.shape) != (heads, rows) or not table.is_contiguous()
+                              or table.dtype != bias.dtype):
+        raise ValueError(f"window_attention: table must be a contiguous (heads, (2*window-1)^2) = ({heads}, {rows}) "
+                         f"tensor of the bias's dtype {bias.dtype}, got {tuple(table.shape)} {table.dtype}")
     if qkv.stride(-1) != 1:
         raise ValueError("window_attention: packed qkv needs a unit channel stride")
 
 
-def packed_window_attention(qkv, bias, height, width, *, heads, window, shift):
+def packed_window_attention(qkv, bias, height, width, *, heads, window, shift, table=None):
     """The backend's entry: packed qkv (``pack_qkv`` weights), log2-domain dense bias
-    (``dense_log2_bias``) -> (B, H*W, heads * P). No validation here: the caller checked
-    the layout once with :func:`check_packed`."""
-    return _window_attention_op(qkv, bias, height, width, heads, window, shift, True)
+    (``dense_log2_bias``) and optionally its table (``log2_bias_table``: lets the autotuner try
+    gathering the bias instead of reading it densely) -> (B, H*W, heads * P). No validation here:
+    the caller checked the layout once with :func:`check_packed`."""
+    return _window_attention_op(qkv, bias, table, height, width, heads, window, shift, True)
 
 
 def window_attention(qkv, height, width, *, heads, window, shift, bias_table, scale=None, dense_bias=None,
@@ -491,13 +525,15 @@ def window_attention(qkv, height, width, *, heads, window, shift, bias_table, sc
         if tuple(dense_bias.shape) != (heads, n, n):
             raise ValueError(f"window_attention: dense_bias must be (heads, N, N) = ({heads}, {n}, {n})")
         bias = (dense_bias.float() * LOG2E).to(bias_dtype(qkv.dtype)).contiguous()
+        table = None
     else:
         bias = dense_log2_bias(bias_table, window, bias_dtype(qkv.dtype))
+        table = log2_bias_table(bias_table, bias_dtype(qkv.dtype)).to(qkv.device)
     bias = bias.to(qkv.device)
     b, length, _ = qkv.shape
     pad = head_pad(head_dim)
-    out = _window_attention_op(pack_activations(qkv, heads, scale), bias, height, width, heads,
-                                              window, shift, _use_mask)
+    out = _window_attention_op(pack_activations(qkv, heads, scale), bias, table, height, width, heads,
+                               window, shift, _use_mask)
     return out.view(b, length, heads, pad)[..., :head_dim].reshape(b, length, dim)
 
 
@@ -548,4 +584,4 @@ def attention_flops(batch: int, height: int, width: int, dim: int, window: int) 
 
 
 __all__ = ["window_attention", "packed_window_attention", "torch_window_attention", "check_args", "check_packed",
-           "pack_qkv", "pack_proj", "pack_activations", "dense_log2_bias", "attention_flops"]
+           "pack_qkv", "pack_proj", "pack_activations", "dense_log2_bias", "log2_bias_table", "attention_flops"]
