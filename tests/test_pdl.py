@@ -45,6 +45,14 @@ def test_used_only_where_it_can_run(compiled_mode, monkeypatch):
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # Inductor launches traced kernels
     assert "torch.compile" in triton_support.pdl_reason(CUDA)
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: False)
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Tracing(TorchDispatchMode):  # make_fx / torch.export trace under such a mode
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    with Tracing():
+        assert "dispatch mode" in triton_support.pdl_reason(CUDA)
     monkeypatch.setattr(triton_support, "INTERPRET", True)
     assert "interpreter" in triton_support.pdl_reason(CUDA)
     monkeypatch.setattr(triton_support, "INTERPRET", False)

@@ -165,8 +165,8 @@ def pdl_reason(device: torch.device) -> str | None:
     major, minor = _capability(device.index if device.index is not None else torch.cuda.current_device())
     if major < 9:
         return f"needs compute capability >= 9.0 (Hopper), device has {major}.{minor}"
-    if torch.compiler.is_compiling():
-        return "not under torch.compile / export tracing (Inductor launches the kernels)"
+    if torch.compiler.is_compiling() or _current_dispatch_mode() is not None:  # (make_fx / export use a mode)
+        return "not under torch.compile / export tracing or a dispatch mode (the traced kernel is launched later)"
     return None
 
 
