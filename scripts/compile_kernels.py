@@ -393,7 +393,7 @@ def loop_weights(launch: Launch, named: dict):
 CASES = [("bf16", 128, 2), ("bf16", 128, 4), ("bf16", 64, 2), ("fp16", 128, 2), ("fp32", 128, 2), ("fp32x3", 128, 2)]
 
 
-_TASKS: list = []  # (launch, config, arch) of the report's variants, read by forked workers
+_TASKS: list = []  # what the forked workers compile: (launch, config, arch[, pdl]) by index
 
 
 def _variant_stats(index: int):
@@ -420,13 +420,7 @@ def report(archs: list[int], cases, out_dir: Path, name: str = "kernel_report_sm
         for precision, size, scale in cases:
             launches = dedupe(record_forward(config, precision, size, scale))
             _TASKS[:] = [(launch, cfg, arch) for launch in launches for cfg in configs_for(launch)[0]]
-            if jobs > 1:
-                import multiprocessing as mp
-
-                with mp.get_context("fork").Pool(jobs) as pool:
-                    results = pool.map(_variant_stats, range(len(_TASKS)), chunksize=1)
-            else:
-                results = [_variant_stats(i) for i in range(len(_TASKS))]
+            results = in_processes(_variant_stats, len(_TASKS), jobs)
             best, best_wave = {}, {}
             for (launch, cfg, _), stats in zip(_TASKS, results):
                 row = {"precision": precision, "latent": size, "scale": scale, "kernel": launch.kernel,
@@ -500,29 +494,43 @@ def markdown(report_json: dict) -> str:
     return "\n".join(lines)
 
 
-def quick_check(archs: list[int], cases, pdl: bool = False) -> int:
+def _quick_status(index: int) -> str:
+    """Compile the quick check's ``index``-th launch (its first config): "ok ..." or "FAILED: why"."""
+    launch, cfg, arch, pdl = _TASKS[index]
+    start = time.time()
+    compiled = compile_config(launch, cfg, arch, pdl)
+    if isinstance(compiled, str):
+        return f"FAILED: {compiled}"
+    if pdl and not pdl_ordered(compiled.asm["ptx"]):
+        return "FAILED: no griddepcontrol.wait before the first memory access and griddepcontrol.launch_dependents"
+    return f"ok  smem {compiled.metadata.shared // 1024:4d} KiB {time.time() - start:4.1f}s"
+
+
+def quick_check(archs: list[int], cases, pdl: bool = False, jobs: int = 1) -> int:
     """Compile one config of each distinct launch of each case's forward (``pdl``: the PDL variant,
-    which must wait for the previous grid before it lets the next one launch)."""
-    failures = 0
+    which must wait for the previous grid before it lets the next one launch), ``jobs`` at a time."""
     print(f"triton {triton.__version__}")
+    labels = []
+    _TASKS.clear()
     for arch in archs:
         for precision, size, scale in cases:
             for launch in dedupe(record_forward(LUAConfig.flux(), precision, size, scale)):
-                start = time.time()
-                for cfg, _, compiled in compile_launch(launch, arch, quick=True, pdl=pdl):
-                    if isinstance(compiled, str):
-                        failures += 1
-                        print(f"sm_{arch} {precision} {launch.site:44s} FAILED: {compiled}")
-                        continue
-                    if pdl and not pdl_ordered(compiled.asm["ptx"]):
-                        failures += 1
-                        print(f"sm_{arch} {precision} {launch.site:44s} FAILED: no griddepcontrol.wait before "
-                              "griddepcontrol.launch_dependents")
-                        continue
-                    smem = compiled.metadata.shared
-                    print(f"sm_{arch} {precision} {launch.site:44s} ok  smem {smem // 1024:4d} KiB "
-                          f"{time.time() - start:4.1f}s")
-    return failures
+                _TASKS.append((launch, configs_for(launch)[0][0], arch, pdl))
+                labels.append(f"sm_{arch} {precision} {launch.site:44s}")
+    statuses = in_processes(_quick_status, len(_TASKS), jobs)
+    for label, status in zip(labels, statuses):
+        print(f"{label} {status}")
+    return sum(status.startswith("FAILED") for status in statuses)
+
+
+def in_processes(fn, n: int, jobs: int) -> list:
+    """[fn(0), ..., fn(n - 1)], in ``jobs`` forked processes when jobs > 1 (they see ``_TASKS``)."""
+    if jobs <= 1:
+        return [fn(i) for i in range(n)]
+    import multiprocessing as mp
+
+    with mp.get_context("fork").Pool(jobs) as pool:
+        return pool.map(fn, range(n), chunksize=1)
 
 
 def pdl_ordered(ptx: str) -> bool:
@@ -542,7 +550,7 @@ def main() -> int:
     parser.add_argument("--arch", type=int, nargs="+", default=[90])
     parser.add_argument("--cases", nargs="+", default=None,
                         help="precision:size:scale, e.g. bf16:128:2 (default: the released-config set)")
-    parser.add_argument("--jobs", type=int, default=1, help="--report: variants compiled in parallel (processes)")
+    parser.add_argument("--jobs", type=int, default=1, help="variants compiled in parallel (processes)")
     parser.add_argument("--pdl", action="store_true", help="--quick: the programmatic-dependent-launch variants")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--name", default="kernel_report_sm{arch}.json", help="report file name ({arch}, {triton})")
@@ -551,7 +559,7 @@ def main() -> int:
     if args.report:
         failures = report(args.arch, cases or CASES, Path(args.out), args.name, args.jobs)
     else:
-        failures = quick_check(args.arch, cases or [("bf16", 32, 4), ("fp32", 32, 4)], pdl=args.pdl)
+        failures = quick_check(args.arch, cases or [("bf16", 32, 4), ("fp32", 32, 4)], pdl=args.pdl, jobs=args.jobs)
     return 1 if failures else 0
 
 

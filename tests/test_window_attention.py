@@ -69,6 +69,8 @@ def test_whole_window_variant(monkeypatch, dtype, head_dim, heads, window, grid,
     read densely or gathered from its table: the same answer as the oracle, for key counts that are
     (64, 256) and are not (36 -> 64, 16) powers of two, query blocks that do not divide them,
     shifted (border windows masked) and not."""
+    if bias_from == "table" and dtype != torch.bfloat16:
+        pytest.skip("the table gather is index math, not dtype math: bf16 (the production dtype) covers it")
     monkeypatch.setattr(WA, "INTERPRET_WHOLE", 1)
     monkeypatch.setattr(WA, "INTERPRET_BIAS_TABLE", int(bias_from == "table"))
     height, width = grid
