@@ -354,14 +354,6 @@ def analyse(compiled, trips, programs: int, weights: list[float] | None = None) 
     }
 
 
-def compile_launch(launch: Launch, arch: int, quick: bool = False, pdl: bool = False):
-    """Compile every surviving autotune config of a launch; yield (config, compiled or error).
-    ``pdl``: as launched with programmatic dependent launch (``LUA_FAST_PDL=1`` on sm_90+)."""
-    configs, named = configs_for(launch)
-    for config in configs[:1] if quick else configs:
-        yield config, named, compile_config(launch, config, arch, pdl)
-
-
 def compile_config(launch: Launch, config, arch: int, pdl: bool = False):
     """One config of a launch compiled for sm_<arch>: the compiled kernel, or the error as a string."""
     sig, consts, attrs = specialise(launch)
