@@ -15,7 +15,7 @@ from ._version import __version__
 
 
 ENV_VARS = ("LUA_FAST_BACKEND", "LUA_FAST_DISABLE_NATIVE", "LUA_FAST_DISABLE_TRITON", "LUA_FAST_AUTOTUNE",
-            "LUA_FAST_PDL", "LUA_FAST_FP32_DOTS", "TRITON_INTERPRET")
+            "LUA_FAST_PDL", "LUA_FAST_FP32_DOTS", "LUA_FAST_FUSED_MLP", "LUA_FAST_TRITON_GEMMS", "TRITON_INTERPRET")
 
 
 def _module_version(name: str) -> str | None:

@@ -2,6 +2,7 @@
 
     python scripts/compile_kernels.py --quick [--arch 80 90]     # compile check (the tests run this)
     python scripts/compile_kernels.py --report [--arch 90 80]     # the kernel report (below)
+    python scripts/compile_kernels.py --report --cases bf16+mlp:128:2 --kernels fused_mlp   # one kernel
 
 How it sees "what runs": the triton backend runs a forward of the released configuration on
 CPU tensors with every kernel launch recorded instead of executed (and the cuBLAS GEMMs skipped:
@@ -53,6 +54,7 @@ from lua_fast import LUAConfig  # noqa: E402
 from lua_fast.backends.triton_backend import TritonBackendLUA  # noqa: E402
 from lua_fast.kernels import conv3x3 as CV  # noqa: E402
 from lua_fast.kernels import fused_linear as FL  # noqa: E402
+from lua_fast.kernels import fused_mlp as FM  # noqa: E402
 from lua_fast.kernels import layer_norm as LN  # noqa: E402
 from lua_fast.kernels import window_attention as WA  # noqa: E402
 from lua_fast.precision import resolve  # noqa: E402
@@ -132,7 +134,8 @@ class _SkipGemms(TorchDispatchMode):
 
 
 KERNELS = [(WA, "_window_attention_tuned", "window_attention"), (CV, "_conv3x3_tuned", "conv3x3"),
-           (FL, "_linear_tuned", "fused_linear"), (LN, "_add_layer_norm_kernel", "layer_norm")]
+           (FL, "_linear_tuned", "fused_linear"), (LN, "_add_layer_norm_kernel", "layer_norm"),
+           (FM, "_mlp_tuned", "fused_mlp")]
 MODULES = {name: module for module, _, name in KERNELS}
 
 
@@ -156,19 +159,24 @@ def record_forward(config: LUAConfig, precision: str, size, scale: int, batch: i
     """Every kernel launch of one triton-backend forward. On the CPU nothing is executed (and the
     cuBLAS GEMMs are skipped); on a GPU the kernels run as recorded. ``size``: side or (h, w).
     ``precision`` "fp32x3": the fp32 mode with its Triton dots as three TF32 products
-    (``LUA_FAST_FP32_DOTS=tf32x3``)."""
+    (``LUA_FAST_FP32_DOTS=tf32x3``); a "+mlp" suffix ("bf16+mlp"): each block's MLP as one
+    ``fused_mlp`` launch (``LUA_FAST_FUSED_MLP=1``)."""
+    precision, plus, extra = precision.partition("+")
+    if plus and extra != "mlp":
+        raise ValueError(f"unknown case suffix +{extra} (want +mlp)")
     dots = "tf32x3" if precision == "fp32x3" else "ieee"
     precision = "fp32" if precision == "fp32x3" else precision
     prec = resolve(precision, None)
     torch.manual_seed(0)
     model = LUA(config).to(device, prec.storage).eval().requires_grad_(False)
+    env = {"LUA_FAST_FP32_DOTS": dots, "LUA_FAST_FUSED_MLP": "1" if plus else "0"}
     backend = TritonBackendLUA(model, prec)
     height, width = (size, size) if isinstance(size, int) else size
     x = torch.randn(batch, config.in_channels, height, width, device=device)
     sink: list[Launch] = []
     on_gpu = torch.device(device).type == "cuda"
     with recording(sink, passthrough=on_gpu), _SkipGemms() if not on_gpu else contextlib.nullcontext(), \
-            mock.patch.dict(os.environ, {"LUA_FAST_FP32_DOTS": dots}), torch.inference_mode():
+            mock.patch.dict(os.environ, env), torch.inference_mode():
         backend(x, (scale,))
     for launch in sink:
         named = dict(zip(launch.tuner.fn.arg_names, launch.args))
@@ -382,7 +390,8 @@ def loop_weights(launch: Launch, named: dict):
 
 
 # ------------------------------------------------------------------ the report
-CASES = [("bf16", 128, 2), ("bf16", 128, 4), ("bf16", 64, 2), ("fp16", 128, 2), ("fp32", 128, 2), ("fp32x3", 128, 2)]
+CASES = [("bf16", 128, 2), ("bf16", 128, 4), ("bf16", 64, 2), ("fp16", 128, 2), ("fp32", 128, 2), ("fp32x3", 128, 2),
+         ("bf16+mlp", 128, 2), ("bf16+mlp", 64, 2)]
 
 
 _TASKS: list = []  # what the forked workers compile: (launch, config, arch[, pdl]) by index
@@ -402,15 +411,18 @@ def _variant_stats(index: int):
     return stats
 
 
-def report(archs: list[int], cases, out_dir: Path, name: str = "kernel_report_sm{arch}.json", jobs: int = 1) -> int:
+def report(archs: list[int], cases, out_dir: Path, name: str = "kernel_report_sm{arch}.json", jobs: int = 1,
+           kernels=None) -> int:
     """Every variant compiled and analysed, ``jobs`` at a time (forked processes: compiling is
-    CPU-bound, ~0.5 s a variant, and the variants are independent)."""
+    CPU-bound, ~0.5 s a variant, and the variants are independent). ``kernels``: only these
+    kernels' launches (the forward totals then cover only them)."""
     failures = 0
     config = LUAConfig.flux()
     for arch in archs:
         rows, totals = [], []
         for precision, size, scale in cases:
-            launches = dedupe(record_forward(config, precision, size, scale))
+            launches = [launch for launch in dedupe(record_forward(config, precision, size, scale))
+                        if kernels is None or launch.kernel in kernels]
             _TASKS[:] = [(launch, cfg, arch) for launch in launches for cfg in configs_for(launch)[0]]
             results = in_processes(_variant_stats, len(_TASKS), jobs)
             best, best_wave = {}, {}
@@ -450,7 +462,7 @@ def report(archs: list[int], cases, out_dir: Path, name: str = "kernel_report_sm
 
 def config_label(cfg: dict) -> str:
     """'128x128x64 g3 resident w8 s3': tile, the kernel's own switches when set, warps, stages."""
-    tile = "x".join(str(cfg[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K") if k in cfg)
+    tile = "x".join(str(cfg[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_H", "BLOCK_K") if k in cfg)
     flags = [f"g{cfg['N_GROUP']}"] if cfg.get("A_RESIDENT") is not None and cfg.get("N_GROUP", 1) != 1 else []
     flags += [name for key, name in (("A_RESIDENT", "resident"), ("R_PREFETCH", "r-prefetch"), ("WHOLE", "whole"),
                                      ("BIAS_TABLE", "bias-table")) if cfg.get(key)]
@@ -498,7 +510,7 @@ def _quick_status(index: int) -> str:
     return f"ok  smem {compiled.metadata.shared // 1024:4d} KiB {time.time() - start:4.1f}s"
 
 
-def quick_check(archs: list[int], cases, pdl: bool = False, jobs: int = 1) -> int:
+def quick_check(archs: list[int], cases, pdl: bool = False, jobs: int = 1, kernels=None) -> int:
     """Compile one config of each distinct launch of each case's forward (``pdl``: the PDL variant,
     which must wait for the previous grid before it lets the next one launch), ``jobs`` at a time."""
     print(f"triton {triton.__version__}")
@@ -507,6 +519,8 @@ def quick_check(archs: list[int], cases, pdl: bool = False, jobs: int = 1) -> in
     for arch in archs:
         for precision, size, scale in cases:
             for launch in dedupe(record_forward(LUAConfig.flux(), precision, size, scale)):
+                if kernels is not None and launch.kernel not in kernels:
+                    continue
                 _TASKS.append((launch, configs_for(launch)[0][0], arch, pdl))
                 labels.append(f"sm_{arch} {precision} {launch.site:44s}")
     statuses = in_processes(_quick_status, len(_TASKS), jobs)
@@ -546,12 +560,15 @@ def main() -> int:
     parser.add_argument("--pdl", action="store_true", help="--quick: the programmatic-dependent-launch variants")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--name", default="kernel_report_sm{arch}.json", help="report file name ({arch}, {triton})")
+    parser.add_argument("--kernels", nargs="+", default=None, choices=sorted(MODULES),
+                        help="only these kernels' launches")
     args = parser.parse_args()
     cases = [(p, int(s), int(k)) for p, s, k in (c.split(":") for c in args.cases)] if args.cases else None
     if args.report:
-        failures = report(args.arch, cases or CASES, Path(args.out), args.name, args.jobs)
+        failures = report(args.arch, cases or CASES, Path(args.out), args.name, args.jobs, args.kernels)
     else:
-        failures = quick_check(args.arch, cases or [("bf16", 32, 4), ("fp32", 32, 4)], pdl=args.pdl, jobs=args.jobs)
+        failures = quick_check(args.arch, cases or [("bf16", 32, 4), ("fp32", 32, 4)], pdl=args.pdl, jobs=args.jobs,
+                               kernels=args.kernels)
     return 1 if failures else 0
 
 

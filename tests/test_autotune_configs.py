@@ -23,6 +23,7 @@ if triton_support.unavailable_reason(DEVICE):
 
 from lua_fast.kernels import conv3x3 as CV  # noqa: E402
 from lua_fast.kernels import fused_linear as FL  # noqa: E402
+from lua_fast.kernels import fused_mlp as FM  # noqa: E402
 from lua_fast.kernels import window_attention as WA  # noqa: E402
 
 # bf16 is the production dtype; the interpreter's bf16 dots upcast, which its prune hooks treat
@@ -122,6 +123,26 @@ def test_every_fused_linear_config(one_config, case, index):
     check(out, ref32, FL.torch_fused_linear(x.to(LOW), w, b, residual=r, **kw))
 
 
+@pytest.mark.parametrize("index", indices(FM._mlp_tuned) if hasattr(FM, "_mlp_tuned") else [0])
+def test_every_fused_mlp_config(one_config, index):
+    """The released widths (D = 360 -> 720 -> 360: fc2 in tiles of 256 + 128 columns, 24 masked),
+    a partial last row block."""
+    m, d, hidden = (208 if DEVICE.type == "cuda" else 80), 360, 720
+    gen = torch.Generator().manual_seed(index)
+    x = (torch.randn(m, d, generator=gen) * 3 + 20.0).to(DEVICE, LOW)
+    w1, b1 = (torch.randn(hidden, d, generator=gen) / d**0.5).to(DEVICE, LOW), torch.randn(hidden, generator=gen)
+    w2, b2 = (torch.randn(d, hidden, generator=gen) / hidden**0.5).to(DEVICE, LOW), torch.randn(d, generator=gen)
+    b1, b2 = b1.to(DEVICE, LOW), b2.to(DEVICE, LOW)
+    ln = tuple(v.to(DEVICE) for v in (1 + 0.3 * torch.randn(d, generator=gen), 0.3 * torch.randn(d, generator=gen)))
+    ln = (*ln, 1e-5)
+    stand_in = one_config(FM, "_mlp_tuned", index)
+    poison_allocator()
+    out = FM.fused_mlp(x, FL.pack_linear(w1, b1, LOW, layer_norm=ln), FL.pack_linear(w2, b2, LOW))
+    assert stand_in.used is not None
+    up = [v.float() for v in (w1, b1, w2, b2)]
+    check(out, FM.torch_fused_mlp(x.float(), *up, layer_norm=ln), FM.torch_fused_mlp(x, w1, b1, w2, b2, layer_norm=ln))
+
+
 # --------------------------------------------------------------------- window attention
 @pytest.mark.parametrize("index", indices(WA._window_attention_tuned) if hasattr(WA, "_window_attention_tuned")
                          else [0])
@@ -178,7 +199,8 @@ def test_tuning_is_per_size_class(one_config, monkeypatch):
     from lua_fast.kernels.triton_support import size_class
 
     assert [size_class(n) for n in (1, 4096, 4097, 16384, 16385, 65536)] == [16, 16, 32, 64, 128, 256]
-    for module, attr in ((FL, "_linear_tuned"), (CV, "_conv3x3_tuned"), (WA, "_window_attention_tuned")):
+    for module, attr in ((FL, "_linear_tuned"), (CV, "_conv3x3_tuned"), (WA, "_window_attention_tuned"),
+                         (FM, "_mlp_tuned")):
         assert "size_key" in getattr(module, attr).keys, attr
     seen = []
     stand_in = one_config(FL, "_linear_tuned", 0)

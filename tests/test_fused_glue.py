@@ -223,6 +223,7 @@ from lua_fast.backends.triton_backend import TritonBackendLUA
 from lua_fast.precision import resolve
 from lua_fast.kernels import conv3x3, fused_linear, layer_norm, window_attention, triton_support
 assert not triton_support.INTERPRET
+import os
 for mod in (conv3x3, fused_linear, layer_norm, window_attention):  # tracing only: nothing launches here
     mod.unavailable_reason = lambda device: None
 cfg = LUAConfig(in_channels=4, out_channels=4, embed_dim=16, depths=(2,), num_heads=(2,), window_size=4,
@@ -232,10 +233,12 @@ backend = TritonBackendLUA(LUA(cfg).to(prec.storage).eval(), prec)
 class Head2(torch.nn.Module):
     def __init__(self): super().__init__(); self.backend = backend
     def forward(self, x): return self.backend(x, (2,))[2]
-with torch.no_grad():
-    ep = torch.export.export(Head2(), (torch.randn(1, 4, 8, 8, dtype=torch.bfloat16),), strict=False)
-ops = Counter(str(n.target) for n in ep.graph.nodes if n.op == "call_function")
-print(dict(ops))
+for one_mlp in ("0", "1"):  # LUA_FAST_FUSED_MLP (read per forward)
+    os.environ["LUA_FAST_FUSED_MLP"] = one_mlp
+    with torch.no_grad():
+        ep = torch.export.export(Head2(), (torch.randn(1, 4, 8, 8, dtype=torch.bfloat16),), strict=False)
+    ops = Counter(str(n.target) for n in ep.graph.nodes if n.op == "call_function")
+    print(dict(ops))
 """
 
 
@@ -247,7 +250,10 @@ def test_compiled_kernels_are_triton_ops_that_export_traces():
     proc = subprocess.run([sys.executable, "-c", EXPORT_SCRIPT], capture_output=True, text=True, env=env,
                           timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    ops = eval(proc.stdout.strip().splitlines()[-1])  # a dict literal printed by the script
+    ops, ops_mlp = (eval(line) for line in proc.stdout.strip().splitlines()[-2:])  # dict literals
     assert ops.get("lua_fast.fused_linear.default") == 8  # 2 blocks x 4 GEMMs
     assert ops.get("lua_fast.window_attention.default") == 2
     assert ops.get("lua_fast.conv3x3.default") == 6 and ops.get("lua_fast.add_layer_norm.default") == 2
+    # LUA_FAST_FUSED_MLP=1: each block's fc1 + fc2 as one lua_fast.fused_mlp
+    assert ops_mlp.get("lua_fast.fused_linear.default") == 4 and ops_mlp.get("lua_fast.fused_mlp.default") == 2
+    assert "lua_fast.fused_mlp.default" not in ops

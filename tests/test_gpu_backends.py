@@ -67,6 +67,22 @@ def test_fp32_mode_with_tf32x3_dots_stays_within_1e5(released_random, references
         assert rel_err(out[s], ref[s]) <= 1e-5, (s, rel_err(out[s], ref[s]))
 
 
+@pytest.mark.parametrize("mode", ["bf16", "mixed"])
+@pytest.mark.parametrize("size", [(64, 64), (40, 72)], ids=str)
+def test_fused_mlp_within_the_eager_bound(released_random, references, monkeypatch, mode, size):
+    """LUA_FAST_FUSED_MLP=1: each block's MLP as one launch keeps the low-precision bound (2x the
+    same-dtype eager error against the fp32 reference)."""
+    monkeypatch.setenv("LUA_FAST_FUSED_MLP", "1")
+    x, ref = references(size, "fp32")
+    up = lua_fast.load(released_random, device="cuda", backend="triton", precision=mode)
+    assert up.model.fused_mlp
+    out = up.upscale(x, scale=(2, 4))
+    _, eager = references(size, mode)
+    for s in (2, 4):
+        err = rel_err(out[s], ref[s])
+        assert err <= 2 * rel_err(eager[s], ref[s]) + 1e-4, (s, err, rel_err(eager[s], ref[s]))
+
+
 @pytest.mark.parametrize("mode", ["bf16", "fp32"])
 def test_cuda_graph_replay_equals_eager(released_random, mode):
     up = lua_fast.load(released_random, device="cuda", backend="triton", precision=mode)

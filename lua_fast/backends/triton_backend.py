@@ -6,7 +6,8 @@ copy exists anywhere.
 
 - conv_first: Triton conv3x3 reading the NCHW latent in place (channel stride H*W); the patch
   norm is one ``add_layer_norm`` launch.
-- each Swin block, default in bf16/fp16/mixed (``LUA_FAST_TRITON_GEMMS=1`` forces it): five launches,
+- each Swin block, default in bf16/fp16/mixed (``LUA_FAST_TRITON_GEMMS=1`` forces it): five launches
+  (four with ``LUA_FAST_FUSED_MLP=1``: the last two as one ``fused_mlp``),
       qkv = LN1(t) @ Wqkv + b            fused_linear, LayerNorm prologue (packed heads)
       a   = window attention(qkv)        one launch (two in shifted blocks: interior, border)
       t   = t + a @ Wproj + b            fused_linear, residual epilogue
@@ -35,6 +36,7 @@ from torch import nn
 
 from ..kernels.conv3x3 import conv3x3, pack_conv
 from ..kernels.fused_linear import PackedLinear, check_args as check_linear, fused_linear, pack_linear
+from ..kernels.fused_mlp import check_mlp, fused_mlp, fused_mlp_enabled, mlp_reason
 from ..kernels.layer_norm import add_layer_norm
 from ..kernels.upsample_head import PackedHead, fused_head
 from ..kernels.window_attention import (bias_dtype, check_packed, dense_log2_bias, log2_bias_table, pack_proj,
@@ -108,8 +110,18 @@ class TritonBackendLUA(nn.Module):
         }
         self._blocks = [[_Block(blk, compute, self.fused_gemms) for blk in layer.residual_group.blocks]
                         for layer in model.layers]
+        # Whether every block's MLP fits the one-launch kernel (the fused GEMMs' packing, D <= 512).
+        self._mlp_fits = self.fused_gemms and all(mlp_reason(blk.fc1, blk.fc2) is None
+                                                  for blocks in self._blocks for blk in blocks)
         self._patch_norm, self._final_norm = _norm(model.patch_embed.norm), _norm(model.norm)
         self._checked: set = set()  # input shapes whose kernel arguments were validated
+
+    @property
+    def fused_mlp(self) -> bool:
+        """Whether forwards run each block's MLP as one ``fused_mlp`` launch: ``LUA_FAST_FUSED_MLP=1``
+        (read per forward, like ``LUA_FAST_PDL``; a CUDA graph keeps what it captured) and layers
+        that fit it."""
+        return self._mlp_fits and fused_mlp_enabled()
 
     def forward(self, x: torch.Tensor, scales=(2,)) -> dict[int, torch.Tensor]:
         with backend_flags(self.precision, x.device):
@@ -138,6 +150,8 @@ class TritonBackendLUA(nn.Module):
                     check_linear(torch.empty(rows, blk.proj.k, device=device, dtype=compute), blk.proj, t)
                     check_linear(t, blk.fc1, None)
                     check_linear(torch.empty(rows, blk.fc2.k, device=device, dtype=compute), blk.fc2, t)
+                    if self._mlp_fits:
+                        check_mlp(t, blk.fc1, blk.fc2)
                 else:
                     check_linear(torch.empty(rows, blk.fc1.k, device=device, dtype=compute), blk.fc1, None)
         self._checked.add(key)
@@ -153,6 +167,7 @@ class TritonBackendLUA(nn.Module):
         key = (tuple(x.shape), x.dtype)
         if not torch.compiler.is_compiling():
             self._validate(key, b, height, width)
+        one_mlp = self.fused_mlp
         f = conv3x3(x.permute(0, 2, 3, 1), self._convs["conv_first"], out_dtype=stream)  # cast in the kernel
         t = add_layer_norm(f.reshape(rows, dim), *self._patch_norm, y_dtype=stream, check=False)[1]
         for i, blocks in enumerate(self._blocks):
@@ -160,7 +175,7 @@ class TritonBackendLUA(nn.Module):
             if self.fused_gemms:
                 for j, blk in enumerate(blocks):
                     # The last block also writes its output in the compute dtype for the RSTB conv.
-                    y = self._block_fused(blk, y, b, height, width, last=j == len(blocks) - 1)
+                    y = self._block_fused(blk, y, b, height, width, last=j == len(blocks) - 1, one_mlp=one_mlp)
             else:
                 y1 = add_layer_norm(y, *blocks[0].norm1, y_dtype=compute, check=False)[1]
                 for j, blk in enumerate(blocks):
@@ -180,16 +195,20 @@ class TritonBackendLUA(nn.Module):
                                     window=blk.window, shift=blk.shift, table=blk.bias_table)
         return a.view(b * height * width, -1)
 
-    def _block_fused(self, blk: _Block, t: torch.Tensor, b: int, height: int, width: int, last: bool = False):
-        """t: (rows, D) residual stream -> the block's output (five launches). ``last`` with a wider
-        stream ("mixed") also returns the output in the compute dtype: ``(out, out_compute)``."""
+    def _block_fused(self, blk: _Block, t: torch.Tensor, b: int, height: int, width: int, last: bool = False,
+                     one_mlp: bool = False):
+        """t: (rows, D) residual stream -> the block's output (five launches; four with ``one_mlp``).
+        ``last`` with a wider stream ("mixed") also returns the output in the compute dtype:
+        ``(out, out_compute)``."""
         p = self._gemm_precision
         qkv = fused_linear(t, blk.qkv, input_precision=p, check=False)  # LN1 folded in
         a = self._attention(blk, qkv, b, height, width)
         t = fused_linear(a, blk.proj, residual=t, input_precision=p, check=False)
-        h = fused_linear(t, blk.fc1, gelu=True, input_precision=p, check=False)  # LN2 folded in
         compute = self.precision.compute
         also = compute if last and t.dtype != compute else None
+        if one_mlp:  # LN2 + fc1 + GELU + fc2 + residual, one launch
+            return fused_mlp(t, blk.fc1, blk.fc2, input_precision=p, also_in=also, check=False)
+        h = fused_linear(t, blk.fc1, gelu=True, input_precision=p, check=False)  # LN2 folded in
         return fused_linear(h, blk.fc2, residual=t, input_precision=p, also_in=also, check=False)
 
     def _block_cublas(self, blk: _Block, t, y1, next_norm, b: int, height: int, width: int):

@@ -114,12 +114,24 @@ if triton is not None:
         """One (BLOCK_M, BLOCK_N) output tile: K loop, then the epilogue and the store. With
         R_PREFETCH the residual tile is loaded before the K loop, so its memory latency overlaps
         the GEMM instead of stalling the epilogue (32 more registers a thread at 128x128, 8 warps)."""
-        K_BLOCKS: tl.constexpr = (K + BLOCK_K - 1) // BLOCK_K
-        EVEN_K: tl.constexpr = K % BLOCK_K == 0
         if HAS_RESIDUAL and R_PREFETCH:
             r_tile = _residual_tile(r_ptr, rows_c, m_ok, offs_n, stride_rm, N, R_ALIGN, BLOCK_N)
         else:
             r_tile = 0.0
+        acc = _streamed_tile(a_rows, w_ptr, cs_ptr, offs_n, mean, rstd, K, W_STRIDE, LAYER_NORM, CENTER,
+                             BLOCK_M, BLOCK_N, BLOCK_K, INPUT_PRECISION, DOT_UPCAST)
+        _linear_epilogue(acc, r_tile, bias_ptr, r_ptr, out_ptr, low_ptr, rows_c, m_ok, offs_n, stride_rm,
+                         stride_om, N, R_ALIGN, O_ALIGN, HAS_BIAS, GELU, HAS_RESIDUAL, R_PREFETCH, HAS_LOW, BLOCK_N)
+
+    @triton.jit
+    def _streamed_tile(a_rows, w_ptr, cs_ptr, offs_n, mean, rstd, K: tl.constexpr, W_STRIDE: tl.constexpr,
+                       LAYER_NORM: tl.constexpr, CENTER: tl.constexpr, BLOCK_M: tl.constexpr,
+                       BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                       DOT_UPCAST: tl.constexpr):
+        """fp32 (BLOCK_M, BLOCK_N) = (LN of) the rows @ the packed weight's columns offs_n, the rows
+        streamed BLOCK_K columns at a time (the LayerNorm applied as the module docstring says)."""
+        K_BLOCKS: tl.constexpr = (K + BLOCK_K - 1) // BLOCK_K
+        EVEN_K: tl.constexpr = K % BLOCK_K == 0
         acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
         for kb in range(K_BLOCKS):
             offs_k = kb * BLOCK_K + tl.arange(0, BLOCK_K)
@@ -138,8 +150,7 @@ if triton is not None:
             if not CENTER:  # x W'^T - mean * colsum(W'): the centring, after the GEMM
                 acc -= mean[:, None] * tl.load(cs_ptr + offs_n)[None, :]
             acc = acc * rstd[:, None]
-        _linear_epilogue(acc, r_tile, bias_ptr, r_ptr, out_ptr, low_ptr, rows_c, m_ok, offs_n, stride_rm,
-                         stride_om, N, R_ALIGN, O_ALIGN, HAS_BIAS, GELU, HAS_RESIDUAL, R_PREFETCH, HAS_LOW, BLOCK_N)
+        return acc
 
     @triton.jit
     def _residual_tile(r_ptr, rows_c, m_ok, offs_n, stride_rm, N: tl.constexpr, R_ALIGN: tl.constexpr,
@@ -160,10 +171,7 @@ if triton is not None:
         """Bias, GELU, residual add and the store(s) of one fp32 (BLOCK_M, BLOCK_N) tile
         (``r_tile``: the residual tile when it was prefetched)."""
         EVEN_N: tl.constexpr = N % BLOCK_N == 0
-        if HAS_BIAS:
-            acc += tl.load(bias_ptr + offs_n)[None, :]
-        if GELU:  # exact GELU, as nn.GELU() / F.gelu
-            acc = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))
+        acc = _bias_act(acc, bias_ptr, offs_n, HAS_BIAS, GELU)
         if EVEN_N:
             ok = m_ok[:, None]
         else:
@@ -177,6 +185,36 @@ if triton is not None:
         tl.store(out_ptr + o_rows[:, None] + offs_n[None, :], acc.to(out_ptr.dtype.element_ty), mask=ok)
         if HAS_LOW:  # the same values in the next layer's GEMM dtype (e.g. fp32 stream -> bf16 conv input)
             tl.store(low_ptr + o_rows[:, None] + offs_n[None, :], acc.to(low_ptr.dtype.element_ty), mask=ok)
+
+    @triton.jit
+    def _bias_act(acc, bias_ptr, offs_n, HAS_BIAS: tl.constexpr, GELU: tl.constexpr):
+        """acc + bias (fp32, packed width: no mask), then the exact (erf) GELU, as nn.GELU() / F.gelu."""
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + offs_n)[None, :]
+        if GELU:
+            acc = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))
+        return acc
+
+    @triton.jit
+    def _row_stats(a_rows, eps, K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+        """(mean, rstd) of each row in fp32: a Welford merge of per-block (mean, M2), BLOCK_K columns
+        at a time (as robust as PyTorch's LayerNorm)."""
+        K_BLOCKS: tl.constexpr = (K + BLOCK_K - 1) // BLOCK_K
+        mean = tl.zeros([BLOCK_M], tl.float32)
+        m2 = tl.zeros([BLOCK_M], tl.float32)
+        for kb in range(K_BLOCKS):
+            offs_k = kb * BLOCK_K + tl.arange(0, BLOCK_K)
+            k_ok = offs_k < K
+            x = tl.load(a_rows[:, None] + offs_k[None, :], mask=k_ok[None, :], other=0.0).to(tl.float32)
+            seen = kb * BLOCK_K * 1.0
+            count = tl.sum(k_ok.to(tl.float32), 0)
+            block_mean = tl.sum(x, 1) / count
+            d = tl.where(k_ok[None, :], x - block_mean[:, None], 0.0)
+            delta = block_mean - mean
+            total = seen + count
+            mean = mean + delta * (count / total)
+            m2 = m2 + tl.sum(d * d, 1) + delta * delta * (seen * count / total)
+        return mean, 1.0 / tl.sqrt(m2 / K + eps)
 
     @triton.jit
     def _normalised_rows(a_rows, eps, K: tl.constexpr, K0: tl.constexpr, K1: tl.constexpr, dtype: tl.constexpr):
@@ -237,7 +275,6 @@ if triton is not None:
     ):
         grid_dependency_sync(PDL)
         N_TILES: tl.constexpr = (N + BLOCK_N - 1) // BLOCK_N
-        K_BLOCKS: tl.constexpr = (K + BLOCK_K - 1) // BLOCK_K
         GROUP: tl.constexpr = N_TILES if (N_GROUP == 0 or N_GROUP > N_TILES) else N_GROUP
         N_GROUPS: tl.constexpr = (N_TILES + GROUP - 1) // GROUP
         pid = tl.program_id(0)
@@ -267,21 +304,8 @@ if triton is not None:
                 _linear_epilogue(acc, 0.0, bias_ptr, r_ptr, out_ptr, low_ptr, rows_c, m_ok, offs_n, stride_rm,
                                  stride_om, N, R_ALIGN, O_ALIGN, HAS_BIAS, GELU, HAS_RESIDUAL, False, HAS_LOW,
                                  BLOCK_N)
-        elif LAYER_NORM:  # fp32 row statistics: Welford merge of per-block (mean, M2)
-            m2 = tl.zeros([BLOCK_M], tl.float32)
-            for kb in range(K_BLOCKS):
-                offs_k = kb * BLOCK_K + tl.arange(0, BLOCK_K)
-                k_ok = offs_k < K
-                x = tl.load(a_rows[:, None] + offs_k[None, :], mask=k_ok[None, :], other=0.0).to(tl.float32)
-                seen = kb * BLOCK_K * 1.0
-                count = tl.sum(k_ok.to(tl.float32), 0)
-                block_mean = tl.sum(x, 1) / count
-                d = tl.where(k_ok[None, :], x - block_mean[:, None], 0.0)
-                delta = block_mean - mean
-                total = seen + count
-                mean = mean + delta * (count / total)
-                m2 = m2 + tl.sum(d * d, 1) + delta * delta * (seen * count / total)
-            rstd = 1.0 / tl.sqrt(m2 / K + eps)
+        elif LAYER_NORM:
+            mean, rstd = _row_stats(a_rows, eps, K, BLOCK_M, BLOCK_K)
             for nt in range(pid_n * GROUP, last):
                 _linear_tile(a_rows, w_ptr, bias_ptr, r_ptr, out_ptr, low_ptr, cs_ptr, rows_c, m_ok,
                              nt * BLOCK_N + tl.arange(0, BLOCK_N), mean, rstd, stride_rm, stride_om,
@@ -355,14 +379,33 @@ def programs(m: int, n: int, layer_norm: bool, meta: dict) -> int:
     return cdiv(m, meta["BLOCK_M"]) * cdiv(n_tiles, group)
 
 
+class Outputs:
+    """A GEMM kernel's (M, N) output and optional second copy in another dtype (``low``, (0, N) when
+    not asked for), with the buffers the kernel writes (``dst``, ``low_dst``: fp32 stand-ins where
+    the interpreter cannot round to the dtype, see ``store_dtype``); ``done()`` copies them back."""
+
+    def __init__(self, m: int, n: int, device, out_dtype, low_dtype=None):
+        self.out = torch.empty((m, n), device=device, dtype=out_dtype)
+        self.dst = self.out if store_dtype(out_dtype) == out_dtype else \
+            torch.empty((m, n), device=device, dtype=store_dtype(out_dtype))
+        self.low = torch.empty((m, n) if low_dtype is not None else (0, n), device=device,
+                               dtype=low_dtype or out_dtype)
+        self.low_dst = self.low if store_dtype(self.low.dtype) == self.low.dtype else \
+            torch.empty(self.low.shape, device=device, dtype=store_dtype(self.low.dtype))
+        self.has_low = low_dtype is not None
+
+    def done(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.dst is not self.out:
+            self.out.copy_(self.dst)
+        if self.low_dst is not self.low:
+            self.low.copy_(self.low_dst)
+        return self.out, self.low
+
+
 def _launch(x, weight, bias, residual, colsum, ln_eps, n, gelu, out_dtype, input_precision, low_dtype=None):
     m, k = x.shape
-    out = torch.empty((m, n), device=x.device, dtype=out_dtype)
-    dst = out if store_dtype(out_dtype) == out_dtype else torch.empty((m, n), device=x.device,
-                                                                       dtype=store_dtype(out_dtype))
-    low = torch.empty((m, n) if low_dtype is not None else (0, n), device=x.device, dtype=low_dtype or out_dtype)
-    low_dst = low if store_dtype(low.dtype) == low.dtype else torch.empty(low.shape, device=x.device,
-                                                                          dtype=store_dtype(low.dtype))
+    outs = Outputs(m, n, x.device, out_dtype, low_dtype)
+    dst, low_dst = outs.dst, outs.low_dst
     r = residual if residual is not None else dst
     layer_norm = ln_eps is not None
     # Low-precision input already in the GEMM dtype: no per-element work, the centring is exact after
@@ -384,11 +427,7 @@ def _launch(x, weight, bias, residual, colsum, ln_eps, n, gelu, out_dtype, input
         launcher(_linear_kernel)[(programs(m, n, layer_norm, meta_i),)](*args, **meta_i, **meta, PDL=False)
     else:
         launcher(_linear_tuned)[lambda c: (programs(m, n, layer_norm, c),)](*args, **meta, **pdl_options(x.device))
-    if dst is not out:
-        out.copy_(dst)
-    if low_dst is not low:
-        low.copy_(low_dst)
-    return out, low
+    return outs.done()
 
 
 def _fused_linear_fake(x, weight, bias, residual, colsum, ln_eps, n, gelu, out_dtype, input_precision, low_dtype):
