@@ -45,7 +45,7 @@ CASES = [("reference", m) for m in ("fp32", "bf16", "fp16", "mixed")] + \
         [("torch", m) for m in ("fp32", "bf16", "fp16", "mixed")] + \
         [("triton", m) for m in ("fp32", "bf16", "fp16", "mixed")] + \
         [("triton-cublas", "mixed"), ("triton-fused", "fp32")] + \
-        [("triton-mlp", m) for m in ("fp32", "mixed")]  # LUA_FAST_TRITON_GEMMS=0 / =1, LUA_FAST_FUSED_MLP=1
+        [("triton-mlp", m) for m in ("fp16", "mixed")]  # LUA_FAST_TRITON_GEMMS=0 / =1, LUA_FAST_FUSED_MLP=1
 
 
 @pytest.mark.parametrize("backend,mode", CASES, ids=[f"{b}-{m}" for b, m in CASES])

@@ -154,3 +154,5 @@ def test_backend_runs_four_launches_per_block_with_the_switch(monkeypatch):
         assert count_launches(backend, x, (2,), execute=False).total == 199
     monkeypatch.setenv(FM.FUSED_MLP_ENV, "1")
     assert not TritonBackendLUA(model, prec, fused_gemms=False).fused_mlp  # (cuBLAS path: no fused GEMMs)
+    fp32 = resolve("fp32", None)  # fp32 operands would spill next to the accumulator: two launches stay
+    assert not TritonBackendLUA(LUA(LUAConfig.flux()).eval(), fp32, fused_gemms=True).fused_mlp

@@ -110,9 +110,11 @@ class TritonBackendLUA(nn.Module):
         }
         self._blocks = [[_Block(blk, compute, self.fused_gemms) for blk in layer.residual_group.blocks]
                         for layer in model.layers]
-        # Whether every block's MLP fits the one-launch kernel (the fused GEMMs' packing, D <= 512).
-        self._mlp_fits = self.fused_gemms and all(mlp_reason(blk.fc1, blk.fc2) is None
-                                                  for blocks in self._blocks for blk in blocks)
+        # Whether every block's MLP fits the one-launch kernel: the fused GEMMs' packing, D <= 512, and
+        # 2-byte GEMM operands (with fp32 operands, IEEE or tf32x3, the kernel spills 584-808 B a
+        # thread on sm_90a next to its register-resident fc2 accumulator: the two launches stay).
+        self._mlp_fits = self.fused_gemms and compute in (torch.float16, torch.bfloat16) and all(
+            mlp_reason(blk.fc1, blk.fc2) is None for blocks in self._blocks for blk in blocks)
         self._patch_norm, self._final_norm = _norm(model.patch_embed.norm), _norm(model.norm)
         self._checked: set = set()  # input shapes whose kernel arguments were validated
 

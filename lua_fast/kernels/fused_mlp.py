@@ -21,7 +21,9 @@ block's 5 launches; this kernel is the flash-attention pattern applied to the ML
 So the hidden activations never exist in memory, and a block takes four launches. The cost is
 registers: the fc2 accumulator is BLOCK_M x (O0 + O1) fp32 (96 a thread at 64 rows, 8 warps), so
 programs own 64 rows (or 32, for twice the programs on small latents) and wide models (D > 512)
-are refused (:func:`mlp_reason`; the backend keeps the two launches there). Off by default (``LUA_FAST_FUSED_MLP=1``) until a GPU has timed it against the
+are refused (:func:`mlp_reason`; the backend keeps the two launches there). With fp32 operands
+(IEEE or tf32x3 dots) the kernel is exact but spills 584-808 B a thread on sm_90a, so the triton
+backend uses it in bf16, fp16 and mixed only. Off by default (``LUA_FAST_FUSED_MLP=1``) until a GPU has timed it against the
 two launches; the kernel report compiles it for sm_90a either way.
 
 Weights come from ``pack_linear``: fc1 with the LayerNorm folded in (K-major, N padded to 128,
