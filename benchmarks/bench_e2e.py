@@ -48,10 +48,12 @@ class Variant:
     pdl: bool = False  # LUA_FAST_PDL=1: programmatic dependent launch of the Triton kernels (sm_90+)
     fp32_dots: str = "ieee"  # LUA_FAST_FP32_DOTS: the Triton kernels' fp32 dots, IEEE or tf32x3
     fused_mlp: bool = False  # LUA_FAST_FUSED_MLP=1: each Swin block's MLP as one launch
+    fused_attn: bool = False  # LUA_FAST_FUSED_ATTN_PROJ=1: attention + proj + residual as one launch
 
     def env(self) -> dict:
         return {"LUA_FAST_PDL": "1" if self.pdl else "0", "LUA_FAST_FP32_DOTS": self.fp32_dots,
-                "LUA_FAST_FUSED_MLP": "1" if self.fused_mlp else "0"}
+                "LUA_FAST_FUSED_MLP": "1" if self.fused_mlp else "0",
+                "LUA_FAST_FUSED_ATTN_PROJ": "1" if self.fused_attn else "0"}
 
 
 GPU_VARIANTS = [  # torch.compile last: its compile is the slowest first call
@@ -62,8 +64,13 @@ GPU_VARIANTS = [  # torch.compile last: its compile is the slowest first call
     Variant("triton bf16 + graphs", "triton", "bf16", cuda_graph=True),
     Variant("triton bf16 + PDL", "triton", "bf16", pdl=True),
     Variant("triton bf16 + graphs + PDL", "triton", "bf16", cuda_graph=True, pdl=True),
-    Variant("triton bf16 + fused MLP", "triton", "bf16", fused_mlp=True),
     Variant("triton bf16 + graphs + fused MLP", "triton", "bf16", cuda_graph=True, fused_mlp=True),
+    Variant("triton bf16 + graphs + fused attn-proj", "triton", "bf16", cuda_graph=True, fused_attn=True),
+    Variant("triton bf16 + 3 launches/block", "triton", "bf16", fused_mlp=True, fused_attn=True),
+    Variant("triton bf16 + graphs + 3 launches/block", "triton", "bf16", cuda_graph=True, fused_mlp=True,
+            fused_attn=True),
+    Variant("triton bf16 + graphs + PDL + 3 launches/block", "triton", "bf16", cuda_graph=True, pdl=True,
+            fused_mlp=True, fused_attn=True),
     Variant("triton mixed", "triton", "mixed"),
     Variant("triton mixed + graphs", "triton", "mixed", cuda_graph=True),
     Variant("triton fp32", "triton", "fp32"),

@@ -53,6 +53,7 @@ import lua_fast  # noqa: E402
 from lua_fast import LUAConfig  # noqa: E402
 from lua_fast.backends.triton_backend import TritonBackendLUA  # noqa: E402
 from lua_fast.kernels import conv3x3 as CV  # noqa: E402
+from lua_fast.kernels import attention_proj as AP  # noqa: E402
 from lua_fast.kernels import fused_linear as FL  # noqa: E402
 from lua_fast.kernels import fused_mlp as FM  # noqa: E402
 from lua_fast.kernels import layer_norm as LN  # noqa: E402
@@ -135,7 +136,7 @@ class _SkipGemms(TorchDispatchMode):
 
 KERNELS = [(WA, "_window_attention_tuned", "window_attention"), (CV, "_conv3x3_tuned", "conv3x3"),
            (FL, "_linear_tuned", "fused_linear"), (LN, "_add_layer_norm_kernel", "layer_norm"),
-           (FM, "_mlp_tuned", "fused_mlp")]
+           (FM, "_mlp_tuned", "fused_mlp"), (AP, "_attention_proj_tuned", "attention_proj")]
 MODULES = {name: module for module, _, name in KERNELS}
 
 
@@ -159,17 +160,19 @@ def record_forward(config: LUAConfig, precision: str, size, scale: int, batch: i
     """Every kernel launch of one triton-backend forward. On the CPU nothing is executed (and the
     cuBLAS GEMMs are skipped); on a GPU the kernels run as recorded. ``size``: side or (h, w).
     ``precision`` "fp32x3": the fp32 mode with its Triton dots as three TF32 products
-    (``LUA_FAST_FP32_DOTS=tf32x3``); a "+mlp" suffix ("bf16+mlp"): each block's MLP as one
-    ``fused_mlp`` launch (``LUA_FAST_FUSED_MLP=1``)."""
-    precision, plus, extra = precision.partition("+")
-    if plus and extra != "mlp":
-        raise ValueError(f"unknown case suffix +{extra} (want +mlp)")
+    (``LUA_FAST_FP32_DOTS=tf32x3``); suffixes "+mlp" ("bf16+mlp": each block's MLP as one
+    ``fused_mlp`` launch, ``LUA_FAST_FUSED_MLP=1``) and "+attn" (attention + proj as one
+    ``attention_proj`` launch, ``LUA_FAST_FUSED_ATTN_PROJ=1``), alone or both ("bf16+mlp+attn")."""
+    precision, *extras = precision.split("+")
+    if set(extras) - {"mlp", "attn"}:
+        raise ValueError(f"unknown case suffix in {extras} (want +mlp and/or +attn)")
     dots = "tf32x3" if precision == "fp32x3" else "ieee"
     precision = "fp32" if precision == "fp32x3" else precision
     prec = resolve(precision, None)
     torch.manual_seed(0)
     model = LUA(config).to(device, prec.storage).eval().requires_grad_(False)
-    env = {"LUA_FAST_FP32_DOTS": dots, "LUA_FAST_FUSED_MLP": "1" if plus else "0"}
+    env = {"LUA_FAST_FP32_DOTS": dots, "LUA_FAST_FUSED_MLP": "1" if "mlp" in extras else "0",
+           "LUA_FAST_FUSED_ATTN_PROJ": "1" if "attn" in extras else "0"}
     backend = TritonBackendLUA(model, prec)
     height, width = (size, size) if isinstance(size, int) else size
     x = torch.randn(batch, config.in_channels, height, width, device=device)
@@ -391,7 +394,7 @@ def loop_weights(launch: Launch, named: dict):
 
 # ------------------------------------------------------------------ the report
 CASES = [("bf16", 128, 2), ("bf16", 128, 4), ("bf16", 64, 2), ("fp16", 128, 2), ("fp32", 128, 2), ("fp32x3", 128, 2),
-         ("bf16+mlp", 128, 2), ("bf16+mlp", 64, 2)]
+         ("bf16+mlp", 128, 2), ("bf16+mlp", 64, 2), ("bf16+mlp+attn", 128, 2), ("bf16+mlp+attn", 64, 2)]
 
 
 _TASKS: list = []  # what the forked workers compile: (launch, config, arch[, pdl]) by index

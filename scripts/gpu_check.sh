@@ -34,13 +34,16 @@
 # more configs (bias gathered from its table), so its first call per key tunes 14 instead of 11;
 # one more fp32 row per table, "triton fp32 tf32x3" (LUA_FAST_FP32_DOTS=tf32x3, its binaries in
 # the "fp32x3" prewarm cases: +36 jobs), and a GPU test that it keeps fp32's 1e-5 (2 sizes).
-# Added in the first session of 2026-11-27 (no GPU): LUA_FAST_FUSED_MLP=1 runs each Swin block's MLP
-# (LN2 + fc1 + GELU + fc2 + residual) as one launch, 199 -> 163 launches per x2 forward. Two more
-# bf16 rows per table ("+ fused MLP", with and without graphs), its binaries in the "+mlp" prewarm
-# cases (+~12 jobs), the kernels stage prints its per-site times (log only), and a GPU test holds
-# it to the 2x-eager bound (bf16, mixed; 64x64 and 40x72). Prediction: -0.5 ms at 64x64 and
-# -1 ms at 128x128 x2 with graphs (one launch's latency per block, 36 blocks; the fused kernel's
-# static issue bound, 26.2 us, is 4 us above the two launches' 22.5 us).
+# Added in the first session of 2026-11-27 (no GPU): fewer launches per Swin block, both opt-in and
+# read per forward: LUA_FAST_FUSED_MLP=1 (LN2 + fc1 + GELU + fc2 + residual as one launch) and
+# LUA_FAST_FUSED_ATTN_PROJ=1 (attention + proj + residual as one launch): 199 -> 163 -> 127 launches
+# per x2 forward. Five more bf16 rows per table ("+ graphs + fused MLP", "+ graphs + fused attn-proj",
+# "+ 3 launches/block" with and without graphs, and with graphs + PDL), their binaries in the
+# "+mlp+attn" prewarm and PDL cases (~+40 jobs), the kernels stage prints their per-site times (log
+# only), and a GPU test holds both to the 2x-eager bound (bf16, mixed; 64x64 and 40x72).
+# Predictions (static bounds + the H200's ~18 us of fixed cost per launch at 64x64): fused MLP
+# 64x64 4.36 -> ~3.9 ms, 128x128 9.18 -> 7.7-8.6 ms with graphs; attn-proj -0.4 to -0.6 ms at 64x64,
+# +-0.5 ms at 128x128 (its static bound is 2x the two launches' there: 34.5 vs 17.3 us).
 # What to read first in the results: the "+ PDL" rows against their plain rows (prediction: -0.2
 # to -0.4 ms with graphs at 64x64 and 128x128, nothing without graphs: host-bound), the
 # "fp32 tf32x3" row against "triton fp32" (prediction 120 -> 50-80 ms at 128x128 x2, error
@@ -79,13 +82,16 @@ for mode in bf16 mixed fp32 fp16 tf32; do
   for size in 64 128 40x72; do PREWARM_CASES+=" $mode:$size:2/1 $mode:$size:4/1"; done
 done
 PREWARM_CASES+=" bf16:32x48:2/1 bf16:40x48:2/1 bf16:48x48:2/1 bf16:56x48:2/1 bf16:256:4/1"  # threads, tiling tests
-# The tables' "+ fused MLP" rows and the fused-MLP GPU test (LUA_FAST_FUSED_MLP=1: the _mlp_kernel's
-# binaries; the other kernels' jobs are the plain cases' and deduplicate)
-PREWARM_CASES+=" bf16+mlp:128:2 bf16+mlp:128:4 bf16+mlp:64:2 bf16+mlp:128:2:4 bf16+mlp:64:2/1 bf16+mlp:64:4/1
-  mixed+mlp:64:2/1 mixed+mlp:64:4/1"
+# The tables' fused-block rows and their GPU test (LUA_FAST_FUSED_MLP=1, LUA_FAST_FUSED_ATTN_PROJ=1: the
+# _mlp_kernel's and _attention_proj_kernel's binaries; the other kernels' jobs are the plain cases')
+PREWARM_CASES+=" bf16+mlp+attn:128:2 bf16+mlp+attn:128:4 bf16+mlp+attn:64:2 bf16+mlp+attn:128:2:4"
+for mode in bf16 mixed; do
+  for size in 64 40x72; do PREWARM_CASES+=" $mode+mlp+attn:$size:2/1 $mode+mlp+attn:$size:4/1"; done
+done
 # Also compiled as launched with LUA_FAST_PDL=1 (a separate binary each): the tables' "+ PDL" rows and
 # the PDL test (64x64, first config only).
-PDL_CASES="bf16:128:2 bf16:128:4 bf16:64:2 bf16:64:2/1 bf16:64:4/1"
+PDL_CASES="bf16:128:2 bf16:128:4 bf16:64:2 bf16:64:2/1 bf16:64:4/1 bf16+mlp+attn:128:2 bf16+mlp+attn:128:4
+  bf16+mlp+attn:64:2"
 GPU_TESTS="tests/test_official_parity.py tests/test_gpu_backends.py tests/test_window_ops.py
   tests/test_window_attention.py tests/test_upsample_heads.py tests/test_fused_glue.py tests/test_native_build.py
   tests/test_backends.py tests/test_tiling.py tests/test_autotune_configs.py"
@@ -148,7 +154,8 @@ stage_tests() {  # one config per kernel variant (no tuning): correctness, not s
 
 stage_kernels() {  # per-site kernel times; host time per launch without executing kernels (log only)
   timeout 120 $PY scripts/gpu_kernels.py times --case bf16:128:2 --out "$R/kernel_times.json"
-  timeout 60 $PY scripts/gpu_kernels.py times --case bf16+mlp:128:2 --out "$TMPD/kernel_times_mlp.json" | head -6
+  timeout 60 $PY scripts/gpu_kernels.py times --case bf16+mlp+attn:128:2 --out "$TMPD/kernel_times_fused.json" \
+    | head -9
   timeout 60 $PY benchmarks/bench_host_overhead.py --precision bf16 --size 64
 }
 

@@ -22,6 +22,7 @@ if triton_support.unavailable_reason(DEVICE):
     pytest.skip(triton_support.unavailable_reason(DEVICE), allow_module_level=True)
 
 from lua_fast.kernels import conv3x3 as CV  # noqa: E402
+from lua_fast.kernels import attention_proj as AP  # noqa: E402
 from lua_fast.kernels import fused_linear as FL  # noqa: E402
 from lua_fast.kernels import fused_mlp as FM  # noqa: E402
 from lua_fast.kernels import window_attention as WA  # noqa: E402
@@ -164,6 +165,32 @@ def test_every_window_attention_config(one_config, shift, index):
           WA.torch_window_attention(qkv, height, width, **kw))
 
 
+@pytest.mark.parametrize("index", indices(AP._attention_proj_tuned) if hasattr(AP, "_attention_proj_tuned")
+                         else [0])
+@pytest.mark.parametrize("shift", [0, 8])
+def test_every_attention_proj_config(one_config, shift, index):
+    """The released widths: window 16, 12 heads of 30 (packed 32), D = 360 (accumulator tiles of
+    256 + 128); the shifted case's windows all on the border (masked) on the CPU, some not on a GPU."""
+    heads, head_dim, window = 12, 30, 16
+    batch, height, width = (2, 32, 48) if DEVICE.type == "cuda" else (1, 16, 32)
+    d = heads * head_dim
+    gen = torch.Generator().manual_seed(index + shift)
+    qkv = torch.randn(batch, height * width, 3 * d, generator=gen).to(DEVICE, LOW)
+    table = (2.0 * torch.randn((2 * window - 1) ** 2, heads, generator=gen)).to(DEVICE)
+    pw, pb = (torch.randn(d, d, generator=gen) / d**0.5).to(DEVICE, LOW), torch.randn(d, generator=gen).to(DEVICE, LOW)
+    r = torch.randn(batch * height * width, d, generator=gen).to(DEVICE, LOW)
+    stand_in = one_config(AP, "_attention_proj_tuned", index)
+    poison_allocator()
+    geo = dict(heads=heads, window=window, shift=shift)
+    out = AP.attention_proj(WA.pack_activations(qkv, heads), WA.dense_log2_bias(table, window, WA.bias_dtype(LOW)),
+                            FL.pack_linear(WA.pack_proj(pw, heads), pb, LOW), r, height, width, **geo)
+    assert stand_in.used is not None
+    a32 = WA.torch_window_attention(qkv.float(), height, width, bias_table=table, **geo).reshape(-1, d)
+    a = WA.torch_window_attention(qkv, height, width, bias_table=table, **geo).reshape(-1, d)
+    check(out, FL.torch_fused_linear(a32, pw.float(), pb.float(), residual=r.float()),
+          FL.torch_fused_linear(a, pw, pb, residual=r))
+
+
 # --------------------------------------------------------------------- 3x3 convs
 CONV_CASES = {  # (c_in, c_out, epilogue): the trunk conv, the x2 head's shuffle conv, conv_last
     "360-360-residual": (360, 360, dict(residual=True)),
@@ -200,7 +227,7 @@ def test_tuning_is_per_size_class(one_config, monkeypatch):
 
     assert [size_class(n) for n in (1, 4096, 4097, 16384, 16385, 65536)] == [16, 16, 32, 64, 128, 256]
     for module, attr in ((FL, "_linear_tuned"), (CV, "_conv3x3_tuned"), (WA, "_window_attention_tuned"),
-                         (FM, "_mlp_tuned")):
+                         (FM, "_mlp_tuned"), (AP, "_attention_proj_tuned")):
         assert "size_key" in getattr(module, attr).keys, attr
     seen = []
     stand_in = one_config(FL, "_linear_tuned", 0)

@@ -45,23 +45,24 @@ CASES = [("reference", m) for m in ("fp32", "bf16", "fp16", "mixed")] + \
         [("torch", m) for m in ("fp32", "bf16", "fp16", "mixed")] + \
         [("triton", m) for m in ("fp32", "bf16", "fp16", "mixed")] + \
         [("triton-cublas", "mixed"), ("triton-fused", "fp32")] + \
-        [("triton-mlp", m) for m in ("fp16", "mixed")]  # LUA_FAST_TRITON_GEMMS=0 / =1, LUA_FAST_FUSED_MLP=1
+        [("triton-blocks", m) for m in ("fp16", "mixed")]  # GEMMS=0 / =1; FUSED_MLP=1 + FUSED_ATTN_PROJ=1
 
 
 @pytest.mark.parametrize("backend,mode", CASES, ids=[f"{b}-{m}" for b, m in CASES])
 def test_backend_and_precision_against_reference(backend, mode, weights, latents, oracle, eager, monkeypatch):
     if backend.startswith("triton") and not TRITON_OK:
         pytest.skip(triton_support.unavailable_reason(CPU))
-    if backend in ("triton-cublas", "triton-fused", "triton-mlp"):
+    if backend in ("triton-cublas", "triton-fused", "triton-blocks"):
         monkeypatch.setenv("LUA_FAST_TRITON_GEMMS", "0" if backend == "triton-cublas" else "1")
-        monkeypatch.setenv("LUA_FAST_FUSED_MLP", "1" if backend == "triton-mlp" else "0")
+        for switch in ("LUA_FAST_FUSED_MLP", "LUA_FAST_FUSED_ATTN_PROJ"):  # fewer launches per Swin block
+            monkeypatch.setenv(switch, "1" if backend == "triton-blocks" else "0")
         backend = "triton"
     up = lua_fast.load(weights, backend=backend, precision=mode)
     if backend == "triton":  # fused Triton GEMMs by default in low precision, cuBLAS in fp32
         default = mode != "fp32"
         assert up.model.fused_gemms == (default if "LUA_FAST_TRITON_GEMMS" not in os.environ
                                         else os.environ["LUA_FAST_TRITON_GEMMS"] != "0")
-        assert up.model.fused_mlp == (os.environ.get("LUA_FAST_FUSED_MLP") == "1")
+        assert up.model.fused_mlp == up.model.fused_attn_proj == (os.environ.get("LUA_FAST_FUSED_MLP") == "1")
     assert up.backend == backend and up.precision.mode == mode
     out = up.upscale(latents, scale=(2, 4))
     again = up.upscale(latents, scale=(2, 4))

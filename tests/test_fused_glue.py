@@ -233,8 +233,8 @@ backend = TritonBackendLUA(LUA(cfg).to(prec.storage).eval(), prec)
 class Head2(torch.nn.Module):
     def __init__(self): super().__init__(); self.backend = backend
     def forward(self, x): return self.backend(x, (2,))[2]
-for one_mlp in ("0", "1"):  # LUA_FAST_FUSED_MLP (read per forward)
-    os.environ["LUA_FAST_FUSED_MLP"] = one_mlp
+for fewer in ("0", "1"):  # LUA_FAST_FUSED_MLP and LUA_FAST_FUSED_ATTN_PROJ (read per forward)
+    os.environ["LUA_FAST_FUSED_MLP"] = os.environ["LUA_FAST_FUSED_ATTN_PROJ"] = fewer
     with torch.no_grad():
         ep = torch.export.export(Head2(), (torch.randn(1, 4, 8, 8, dtype=torch.bfloat16),), strict=False)
     ops = Counter(str(n.target) for n in ep.graph.nodes if n.op == "call_function")
@@ -254,6 +254,8 @@ def test_compiled_kernels_are_triton_ops_that_export_traces():
     assert ops.get("lua_fast.fused_linear.default") == 8  # 2 blocks x 4 GEMMs
     assert ops.get("lua_fast.window_attention.default") == 2
     assert ops.get("lua_fast.conv3x3.default") == 6 and ops.get("lua_fast.add_layer_norm.default") == 2
-    # LUA_FAST_FUSED_MLP=1: each block's fc1 + fc2 as one lua_fast.fused_mlp
-    assert ops_mlp.get("lua_fast.fused_linear.default") == 4 and ops_mlp.get("lua_fast.fused_mlp.default") == 2
-    assert "lua_fast.fused_mlp.default" not in ops
+    # both switches: each block's fc1 + fc2 as one lua_fast.fused_mlp, attention + proj as one
+    # lua_fast.attention_proj
+    assert ops_mlp.get("lua_fast.fused_linear.default") == 2 and ops_mlp.get("lua_fast.fused_mlp.default") == 2
+    assert ops_mlp.get("lua_fast.attention_proj.default") == 2 and "lua_fast.window_attention.default" not in ops_mlp
+    assert "lua_fast.fused_mlp.default" not in ops and "lua_fast.attention_proj.default" not in ops

@@ -69,13 +69,15 @@ def test_fp32_mode_with_tf32x3_dots_stays_within_1e5(released_random, references
 
 @pytest.mark.parametrize("mode", ["bf16", "mixed"])
 @pytest.mark.parametrize("size", [(64, 64), (40, 72)], ids=str)
-def test_fused_mlp_within_the_eager_bound(released_random, references, monkeypatch, mode, size):
-    """LUA_FAST_FUSED_MLP=1: each block's MLP as one launch keeps the low-precision bound (2x the
-    same-dtype eager error against the fp32 reference)."""
+def test_fewer_launches_per_block_within_the_eager_bound(released_random, references, monkeypatch, mode, size):
+    """LUA_FAST_FUSED_MLP=1 and LUA_FAST_FUSED_ATTN_PROJ=1: each block's MLP, and its attention with
+    the projection, as one launch each keep the low-precision bound (2x the same-dtype eager error
+    against the fp32 reference)."""
     monkeypatch.setenv("LUA_FAST_FUSED_MLP", "1")
+    monkeypatch.setenv("LUA_FAST_FUSED_ATTN_PROJ", "1")
     x, ref = references(size, "fp32")
     up = lua_fast.load(released_random, device="cuda", backend="triton", precision=mode)
-    assert up.model.fused_mlp
+    assert up.model.fused_mlp and up.model.fused_attn_proj
     out = up.upscale(x, scale=(2, 4))
     _, eager = references(size, mode)
     for s in (2, 4):

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lua_fast.kernels import conv3x3, fused_linear, fused_mlp, layer_norm, triton_support, window_attention
+from lua_fast.kernels import (attention_proj, conv3x3, fused_linear, fused_mlp, layer_norm, triton_support,
+                              window_attention)
 
 pytestmark = pytest.mark.skipif(triton_support.triton is None, reason="triton is not installed")
 CUDA = torch.device("cuda", 0)
@@ -74,10 +75,10 @@ class _Capture:
 
 
 def _launch_each_kernel(monkeypatch):
-    """One launch of each of the five Triton kernels through its compiled-kernel branch, on CPU
+    """One launch of each of the six Triton kernels through its compiled-kernel branch, on CPU
     tensors, with the pdl decision forced to 'yes' for any device; returns their keywords."""
     capture = _Capture()
-    for module in (fused_linear, window_attention, conv3x3, layer_norm, fused_mlp):
+    for module in (fused_linear, window_attention, conv3x3, layer_norm, fused_mlp, attention_proj):
         monkeypatch.setattr(module, "launcher", capture)
         monkeypatch.setattr(module, "INTERPRET", False, raising=False)
     torch.manual_seed(0)
@@ -89,6 +90,8 @@ def _launch_each_kernel(monkeypatch):
     layer_norm._launch(x, None, None, torch.ones(32), torch.zeros(32), 1e-5, torch.float32)
     w1, w2 = torch.randn(32 + 128, 128), torch.randn(64 + 128, 128)
     fused_mlp._launch(x, w1, torch.zeros(128), torch.zeros(128), w2, torch.zeros(128), 1e-5, 64, torch.float32, None)
+    attention_proj._launch(torch.randn(1, 64, 3 * heads * pad), torch.randn(heads, 16, 16), torch.randn(heads * pad + 128, 128),
+                           torch.zeros(128), torch.randn(64, 32), 8, 8, heads, window, 2, 32)
     return capture.launches
 
 
@@ -96,7 +99,7 @@ def _launch_each_kernel(monkeypatch):
 def test_every_kernel_launch_carries_the_switch(monkeypatch, on):
     monkeypatch.setattr(triton_support, "pdl_reason", lambda device: None if on else "off")
     launches = _launch_each_kernel(monkeypatch)
-    assert len(launches) == 5
+    assert len(launches) == 6
     for kwargs in launches:
         assert kwargs["PDL"] is on
         assert kwargs.get("launch_pdl", False) is on  # the constexpr and the launch attribute agree

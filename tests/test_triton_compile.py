@@ -38,10 +38,13 @@ def test_kernels_compile_for_ampere_and_hopper():
     # first global access and before it lets the next grid launch (the script checks the order)
     out += run_script("--quick", "--arch", "90", "--pdl", "--cases", "fp32:32:4", "--jobs", JOBS)
     # the fused MLP (LUA_FAST_FUSED_MLP=1) on both archs, and with PDL on sm_90
-    out += run_script("--quick", "--arch", "80", "90", "--cases", "bf16+mlp:32:4", "--kernels", "fused_mlp")
-    out += run_script("--quick", "--arch", "90", "--pdl", "--cases", "bf16+mlp:32:4", "--kernels", "fused_mlp")
-    assert out.count(" ok ") >= 23 and "FAILED" not in out, out
-    assert out.count("LN+MLP 360->720->360") == 3, out
+    # the fused MLP and attention + proj (LUA_FAST_FUSED_MLP=1, LUA_FAST_FUSED_ATTN_PROJ=1) on both
+    # archs, and with PDL on sm_90
+    fused = ["--cases", "bf16+mlp+attn:32:4", "--kernels", "fused_mlp", "attention_proj"]
+    out += run_script("--quick", "--arch", "80", "90", *fused)
+    out += run_script("--quick", "--arch", "90", "--pdl", *fused)
+    assert out.count(" ok ") >= 29 and "FAILED" not in out, out
+    assert out.count("LN+MLP 360->720->360") == 3 and out.count("attention+proj 384->360") == 6, out
 
 
 def test_kernel_report_sm90_bf16(tmp_path):
@@ -97,6 +100,22 @@ def test_kernel_report_sm90_fused_mlp(tmp_path):
     assert min(r["issue_us"] for r in rows) <= 1.5 * rows[0]["flop_floor_us"], rows
 
 
+def test_kernel_report_sm90_attention_proj(tmp_path):
+    """Every attention + proj config the prune hook keeps for the released widths: tensor cores, no
+    spills, fits shared memory, the head loop found (12 trips), and the best within 3x of the two
+    launches it replaces (x2 128x128 bf16: attention 14.0 / 17.4 us + proj 3.3 us of wave bound)."""
+    run_script("--report", "--arch", "90", "--cases", "bf16+attn:128:2", "--kernels", "attention_proj", "--out",
+               str(tmp_path), "--jobs", JOBS)
+    rows = json.loads((tmp_path / "kernel_report_sm90.json").read_text())["variants"]
+    assert len(rows) >= 6 and {r["site"].split(" shift")[0] for r in rows} == {"attention+proj 384->360+residual"}
+    for r in rows:
+        assert "error" not in r and r["fits_smem"], r
+        assert r["mma"] == ("wgmma" if r["config"]["BLOCK_M"] == 64 else "mma.sync"), r
+        assert r["spill_bytes"] == 0 and r["spill_instructions"] == 0, r
+        assert r["launches"] == 18 and 12 in r["trips"], r
+    assert min(r["wave_us"] for r in rows) <= 3 * 20.7, rows
+
+
 def test_autotune_switch_keeps_the_first_config(monkeypatch):
     """LUA_FAST_AUTOTUNE=0 (the GPU check's test stage) compiles one config per kernel variant."""
     from lua_fast.kernels import triton_support
@@ -112,12 +131,12 @@ def test_autotune_switch_also_skips_timing_the_lone_config(monkeypatch):
     """Triton's autotuner times even a single surviving config (~0.15 s, dozens of kernel runs per
     new key): with LUA_FAST_AUTOTUNE=0 every tuned kernel's timing hook returns at once, without
     running the kernel."""
-    from lua_fast.kernels import conv3x3, fused_linear, fused_mlp, triton_support, window_attention
+    from lua_fast.kernels import attention_proj, conv3x3, fused_linear, fused_mlp, triton_support, window_attention
 
     monkeypatch.setenv("LUA_FAST_AUTOTUNE", "0")
     runs = []
     for tuner in (conv3x3._conv3x3_tuned, fused_linear._linear_tuned, window_attention._window_attention_tuned,
-                  fused_mlp._mlp_tuned):
+                  fused_mlp._mlp_tuned, attention_proj._attention_proj_tuned):
         assert tuner.do_bench is triton_support.bench_config
         assert tuner.do_bench(lambda: runs.append(1), (0.5, 0.2, 0.8)) == [0.0, 0.0, 0.0]
     assert not runs

@@ -7,7 +7,8 @@ copy exists anywhere.
 - conv_first: Triton conv3x3 reading the NCHW latent in place (channel stride H*W); the patch
   norm is one ``add_layer_norm`` launch.
 - each Swin block, default in bf16/fp16/mixed (``LUA_FAST_TRITON_GEMMS=1`` forces it): five launches
-  (four with ``LUA_FAST_FUSED_MLP=1``: the last two as one ``fused_mlp``),
+  (one fewer with ``LUA_FAST_FUSED_MLP=1``: fc1 and fc2 as one ``fused_mlp``; one fewer with
+  ``LUA_FAST_FUSED_ATTN_PROJ=1``: attention and proj as one ``attention_proj``),
       qkv = LN1(t) @ Wqkv + b            fused_linear, LayerNorm prologue (packed heads)
       a   = window attention(qkv)        one launch (two in shifted blocks: interior, border)
       t   = t + a @ Wproj + b            fused_linear, residual epilogue
@@ -36,6 +37,8 @@ from torch import nn
 
 from ..kernels.conv3x3 import conv3x3, pack_conv
 from ..kernels.fused_linear import PackedLinear, check_args as check_linear, fused_linear, pack_linear
+from ..kernels.attention_proj import (attention_proj, attention_proj_enabled, attention_proj_reason,
+                                      check_attention_proj)
 from ..kernels.fused_mlp import check_mlp, fused_mlp, fused_mlp_enabled, mlp_reason
 from ..kernels.layer_norm import add_layer_norm
 from ..kernels.upsample_head import PackedHead, fused_head
@@ -113,8 +116,12 @@ class TritonBackendLUA(nn.Module):
         # Whether every block's MLP fits the one-launch kernel: the fused GEMMs' packing, D <= 512, and
         # 2-byte GEMM operands (with fp32 operands, IEEE or tf32x3, the kernel spills 584-808 B a
         # thread on sm_90a next to its register-resident fc2 accumulator: the two launches stay).
-        self._mlp_fits = self.fused_gemms and compute in (torch.float16, torch.bfloat16) and all(
-            mlp_reason(blk.fc1, blk.fc2) is None for blocks in self._blocks for blk in blocks)
+        two_byte = self.fused_gemms and compute in (torch.float16, torch.bfloat16)
+        every = [blk for blocks in self._blocks for blk in blocks]
+        self._mlp_fits = two_byte and all(mlp_reason(blk.fc1, blk.fc2) is None for blk in every)
+        # The same for attention + proj + residual in one launch (its accumulator beside the attention).
+        self._attn_proj_fits = two_byte and all(
+            attention_proj_reason(blk.proj, blk.heads, blk.qkv.n // (3 * blk.heads)) is None for blk in every)
         self._patch_norm, self._final_norm = _norm(model.patch_embed.norm), _norm(model.norm)
         self._checked: set = set()  # input shapes whose kernel arguments were validated
 
@@ -124,6 +131,12 @@ class TritonBackendLUA(nn.Module):
         (read per forward, like ``LUA_FAST_PDL``; a CUDA graph keeps what it captured) and layers
         that fit it."""
         return self._mlp_fits and fused_mlp_enabled()
+
+    @property
+    def fused_attn_proj(self) -> bool:
+        """Whether forwards run each block's attention, proj and residual add as one
+        ``attention_proj`` launch: ``LUA_FAST_FUSED_ATTN_PROJ=1`` (read per forward) and layers that fit."""
+        return self._attn_proj_fits and attention_proj_enabled()
 
     def forward(self, x: torch.Tensor, scales=(2,)) -> dict[int, torch.Tensor]:
         with backend_flags(self.precision, x.device):
@@ -154,6 +167,9 @@ class TritonBackendLUA(nn.Module):
                     check_linear(torch.empty(rows, blk.fc2.k, device=device, dtype=compute), blk.fc2, t)
                     if self._mlp_fits:
                         check_mlp(t, blk.fc1, blk.fc2)
+                    if self._attn_proj_fits:
+                        check_attention_proj(qkv, blk.bias, blk.proj, t, height, width, blk.heads, blk.window,
+                                             blk.shift)
                 else:
                     check_linear(torch.empty(rows, blk.fc1.k, device=device, dtype=compute), blk.fc1, None)
         self._checked.add(key)
@@ -169,7 +185,7 @@ class TritonBackendLUA(nn.Module):
         key = (tuple(x.shape), x.dtype)
         if not torch.compiler.is_compiling():
             self._validate(key, b, height, width)
-        one_mlp = self.fused_mlp
+        one_mlp, one_attn = self.fused_mlp, self.fused_attn_proj
         f = conv3x3(x.permute(0, 2, 3, 1), self._convs["conv_first"], out_dtype=stream)  # cast in the kernel
         t = add_layer_norm(f.reshape(rows, dim), *self._patch_norm, y_dtype=stream, check=False)[1]
         for i, blocks in enumerate(self._blocks):
@@ -177,7 +193,8 @@ class TritonBackendLUA(nn.Module):
             if self.fused_gemms:
                 for j, blk in enumerate(blocks):
                     # The last block also writes its output in the compute dtype for the RSTB conv.
-                    y = self._block_fused(blk, y, b, height, width, last=j == len(blocks) - 1, one_mlp=one_mlp)
+                    y = self._block_fused(blk, y, b, height, width, last=j == len(blocks) - 1, one_mlp=one_mlp,
+                                          one_attn=one_attn)
             else:
                 y1 = add_layer_norm(y, *blocks[0].norm1, y_dtype=compute, check=False)[1]
                 for j, blk in enumerate(blocks):
@@ -198,14 +215,18 @@ class TritonBackendLUA(nn.Module):
         return a.view(b * height * width, -1)
 
     def _block_fused(self, blk: _Block, t: torch.Tensor, b: int, height: int, width: int, last: bool = False,
-                     one_mlp: bool = False):
-        """t: (rows, D) residual stream -> the block's output (five launches; four with ``one_mlp``).
-        ``last`` with a wider stream ("mixed") also returns the output in the compute dtype:
-        ``(out, out_compute)``."""
+                     one_mlp: bool = False, one_attn: bool = False):
+        """t: (rows, D) residual stream -> the block's output (five launches; one fewer with each of
+        ``one_mlp``, ``one_attn``). ``last`` with a wider stream ("mixed") also returns the output in
+        the compute dtype: ``(out, out_compute)``."""
         p = self._gemm_precision
         qkv = fused_linear(t, blk.qkv, input_precision=p, check=False)  # LN1 folded in
-        a = self._attention(blk, qkv, b, height, width)
-        t = fused_linear(a, blk.proj, residual=t, input_precision=p, check=False)
+        if one_attn:  # attention + proj + residual, one launch
+            t = attention_proj(qkv.view(b, height * width, -1), blk.bias, blk.proj, t, height, width,
+                               heads=blk.heads, window=blk.window, shift=blk.shift, check=False)
+        else:
+            a = self._attention(blk, qkv, b, height, width)
+            t = fused_linear(a, blk.proj, residual=t, input_precision=p, check=False)
         compute = self.precision.compute
         also = compute if last and t.dtype != compute else None
         if one_mlp:  # LN2 + fc1 + GELU + fc2 + residual, one launch

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .triton_support import (INTERPRET, bench_config, cdiv, dot_precision, dot_upcast, fp32_operands,
-                             grid_dependency_sync, kernel_op, launcher, next_pow2, note_launch, pdl_options,
-                             size_class, store_dtype, tl, tracing, triton, tuned, unavailable_reason)
+from .triton_support import (INTERPRET, autotuned, cdiv, dot_precision, dot_upcast, fp32_operands, grid_dependency_sync,
+                             kernel_op, launcher, next_pow2, note_launch, pdl_options, size_class, store_dtype, tl,
+                             tracing, triton, tuned, unavailable_reason)
 
 K_PAD_ROWS = 128  # zero rows after the 9*Cin packed rows: the largest BLOCK_K
 
@@ -255,12 +255,9 @@ if triton is not None:
         return tuned(kept) or [triton.Config({"BLOCK_M": 64, "BLOCK_N": min(wn, 64), "BLOCK_K": 32}, num_warps=4,
                                              num_stages=3)]
 
-    _conv3x3_tuned = triton.autotune(
-        configs=_CONFIGS,
-        key=["C_IN", "C_OUT", "W_STRIDE", "X_ALIGN", "R_ALIGN", "O_ALIGN", "HAS_LEAKY", "HAS_RESIDUAL",
-             "PIXEL_SHUFFLE", "INPUT_PRECISION", "DOT_UPCAST", "size_key"],
-        prune_configs_by={"early_config_prune": _prune}, do_bench=bench_config,
-    )(_conv3x3_kernel)
+    _conv3x3_tuned = autotuned(_conv3x3_kernel, _CONFIGS, _prune,
+                              ["C_IN", "C_OUT", "W_STRIDE", "X_ALIGN", "R_ALIGN", "O_ALIGN", "HAS_LEAKY",
+                               "HAS_RESIDUAL", "PIXEL_SHUFFLE"])
 
 
 def output_shape(x_shape, c_out: int, pixel_shuffle: bool, out_padded: bool) -> tuple[int, ...]:

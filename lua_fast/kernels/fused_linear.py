@@ -38,9 +38,9 @@ import torch
 import torch.nn.functional as F
 
 from .conv3x3 import alignment
-from .triton_support import (INTERPRET, bench_config, cdiv, dot_precision, dot_upcast, fp32_operands,
-                             grid_dependency_sync, kernel_op, launcher, next_pow2, pdl_options, size_class,
-                             store_dtype, tl, triton, tuned, unavailable_reason)
+from .triton_support import (INTERPRET, autotuned, cdiv, dot_precision, dot_upcast, fp32_operands, grid_dependency_sync,
+                             kernel_op, launcher, next_pow2, pdl_options, size_class, store_dtype, tl, triton, tuned,
+                             unavailable_reason)
 
 K_PAD_ROWS = 128  # zero weight rows after K: the largest BLOCK_K
 N_TILE = 128  # packed column count is a multiple of this
@@ -349,12 +349,9 @@ if triton is not None:
             kept = [c for c in kept if c.kwargs["BLOCK_N"] * c.kwargs["BLOCK_K"] <= 128 * 64] or kept
         return tuned(kept)
 
-    _linear_tuned = triton.autotune(
-        configs=_CONFIGS,
-        key=["K", "N", "W_STRIDE", "A_ALIGN", "R_ALIGN", "O_ALIGN", "LAYER_NORM", "GELU", "HAS_RESIDUAL",
-             "INPUT_PRECISION", "DOT_UPCAST", "size_key"],
-        prune_configs_by={"early_config_prune": _prune}, do_bench=bench_config,
-    )(_linear_kernel)
+    _linear_tuned = autotuned(_linear_kernel, _CONFIGS, _prune,
+                              ["K", "N", "W_STRIDE", "A_ALIGN", "R_ALIGN", "O_ALIGN", "LAYER_NORM", "GELU",
+                               "HAS_RESIDUAL"])
 
 
 INTERPRET_N_GROUP = 2  # interpreter runs: two N tiles per LayerNorm program (tests vary it)

@@ -23,8 +23,8 @@ registers: the fc2 accumulator is BLOCK_M x (O0 + O1) fp32 (96 a thread at 64 ro
 programs own 64 rows (or 32, for twice the programs on small latents) and wide models (D > 512)
 are refused (:func:`mlp_reason`; the backend keeps the two launches there). With fp32 operands
 (IEEE or tf32x3 dots) the kernel is exact but spills 584-808 B a thread on sm_90a, so the triton
-backend uses it in bf16, fp16 and mixed only. Off by default (``LUA_FAST_FUSED_MLP=1``) until a GPU has timed it against the
-two launches; the kernel report compiles it for sm_90a either way.
+backend uses it in bf16, fp16 and mixed only. Off by default (``LUA_FAST_FUSED_MLP=1``) until a
+GPU has timed it against the two launches; the kernel report compiles it for sm_90a either way.
 
 Weights come from ``pack_linear``: fc1 with the LayerNorm folded in (K-major, N padded to 128,
 zero bias and column sums past the hidden width, so padded hidden columns are GELU(0) = 0), fc2
@@ -40,9 +40,9 @@ import torch
 
 from .conv3x3 import alignment
 from .fused_linear import K_PAD_ROWS, Outputs, PackedLinear, check_args, resident_split, torch_fused_linear
-from .triton_support import (INTERPRET, bench_config, cdiv, dot_precision, dot_upcast, fp32_operands,
-                             grid_dependency_sync, kernel_op, launcher, next_pow2, pdl_options, size_class,
-                             tl, triton, tuned, unavailable_reason)
+from .triton_support import (INTERPRET, autotuned, cdiv, dot_precision, dot_upcast, fp32_operands, grid_dependency_sync,
+                             kernel_op, launcher, next_pow2, pdl_options, size_class, tl, triton, tuned,
+                             unavailable_reason)
 
 FUSED_MLP_ENV = "LUA_FAST_FUSED_MLP"
 MAX_DIM = 512  # widest residual stream the fc2 accumulator holds (two tiles, O0 + O1 <= 512)
@@ -141,12 +141,8 @@ if triton is not None:
             kept = [c for c in kept if c.kwargs["BLOCK_H"] * c.kwargs["BLOCK_K"] <= 64 * 64] or kept
         return tuned(kept)
 
-    _mlp_tuned = triton.autotune(
-        configs=_CONFIGS,
-        key=["D", "HIDDEN", "W1_STRIDE", "W2_STRIDE", "X_ALIGN", "O_ALIGN", "CENTER", "INPUT_PRECISION",
-             "DOT_UPCAST", "size_key"],
-        prune_configs_by={"early_config_prune": _prune}, do_bench=bench_config,
-    )(_mlp_kernel)
+    _mlp_tuned = autotuned(_mlp_kernel, _CONFIGS, _prune,
+                              ["D", "HIDDEN", "W1_STRIDE", "W2_STRIDE", "X_ALIGN", "O_ALIGN", "CENTER"])
 
 
 INTERPRET_CONFIG = {"BLOCK_M": 32, "BLOCK_H": 32, "BLOCK_K": 32}  # interpreter runs (tests vary it)

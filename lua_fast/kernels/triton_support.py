@@ -77,6 +77,14 @@ def bench_config(kernel_call, quantiles):
     return triton.testing.do_bench(kernel_call, warmup=25, rep=100, quantiles=quantiles)
 
 
+def autotuned(kernel, configs: list, prune, key: list[str]):
+    """``triton.autotune`` as every tuned kernel here uses it: the kernel's prune hook (which ends in
+    :func:`tuned`), timing through :func:`bench_config`, and a key that always holds the dot
+    precision, the interpreter's upcast flag and the size class after the kernel's own names."""
+    return triton.autotune(configs=configs, key=[*key, "INPUT_PRECISION", "DOT_UPCAST", "size_key"],
+                           prune_configs_by={"early_config_prune": prune}, do_bench=bench_config)(kernel)
+
+
 def unavailable_reason(device: torch.device) -> str | None:
     """None if this process's Triton kernels can run on tensors of ``device``, else why not."""
     if os.environ.get(DISABLE_ENV, "").strip() not in ("", "0"):

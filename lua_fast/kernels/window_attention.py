@@ -45,9 +45,9 @@ import math
 import torch
 
 from ..reference import windows as ref
-from .triton_support import (INTERPRET, bench_config, cdiv, dot_precision, dot_upcast, fp32_operands,
-                             grid_dependency_sync, kernel_op, launcher, next_pow2, pdl_options, size_class,
-                             store_dtype, tl, triton, tuned, unavailable_reason)
+from .triton_support import (INTERPRET, autotuned, cdiv, dot_precision, dot_upcast, fp32_operands, grid_dependency_sync,
+                             kernel_op, launcher, next_pow2, pdl_options, size_class, store_dtype, tl, triton, tuned,
+                             unavailable_reason)
 
 MAX_HEAD_DIM = 64
 MASK_VALUE = -100.0
@@ -256,6 +256,34 @@ if triton is not None:
         return acc, l_i
 
     @triton.jit
+    def _all_keys(q, kt, v, bias, k_label, offs_m, offs_n, wy, wx, height, width, WINDOW: tl.constexpr,
+                  SHIFT: tl.constexpr, KEYS: tl.constexpr, MASKED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                  DOT_UPCAST: tl.constexpr):
+        """One query block against all of the window's keys at once (kt: (P, KEYS), already fp32 when
+        DOT_UPCAST; v: (KEYS, P); bias: the (BLOCK_M, KEYS) log2-domain tile; k_label: the keys'
+        region labels when MASKED): the scores are complete, so the softmax is one pass (no running
+        max, no rescaling). Returns (unnormalised fp32 output, row sums)."""
+        N: tl.constexpr = WINDOW * WINDOW
+        MASK_LOG2: tl.constexpr = -100.0 * 1.4426950408889634
+        if DOT_UPCAST:
+            s = tl.dot(q.to(tl.float32), kt, input_precision="ieee")
+        else:
+            s = tl.dot(q, kt, input_precision=INPUT_PRECISION)
+        s = s + bias.to(tl.float32)  # base-2 domain, as in _attend
+        if MASKED:
+            q_label = _region_label(wy + offs_m // WINDOW, wx + offs_m % WINDOW, height, width, WINDOW, SHIFT)
+            s = tl.where(q_label[:, None] == k_label[None, :], s, s + MASK_LOG2)
+        if KEYS != N:
+            s = tl.where((offs_n < N)[None, :], s, float("-inf"))
+        p = tl.exp2(s - tl.max(s, 1)[:, None])
+        l_i = tl.sum(p, 1)
+        if DOT_UPCAST:
+            acc = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), input_precision="ieee")
+        else:
+            acc = tl.dot(p.to(v.dtype), v, input_precision=INPUT_PRECISION)
+        return acc, l_i
+
+    @triton.jit
     def _whole_window(qkv_base, out_base, bias_base, table_base, stride_qkv_t, stride_out_t, wy, wx, height,
                       width, WINDOW: tl.constexpr, SHIFT: tl.constexpr, HEAD_PAD: tl.constexpr, DIM_PAD: tl.constexpr,
                       KEYS: tl.constexpr, BLOCK_M: tl.constexpr, MASKED: tl.constexpr, BIAS_TABLE: tl.constexpr,
@@ -266,7 +294,6 @@ if triton is not None:
         bias is gathered from the head's ((2w-1)^2) table (L1-resident) instead of read as a dense
         (N, N) tile from L2."""
         N: tl.constexpr = WINDOW * WINDOW
-        MASK_LOG2: tl.constexpr = -100.0 * 1.4426950408889634
         T: tl.constexpr = 2 * WINDOW - 1  # the table's row length: index = (dy + w-1) * T + dx + w-1
         offs_n = tl.arange(0, KEYS)
         offs_d = tl.arange(0, HEAD_PAD)
@@ -285,6 +312,8 @@ if triton is not None:
             kt = kt.to(tl.float32)
         if MASKED:
             k_label = _region_label(wy + offs_n // WINDOW, wx + offs_n % WINDOW, height, width, WINDOW, SHIFT)
+        else:
+            k_label = offs_n  # unused
         for start in range(0, N, BLOCK_M):
             offs_m = start + tl.arange(0, BLOCK_M)
             q_rows = _token_rows(wy, wx, offs_m, height, width, WINDOW, SHIFT)
@@ -300,22 +329,8 @@ if triton is not None:
             else:
                 q = tl.load(q_ptrs, mask=(offs_m < N)[:, None], other=0.0)
                 bias = tl.load(b_ptrs, mask=(offs_m < N)[:, None] & (offs_n < N)[None, :], other=0.0)
-            if DOT_UPCAST:
-                s = tl.dot(q.to(tl.float32), kt, input_precision="ieee")
-            else:
-                s = tl.dot(q, kt, input_precision=INPUT_PRECISION)
-            s = s + bias.to(tl.float32)  # base-2 domain, as in _attend
-            if MASKED:
-                q_label = _region_label(wy + offs_m // WINDOW, wx + offs_m % WINDOW, height, width, WINDOW, SHIFT)
-                s = tl.where(q_label[:, None] == k_label[None, :], s, s + MASK_LOG2)
-            if KEYS != N:
-                s = tl.where((offs_n < N)[None, :], s, float("-inf"))
-            p = tl.exp2(s - tl.max(s, 1)[:, None])
-            l_i = tl.sum(p, 1)
-            if DOT_UPCAST:
-                acc = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), input_precision="ieee")
-            else:
-                acc = tl.dot(p.to(v.dtype), v, input_precision=INPUT_PRECISION)
+            acc, l_i = _all_keys(q, kt, v, bias, k_label, offs_m, offs_n, wy, wx, height, width, WINDOW, SHIFT,
+                                 KEYS, MASKED, INPUT_PRECISION, DOT_UPCAST)
             out = acc / l_i[:, None]
             o_ptrs = out_base + q_rows[:, None] * stride_out_t + offs_d[None, :]
             if N % BLOCK_M == 0:
@@ -419,12 +434,8 @@ if triton is not None:
         return tuned(kept) or [triton.Config({"BLOCK_M": size, "BLOCK_N": size, "WHOLE": 0, "BIAS_TABLE": 0},
                                              num_warps=4, num_stages=2)]
 
-    _window_attention_tuned = triton.autotune(
-        configs=_TUNED_CONFIGS,
-        key=["WINDOW", "SHIFT", "HEADS", "HEAD_PAD", "USE_MASK", "KEYS", "HAS_TABLE", "INPUT_PRECISION",
-             "DOT_UPCAST", "size_key"],
-        prune_configs_by={"early_config_prune": _prune}, do_bench=bench_config,
-    )(_window_attention_kernel)
+    _window_attention_tuned = autotuned(_window_attention_kernel, _TUNED_CONFIGS, _prune,
+                              ["WINDOW", "SHIFT", "HEADS", "HEAD_PAD", "USE_MASK", "KEYS", "HAS_TABLE"])
 
 
 def _launch(qkv, bias, height, width, heads, window, shift, use_mask=True, out=None, table=None) -> torch.Tensor:
