@@ -41,9 +41,11 @@
 # "+ 3 launches/block" with and without graphs, and with graphs + PDL), their binaries in the
 # "+mlp+attn" prewarm and PDL cases (~+40 jobs), the kernels stage prints their per-site times (log
 # only), and a GPU test holds both to the 2x-eager bound (bf16, mixed; 64x64 and 40x72).
-# Predictions (static bounds + the H200's ~18 us of fixed cost per launch at 64x64): fused MLP
-# 64x64 4.36 -> ~3.9 ms, 128x128 9.18 -> 7.7-8.6 ms with graphs; attn-proj -0.4 to -0.6 ms at 64x64,
-# +-0.5 ms at 128x128 (its static bound is 2x the two launches' there: 34.5 vs 17.3 us).
+# Predictions are a range (benchmarks/NOTES.md, "Both switches"): a two-parameter fit of the last
+# H200 run (time = a x static bound + b x launches) gives anything from a small loss to, for the
+# fused MLP, -0.26 ms at 64x64 and -0.7 ms at 128x128 with graphs; both switches -0.57 ms at 64x64,
+# nothing at 128x128 (attn-proj's static bound is 2x the two launches' there). Read the graphed rows
+# against "triton bf16 + graphs": they decide whether either switch becomes a default (or a size rule).
 # What to read first in the results: the "+ PDL" rows against their plain rows (prediction: -0.2
 # to -0.4 ms with graphs at 64x64 and 128x128, nothing without graphs: host-bound), the
 # "fp32 tf32x3" row against "triton fp32" (prediction 120 -> 50-80 ms at 128x128 x2, error
