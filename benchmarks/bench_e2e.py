@@ -188,6 +188,9 @@ def main() -> None:
     cases = args.cases or (["128x2", "64x2", "128x4", "128x2b4"] if device.type == "cuda" else ["16x2", "32x2"])
     variants = GPU_VARIANTS if device.type == "cuda" else CPU_VARIANTS
     if args.variants:
+        unknown = set(args.variants) - {v.label for v in variants}
+        if unknown:  # (a mistyped label would silently drop a row of a GPU run)
+            parser.error(f"unknown variants {sorted(unknown)}; known: {[v.label for v in variants]}")
         variants = [v for v in variants if v.label in args.variants]
     torch.manual_seed(0)
     state_dict = LUA(config).state_dict()

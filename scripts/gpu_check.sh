@@ -41,6 +41,10 @@
 # "+ 3 launches/block" with and without graphs, and with graphs + PDL), their binaries in the
 # "+mlp+attn" prewarm and PDL cases (~+40 jobs), the kernels stage prints their per-site times (log
 # only), and a GPU test holds both to the 2x-eager bound (bf16, mixed; 64x64 and 40x72).
+# Budget with these rows (estimates, ~4-6 s per e2e row as measured on 2026-11-26): table128 now has
+# 19 rows (~110-130 s, was 77 s for 11); e2e_rest 12 rows x 3 cases (~150-210 s, under its 240 s
+# timeout; each row is written as it finishes). If run 1 runs out of time, "table128" and "kernels"
+# can move to run 2 ahead of "attention" and "ncu", which only repeat the first session's figures.
 # Predictions are a range (benchmarks/NOTES.md, "Both switches"): a two-parameter fit of the last
 # H200 run (time = a x static bound + b x launches) gives anything from a small loss to, for the
 # fused MLP, -0.26 ms at 64x64 and -0.7 ms at 128x128 with graphs; both switches -0.57 ms at 64x64,
@@ -165,9 +169,14 @@ stage_table128() {
   timeout 240 $PY benchmarks/bench_e2e.py --device cuda --full --cases 128x2 --out "$R/e2e_128x2.json"
 }
 
+# The other cases' rows: the ones issue 13 asks for, plus the two that decide this session's switches
+# (~4-6 s a row: all 19 rows x 3 cases would not fit the call; table128 runs all of them).
+E2E_REST_VARIANTS=("released fp32" "eager bf16" "torch bf16" "triton bf16" "triton bf16 + graphs" "triton mixed"
+  "triton mixed + graphs" "triton fp32" "triton fp32 + graphs" "compiled bf16"
+  "triton bf16 + graphs + 3 launches/block" "triton bf16 + graphs + PDL + 3 launches/block")
 stage_e2e_rest() {
   timeout 240 $PY benchmarks/bench_e2e.py --device cuda --full --cases 64x2 128x4 128x2b4 --compile-cases 64x2 \
-    --trace-memory "released fp32" \
+    --variants "${E2E_REST_VARIANTS[@]}" --trace-memory "released fp32" \
     --out "$R/e2e_rest.json"
 }
 

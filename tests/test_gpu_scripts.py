@@ -88,3 +88,17 @@ def test_gpu_check_script_parses_and_refuses_unknown_stages(tmp_path):
     result = subprocess.run(["bash", str(script), "no_such_stage"], capture_output=True, text=True, timeout=60,
                             env={**os.environ, "OUT": str(tmp_path)}, cwd=ROOT)
     assert result.returncode == 2 and "unknown stage no_such_stage" in result.stdout, result.stdout + result.stderr
+
+
+def test_gpu_check_names_only_known_e2e_rows():
+    """The e2e_rest stage picks rows by label: each must be one of bench_e2e's GPU variants (and
+    bench_e2e refuses unknown labels, so a typo cannot silently drop a row of a GPU run)."""
+    import re
+
+    text = (ROOT / "scripts" / "gpu_check.sh").read_text()
+    names = re.findall(r'"([^"]+)"', re.search(r"E2E_REST_VARIANTS=\((.*?)\)\n", text, re.S).group(1))
+    labels = set(re.findall(r'Variant\("([^"]+)"', (ROOT / "benchmarks" / "bench_e2e.py").read_text()))
+    assert len(names) >= 10 and set(names) <= labels, set(names) - labels
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_e2e.py"), "--variants", "no such row"],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 2 and "unknown variants" in result.stderr, result.stderr[-2000:]
