@@ -213,7 +213,8 @@ if triton is not None:
     # - the online softmax over 64-key blocks, 64 rows, 8 warps (wgmma): 39.5 / 45.4 and 19.8 / 24.2
     #   us (64 programs at 64x64), 0 spills; 4 warps only for narrow models (<= 128 columns).
     # Not offered: ALL_KEYS with 64 rows (200-536 B of spills: the score tile beside the 64 x 384
-    # accumulator), the online softmax with 32 rows (twice the instructions: 80 / 87 us).
+    # accumulator), the online softmax with 32 rows (twice the instructions: 80 / 87 us), 16 warps
+    # (registers capped at 128 a thread: 56-1840 B of spills, 55-118 us).
     _CONFIGS = [
         triton.Config({"BLOCK_M": 32, "BLOCK_N": 64, "ALL_KEYS": 1}, num_warps=8, num_stages=1),
     ] + [
