@@ -100,7 +100,8 @@ PDL_CASES="bf16:128:2 bf16:128:4 bf16:64:2 bf16:64:2/1 bf16:64:4/1 bf16+mlp+attn
   bf16+mlp+attn:64:2"
 GPU_TESTS="tests/test_official_parity.py tests/test_gpu_backends.py tests/test_window_ops.py
   tests/test_window_attention.py tests/test_upsample_heads.py tests/test_fused_glue.py tests/test_native_build.py
-  tests/test_backends.py tests/test_tiling.py tests/test_autotune_configs.py"
+  tests/test_backends.py tests/test_tiling.py tests/test_autotune_configs.py tests/test_fused_mlp.py
+  tests/test_attention_proj.py"
 
 log() { echo "$@" | tee -a "$LOG"; }
 run_stage() {  # name, command...: time it, keep going on failure, record the exit status
