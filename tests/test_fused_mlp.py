@@ -68,11 +68,13 @@ def test_fused_mlp_matches_the_composition(dtype, m, d, hidden):
 
 
 @pytest.mark.skipif(not triton_support.INTERPRET, reason="the interpreter's tiles (a GPU autotunes them)")
-@pytest.mark.parametrize("block_h,block_k", [(16, 16), (64, 32), (128, 16)])
-def test_any_hidden_chunk_and_k_tile(monkeypatch, block_h, block_k):
-    """Hidden chunks of 16 (6 chunks, the last partly padding), 64 and 128 (one chunk over the
-    whole padded width), K tiles of 16 and 32 columns of D = 40 (the last one masked)."""
-    monkeypatch.setattr(FM, "INTERPRET_CONFIG", dict(FM.INTERPRET_CONFIG, BLOCK_H=block_h, BLOCK_K=block_k))
+@pytest.mark.parametrize("block_h,block_k,static_k", [(16, 16, 0), (64, 32, 0), (128, 16, 0), (32, 16, 1)])
+def test_any_hidden_chunk_and_k_tile(monkeypatch, block_h, block_k, static_k):
+    """Hidden chunks of 16 (6 chunks, the last partly padding), 32, 64 and 128 (one chunk over the
+    whole padded width), K tiles of 16 and 32 columns of D = 40 (the last one masked), the K loop
+    as a loop or unrolled in the IR (STATIC_K)."""
+    monkeypatch.setattr(FM, "INTERPRET_CONFIG", dict(FM.INTERPRET_CONFIG, BLOCK_H=block_h, BLOCK_K=block_k,
+                                                     STATIC_K=static_k))
     x, w1, b1, w2, b2, ln = mlp_case(50, 40, 88, seed=block_h)
     out = fused_mlp(x, *packed(w1, b1, w2, b2, ln, torch.float32))
     check(out, x, w1, b1, w2, b2, ln, torch.float32)

@@ -127,30 +127,43 @@ if triton is not None:
     def _streamed_tile(a_rows, w_ptr, cs_ptr, offs_n, mean, rstd, K: tl.constexpr, W_STRIDE: tl.constexpr,
                        LAYER_NORM: tl.constexpr, CENTER: tl.constexpr, BLOCK_M: tl.constexpr,
                        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-                       DOT_UPCAST: tl.constexpr):
+                       DOT_UPCAST: tl.constexpr, STATIC_K: tl.constexpr = False):
         """fp32 (BLOCK_M, BLOCK_N) = (LN of) the rows @ the packed weight's columns offs_n, the rows
-        streamed BLOCK_K columns at a time (the LayerNorm applied as the module docstring says)."""
+        streamed BLOCK_K columns at a time (the LayerNorm applied as the module docstring says).
+        STATIC_K unrolls the K loop in the IR (``tl.static_range``): a caller's enclosing loop is
+        then the innermost one, which Triton's pipeliner can software-pipeline."""
         K_BLOCKS: tl.constexpr = (K + BLOCK_K - 1) // BLOCK_K
-        EVEN_K: tl.constexpr = K % BLOCK_K == 0
         acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-        for kb in range(K_BLOCKS):
-            offs_k = kb * BLOCK_K + tl.arange(0, BLOCK_K)
-            if EVEN_K:
-                a = tl.load(a_rows[:, None] + offs_k[None, :])
-            else:
-                a = tl.load(a_rows[:, None] + offs_k[None, :], mask=(offs_k < K)[None, :], other=0.0)
-            wt = tl.load(w_ptr + offs_k[:, None] * W_STRIDE + offs_n[None, :])  # zero rows past K
-            if LAYER_NORM and CENTER:  # gain folded into W; rstd scales the accumulator below
-                a = a.to(tl.float32) - mean[:, None]
-            if DOT_UPCAST:
-                acc = tl.dot(a.to(tl.float32), wt.to(tl.float32), acc, input_precision="ieee")
-            else:
-                acc = tl.dot(a.to(wt.dtype), wt, acc, input_precision=INPUT_PRECISION)
+        if STATIC_K:
+            for kb in tl.static_range(K_BLOCKS):
+                acc = _k_step(acc, a_rows, w_ptr, offs_n, mean, kb, K, W_STRIDE, LAYER_NORM, CENTER, BLOCK_K,
+                              INPUT_PRECISION, DOT_UPCAST)
+        else:
+            for kb in range(K_BLOCKS):
+                acc = _k_step(acc, a_rows, w_ptr, offs_n, mean, kb, K, W_STRIDE, LAYER_NORM, CENTER, BLOCK_K,
+                              INPUT_PRECISION, DOT_UPCAST)
         if LAYER_NORM:
             if not CENTER:  # x W'^T - mean * colsum(W'): the centring, after the GEMM
                 acc -= mean[:, None] * tl.load(cs_ptr + offs_n)[None, :]
             acc = acc * rstd[:, None]
         return acc
+
+    @triton.jit
+    def _k_step(acc, a_rows, w_ptr, offs_n, mean, kb, K: tl.constexpr, W_STRIDE: tl.constexpr,
+                LAYER_NORM: tl.constexpr, CENTER: tl.constexpr, BLOCK_K: tl.constexpr,
+                INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr):
+        """acc += the rows' K block kb @ the weight's (BLOCK_K, offs_n) tile (zero rows past K)."""
+        offs_k = kb * BLOCK_K + tl.arange(0, BLOCK_K)
+        if K % BLOCK_K == 0:
+            a = tl.load(a_rows[:, None] + offs_k[None, :])
+        else:
+            a = tl.load(a_rows[:, None] + offs_k[None, :], mask=(offs_k < K)[None, :], other=0.0)
+        wt = tl.load(w_ptr + offs_k[:, None] * W_STRIDE + offs_n[None, :])
+        if LAYER_NORM and CENTER:  # gain folded into W; rstd scales the accumulator after the loop
+            a = a.to(tl.float32) - mean[:, None]
+        if DOT_UPCAST:
+            return tl.dot(a.to(tl.float32), wt.to(tl.float32), acc, input_precision="ieee")
+        return tl.dot(a.to(wt.dtype), wt, acc, input_precision=INPUT_PRECISION)
 
     @triton.jit
     def _residual_tile(r_ptr, rows_c, m_ok, offs_n, stride_rm, N: tl.constexpr, R_ALIGN: tl.constexpr,

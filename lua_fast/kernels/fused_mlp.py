@@ -85,6 +85,7 @@ if triton is not None:
         D: tl.constexpr, HIDDEN: tl.constexpr, W1_STRIDE: tl.constexpr, W2_STRIDE: tl.constexpr,
         X_ALIGN: tl.constexpr, O_ALIGN: tl.constexpr, CENTER: tl.constexpr, HAS_LOW: tl.constexpr,
         O0: tl.constexpr, O1: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+        STATIC_K: tl.constexpr,
         INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr, PDL: tl.constexpr,
     ):
         grid_dependency_sync(PDL)
@@ -101,7 +102,7 @@ if triton is not None:
         for hb in range(H_BLOCKS):
             offs_h = hb * BLOCK_H + tl.arange(0, BLOCK_H)  # < W1's padded width and W2's K + pad rows
             h = _streamed_tile(x_rows, w1_ptr, cs1_ptr, offs_h, mean, rstd, D, W1_STRIDE, True, CENTER,
-                               BLOCK_M, BLOCK_H, BLOCK_K, INPUT_PRECISION, DOT_UPCAST)
+                               BLOCK_M, BLOCK_H, BLOCK_K, INPUT_PRECISION, DOT_UPCAST, STATIC_K)
             # The hidden tile in the GEMM dtype: where the two-launch path rounds it for its store.
             h = _bias_act(h, b1_ptr, offs_h, True, True).to(w2_ptr.dtype.element_ty)
             w2a = tl.load(w2_ptr + offs_h[:, None] * W2_STRIDE + offs_o0[None, :])
@@ -128,10 +129,17 @@ if triton is not None:
     # BLOCK_M = 32 (mma.sync: wgmma needs 64 rows) gives twice the programs: at a 64x64 latent 128
     # instead of 64 for 132 SMs, wave bound 10.9 against 13.8 us; 174 registers, 0 spills (with 4
     # warps, or 128-column chunks, it spills 40-160 B: not offered).
+    # STATIC_K unrolls the fc1 K loop in the IR so the hidden loop is the innermost and pipelined:
+    # W2's tiles then come by cp.async too (the others load them with plain LDG, their latency
+    # exposed once per chunk). 32 rows: 10.2 us of wave bound at 64x64 (142 registers, 124 KiB of
+    # shared memory); with 64 rows it costs 1.8x the instructions (47.6-54.6 us at 128x128): not offered.
     _CONFIGS = [
-        triton.Config({"BLOCK_M": 64, "BLOCK_H": bh, "BLOCK_K": bk}, num_warps=w, num_stages=s)
+        triton.Config({"BLOCK_M": 64, "BLOCK_H": bh, "BLOCK_K": bk, "STATIC_K": 0}, num_warps=w, num_stages=s)
         for bh, bk, w, s in [(128, 64, 8, 2), (64, 64, 8, 3), (64, 128, 8, 2), (32, 64, 8, 3), (64, 64, 4, 3)]
-    ] + [triton.Config({"BLOCK_M": 32, "BLOCK_H": 64, "BLOCK_K": 64}, num_warps=8, num_stages=3)]
+    ] + [
+        triton.Config({"BLOCK_M": 32, "BLOCK_H": 64, "BLOCK_K": 64, "STATIC_K": k}, num_warps=8, num_stages=s)
+        for k, s in [(0, 3), (1, 2)]
+    ]
 
     def _prune(configs, named_args, **kwargs):
         wide = kwargs["O0"] + kwargs["O1"] > 128  # 4 warps hold 64 x 128 fp32 at most
@@ -145,7 +153,7 @@ if triton is not None:
                               ["D", "HIDDEN", "W1_STRIDE", "W2_STRIDE", "X_ALIGN", "O_ALIGN", "CENTER"])
 
 
-INTERPRET_CONFIG = {"BLOCK_M": 32, "BLOCK_H": 32, "BLOCK_K": 32}  # interpreter runs (tests vary it)
+INTERPRET_CONFIG = {"BLOCK_M": 32, "BLOCK_H": 32, "BLOCK_K": 32, "STATIC_K": 0}  # interpreter runs (tests vary it)
 
 
 def _launch(x, w1, b1, cs1, w2, b2, ln_eps, hidden, out_dtype, input_precision, low_dtype=None):
