@@ -47,7 +47,7 @@
 # can move to run 2 ahead of "attention" and "ncu", which only repeat the first session's figures.
 # Predictions are a range (benchmarks/NOTES.md, "Both switches"): a two-parameter fit of the last
 # H200 run (time = a x static bound + b x launches) gives anything from a small loss to, for the
-# fused MLP, -0.26 ms at 64x64 and -0.7 ms at 128x128 with graphs; both switches -0.57 ms at 64x64,
+# fused MLP, -0.3 ms at 64x64 and -0.7 ms at 128x128 with graphs; both switches -0.6 ms at 64x64,
 # nothing at 128x128 (attn-proj's static bound is 2x the two launches' there). Read the graphed rows
 # against "triton bf16 + graphs": they decide whether either switch becomes a default (or a size rule).
 # What to read first in the results: the "+ PDL" rows against their plain rows (prediction: -0.2
