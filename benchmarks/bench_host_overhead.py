@@ -1,26 +1,34 @@
-"""Host (Python) time per kernel launch of a triton-backend forward, with no kernel executed.
+"""Host (Python) time per kernel launch of a triton-backend forward, three ways side by side.
 
-    python benchmarks/bench_host_overhead.py [--size 32] [--precision fp16] [--out FILE]
+    python benchmarks/bench_host_overhead.py [--size 32] [--precision bf16] [--repeat 20] [--out FILE]
 
-Runs a released-configuration forward with ``count_launches``' DRY_RUN switch on: every lua_fast
-wrapper, the op dispatch and the argument preparation run, the Triton kernels do not (on a GPU
-Triton's own autotuner/JIT launch path comes on top of this figure). On the CPU it needs
-TRITON_INTERPRET=1 (set here) and measures the same Python path the GPU runs, minus that launch.
-Without CUDA graphs the triton backend is host-bound at batch 1 (NOTES: ~100 us per launch on the
-H200's host), so this is the number to move.
+Without CUDA graphs the triton backend is host-bound at batch 1 (~200 launches per x2 forward), so
+this is the number to move. One process, one model, three timings of the same forward:
+- "wrappers only": ``DRY_RUN`` on: lua_fast's wrappers, the op dispatch and argument preparation;
+  no Triton code runs;
+- "Triton's autotuner": the whole launch path with every tuned launch through
+  ``Autotuner.run`` (``TUNED_FAST_PATH`` off);
+- "default": the whole launch path as shipped (a tuned key looked up by lua_fast, see
+  ``triton_support._Tuned``).
+On a GPU the launches are real (time to return from the forward, not to finish it). Without one
+the kernels are compiled-mode Triton behind a stand-in driver (``stub_gpu.py``): everything up to
+the compiled launcher runs, nothing is compiled or executed. ``wrapped_launches`` counts launches
+that went through ``torch.library.wrap_triton``'s higher-order op: 0 on a plain eager forward.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import time
+from unittest import mock
 
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+if os.environ.get("TRITON_INTERPRET") == "1":
+    raise SystemExit("bench_host_overhead.py times compiled-mode launches: run it without TRITON_INTERPRET=1")
 
 from lua_fast import LUAConfig  # noqa: E402
 from lua_fast.backends.triton_backend import TritonBackendLUA  # noqa: E402
@@ -30,12 +38,36 @@ from lua_fast.reference import LUA  # noqa: E402
 
 from common import environment, write_json  # noqa: E402
 
+WAYS = ("wrappers only", "Triton's autotuner", "default")
+
+
+@contextlib.contextmanager
+def way(name: str):
+    """Switch the launch path for one of WAYS."""
+    triton_support.DRY_RUN[0] = name == "wrappers only"
+    triton_support.TUNED_FAST_PATH[0] = name != "Triton's autotuner"
+    try:
+        yield
+    finally:
+        triton_support.DRY_RUN[0], triton_support.TUNED_FAST_PATH[0] = False, True
+
+
+def measure(forward, device: torch.device, repeat: int) -> float:
+    """Median ms of host time per forward (on a GPU: from the call to its return, queue drained first)."""
+    times = []
+    for _ in range(repeat):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        forward()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--precision", default="fp16", help="fp16/bf16: fused GEMMs (bf16 adds store copies "
-                        "under the interpreter, which lacks bf16)")
+    parser.add_argument("--precision", default="bf16")
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -47,28 +79,45 @@ def main() -> None:
     x = torch.randn(1, 16, args.size, args.size, device=device)
     launches = [0]
     observer = lambda name: launches.__setitem__(0, launches[0] + 1)  # noqa: E731
-    triton_support.LAUNCH_OBSERVERS.append(observer)
-    triton_support.DRY_RUN[0] = True
-    try:
-        with torch.inference_mode():
-            backend(x, (2,))
-            launches[0] = 0
-            backend(x, (2,))
-            per_forward = launches[0]
-            times = []
-            for _ in range(args.repeat):
-                start = time.perf_counter()
-                backend(x, (2,))
-                times.append((time.perf_counter() - start) * 1e3)
-    finally:
-        triton_support.DRY_RUN[0] = False
-        triton_support.LAUNCH_OBSERVERS.remove(observer)
-    ms = statistics.median(times)
+    forward = lambda: backend(x, (2,))  # noqa: E731
+    if device.type == "cuda":
+        gpu = contextlib.nullcontext()
+    else:
+        from stub_gpu import stub_gpu
+
+        gpu = stub_gpu()
+    wrapped, real_wrap = [0], torch.library.wrap_triton
+
+    def wrap_counted(kernel):
+        wrapped[0] += 1
+        return real_wrap(kernel)
+
+    rows = {}
+    with gpu, mock.patch.object(torch.library, "wrap_triton", wrap_counted), torch.inference_mode():
+        forward()  # compile (or stub-compile) and tune outside the timing
+        triton_support.LAUNCH_OBSERVERS.append(observer)
+        try:
+            forward()
+        finally:
+            triton_support.LAUNCH_OBSERVERS.remove(observer)
+        per_forward = launches[0]
+        for name in WAYS:
+            wrapped[0] = 0
+            with way(name):
+                forward()
+                ms = measure(forward, device, args.repeat)
+            rows[name] = {"host_ms_per_forward": ms, "host_us_per_launch": ms * 1e3 / per_forward,
+                          "wrapped_launches_per_forward": wrapped[0] / (args.repeat + 1)}
     result = {"benchmark": "host_overhead", "environment": environment(device), "precision": args.precision,
-              "latent": args.size, "launches_per_forward": per_forward, "host_ms_per_forward": ms,
-              "host_us_per_launch": ms * 1e3 / per_forward}
-    print(f"{args.precision} {args.size}x{args.size} on {device}: {per_forward} launches, host {ms:.2f} ms per "
-          f"forward, {result['host_us_per_launch']:.1f} us per launch (no kernel executed)")
+              "latent": args.size, "launch_path": "real GPU launches" if device.type == "cuda" else
+              "compiled-mode Triton behind stub_gpu (no compiled launcher, no CUDA driver)",
+              "launches_per_forward": per_forward, "ways": rows}
+    print(f"{args.precision} {args.size}x{args.size} on {device}, {per_forward} launches per forward "
+          f"({result['launch_path']}):")
+    for name, row in rows.items():
+        print(f"  {name:20s} {row['host_ms_per_forward']:7.2f} ms per forward  "
+              f"{row['host_us_per_launch']:6.1f} us per launch  ({row['wrapped_launches_per_forward']:g} through "
+              "wrap_triton)")
     if args.out:
         write_json(args.out, result)
 

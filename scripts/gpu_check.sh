@@ -159,11 +159,11 @@ stage_tests() {  # one config per kernel variant (no tuning): correctness, not s
   return $rc
 }
 
-stage_kernels() {  # per-site kernel times; host time per launch without executing kernels (log only)
+stage_kernels() {  # per-site kernel times; host time per launch of a 64x64 forward, three launch paths (log only)
   timeout 120 $PY scripts/gpu_kernels.py times --case bf16:128:2 --out "$R/kernel_times.json"
   timeout 60 $PY scripts/gpu_kernels.py times --case bf16+mlp+attn:128:2 --out "$TMPD/kernel_times_fused.json" \
     | head -9
-  timeout 60 $PY benchmarks/bench_host_overhead.py --precision bf16 --size 64
+  LUA_FAST_AUTOTUNE=0 timeout 60 $PY benchmarks/bench_host_overhead.py --precision bf16 --size 64
 }
 
 stage_table128() {

@@ -36,6 +36,7 @@ import triton  # noqa: E402
 
 import compile_kernels as ck  # noqa: E402
 from lua_fast import LUAConfig  # noqa: E402
+from lua_fast.kernels.triton_support import autotune_key  # noqa: E402
 
 
 def parse_case(text: str):
@@ -178,11 +179,8 @@ def times(case) -> dict:
     for launch in launches:
         tuner = launch.tuner
         named = dict(zip(tuner.fn.arg_names, launch.args))
-        if hasattr(tuner, "cache"):  # the autotuner's choice for this launch's key (built as Autotuner.run does)
-            given = {k: v for k, v in {**named, **launch.kwargs}.items() if k in tuner.arg_names}
-            key = [given[k] for k in tuner.keys if k in given] + [str(v.dtype) for v in given.values()
-                                                                  if hasattr(v, "dtype")]
-            best = tuner.cache.get(tuple(key)) or tuner.best_config
+        if hasattr(tuner, "cache"):  # the autotuner's choice for this launch's key
+            best = tuner.cache.get(autotune_key(tuner, launch.args, launch.kwargs)) or tuner.best_config
         else:
             best = tuner.config
         grid = tuple(launch.grid({**named, **launch.kwargs, **best.kwargs}))

@@ -13,6 +13,11 @@ import os
 import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
 
+try:  # torch's switch between a traceable launch (higher-order op) and a direct kernel call
+    from torch._library.triton import is_wrap_triton_enabled, set_wrap_triton_enabled
+except ImportError:  # (present in torch 2.6-2.14; without it every launch stays traceable)
+    is_wrap_triton_enabled, set_wrap_triton_enabled = (lambda: True), None
+
 DISABLE_ENV = "LUA_FAST_DISABLE_TRITON"
 
 try:
@@ -200,11 +205,71 @@ else:
 
 LAUNCH_OBSERVERS: list = []  # callables(name) told of every kernel launch (lua_fast.launches counts them)
 DRY_RUN = [False]  # True: launches are observed but not executed (counting launches without running)
+TUNED_FAST_PATH = [True]  # False: every tuned launch goes through Triton's Autotuner.run (benchmarks compare)
+
+
+if triton is not None:
+    from triton.runtime.autotuner import Autotuner, Heuristics
+    from triton.runtime.jit import JITFunction
+
+    _TRITON_KERNELS = (JITFunction, Autotuner, Heuristics)
 
 
 class _NoLaunch:
     def __getitem__(self, grid):
         return lambda *args, **kwargs: None
+
+
+def autotune_key(tuner, args: tuple, kwargs: dict) -> tuple:
+    """The key under which ``tuner`` (a ``triton.autotune`` Autotuner) caches its choice for a launch
+    with these arguments, built as ``Autotuner.run`` builds it (Triton 3.6-3.9): the key arguments'
+    values, then the dtype of every tensor argument, in the kernel's argument order."""
+    return _tuned(tuner).key(args, kwargs)
+
+
+class _Tuned:
+    """``launcher(tuner)[grid](*args, **kwargs)`` for an Autotuner, with the lookup of an already
+    tuned key done here: ``Autotuner.run`` rebuilds dicts of all ~25 arguments per launch (~19 us
+    of host time per launch on the development CPU, half of Triton's launch path before the JIT).
+    A key not tuned yet, a config with a pre-hook, or ``TUNED_FAST_PATH[0] = False`` take Triton's
+    own path; the JIT launch gets the same arguments either way (tests/test_host_launch.py)."""
+
+    def __init__(self, tuner):
+        self.tuner = tuner
+        self.name_set = frozenset(tuner.arg_names)
+        self.key_index = tuple((k, tuner.arg_names.index(k)) for k in tuner.keys if k in self.name_set)
+
+    def key(self, args: tuple, kwargs: dict) -> tuple:
+        # Autotuner.run merges the positional and keyword arguments into one dict of the kernel's
+        # arguments (launch options such as launch_pdl are not arguments); a launch never names
+        # one argument twice, so the merged order is: positional, then keyword in the given order.
+        count = len(args)
+        values = [kwargs[k] if k in kwargs else args[i] for k, i in self.key_index if k in kwargs or i < count]
+        values += [str(v.dtype) for v in args if hasattr(v, "dtype")]
+        values += [str(v.dtype) for k, v in kwargs.items() if k in self.name_set and hasattr(v, "dtype")]
+        return tuple(values)
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            tuner = self.tuner
+            configs = tuner.configs
+            config = configs[0] if len(configs) == 1 else tuner.cache.get(self.key(args, kwargs))
+            if config is None or config.pre_hook is not None or not TUNED_FAST_PATH[0]:
+                return tuner[grid](*args, **kwargs)
+            tuner.best_config = config
+            return tuner.fn.run(*args, grid=grid, warmup=False, **kwargs, **config.all_kwargs())
+
+        return launch
+
+
+_TUNED: dict = {}  # Autotuner -> its _Tuned
+
+
+def _tuned(tuner) -> _Tuned:
+    plan = _TUNED.get(tuner)
+    if plan is None:
+        plan = _TUNED[tuner] = _Tuned(tuner)
+    return plan
 
 
 def note_launch(name: str) -> None:
@@ -221,14 +286,13 @@ def launcher(kernel):
         note_launch(getattr(kernel, "__name__", None) or getattr(getattr(kernel, "fn", None), "__name__", "kernel"))
     if DRY_RUN[0]:
         return _NoLaunch()
-    if INTERPRET or triton is None:
+    if INTERPRET or triton is None or not isinstance(kernel, _TRITON_KERNELS):
         return kernel
-    from triton.runtime.autotuner import Autotuner, Heuristics
-    from triton.runtime.jit import JITFunction
-
-    if not isinstance(kernel, (JITFunction, Autotuner, Heuristics)):
-        return kernel
-    return torch.library.wrap_triton(kernel)
+    if is_wrap_triton_enabled():  # tracing (make_fx, export, torch.compile): the launch must be seen
+        return torch.library.wrap_triton(kernel)
+    # Off in a triton_op's eager kernel and on kernel_op's plain eager calls: the kernel itself (what
+    # wrap_triton's wrapper would call, without building two wrappers per launch).
+    return _tuned(kernel) if isinstance(kernel, Autotuner) else kernel
 
 
 def kernel_op(name: str, fake):
@@ -241,7 +305,10 @@ def kernel_op(name: str, fake):
 
     The returned callable runs ``fn`` directly on a plain eager call and goes through the op
     otherwise (see :func:`plain_eager`): the op's dispatch costs about 15 us per call on the
-    host, and without CUDA graphs a forward of ~200 launches is host-bound.
+    host, and without CUDA graphs a forward of ~200 launches is host-bound. The direct call, like
+    the op's own eager kernel, switches ``wrap_triton`` off: left on, every launch would go
+    through its higher-order op (signature binding, pytree flattening and a dispatch, ~250 us of
+    host time per launch measured here; benchmarks/NOTES.md, "Host time per launch").
     """
 
     def register(fn):
@@ -252,7 +319,12 @@ def kernel_op(name: str, fake):
             op = torch.library.triton_op(f"lua_fast::{name}", mutates_args=())(fn)
 
         def call(*args):
-            return fn(*args) if plain_eager(args) else op(*args)
+            if not plain_eager(args):
+                return op(*args)
+            if set_wrap_triton_enabled is None:
+                return fn(*args)
+            with set_wrap_triton_enabled(False):
+                return fn(*args)
 
         call.op, call.__name__, call.__doc__ = op, fn.__name__, fn.__doc__
         return call

@@ -1,0 +1,126 @@
+"""The host path of a compiled-kernel launch (what a GPU forward without CUDA graphs waits on).
+
+Plain eager calls must reach Triton directly: through ``torch.library.wrap_triton`` every launch
+becomes a higher-order-op dispatch (~250 us of host time each here, 10x a forward's own cost).
+Tuned launches look their config up in lua_fast (``triton_support._Tuned``) and must hand the JIT
+exactly the arguments Triton's ``Autotuner.run`` would. Checked in a process of its own, with
+compiled-mode kernels behind ``benchmarks/stub_gpu.py`` (no GPU needed, nothing compiled).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lua_fast.kernels import triton_support
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(triton_support.triton is None, reason="triton is not installed")
+
+FORWARDS = r"""
+import json, sys, torch
+from unittest import mock
+from triton.runtime.autotuner import Autotuner
+from triton.runtime.jit import JITFunction
+from stub_gpu import stub_gpu
+from lua_fast import LUAConfig
+from lua_fast.backends.triton_backend import TritonBackendLUA
+from lua_fast.kernels import triton_support
+from lua_fast.precision import resolve
+from lua_fast.reference import LUA
+
+def describe(value):
+    if isinstance(value, torch.Tensor):
+        return ["tensor", value.data_ptr() % 16, list(value.shape), list(value.stride()), str(value.dtype)]
+    return repr(value)
+
+calls, tuner_runs, wrapped = [], [0], [0]
+real_jit_run, real_tuner_run, real_wrap = JITFunction.run, Autotuner.run, torch.library.wrap_triton
+
+def jit_run(self, *args, grid, warmup, **kwargs):
+    named = {**dict(zip(self.arg_names, args)), **kwargs}
+    calls.append([self.__name__, [describe(a) for a in args], {k: describe(v) for k, v in sorted(kwargs.items())},
+                  list(grid(named) if callable(grid) else grid), warmup])
+    return real_jit_run(self, *args, grid=grid, warmup=warmup, **kwargs)
+
+def tuner_run(self, *args, **kwargs):
+    tuner_runs[0] += 1
+    return real_tuner_run(self, *args, **kwargs)
+
+def wrap(kernel):
+    wrapped[0] += 1
+    return real_wrap(kernel)
+
+prec = resolve(sys.argv[1], None)
+torch.manual_seed(0)
+model = LUA(LUAConfig.flux()).to(prec.storage).eval().requires_grad_(False)
+backend = TritonBackendLUA(model, prec)
+x = torch.randn(2, 16, 20, 28)
+result = {}
+with stub_gpu(autotune=True) as stub, torch.inference_mode(), mock.patch.object(JITFunction, "run", jit_run), \
+        mock.patch.object(Autotuner, "run", tuner_run), mock.patch.object(torch.library, "wrap_triton", wrap):
+    out = backend(x, (2,))  # tunes (made-up times: any config may win) and stub-compiles
+    result["chosen"] = sorted({repr(t.best_config) for t in triton_support._TUNED})
+    result["first"] = sorted({repr(t.configs[0]) for t in triton_support._TUNED})
+    for name, fast in (("fast", True), ("autotuner", False)):
+        calls.clear(); tuner_runs[0] = wrapped[0] = 0
+        triton_support.TUNED_FAST_PATH[0] = fast
+        out = backend(x, (2,))
+        result[name] = {"calls": [c for c in calls], "tuner_runs": tuner_runs[0], "wrapped": wrapped[0]}
+    triton_support.TUNED_FAST_PATH[0] = True
+    result["binary_launches"], result["compiles"] = stub.launches, stub.compiles
+    result["output_shape"] = list(out[2].shape)
+print("RESULT" + json.dumps(result))
+"""
+
+
+def run_forwards(precision: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "benchmarks"), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-c", FORWARDS, precision], capture_output=True, text=True, env=env,
+                          timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT"))
+    return json.loads(line[len("RESULT"):])
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_eager_launches_skip_the_higher_order_op_and_the_autotuner_hands_the_same_arguments(precision):
+    result = run_forwards(precision)
+    fast, slow = result["fast"], result["autotuner"]
+    assert result["output_shape"] == [2, 16, 40, 56]
+    assert len(fast["calls"]) > 50  # every Triton launch of an x2 forward reached the JIT
+    assert fast["wrapped"] == 0 and slow["wrapped"] == 0, "plain eager launches went through wrap_triton's HOP"
+    tuned = slow["tuner_runs"]
+    assert tuned > 30, "Autotuner.run was not reached with the fast path off"
+    assert fast["tuner_runs"] == 0, f"{fast['tuner_runs']} tuned launches missed their cached config"
+    assert fast["calls"] == slow["calls"], "the JIT got different arguments on the two paths"
+    assert len(set(result["chosen"]) - set(result["first"])) >= 2, "the made-up timings chose first configs only"
+
+
+def test_autotune_key_is_built_as_the_autotuner_builds_it():
+    """The reference is Autotuner.run's own construction (Triton 3.6-3.9), written out."""
+    import torch
+
+    class Tuner:  # what _Tuned reads of an Autotuner
+        arg_names = ["x_ptr", "w_ptr", "m", "stride", "eps", "size_key", "K", "N", "FLAG", "INPUT_PRECISION"]
+        keys = ["K", "N", "FLAG", "missing", "size_key", "INPUT_PRECISION"]
+
+    def reference(tuner, args, kwargs):
+        nargs = dict(zip(tuner.arg_names, args))
+        all_args = {**nargs, **kwargs}
+        given = {k: v for (k, v) in all_args.items() if k in tuner.arg_names}
+        key = [given[k] for k in tuner.keys if k in given]
+        key += [str(v.dtype) for v in given.values() if hasattr(v, "dtype")]
+        return tuple(key)
+
+    x, w = torch.ones(4, dtype=torch.bfloat16), torch.ones(4)
+    cases = [((x, w, 8, 4, 1e-5, 16), dict(K=360, N=1152, FLAG=True, INPUT_PRECISION=None, launch_pdl=True)),
+             ((x, w, 8), dict(stride=4, size_key=32, N=720, K=360, FLAG=False, eps=0.5)),
+             ((x,), dict(INPUT_PRECISION="ieee", w_ptr=w, K=16, m=3)),
+             ((x, w, 8, 4, 1e-5, 16, 360, 1152, True, "tf32x3"), {})]
+    for args, kwargs in cases:
+        assert triton_support._Tuned(Tuner).key(args, kwargs) == reference(Tuner, args, kwargs)
