@@ -50,6 +50,11 @@
 # fused MLP, -0.3 ms at 64x64 and -0.7 ms at 128x128 with graphs; both switches -0.6 ms at 64x64,
 # nothing at 128x128 (attn-proj's static bound is 2x the two launches' there). Read the graphed rows
 # against "triton bf16 + graphs": they decide whether either switch becomes a default (or a size rule).
+# Added in the second session of 2026-11-27 (no GPU): eager launches no longer pass through
+# wrap_triton's higher-order op (a host-time regression since f574988, ~250 us per launch, never run
+# on a GPU) and tuned launches skip Autotuner.run: 40-50 us per launch on the dev CPU through a stub
+# driver (the H200 ran 99 us). Prediction: the non-graph triton rows 19.7 -> ~10-13 ms at 64x64 and
+# 29.4 -> ~11-14 ms at 128x128; graphed rows unchanged. The kernels stage prints the host path three ways.
 # What to read first in the results: the "+ PDL" rows against their plain rows (prediction: -0.2
 # to -0.4 ms with graphs at 64x64 and 128x128, nothing without graphs: host-bound), the
 # "fp32 tf32x3" row against "triton fp32" (prediction 120 -> 50-80 ms at 128x128 x2, error
