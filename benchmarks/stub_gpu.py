@@ -75,10 +75,11 @@ class _StubBinary:
 
 
 class Stub:
-    """Counts what crossed the stub: binaries 'compiled', and launches that reached them."""
+    """Counts what crossed the stub: binaries 'compiled', launches that reached them, and configs
+    the autotuner timed."""
 
     def __init__(self):
-        self.compiles = self.launches = 0
+        self.compiles = self.launches = self.timed = 0
 
 
 @contextlib.contextmanager
@@ -99,6 +100,7 @@ def stub_gpu(autotune: bool = False, seed: int = 0):
 
     def made_up_time(kernel_call, warmup=None, rep=None, quantiles=None, **_):
         kernel_call()
+        stub.timed += 1
         t = times.random()
         return [t] * len(quantiles) if quantiles else t
 

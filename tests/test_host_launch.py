@@ -63,8 +63,8 @@ result = {}
 with stub_gpu(autotune=True) as stub, torch.inference_mode(), mock.patch.object(JITFunction, "run", jit_run), \
         mock.patch.object(Autotuner, "run", tuner_run), mock.patch.object(torch.library, "wrap_triton", wrap):
     out = backend(x, (2,))  # tunes (made-up times: any config may win) and stub-compiles
-    result["chosen"] = sorted({repr(t.best_config) for t in triton_support._TUNED})
-    result["first"] = sorted({repr(t.configs[0]) for t in triton_support._TUNED})
+    result["chosen"] = sorted({str(t.best_config) for t in triton_support._TUNED})
+    result["first"] = sorted({str(t.configs[0]) for t in triton_support._TUNED})
     for name, fast in (("fast", True), ("autotuner", False)):
         calls.clear(); tuner_runs[0] = wrapped[0] = 0
         triton_support.TUNED_FAST_PATH[0] = fast
@@ -77,9 +77,10 @@ print("RESULT" + json.dumps(result))
 """
 
 
-def run_forwards(precision: str) -> dict:
+def run_forwards(precision: str, cache_dir) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "benchmarks"), env.get("PYTHONPATH", "")])
+    env["TRITON_CACHE_DIR"] = str(cache_dir)  # (tuned afresh: nothing from an earlier run's disk cache)
     proc = subprocess.run([sys.executable, "-c", FORWARDS, precision], capture_output=True, text=True, env=env,
                           timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -88,8 +89,8 @@ def run_forwards(precision: str) -> dict:
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
-def test_eager_launches_skip_the_higher_order_op_and_the_autotuner_hands_the_same_arguments(precision):
-    result = run_forwards(precision)
+def test_eager_launches_skip_the_higher_order_op_and_the_autotuner_hands_the_same_arguments(precision, tmp_path):
+    result = run_forwards(precision, tmp_path)
     fast, slow = result["fast"], result["autotuner"]
     assert result["output_shape"] == [2, 16, 40, 56]
     assert len(fast["calls"]) > 50  # every Triton launch of an x2 forward reached the JIT
@@ -124,3 +125,45 @@ def test_autotune_key_is_built_as_the_autotuner_builds_it():
              ((x, w, 8, 4, 1e-5, 16, 360, 1152, True, "tf32x3"), {})]
     for args, kwargs in cases:
         assert triton_support._Tuned(Tuner).key(args, kwargs) == reference(Tuner, args, kwargs)
+
+
+TUNING = r"""
+import json, sys, torch
+from stub_gpu import stub_gpu
+from lua_fast import LUAConfig
+from lua_fast.backends.triton_backend import TritonBackendLUA
+from lua_fast.kernels import triton_support
+from lua_fast.precision import resolve
+from lua_fast.reference import LUA
+
+prec = resolve("bf16", None)
+model = LUA(LUAConfig.flux()).to(prec.storage).eval().requires_grad_(False)
+with stub_gpu(autotune=True, seed=int(sys.argv[1])) as stub, torch.inference_mode():
+    TritonBackendLUA(model, prec)(torch.randn(1, 16, 20, 28), (2,))
+chosen = {f"{tuner.fn.__name__} {key}": str(config) for tuner in triton_support._TUNED
+          for key, config in tuner.cache.items()}
+print("RESULT" + json.dumps({"timed": stub.timed, "chosen": chosen}))
+"""
+
+
+def tune_in_a_process(seed: int, cache_dir, **env_vars) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "benchmarks"), env.get("PYTHONPATH", "")]),
+               TRITON_CACHE_DIR=str(cache_dir), **env_vars)
+    proc = subprocess.run([sys.executable, "-c", TUNING, str(seed)], capture_output=True, text=True, env=env,
+                          timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT"))[len("RESULT"):])
+
+
+def test_autotune_choices_persist_across_processes(tmp_path):
+    """A second process finds every choice on disk and times nothing, even where its own (made-up)
+    timings would choose differently; LUA_FAST_AUTOTUNE_CACHE=0 tunes again."""
+    first = tune_in_a_process(1, tmp_path)
+    assert first["timed"] > 30 and len(first["chosen"]) > 5
+    again = tune_in_a_process(2, tmp_path)
+    assert again["timed"] == 0
+    assert again["chosen"] == first["chosen"]
+    off = tune_in_a_process(2, tmp_path, LUA_FAST_AUTOTUNE_CACHE="0")
+    assert off["timed"] == first["timed"] and off["chosen"].keys() == first["chosen"].keys()
+    assert off["chosen"] != first["chosen"], "seeds 1 and 2 made the same choices: the test shows nothing"

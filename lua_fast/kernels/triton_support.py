@@ -82,12 +82,27 @@ def bench_config(kernel_call, quantiles):
     return triton.testing.do_bench(kernel_call, warmup=25, rep=100, quantiles=quantiles)
 
 
+AUTOTUNE_CACHE_ENV = "LUA_FAST_AUTOTUNE_CACHE"
+
+
+def autotune_cache() -> bool:
+    """Whether the tuned kernels keep their choices on disk (Triton's ``cache_results``, in its
+    cache directory, ``TRITON_CACHE_DIR``): on by default, ``LUA_FAST_AUTOTUNE_CACHE=0`` turns it off.
+    A later process then skips the benchmarking (~10 s at a new shape on an H200) for every key
+    tuned before. Triton keys each entry on its version, the target (arch), the kernel's source, its
+    TRITON_* environment, the tuning key and the configs kept by the prune hook. Read when the
+    kernels are decorated (at import), like Triton's own TRITON_CACHE_AUTOTUNING."""
+    return os.environ.get(AUTOTUNE_CACHE_ENV, "1").strip() != "0"
+
+
 def autotuned(kernel, configs: list, prune, key: list[str]):
     """``triton.autotune`` as every tuned kernel here uses it: the kernel's prune hook (which ends in
-    :func:`tuned`), timing through :func:`bench_config`, and a key that always holds the dot
-    precision, the interpreter's upcast flag and the size class after the kernel's own names."""
+    :func:`tuned`), timing through :func:`bench_config`, a key that always holds the dot precision,
+    the interpreter's upcast flag and the size class after the kernel's own names, and choices kept
+    on disk (:func:`autotune_cache`)."""
     return triton.autotune(configs=configs, key=[*key, "INPUT_PRECISION", "DOT_UPCAST", "size_key"],
-                           prune_configs_by={"early_config_prune": prune}, do_bench=bench_config)(kernel)
+                           prune_configs_by={"early_config_prune": prune}, do_bench=bench_config,
+                           cache_results=autotune_cache())(kernel)
 
 
 def unavailable_reason(device: torch.device) -> str | None:
