@@ -55,6 +55,10 @@
 # on a GPU) and tuned launches skip Autotuner.run: 40-50 us per launch on the dev CPU through a stub
 # driver (the H200 ran 99 us). Prediction: the non-graph triton rows 19.7 -> ~10-13 ms at 64x64 and
 # 29.4 -> ~11-14 ms at 128x128; graphed rows unchanged. The kernels stage prints the host path three ways.
+# Also added then: a "timeline" stage in run 2 after e2e_rest (~40-60 s estimated, 120 s timeout): per
+# case (64x64, 128x128 x2 bf16), variant (plain, PDL, 3 launches/block) and mode (eager, graphed), the
+# GPU span of one forward split into kernel time and the gaps between kernels, from torch.profiler.
+# It answers what no static bound can: is the graphed 64x64 forward's ~22 us per launch kernels or gaps?
 # What to read first in the results: the "+ PDL" rows against their plain rows (prediction: -0.2
 # to -0.4 ms with graphs at 64x64 and 128x128, nothing without graphs: host-bound), the
 # "fp32 tf32x3" row against "triton fp32" (prediction 120 -> 50-80 ms at 128x128 x2, error
@@ -73,10 +77,15 @@ export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/lua_fast_triton_cache}
 export TORCHINDUCTOR_COMPILE_THREADS=${TORCHINDUCTOR_COMPILE_THREADS:-16}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=python3
-STAGES=${*:-prove}
-STAGES=${STAGES/prove/env build carry tests table128 kernels carry}
-STAGES=${STAGES/time/env e2e_rest attention ncu}
-STAGES=${STAGES/extra/env headline}
+expand() {  # a run's name -> its stages, word by word (a stage name such as "timeline" stays itself)
+  case $1 in
+    prove) echo "env build carry tests table128 kernels carry" ;;
+    time) echo "env e2e_rest timeline attention ncu" ;;
+    extra) echo "env headline" ;;
+    *) echo "$1" ;;
+  esac
+}
+STAGES=$(for name in ${*:-prove}; do expand "$name"; done | xargs)
 install_wheels() {  # packages the GPU image lacks (diffusers, for "extra") travel as wheels in .whl/
   # (git-excluded; name it in the call's carry list). Not a stage: PYTHONPATH must reach them all.
   if ls .whl/*.whl >/dev/null 2>&1; then
@@ -186,6 +195,11 @@ stage_e2e_rest() {
     --out "$R/e2e_rest.json"
 }
 
+stage_timeline() {  # GPU busy time against gaps in one forward (torch.profiler): 64x64 and 128x128 x2 bf16,
+  # plain / PDL / 3 launches per block, eager and graphed; after e2e_rest, whose choices it reads from disk
+  timeout 120 $PY scripts/gpu_kernels.py timeline --cases bf16:64:2 bf16:128:2 --out "$R/timeline.json"
+}
+
 stage_attention() {
   timeout 150 $PY benchmarks/bench_window_attention.py --device cuda --sizes 128 --dtypes bfloat16 float32 \
     --no-compile --out "$R/window_attention.json"
@@ -221,6 +235,7 @@ stage_carry() {  # the built extension and Triton's cache, for a rerun on a fres
 for stage in $STAGES; do  # every name checked before any work
   if ! declare -F "stage_$stage" >/dev/null; then echo "unknown stage $stage"; exit 2; fi
 done
+if [ "${LIST_STAGES:-0}" = 1 ]; then echo "stages: $STAGES"; exit 0; fi  # (what would run; tests use it)
 install_wheels
 for stage in $STAGES; do
   run_stage "$stage" "stage_$stage"

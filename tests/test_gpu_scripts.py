@@ -102,3 +102,47 @@ def test_gpu_check_names_only_known_e2e_rows():
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_e2e.py"), "--variants", "no such row"],
                             capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 2 and "unknown variants" in result.stderr, result.stderr[-2000:]
+
+
+def test_timeline_summary_splits_kernel_time_from_gaps():
+    """gpu_kernels.py timeline's summary of a profiler trace: the last of N forwards, busy time as
+    the union of activities (PDL lets a kernel start before its predecessor ends), gaps between."""
+    code = """
+import json, sys
+sys.path.insert(0, "scripts")
+import gpu_kernels as g
+forward = [("conv", 0.0, 10.0), ("linear", 14.0, 20.0), ("attention", 30.0, 8.0), ("linear", 40.0, 5.0)]
+events = [(n, t + 1000.0 * f, d) for f in range(3) for n, t, d in forward]
+print(json.dumps(g.timeline_summary(events[::-1], 3)))
+print(json.dumps(g.timeline_summary(events[:-1], 3)))
+print(json.dumps(g.timeline_summary([], 3)))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    full, short, empty = (json.loads(line) for line in result.stdout.splitlines()[-3:])
+    # conv 0-10, gap 4, linear 14-34 overlapping attention 30-38 (busy to 38), gap 2, linear 40-45
+    assert full["activities"] == 4 and not full["uneven"]
+    assert full["span_us"] == 45 and full["busy_us"] == 39 and full["gap_us"] == 6
+    assert [gap["us"] for gap in full["largest_gaps"]] == [4, 2]
+    assert full["largest_gaps"][0]["before"] == "linear"
+    assert full["by_name"][0] == {"name": "linear", "count": 2, "us": 25.0}
+    assert short["uneven"] and short["activities"] == 3
+    assert empty["activities"] == 0
+
+
+def test_gpu_check_expands_run_names_word_by_word(tmp_path):
+    """"prove", "time" and "extra" stand for lists of stages; a stage whose name contains one of
+    them ("timeline") must stay itself (a substring substitution once turned it into garbage)."""
+    def stages(*names):
+        result = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), *names], capture_output=True,
+                                text=True, timeout=60, env={**os.environ, "OUT": str(tmp_path), "LIST_STAGES": "1"},
+                                cwd=ROOT)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout.split("stages:")[-1].split()
+
+    assert stages("time") == ["env", "e2e_rest", "timeline", "attention", "ncu"]
+    assert stages("timeline") == ["timeline"]
+    assert stages() == stages("prove") and "tests" in stages("prove") and stages("prove")[-1] == "carry"
+    assert stages("extra", "kernels") == ["env", "headline", "kernels"]
