@@ -167,3 +167,44 @@ def test_autotune_choices_persist_across_processes(tmp_path):
     off = tune_in_a_process(2, tmp_path, LUA_FAST_AUTOTUNE_CACHE="0")
     assert off["timed"] == first["timed"] and off["chosen"].keys() == first["chosen"].keys()
     assert off["chosen"] != first["chosen"], "seeds 1 and 2 made the same choices: the test shows nothing"
+
+
+SWEEP = r"""
+import itertools, os, sys, torch
+from unittest import mock
+from stub_gpu import stub_gpu
+from lua_fast import LUAConfig
+from lua_fast.backends.triton_backend import TritonBackendLUA
+from lua_fast.precision import resolve
+from lua_fast.reference import LUA
+
+x = torch.randn(2, 16, 20, 28)
+with stub_gpu(autotune=True) as stub, torch.inference_mode():  # (binaries report to the stub that made them)
+    for name in ["bf16", "fp16", "mixed", "fp32", "tf32"]:
+        prec = resolve(name, None)
+        backend = TritonBackendLUA(LUA(LUAConfig.flux()).to(prec.storage).eval().requires_grad_(False), prec)
+        for fused, dots in itertools.product("01", ["ieee", "tf32x3"] if name == "fp32" else ["ieee"]):
+            env = {"LUA_FAST_FUSED_MLP": fused, "LUA_FAST_FUSED_ATTN_PROJ": fused, "LUA_FAST_FP32_DOTS": dots}
+            launches, timed = stub.launches, stub.timed
+            with mock.patch.dict(os.environ, env):
+                out = backend(x, (2, 4))
+            assert out[2].shape == (2, 16, 40, 56) and out[4].shape == (2, 16, 80, 112), (name, env)
+            print(name, fused, dots, stub.launches - launches, stub.timed - timed)
+"""
+
+
+def test_compiled_launch_paths_of_every_mode_run_with_any_tuned_config(tmp_path):
+    """What the interpreter never runs: each precision mode's launches as compiled kernels (autotuned
+    kernels, prune hooks, grids evaluated on the chosen config's meta-parameters), with configs
+    chosen by made-up timings, x2 and x4 heads, both fused-block switches, both fp32 dot modes."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "benchmarks"), env.get("PYTHONPATH", "")]),
+               TRITON_CACHE_DIR=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", SWEEP], capture_output=True, text=True, env=env, timeout=900,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if line.split()[:1] in (["bf16"], ["fp16"], ["mixed"],
+                                                                                      ["fp32"], ["tf32"])]
+    assert len(rows) == 12
+    assert all(int(launches) > 50 for *_, launches, _ in rows), rows  # (a forward's launches + the timing runs)
+    assert all(int(timed) > 0 for _, fused, _, _, timed in rows if fused == "0"), rows  # (each mode: new keys)
