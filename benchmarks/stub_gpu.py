@@ -27,7 +27,8 @@ import torch
 
 from lua_fast.kernels import attention_proj, conv3x3, fused_linear, fused_mlp, layer_norm, triton_support, window_attention
 
-KERNEL_MODULES = (attention_proj, conv3x3, fused_linear, fused_mlp, layer_norm, window_attention)
+# Where "can Triton kernels run on this device?" is asked (backend dispatch too): yes, on CPU tensors.
+KERNEL_MODULES = (attention_proj, conv3x3, fused_linear, fused_mlp, layer_norm, window_attention, triton_support)
 SM90_PROPERTIES = {"max_shared_mem": 232448, "multiprocessor_count": 132, "max_num_regs": 65536, "warpSize": 32,
                    "sm_clock_rate": 1980000, "mem_clock_rate": 3201000, "mem_bus_width": 6144}
 
