@@ -15,7 +15,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_
 
 try:  # torch's switch between a traceable launch (higher-order op) and a direct kernel call
     from torch._library.triton import is_wrap_triton_enabled, set_wrap_triton_enabled
-except ImportError:  # (present in torch 2.6-2.14; without it every launch stays traceable)
+except ImportError:  # (present in torch 2.6-2.14; without it kernel ops always go through the op)
     is_wrap_triton_enabled, set_wrap_triton_enabled = (lambda: True), None
 
 DISABLE_ENV = "LUA_FAST_DISABLE_TRITON"
@@ -334,10 +334,8 @@ def kernel_op(name: str, fake):
             op = torch.library.triton_op(f"lua_fast::{name}", mutates_args=())(fn)
 
         def call(*args):
-            if not plain_eager(args):
+            if not plain_eager(args) or set_wrap_triton_enabled is None:
                 return op(*args)
-            if set_wrap_triton_enabled is None:
-                return fn(*args)
             with set_wrap_triton_enabled(False):
                 return fn(*args)
 
