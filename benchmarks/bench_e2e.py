@@ -219,7 +219,8 @@ def main() -> None:
                               "tflops_per_s": flops / (timing["median_ms"] * 1e-3) / 1e12,
                               "peak_mib": peak, "rel_err_vs_fp32_reference": err})
             r = case_rows[-1]
-            print(f"{case:8s} {r['variant']:24s} {r['median_ms']:9.3f} ms [{r['p20_ms']:.3f}-{r['p80_ms']:.3f}] "
+            host = f"host {r['host_median_ms']:8.3f} ms  " if "host_median_ms" in r else ""
+            print(f"{case:8s} {r['variant']:24s} {r['median_ms']:9.3f} ms [{r['p20_ms']:.3f}-{r['p80_ms']:.3f}] {host}"
                   f"{r['tflops_per_s']:6.2f} TFLOP/s  err {err:.1e}  "
                   + (f"peak {peak:7.0f} MiB  " if peak is not None else "") + f"first {first_s:.1f} s"
                   + (f"  equal to without PDL: {timing.get('equal_to_without_pdl', '-')}" if variant.pdl else ""),
@@ -238,12 +239,14 @@ def main() -> None:
 
 def table(rows) -> str:
     """Markdown: one line per case x variant, ratios side by side."""
-    lines = ["| case | variant | median ms | p20-p80 | vs released fp32 | vs eager bf16 | vs compiled bf16 | "
-             "peak MiB | err vs fp32 ref |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| case | variant | median ms | p20-p80 | host ms | vs released fp32 | vs eager bf16 | "
+             "vs compiled bf16 | peak MiB | err vs fp32 ref |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = lambda key: f"{r[key]:.2f}x" if key in r else "-"  # noqa: E731
         peak = f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "-"
+        host = f"{r['host_median_ms']:.3f}" if "host_median_ms" in r else "-"
         lines.append(f"| {r['case']} | {r['variant']} | {r['median_ms']:.3f} | {r['p20_ms']:.3f}-{r['p80_ms']:.3f} | "
+                     f"{host} | "
                      f"{ratio('speedup_vs_released_fp32')} | {ratio('speedup_vs_eager_bf16')} | "
                      f"{ratio('speedup_vs_compiled_bf16')} | {peak} | {r['rel_err_vs_fp32_reference']:.1e} |")
     return "\n".join(lines)

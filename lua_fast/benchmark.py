@@ -54,17 +54,21 @@ def synchronize(device: torch.device) -> None:
 def time_call(fn, device: torch.device, *, warmup: int = 1, repeat: int = 5, budget_ms: float | None = None) -> dict:
     """Median and spread of ``fn()`` in ms. On CUDA each call is timed with device events (the
     kernels' span, host launch gaps included) and synchronised; elsewhere by the host clock.
-    With ``budget_ms``, repeats stop once that much time was spent (at least 5 calls)."""
+    With ``budget_ms``, repeats stop once that much time was spent (at least 5 calls). On CUDA
+    also ``host_median_ms``: the time ``fn()`` takes to return (launching, not waiting), so a
+    row shows whether it is host-bound (host close to the median) or GPU-bound."""
     for _ in range(warmup):
         fn()
     synchronize(device)
-    times = []
+    times, host = [], []
     spent = 0.0
     for i in range(repeat):
         if device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
+            launched = time.perf_counter()
             fn()
+            host.append((time.perf_counter() - launched) * 1e3)
             end.record()
             end.synchronize()
             times.append(start.elapsed_time(end))
@@ -77,8 +81,11 @@ def time_call(fn, device: torch.device, *, warmup: int = 1, repeat: int = 5, bud
         if budget_ms is not None and i >= 4 and spent > budget_ms:
             break
     ordered = sorted(times)
-    return {"median_ms": statistics.median(times), "min_ms": ordered[0], "max_ms": ordered[-1],
-            "p20_ms": ordered[len(ordered) // 5], "p80_ms": ordered[(4 * len(ordered)) // 5], "repeat": len(times)}
+    result = {"median_ms": statistics.median(times), "min_ms": ordered[0], "max_ms": ordered[-1],
+              "p20_ms": ordered[len(ordered) // 5], "p80_ms": ordered[(4 * len(ordered)) // 5], "repeat": len(times)}
+    if host:
+        result["host_median_ms"] = statistics.median(host)
+    return result
 
 
 def write_json(path: str | Path, payload: dict) -> None:
