@@ -54,7 +54,9 @@
 # wrap_triton's higher-order op (a host-time regression since f574988, ~250 us per launch, never run
 # on a GPU) and tuned launches skip Autotuner.run: 40-50 us per launch on the dev CPU through a stub
 # driver (the H200 ran 99 us). Prediction: the non-graph triton rows 19.7 -> ~10-13 ms at 64x64 and
-# 29.4 -> ~11-14 ms at 128x128; graphed rows unchanged. The kernels stage prints the host path three ways.
+# 29.4 -> ~11-14 ms at 128x128; graphed rows unchanged. The kernels stage prints the host path three ways,
+# and every e2e row now has "host ms" (time for the call to return): ~10-13 ms predicted for non-graph
+# triton bf16 at 64x64 (199 launches x 50-65 us), ~6.5-8.5 ms with 3 launches/block.
 # Also added then: a "timeline" stage in run 2 after e2e_rest (~40-60 s estimated, 120 s timeout): per
 # case (64x64, 128x128 x2 bf16), variant (plain, PDL, 3 launches/block) and mode (eager, graphed), the
 # GPU span of one forward split into kernel time and the gaps between kernels, from torch.profiler.
