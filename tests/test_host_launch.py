@@ -208,3 +208,58 @@ def test_compiled_launch_paths_of_every_mode_run_with_any_tuned_config(tmp_path)
     assert len(rows) == 12
     assert all(int(launches) > 50 for *_, launches, _ in rows), rows  # (a forward's launches + the timing runs)
     assert all(int(timed) > 0 for _, fused, _, _, timed in rows if fused == "0"), rows  # (each mode: new keys)
+
+
+THREADS = r"""
+import threading, torch
+from unittest import mock
+import triton.testing
+from stub_gpu import stub_gpu
+from lua_fast import LUAConfig
+from lua_fast.backends.triton_backend import TritonBackendLUA
+from lua_fast.precision import resolve
+from lua_fast.reference import LUA
+
+prec = resolve("bf16", None)
+backend = TritonBackendLUA(LUA(LUAConfig.flux()).to(prec.storage).eval().requires_grad_(False), prec)
+a_timing, b_done, errors = threading.Event(), threading.Event(), []
+with stub_gpu(autotune=True), torch.inference_mode():
+    made_up = triton.testing.do_bench
+
+    def timing(*args, **kwargs):  # thread A's first config timing waits (1 s at most) for thread B's forward
+        if threading.current_thread().name == "A" and not a_timing.is_set():
+            a_timing.set()
+            b_done.wait(1.0)
+        return made_up(*args, **kwargs)
+
+    def forward(shape, after=None):
+        try:
+            if after is not None:
+                after.wait(5.0)
+            backend(torch.randn(*shape), (2,))
+        except Exception as exc:
+            errors.append(f"{threading.current_thread().name}: {type(exc).__name__}: {exc}")
+        finally:
+            b_done.set() if threading.current_thread().name == "B" else None
+
+    with mock.patch.object(triton.testing, "do_bench", timing):
+        threads = [threading.Thread(target=forward, args=((1, 16, 16, 24),), name="A"),
+                   threading.Thread(target=forward, args=((1, 16, 96, 96), a_timing), name="B")]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+print("ERRORS", errors)
+"""
+
+
+def test_two_threads_tuning_one_kernel_at_once(tmp_path):
+    """Thread A is timing its first config of the first kernel when thread B runs a whole forward
+    at another size (new keys for the same kernels). Triton's Autotuner keeps a launch's arguments
+    on the shared object and clears them when its run ends: without lua_fast's lock per kernel, A's
+    next config fails on B's cleared arguments (TypeError)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "benchmarks"), env.get("PYTHONPATH", "")]),
+               TRITON_CACHE_DIR=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", THREADS], capture_output=True, text=True, env=env, timeout=600,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ERRORS []" in proc.stdout, proc.stdout[-2000:]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 
 import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
@@ -247,10 +248,16 @@ class _Tuned:
     tuned key done here: ``Autotuner.run`` rebuilds dicts of all ~25 arguments per launch (~19 us
     of host time per launch on the development CPU, half of Triton's launch path before the JIT).
     A key not tuned yet, a config with a pre-hook, or ``TUNED_FAST_PATH[0] = False`` take Triton's
-    own path; the JIT launch gets the same arguments either way (tests/test_host_launch.py)."""
+    own path; the JIT launch gets the same arguments either way (tests/test_host_launch.py).
+
+    Triton's path runs under a lock per kernel: ``Autotuner.run`` keeps the launch's arguments in an
+    attribute of the shared Autotuner while it tunes and clears it when done, so two threads tuning
+    the same kernel at once fail with "TypeError: 'NoneType' object is not a mapping" (seen through
+    the stub with 6 threads) and would time their configs against each other."""
 
     def __init__(self, tuner):
         self.tuner = tuner
+        self.lock = threading.Lock()
         self.name_set = frozenset(tuner.arg_names)
         self.key_index = tuple((k, tuner.arg_names.index(k)) for k in tuner.keys if k in self.name_set)
 
@@ -270,7 +277,8 @@ class _Tuned:
             configs = tuner.configs
             config = configs[0] if len(configs) == 1 else tuner.cache.get(self.key(args, kwargs))
             if config is None or config.pre_hook is not None or not TUNED_FAST_PATH[0]:
-                return tuner[grid](*args, **kwargs)
+                with self.lock:
+                    return tuner[grid](*args, **kwargs)
             tuner.best_config = config
             return tuner.fn.run(*args, grid=grid, warmup=False, **kwargs, **config.all_kwargs())
 
@@ -283,7 +291,7 @@ _TUNED: dict = {}  # Autotuner -> its _Tuned
 def _tuned(tuner) -> _Tuned:
     plan = _TUNED.get(tuner)
     if plan is None:
-        plan = _TUNED[tuner] = _Tuned(tuner)
+        plan = _TUNED.setdefault(tuner, _Tuned(tuner))  # (one per kernel, whichever thread comes first)
     return plan
 
 
