@@ -20,6 +20,23 @@ from lua_fast.kernels import triton_support
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(triton_support.triton is None, reason="triton is not installed")
 
+
+def run_stubbed(script: str, *argv: str, cache_dir, **env_vars) -> str:
+    """Run ``script`` in a fresh process with compiled-mode kernels (no TRITON_INTERPRET),
+    ``benchmarks/`` importable (stub_gpu) and Triton's cache in ``cache_dir`` (nothing tuned before);
+    its stdout."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "benchmarks"), env.get("PYTHONPATH", "")]),
+               TRITON_CACHE_DIR=str(cache_dir), **env_vars)
+    proc = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, env=env,
+                          timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def result_line(stdout: str) -> dict:
+    return json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT"))[len("RESULT"):])
+
 FORWARDS = r"""
 import json, sys, torch
 from unittest import mock
@@ -78,14 +95,7 @@ print("RESULT" + json.dumps(result))
 
 
 def run_forwards(precision: str, cache_dir) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "benchmarks"), env.get("PYTHONPATH", "")])
-    env["TRITON_CACHE_DIR"] = str(cache_dir)  # (tuned afresh: nothing from an earlier run's disk cache)
-    proc = subprocess.run([sys.executable, "-c", FORWARDS, precision], capture_output=True, text=True, env=env,
-                          timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT"))
-    return json.loads(line[len("RESULT"):])
+    return result_line(run_stubbed(FORWARDS, precision, cache_dir=cache_dir))
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
@@ -147,13 +157,7 @@ print("RESULT" + json.dumps({"timed": stub.timed, "chosen": chosen}))
 
 
 def tune_in_a_process(seed: int, cache_dir, **env_vars) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.update(PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "benchmarks"), env.get("PYTHONPATH", "")]),
-               TRITON_CACHE_DIR=str(cache_dir), **env_vars)
-    proc = subprocess.run([sys.executable, "-c", TUNING, str(seed)], capture_output=True, text=True, env=env,
-                          timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT"))[len("RESULT"):])
+    return result_line(run_stubbed(TUNING, str(seed), cache_dir=cache_dir, **env_vars))
 
 
 def test_autotune_choices_persist_across_processes(tmp_path):
@@ -197,13 +201,8 @@ def test_compiled_launch_paths_of_every_mode_run_with_any_tuned_config(tmp_path)
     """What the interpreter never runs: each precision mode's launches as compiled kernels (autotuned
     kernels, prune hooks, grids evaluated on the chosen config's meta-parameters), with configs
     chosen by made-up timings, x2 and x4 heads, both fused-block switches, both fp32 dot modes."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.update(PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "benchmarks"), env.get("PYTHONPATH", "")]),
-               TRITON_CACHE_DIR=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-c", SWEEP], capture_output=True, text=True, env=env, timeout=900,
-                          cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [line.split() for line in proc.stdout.splitlines() if line.split()[:1] in (["bf16"], ["fp16"], ["mixed"],
+    stdout = run_stubbed(SWEEP, cache_dir=tmp_path)
+    rows = [line.split() for line in stdout.splitlines() if line.split()[:1] in (["bf16"], ["fp16"], ["mixed"],
                                                                                       ["fp32"], ["tf32"])]
     assert len(rows) == 12
     assert all(int(launches) > 50 for *_, launches, _ in rows), rows  # (a forward's launches + the timing runs)
@@ -256,10 +255,5 @@ def test_two_threads_tuning_one_kernel_at_once(tmp_path):
     at another size (new keys for the same kernels). Triton's Autotuner keeps a launch's arguments
     on the shared object and clears them when its run ends: without lua_fast's lock per kernel, A's
     next config fails on B's cleared arguments (TypeError)."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.update(PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "benchmarks"), env.get("PYTHONPATH", "")]),
-               TRITON_CACHE_DIR=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-c", THREADS], capture_output=True, text=True, env=env, timeout=600,
-                          cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "ERRORS []" in proc.stdout, proc.stdout[-2000:]
+    stdout = run_stubbed(THREADS, cache_dir=tmp_path)
+    assert "ERRORS []" in stdout, stdout[-2000:]
