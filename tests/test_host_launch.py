@@ -196,7 +196,7 @@ with stub_gpu(autotune=True) as stub, torch.inference_mode():  # (binaries repor
 """
 
 
-def test_compiled_launch_paths_of_every_mode_run_with_any_tuned_config(tmp_path):
+def test_compiled_launch_paths_of_the_precision_modes_with_any_tuned_config(tmp_path):
     """What the interpreter never runs: the precision modes' launches as compiled kernels (autotuned
     kernels, prune hooks, grids evaluated on the chosen config's meta-parameters), with configs
     chosen by made-up timings, x2 and x4 heads, both fused-block switches, both fp32 dot modes."""
