@@ -111,7 +111,9 @@ def main() -> None:
     result = {"benchmark": "host_overhead", "environment": environment(device), "precision": args.precision,
               "latent": args.size, "launch_path": "real GPU launches" if device.type == "cuda" else
               "compiled-mode Triton behind stub_gpu (no compiled launcher, no CUDA driver)",
-              "launches_per_forward": per_forward, "ways": rows}
+              "launches_per_forward": per_forward, "ways": rows,
+              "switches": {k: os.environ.get(k, "") for k in ("LUA_FAST_FUSED_MLP", "LUA_FAST_FUSED_ATTN_PROJ",
+                                                               "LUA_FAST_PDL")}}
     print(f"{args.precision} {args.size}x{args.size} on {device}, {per_forward} launches per forward "
           f"({result['launch_path']}):")
     for name, row in rows.items():
