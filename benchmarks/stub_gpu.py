@@ -85,6 +85,8 @@ class Stub:
 
 @contextlib.contextmanager
 def stub_gpu(autotune: bool = False, seed: int = 0):
+    """The stand-in GPU (see the module docstring); yields a :class:`Stub` counting what crossed it.
+    A binary reports its launches to the Stub of the context that 'compiled' it."""
     if triton_support.INTERPRET:
         raise RuntimeError("stub_gpu needs compiled Triton kernels: run without TRITON_INTERPRET=1")
     import triton.compiler
