@@ -172,7 +172,8 @@ class Upscaler:
         of finite latents (an overflow inside the model) raise :class:`NonFiniteOutputError`, a
         ``FloatingPointError``; ``check_finite=False`` skips both checks (each synchronises with
         the device once). ``cuda_graph=True`` (CUDA only) captures one CUDA graph per
-        (shape, dtype, scales) on first use and replays it afterwards, removing launch overhead.
+        (shape, dtype, scales, per-forward switches: ``cuda_graphs.SWITCHES``) on first use and
+        replays it afterwards, removing launch overhead.
 
         Tiling (``lua_fast.tiling``): ``tile=T`` upscales T x T latent tiles overlapping by
         ``overlap`` (default two windows, at most half a tile) and blends them; ``tile="auto"`` tiles only when the
