@@ -256,3 +256,48 @@ def test_two_threads_tuning_one_kernel_at_once(tmp_path):
     next config fails on B's cleared arguments (TypeError)."""
     stdout = run_stubbed(THREADS, cache_dir=tmp_path)
     assert "ERRORS []" in stdout, stdout[-2000:]
+
+
+TRACED = r"""
+import json, torch
+from collections import Counter
+from stub_gpu import stub_gpu
+from lua_fast import LUAConfig
+from lua_fast.backends.triton_backend import TritonBackendLUA
+from lua_fast.precision import resolve
+from lua_fast.reference import LUA
+
+prec = resolve("bf16", None)
+backend = TritonBackendLUA(LUA(LUAConfig.small()).to(prec.storage).eval().requires_grad_(False), prec)
+x = torch.randn(1, 16, 16, 16, dtype=torch.bfloat16)
+result = {}
+with stub_gpu() as stub, torch.no_grad():
+    backend(x, (2,))
+    eager = stub.launches
+    compiled = torch.compile(lambda x: backend(x, (2,))[2], backend="aot_eager", fullgraph=True)
+    result["shape"] = list(compiled(x).shape)
+    compiled(x)
+    result["compiled_launches"], result["eager_launches"] = stub.launches - eager, eager
+
+    class Model(torch.nn.Module):
+        def forward(self, x):
+            return backend(x, (2,))[2]
+
+    program = torch.export.export(Model(), (x,), strict=False)
+    result["exported_ops"] = dict(Counter(str(n.target) for n in program.graph.nodes if n.op == "call_function"
+                                          and str(n.target).startswith("lua_fast.")))
+print("RESULT" + json.dumps(result))
+"""
+
+
+def test_traced_launch_paths_with_compiled_kernels(tmp_path):
+    """torch.compile (fullgraph, AOT autograd: the triton_op traced into wrap_triton's higher-order op
+    and run) and torch.export with compiled-mode kernels, which the interpreter's opaque custom ops
+    never exercise: the compiled forward launches every kernel the eager one does, and the exported
+    graph holds the lua_fast ops."""
+    result = result_line(run_stubbed(TRACED, cache_dir=tmp_path))
+    assert result["shape"] == [1, 16, 32, 32]
+    assert result["compiled_launches"] == 2 * result["eager_launches"] > 0
+    ops = result["exported_ops"]
+    assert ops.get("lua_fast.fused_linear.default", 0) > 0 and ops.get("lua_fast.window_attention.default", 0) > 0
+    assert ops.get("lua_fast.conv3x3.default", 0) > 0
