@@ -193,19 +193,30 @@ with stub_gpu(autotune=True) as stub, torch.inference_mode():  # (binaries repor
                 out = backend(x, (2, 4))
             assert out[2].shape == (2, 16, 40, 56) and out[4].shape == (2, 16, 80, 112), (name, env)
             print(name, fused, dots, stub.launches - launches, stub.timed - timed)
+    # PDL (needs sm_90 and a CUDA device, so forced here): the JIT must take the launch option
+    from lua_fast.kernels import triton_support
+    prec = resolve("bf16", None)
+    backend = TritonBackendLUA(LUA(LUAConfig.flux()).to(prec.storage).eval().requires_grad_(False), prec)
+    launches = stub.launches
+    with mock.patch.object(triton_support, "pdl_reason", lambda device: None), \
+            mock.patch.dict(os.environ, {"LUA_FAST_FUSED_MLP": "1", "LUA_FAST_FUSED_ATTN_PROJ": "1"}):
+        backend(x, (2, 4))
+    print("PDL", stub.launches - launches)
 """
 
 
 def test_compiled_launch_paths_of_the_precision_modes_with_any_tuned_config(tmp_path):
     """What the interpreter never runs: the precision modes' launches as compiled kernels (autotuned
     kernels, prune hooks, grids evaluated on the chosen config's meta-parameters), with configs
-    chosen by made-up timings, x2 and x4 heads, both fused-block switches, both fp32 dot modes."""
+    chosen by made-up timings, x2 and x4 heads, both fused-block switches, both fp32 dot modes, and
+    one forward with PDL forced on (the JIT must accept the launch option)."""
     stdout = run_stubbed(SWEEP, cache_dir=tmp_path)
     rows = [line.split() for line in stdout.splitlines() if line.split()[:1] in (["bf16"], ["mixed"], ["fp32"],
                                                                                       ["tf32"])]
     assert len(rows) == 10
     assert all(int(launches) > 50 for *_, launches, _ in rows), rows  # (a forward's launches + the timing runs)
     assert all(int(timed) > 0 for _, fused, _, _, timed in rows if fused == "0"), rows  # (each mode: new keys)
+    assert int(next(line for line in stdout.splitlines() if line.startswith("PDL")).split()[1]) > 50
 
 
 THREADS = r"""
