@@ -61,6 +61,15 @@
 # case (64x64, 128x128 x2 bf16), variant (plain, PDL, 3 launches/block) and mode (eager, graphed), the
 # GPU span of one forward split into kernel time and the gaps between kernels, from torch.profiler.
 # It answers what no static bound can: is the graphed 64x64 forward's ~22 us per launch kernels or gaps?
+# Triton cache built ahead on the CPU (second session of 2026-11-27): a Python 3.12 venv at the GPU
+# image's path (/opt/torch/.venv: the libdevice path is part of each binary's key) with triton 3.6.0
+# from PyPI computes the GPU machine's cache keys exactly (12 of 12 checked against the first
+# session's carried cache). So .gpu_carry/tcache.tgz.part-* now holds every PREWARM_CASES/PDL_CASES
+# binary of this commit's kernels (422 jobs), built by
+#   TRITON_CACHE_DIR=DIR /opt/torch/.venv/bin/python scripts/gpu_kernels.py prewarm --stub-driver \
+#     --workers 2 --cases $PREWARM_CASES --pdl-cases $PDL_CASES
+# and tarred as the carry stage does. Expected: the build stage's prewarm finds every binary (~20-30 s
+# of recording, no compiling) instead of ~40-90 s; any kernel changed since compiles as before.
 # What to read first in the results: the "+ PDL" rows against their plain rows (prediction: -0.2
 # to -0.4 ms with graphs at 64x64 and 128x128, nothing without graphs: host-bound), the
 # "fp32 tf32x3" row against "triton fp32" (prediction 120 -> 50-80 ms at 128x128 x2, error

@@ -142,10 +142,22 @@ def _warm(job) -> tuple[str, float, str | None]:
     return kernel, time.time() - start, None
 
 
-def prewarm(cases, workers: int, pdl_cases=()) -> dict:
-    """Compile every job of ``cases``, and of ``pdl_cases`` as launched with PDL."""
+def _use_stub_driver() -> None:
+    """Pool initializer: Triton's active driver becomes benchmarks/stub_gpu.py's stand-in (an sm_90
+    target), so ``warmup`` compiles for sm_90 on a machine without a GPU."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from stub_gpu import _StubDriver
+    from triton.runtime.driver import driver
+
+    driver.set_active(_StubDriver())
+
+
+def prewarm(cases, workers: int, pdl_cases=(), stub_driver: bool = False) -> dict:
+    """Compile every job of ``cases``, and of ``pdl_cases`` as launched with PDL. ``stub_driver``:
+    compile for sm_90 without a GPU (the binaries land in TRITON_CACHE_DIR under the keys a GPU
+    process computes, given the same Triton build, Python, install path and TRITON_* environment)."""
     start = time.time()
-    with mp.get_context("spawn").Pool(workers) as pool:
+    with mp.get_context("spawn").Pool(workers, initializer=_use_stub_driver if stub_driver else None) as pool:
         jobs = compile_jobs(cases, pool)
         if pdl_cases:
             jobs += with_pdl(compile_jobs(pdl_cases, pool))
@@ -388,6 +400,7 @@ def main() -> int:
     p.add_argument("--cases", nargs="+", required=True)
     p.add_argument("--pdl-cases", nargs="*", default=[], help="cases also compiled as launched with LUA_FAST_PDL=1")
     p.add_argument("--workers", type=int, default=os.cpu_count())
+    p.add_argument("--stub-driver", action="store_true", help="compile for sm_90 without a GPU (see prewarm())")
     p.add_argument("--out", default=None)
     t = sub.add_parser("times")
     t.add_argument("--case", default="bf16:128:2")
@@ -415,7 +428,8 @@ def main() -> int:
                   "rows": timeline([parse_case(c) for c in args.cases], args.forwards)}
         failed = any("error" in row for row in result["rows"])
     elif args.command == "prewarm":
-        result = prewarm([parse_case(c) for c in args.cases], args.workers, [parse_case(c) for c in args.pdl_cases])
+        result = prewarm([parse_case(c) for c in args.cases], args.workers, [parse_case(c) for c in args.pdl_cases],
+                         stub_driver=args.stub_driver)
     else:
         from lua_fast.benchmark import environment
 

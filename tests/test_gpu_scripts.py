@@ -149,26 +149,17 @@ def test_gpu_check_expands_run_names_word_by_word(tmp_path):
 
 
 def test_prewarm_compiles_its_jobs_for_sm90_without_a_gpu(tmp_path):
-    """The prewarm's worker (``_warm``: rebuild the arguments, ``JITFunction.warmup``) on one job per
-    kernel and one PDL job, compiled for real for sm_90 behind the stand-in driver of
-    benchmarks/stub_gpu.py (warmup compiles, it never loads or launches)."""
-    code = """
-import sys
-sys.path.insert(0, "scripts"); sys.path.insert(0, "benchmarks")
-import gpu_kernels as g
-from stub_gpu import _StubDriver
-from triton.runtime.driver import driver
-jobs = g.compile_jobs([g.parse_case("bf16:64:2/1")])
-one_each = list({job[0]: job for job in jobs}.values()) + g.with_pdl(jobs)[:1]
-driver.set_active(_StubDriver())
-results = [g._warm(job) for job in one_each]
-print(sorted({kernel for kernel, _, _ in results}), [error for _, _, error in results if error])
-"""
+    """``gpu_kernels.py prewarm --stub-driver``: the prewarm's workers (rebuild the arguments,
+    ``JITFunction.warmup``) compile every job of a case, plain and as launched with PDL, for sm_90
+    behind the stand-in driver of benchmarks/stub_gpu.py (warmup compiles, it never loads or
+    launches). How a GPU session's Triton cache is built ahead on the CPU (see gpu_check.sh)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_CACHE_DIR"] = str(tmp_path)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
-                            timeout=600)
+    env["TRITON_CACHE_DIR"] = str(tmp_path / "cache")
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_kernels.py"), "prewarm", "--stub-driver",
+                             "--workers", "2", "--cases", "bf16:64:2/1", "--pdl-cases", "bf16:64:2/1",
+                             "--out", str(tmp_path / "prewarm.json")], capture_output=True, text=True, env=env,
+                            cwd=ROOT, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == \
-        "['conv3x3', 'fused_linear', 'layer_norm', 'window_attention'] []", result.stdout[-2000:]
-    assert list(tmp_path.rglob("*.cubin")), "nothing was compiled"
+    summary = json.loads((tmp_path / "prewarm.json").read_text())
+    assert summary["jobs"] == 24 and summary["n_errors"] == 0, summary
+    assert len(list((tmp_path / "cache").rglob("*.cubin"))) == 24
