@@ -366,3 +366,32 @@ def plain_eager(args) -> bool:
 def tracing() -> bool:
     """Whether the caller runs under torch.compile / export tracing (fake tensors: no data pointers)."""
     return torch.compiler.is_compiling()
+
+
+# (Placed last: code added above a @triton.jit function shifts its first line, which is part of the
+# cache key of every kernel calling it, so a Triton cache built ahead would miss.)
+def _backport_interpreter_index() -> bool:
+    """Triton 3.6's interpreter turns a tensor used as a loop bound (``range(pid * GROUP, last)``)
+    into an int with ``int(array)``, and a program id is an array of shape (1,), which NumPy 2.4
+    refuses ("only 0-dimensional arrays can be converted to Python scalars"; seen with 2.4.6).
+    Triton 3.7 squeezes the array first; this applies that one-line fix to older interpreters, in
+    the interpreter's own patch scope (restored after each kernel). True when applied."""
+    try:
+        from triton.runtime import interpreter
+    except Exception:  # (an interpreter without this module has nothing to fix)
+        return False
+    original = getattr(interpreter, "_patch_lang_tensor", None)
+    version = tuple(int(p) for p in triton.__version__.split("+")[0].split(".")[:2] if p.isdigit())
+    if original is None or version >= (3, 7) or getattr(original, "lua_fast_backport", False):
+        return False
+
+    def patch_lang_tensor(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    patch_lang_tensor.lua_fast_backport = True
+    interpreter._patch_lang_tensor = patch_lang_tensor
+    return True
+
+
+INTERPRET_INDEX_BACKPORTED = INTERPRET and triton is not None and _backport_interpreter_index()

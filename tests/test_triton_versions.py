@@ -1,0 +1,41 @@
+"""What differs between the Triton releases lua_fast supports (3.6-3.9) and is handled in code.
+
+Triton 3.6's interpreter cannot use a program-id-derived tensor as a loop bound under NumPy >= 2.4
+(86 tests failed that way on 3.6.0 with NumPy 2.4.6 before the backport in triton_support).
+"""
+
+import pytest
+import torch
+
+from lua_fast.kernels import triton_support
+
+triton = pytest.importorskip("triton")
+tl = triton.language
+
+pytestmark = pytest.mark.skipif(not triton_support.INTERPRET, reason="checks the interpreter (TRITON_INTERPRET=1)")
+
+VERSION = tuple(int(p) for p in triton.__version__.split("+")[0].split(".")[:2])
+
+
+@triton.jit
+def _sum_groups(x_ptr, out_ptr, n, GROUP: tl.constexpr):
+    """out[pid] = sum of x over rows pid*GROUP .. min(pid*GROUP + GROUP, n): a loop whose bounds
+    are tensors, as fused_linear's N-tile groups are."""
+    pid = tl.program_id(0)
+    last = tl.minimum(pid * GROUP + GROUP, n)
+    total = tl.zeros([16], tl.float32)
+    for row in range(pid * GROUP, last):
+        total += tl.load(x_ptr + row * 16 + tl.arange(0, 16))
+    tl.store(out_ptr + pid * 16 + tl.arange(0, 16), total)
+
+
+def test_interpreter_takes_tensor_loop_bounds():
+    x = torch.randn(7, 16)
+    out = torch.full((3, 16), float("nan"))
+    _sum_groups[(3,)](x, out, 7, GROUP=3)
+    torch.testing.assert_close(out, torch.stack([x[0:3].sum(0), x[3:6].sum(0), x[6:7].sum(0)]))
+
+
+def test_backport_applies_to_older_interpreters_only():
+    assert triton_support.INTERPRET_INDEX_BACKPORTED == (VERSION < (3, 7))
+    assert triton_support._backport_interpreter_index() is False  # once only, and never on >= 3.7
