@@ -25,7 +25,9 @@ def cmd_info(args) -> int:
         return 0
     print(f"lua_fast {report['lua_fast']}  (python {report['python']}, {report['platform']})")
     for name in ("torch", "torch_cuda", "triton", "triton_kernels", "numpy", "safetensors"):
-        print(f"  {name:12s} {report[name] or ('none (CPU-only build)' if name == 'torch_cuda' else 'not installed')}")
+        untested = report["untested_versions"].get(name)
+        print(f"  {name:12s} {report[name] or ('none (CPU-only build)' if name == 'torch_cuda' else 'not installed')}"
+              + (f"  (WARNING: {untested})" if untested else ""))
     print("devices:")
     print("  cpu")
     for dev in report["cuda_devices"]:

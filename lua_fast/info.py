@@ -19,6 +19,37 @@ ENV_VARS = ("LUA_FAST_BACKEND", "LUA_FAST_DISABLE_NATIVE", "LUA_FAST_DISABLE_TRI
             "LUA_FAST_FUSED_ATTN_PROJ", "LUA_FAST_TRITON_GEMMS", "TRITON_INTERPRET", "TRITON_CACHE_DIR")
 
 
+# The releases this version was tested against (both ends included). Outside them it may still
+# work, but Triton's autotuner/JIT internals and torch's triton_op API, which the launch path
+# leans on, change between releases: `lua-fast info` says so instead of leaving it to a traceback.
+TESTED_VERSIONS = {"torch": ((2, 11), (2, 14)), "triton": ((3, 6), (3, 9))}
+
+
+def _major_minor(version: str) -> tuple[int, int] | None:
+    parts = version.split("+")[0].split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def version_check(name: str, version: str | None) -> str | None:
+    """None when ``version`` of ``name`` lies in TESTED_VERSIONS (or is not installed), else why
+    it is outside: ``version_check("triton", "3.10.0")`` -> "newer than the tested 3.6-3.9"."""
+    if version is None or name not in TESTED_VERSIONS:
+        return None
+    low, high = TESTED_VERSIONS[name]
+    tested = f"{low[0]}.{low[1]}-{high[0]}.{high[1]}"
+    found = _major_minor(version)
+    if found is None:
+        return f"version {version!r} not understood; tested {tested}"
+    if found < low:
+        return f"older than the tested {tested}"
+    if found > high:
+        return f"newer than the tested {tested}"
+    return None
+
+
 def _module_version(name: str) -> str | None:
     try:
         return getattr(importlib.import_module(name), "__version__", "unknown")
@@ -57,6 +88,9 @@ def info() -> dict:
         "torch_cuda": torch.version.cuda,
         "triton": _module_version("triton"),
         "triton_kernels": _triton_report(),
+        "untested_versions": {name: why for name in TESTED_VERSIONS
+                              if (why := version_check(name, torch.__version__ if name == "torch"
+                                                       else _module_version(name))) is not None},
         "programmatic_dependent_launch": _pdl_report(),
         "numpy": _module_version("numpy"),
         "safetensors": _module_version("safetensors"),

@@ -1,5 +1,6 @@
 """The lua-fast command line: info, demo, convert, upscale."""
 
+import importlib
 import json
 import shutil
 import subprocess
@@ -26,6 +27,23 @@ def test_info_json(capsys):
     assert report["auto_backend"]["cpu"] == "torch"
     assert "reason" in report["native_extension"]
     assert "cpu" not in report["programmatic_dependent_launch"]  # (a CUDA launch option)
+
+
+def test_info_says_when_a_version_is_outside_the_tested_range(monkeypatch, capsys):
+    info_module = importlib.import_module("lua_fast.info")  # (lua_fast.info is also the function)
+
+    assert info_module.version_check("torch", "2.11.0+cu130") is None
+    assert info_module.version_check("torch", "2.14.1") is None
+    assert info_module.version_check("triton", "3.6.0") is None and info_module.version_check("triton", None) is None
+    assert info_module.version_check("torch", "2.15.0.dev20270101+cpu") == "newer than the tested 2.11-2.14"
+    assert info_module.version_check("triton", "3.10.0") == "newer than the tested 3.6-3.9"  # (not "3.1")
+    assert info_module.version_check("triton", "3.5.1") == "older than the tested 3.6-3.9"
+    assert "not understood" in info_module.version_check("triton", "main")
+    # (the versions installed here are in range: CI pins them)
+    assert main(["info", "--json"]) == 0 and json.loads(capsys.readouterr().out)["untested_versions"] == {}
+    monkeypatch.setattr(torch, "__version__", "2.16.0")
+    assert main(["info"]) == 0
+    assert "2.16.0  (WARNING: newer than the tested 2.11-2.14)" in capsys.readouterr().out
 
 
 def test_python_dash_m_info_and_demo_small():
