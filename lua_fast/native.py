@@ -7,10 +7,12 @@ says why and every op falls back to its pure-PyTorch implementation.
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -37,11 +39,23 @@ def _has_kernel(op: str, key: str) -> bool:
         return False
 
 
+def _built_for_another_python(package: Path = Path(__file__).resolve().parent) -> list[str]:
+    """Names of ``_C`` libraries in ``package`` that this interpreter cannot import (an in-place
+    build by another Python version, or a library carried from another machine)."""
+    return sorted(p.name for p in package.glob("_C.*") if p.suffix in (".so", ".pyd")
+                  and p.name not in {"_C" + suffix for suffix in importlib.machinery.EXTENSION_SUFFIXES})
+
+
 def _load() -> NativeStatus:
     if os.environ.get(DISABLE_ENV, "").strip() not in ("", "0"):
         return NativeStatus(False, f"disabled by {DISABLE_ENV}={os.environ[DISABLE_ENV]}")
     spec = importlib.util.find_spec("lua_fast._C")
     if spec is None or not spec.origin:
+        other = _built_for_another_python()
+        if other:
+            return NativeStatus(False, f"built for another Python ({', '.join(other)} beside the package; this "
+                                       f"interpreter loads {importlib.machinery.EXTENSION_SUFFIXES[0]!r}): "
+                                       "reinstall with this Python")
         return NativeStatus(
             False,
             "not built (installed with LUA_FAST_NO_NATIVE_BUILD=1, without torch at build time, or the "

@@ -75,7 +75,28 @@ def test_broken_extension_is_reported_not_raised(tmp_path, monkeypatch):
     status = native._load()
     assert not status.loaded and "failed to load" in status.reason and str(bogus) in status.reason
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(native, "_built_for_another_python", lambda: [])
     assert "not built" in native._load().reason
+
+
+def test_a_library_built_for_another_python_is_named(tmp_path, monkeypatch):
+    """An in-place build by Python 3.11 seen from 3.12 (or a library carried between machines) is
+    not "not built": the reason names the file and the suffix this interpreter wants."""
+    import importlib.machinery
+    import importlib.util
+
+    mine = "_C" + importlib.machinery.EXTENSION_SUFFIXES[0]
+    foreign = "_C.cpython-299-x86_64-linux-gnu.so"
+    for name in (mine, foreign, "_C.cpp"):
+        (tmp_path / name).write_bytes(b"")
+    assert native._built_for_another_python(tmp_path) == [foreign]
+    (tmp_path / foreign).unlink()
+    assert native._built_for_another_python(tmp_path) == []
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(native, "_built_for_another_python", lambda: [foreign])
+    monkeypatch.delenv(native.DISABLE_ENV, raising=False)
+    reason = native._load().reason
+    assert reason.startswith("built for another Python") and foreign in reason and "reinstall" in reason
 
 
 def test_info_reports_the_extension():
