@@ -216,5 +216,6 @@ class LUA(nn.Module):
                 raise ValueError(f"scale {s} is not one of this model's heads {self.config.scales}")
         height, width = x.shape[-2:]
         g = trunk(pad_to_window_multiple(x, self.config.window_size))
-        head = head or (lambda features, s: self.heads[self.config.head_name(s)](features))
+        if head is None:  # (not `head or ...`: torch 2.11's Dynamo cannot take a bound method's truth value)
+            head = lambda features, s: self.heads[self.config.head_name(s)](features)  # noqa: E731
         return {s: head(g, s)[..., : s * height, : s * width] for s in scales}
