@@ -39,3 +39,21 @@ def test_interpreter_takes_tensor_loop_bounds():
 def test_backport_applies_to_older_interpreters_only():
     assert triton_support.INTERPRET_INDEX_BACKPORTED == (VERSION < (3, 7))
     assert triton_support._backport_interpreter_index() is False  # once only, and never on >= 3.7
+
+
+def test_kernel_wrappers_read_no_data_pointer_of_a_fake_tensor():
+    """torch 2.11's Dynamo runs a triton_op on fake tensors while ``is_compiling()`` is False, and a
+    fake tensor's ``data_ptr()`` then raises ("Cannot access data pointer of Tensor"); the
+    alignment and border checks must read only sizes, strides and offsets of fake tensors."""
+    import warnings
+
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from lua_fast.kernels import conv3x3
+
+    with FakeTensorMode() as mode, warnings.catch_warnings():
+        warnings.simplefilter("error")  # (2.13 only warns where 2.11's Dynamo raises)
+        t = mode.from_tensor(torch.randn(4, 64, dtype=torch.bfloat16))
+        assert conv3x3.alignment(t) == 16 and conv3x3.alignment(t[:, 1:]) == 1
+        assert triton_support.without_data(t)
+    assert not triton_support.without_data(torch.randn(2))

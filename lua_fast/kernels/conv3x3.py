@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from .triton_support import (INTERPRET, autotuned, cdiv, dot_precision, dot_upcast, fp32_operands, grid_dependency_sync,
                              kernel_op, launcher, next_pow2, note_launch, pdl_options, size_class, store_dtype, tl,
-                             tracing, triton, tuned, unavailable_reason)
+                             triton, tuned, unavailable_reason, without_data)
 
 K_PAD_ROWS = 128  # zero rows after the 9*Cin packed rows: the largest BLOCK_K
 
@@ -85,7 +85,7 @@ def alignment(t: torch.Tensor, skip_unit: bool = True) -> int:
     """The largest power of two <= 16 dividing t's start (in elements, from a 16-byte boundary) and
     every non-unit stride: the ``multiple_of`` hint a row offset into t may carry. Under tracing
     (no data pointer) the allocation is taken as 16-byte aligned, as CUDA's allocator guarantees."""
-    if tracing():
+    if without_data(t):
         if (t.storage_offset() * t.element_size()) % 16:
             return 1
     elif t.data_ptr() % 16:
@@ -284,7 +284,7 @@ def _launch(x, w_packed, bias, residual, c_out, slope, has_leaky, pixel_shuffle,
     b, h, w, cin = x.shape
     width = w_packed.shape[1]
     out_dtype = out_dtype or x.dtype
-    if padded_input and not tracing() and not has_zero_border_room(x):  # needs the storage: eager only
+    if padded_input and not without_data(x) and not has_zero_border_room(x):  # needs the storage: eager only
         raise ValueError("conv3x3: padded_input=True needs x to be the interior view of a buffer with a "
                          "1-pixel border (e.g. the output of conv3x3(..., out_padded=True))")
     result = None

@@ -368,6 +368,16 @@ def tracing() -> bool:
     return torch.compiler.is_compiling()
 
 
+from torch._subclasses.fake_tensor import is_fake  # noqa: E402 (here, below the jit functions: see the end)
+
+
+def without_data(t: torch.Tensor) -> bool:
+    """Whether t has no data to read (pointer, storage bytes): under tracing, or a fake tensor.
+    (torch 2.11's Dynamo runs a triton_op on fake tensors with ``is_compiling()`` False, and then
+    ``data_ptr()`` raises; 2.13 reports compiling there.)"""
+    return tracing() or is_fake(t)
+
+
 # (Placed last: code added above a @triton.jit function shifts its first line, which is part of the
 # cache key of every kernel calling it, so a Triton cache built ahead would miss.)
 def _backport_interpreter_index() -> bool:
