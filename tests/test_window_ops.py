@@ -188,3 +188,23 @@ def test_cuda_mask_for_a_new_size_is_one_launch_without_host_copies():
     copies = [n for n in names if "memcpy" in n.lower()]
     assert len(launches) == 1, names
     assert not copies, copies
+
+
+def test_traced_masks_use_the_pytorch_composition():
+    """Traced graphs never hold the native mask op: an AOTInductor package built by torch 2.11
+    passed the op's dtype argument wrong (a float32 mask came back float64 and was read as float32:
+    7e-2 error end to end), so tracing takes the composition, which gives the same values."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    def fn(x):
+        mask, labels = W.window_mask(x.shape[1], x.shape[2], 4, 2, dtype=x.dtype, device=x.device)
+        return mask + x.sum() * 0, labels
+
+    x = torch.randn(1, 8, 12)
+    graph = make_fx(fn, tracing_mode="symbolic")(x)
+    assert not [n for n in graph.graph.nodes if "lua_fast" in str(n.target)], graph.graph
+    for got, want in zip(graph(x), fn(x)):
+        assert torch.equal(got, want)
+    graph = make_fx(fn)(x)  # static sizes, under the proxy mode
+    assert not [n for n in graph.graph.nodes if "lua_fast" in str(n.target)], graph.graph
+    assert not W._traced()

@@ -104,10 +104,19 @@ def window_merge(windows: torch.Tensor, batch: int, height: int, width: int, win
     return torch_window_merge(windows, batch, height, width, window, shift)
 
 
+def _traced() -> bool:
+    """Under torch.compile / torch.export tracing or a dispatch mode (make_fx, fake tensors)."""
+    return torch.compiler.is_compiling() or torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.FAKE) \
+        is not None or torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.PROXY) is not None
+
+
 def window_mask(height: int, width: int, window: int, shift: int, *, dtype=torch.float32, device="cpu"):
     device = torch.device(device)
     _check_mask(height, width, window, shift, dtype)
-    if _native_ok(device):
+    # Traced graphs get the PyTorch composition (the same values; the compiler fuses it): in an
+    # AOTInductor package built by torch 2.11 the op's ScalarType argument arrived wrong (a float32
+    # mask came back float64 and was read as float32: 7e-2 error end to end; fine on 2.13).
+    if _native_ok(device) and isinstance(height, int) and isinstance(width, int) and not _traced():
         return torch.ops.lua_fast.window_mask(height, width, window, shift, dtype, device)
     return torch_window_mask(height, width, window, shift, dtype=dtype, device=device)
 
