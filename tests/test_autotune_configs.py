@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from lua_fast.kernels import triton_support
-from conftest import rel_err
+from conftest import GPU_SHAPES, rel_err
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 if triton_support.unavailable_reason(DEVICE):
@@ -29,7 +29,7 @@ from lua_fast.kernels import window_attention as WA  # noqa: E402
 
 # bf16 is the production dtype; the interpreter's bf16 dots upcast, which its prune hooks treat
 # as a different kernel (no register-resident rows), so the CPU checks fp16 operands instead.
-LOW = torch.bfloat16 if DEVICE.type == "cuda" else torch.float16
+LOW = torch.bfloat16 if GPU_SHAPES else torch.float16
 
 
 class OneConfig:
@@ -104,8 +104,8 @@ LINEAR_CASES = {  # released widths: K = 360 into qkv (LN), fc1 (LN + GELU), fc2
 @pytest.mark.parametrize("case", list(LINEAR_CASES))
 def test_every_fused_linear_config(one_config, case, index):
     c = LINEAR_CASES[case]
-    m = 208 if DEVICE.type == "cuda" else 80  # a partial last row block either way
-    n = c["n"] if DEVICE.type == "cuda" else min(c["n"], 384)  # (the interpreter: fewer N tiles)
+    m = 208 if GPU_SHAPES else 80  # a partial last row block either way
+    n = c["n"] if GPU_SHAPES else min(c["n"], 384)  # (the interpreter: fewer N tiles)
     gen = torch.Generator().manual_seed(index)
     x = (torch.randn(m, c["k"], generator=gen) * 3 + (20.0 if c["ln"] else 0.0)).to(DEVICE)
     w = (torch.randn(n, c["k"], generator=gen) / c["k"] ** 0.5).to(DEVICE, LOW)
@@ -128,7 +128,7 @@ def test_every_fused_linear_config(one_config, case, index):
 def test_every_fused_mlp_config(one_config, index):
     """The released widths (D = 360 -> 720 -> 360: fc2 in tiles of 256 + 128 columns, 24 masked),
     a partial last row block."""
-    m, d, hidden = (208 if DEVICE.type == "cuda" else 80), 360, 720
+    m, d, hidden = (208 if GPU_SHAPES else 80), 360, 720
     gen = torch.Generator().manual_seed(index)
     x = (torch.randn(m, d, generator=gen) * 3 + 20.0).to(DEVICE, LOW)
     w1, b1 = (torch.randn(hidden, d, generator=gen) / d**0.5).to(DEVICE, LOW), torch.randn(hidden, generator=gen)
@@ -152,7 +152,7 @@ def test_every_window_attention_config(one_config, shift, index):
     """Window 16 (256 tokens, the released size), head width 30 padded to 32, a border of windows
     that the shift masks."""
     heads, head_dim, window = 2, 30, 16
-    batch, height, width = (2, 32, 48) if DEVICE.type == "cuda" else (1, 32, 32)  # (2x2 windows: 3 masked)
+    batch, height, width = (2, 32, 48) if GPU_SHAPES else (1, 32, 32)  # (2x2 windows: 3 masked)
     gen = torch.Generator().manual_seed(index + shift)
     qkv = torch.randn(batch, height * width, 3 * heads * head_dim, generator=gen).to(DEVICE, LOW)
     table = (2.0 * torch.randn((2 * window - 1) ** 2, heads, generator=gen)).to(DEVICE)
@@ -172,7 +172,7 @@ def test_every_attention_proj_config(one_config, shift, index):
     """The released widths: window 16, 12 heads of 30 (packed 32), D = 360 (accumulator tiles of
     256 + 128); the shifted case's windows all on the border (masked) on the CPU, some not on a GPU."""
     heads, head_dim, window = 12, 30, 16
-    batch, height, width = (2, 32, 48) if DEVICE.type == "cuda" else (1, 16, 32)
+    batch, height, width = (2, 32, 48) if GPU_SHAPES else (1, 16, 32)
     d = heads * head_dim
     gen = torch.Generator().manual_seed(index + shift)
     qkv = torch.randn(batch, height * width, 3 * d, generator=gen).to(DEVICE, LOW)
@@ -203,8 +203,8 @@ CONV_CASES = {  # (c_in, c_out, epilogue): the trunk conv, the x2 head's shuffle
 @pytest.mark.parametrize("case", list(CONV_CASES))
 def test_every_conv3x3_config(one_config, case, index):
     c_in, c_out, extra = CONV_CASES[case]
-    c_in = c_in if DEVICE.type == "cuda" else 40  # (the interpreter: a short K loop, a partial K tile)
-    b, h, w = (2, 9, 13) if DEVICE.type == "cpu" else (2, 19, 27)  # pixels not a multiple of any tile
+    c_in = c_in if GPU_SHAPES else 40  # (the interpreter: a short K loop, a partial K tile)
+    b, h, w = (2, 19, 27) if GPU_SHAPES else (2, 9, 13)  # pixels not a multiple of any tile
     gen = torch.Generator().manual_seed(index)
     x = torch.randn(b, h, w, c_in, generator=gen).to(DEVICE, LOW)
     weight = (torch.randn(c_out, c_in, 3, 3, generator=gen) / (9 * c_in) ** 0.5).to(DEVICE)

@@ -163,3 +163,27 @@ def test_prewarm_compiles_its_jobs_for_sm90_without_a_gpu(tmp_path):
     summary = json.loads((tmp_path / "prewarm.json").read_text())
     assert summary["jobs"] == 24 and summary["n_errors"] == 0, summary
     assert len(list((tmp_path / "cache").rglob("*.cubin"))) == 24
+
+
+def test_compile_only_plugin_compiles_a_gpu_tests_kernels_for_sm90_and_runs_none(tmp_path):
+    """``scripts/compile_only.py`` (how the GPU test run's binaries join the carried Triton cache):
+    a kernel test run through it compiles its launches for sm_90 into TRITON_CACHE_DIR, launches
+    nothing (the poisoned output stays NaN, so the test's check fails), and a second run finds
+    every binary in the cache."""
+    test = "tests/test_fused_glue.py::test_add_layer_norm_matches_the_composition[add+norm-torch.float32]"
+    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_CACHE_DIR": str(tmp_path / "cache"),
+           "LUA_FAST_TEST_GPU_SHAPES": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "scripts"), str(ROOT / "benchmarks"), str(ROOT)])}
+
+    def run() -> str:
+        result = subprocess.run([sys.executable, "-m", "pytest", "-p", "compile_only", "-q", "-p", "no:cacheprovider",
+                                 "-p", "no:xdist", test], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+        assert "1 failed" in result.stdout, result.stdout[-3000:] + result.stderr[-2000:]  # no kernel ran
+        return next(line for line in result.stdout.splitlines() if line.startswith("compile_only:"))
+
+    first = run()
+    assert "1 kernels compiled for sm_90 (1 new binaries" in first and "0 errors" in first, first
+    (cubin,) = (tmp_path / "cache").rglob("*.cubin")
+    assert json.loads(cubin.with_suffix(".json").read_text())["target"]["arch"] == 90
+    second = run()
+    assert "1 kernels compiled for sm_90 (0 new binaries" in second, second
