@@ -75,6 +75,20 @@
 # (test_backends' no-graph-breaks test), and Triton 3.6's interpreter needed a backport under NumPy
 # >= 2.4 (86 tests); the kernels' cache keys are unchanged (the carried cache still hits). Known and
 # allowed: the shifted whole-window attention configs spill 8-24 B on Triton 3.6 (n_spills in kernels).
+# Fourth session of 2026-11-27 (no GPU): the carried cache now also holds the GPU test run's own
+# binaries. The kernel tests launch shapes, tiles and dtypes no forward does: through
+# scripts/compile_only.py (a pytest plugin: stand-in sm_90 driver, real compiles, no launches) the
+# GPU_TESTS files compile 375 kernels, 301 of them not in the prewarm's cache (237 s of compiling on
+# 2 CPU cores; the tests stage's 12 workers would each have compiled what they met). Rebuilt as
+#   cat .gpu_carry/tcache.tgz.part-* | tar xzf - -C DIR   # the prewarm binaries, built as above
+#   TRITON_INTERPRET=0 TRITON_CACHE_DIR=DIR LUA_FAST_TEST_GPU_SHAPES=1 PYTHONPATH=scripts:benchmarks \
+#     /opt/torch/.venv/bin/python -O -m pytest -p compile_only --assert=plain -q -p no:cacheprovider -n 2 $GPU_TESTS
+# then tarred as the carry stage does, also leaving out *.autotune.json (the stand-in's untimed
+# choices): 723 binaries, 27.5 MB in two parts. A second run against the extracted tarball compiled
+# 0 new binaries (375 cache hits, 1 s). /opt/torch/.venv now holds the GPU image's torch 2.11.0 too.
+# Expected: the tests stage compiles nothing a kernel test launches; what it still meets is GPU-only
+# shapes the prewarm does not list. Any kernel edit (or a line added above a @triton.jit function)
+# makes these binaries stale: rebuild both steps.
 # What to read first in the results: the "+ PDL" rows against their plain rows (prediction: -0.2
 # to -0.4 ms with graphs at 64x64 and 128x128, nothing without graphs: host-bound), the
 # "fp32 tf32x3" row against "triton fp32" (prediction 120 -> 50-80 ms at 128x128 x2, error
