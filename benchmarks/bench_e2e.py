@@ -162,6 +162,24 @@ def run_variant(variant, state_dict, x, scale, device, repeat, trace_memory=Fals
     return out, timing, peak, first_s
 
 
+def failed_row(case: str, variant: Variant, exc: Exception, device: torch.device) -> dict:
+    """A row that failed (e.g. the released-style fp32 path's ~132 GB peak at 128x128 on an 80 GB
+    H100), recorded with its error instead of ending the table."""
+    row = {"case": case, "variant": variant.label, "backend": variant.backend, "precision": variant.precision,
+           "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}
+    if device.type == "cuda":
+        row["device_memory_gib"] = round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
+    return row
+
+
+def free_device_memory(device: torch.device) -> None:
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def parse_case(case: str) -> tuple[int, int, int]:
     """'128x2' -> (size 128, scale 2, batch 1); '128x2b4' -> batch 4."""
     size_scale, _, batch = case.partition("b")
@@ -204,8 +222,19 @@ def main() -> None:
         ref = lua_fast.load(state_dict, device=device, backend="reference", precision="fp32").upscale(x, scale=scale)
         results, outputs, case_rows = {}, {}, []
         for variant in case_variants:
-            out, timing, peak, first_s = run_variant(variant, state_dict, x, scale, device, args.repeat,
-                                                     trace_memory=variant.label in args.trace_memory)
+            failure = None
+            try:
+                out, timing, peak, first_s = run_variant(variant, state_dict, x, scale, device, args.repeat,
+                                                         trace_memory=variant.label in args.trace_memory)
+            except Exception as exc:  # noqa: BLE001 (one row's failure must not cost the table its other rows)
+                failure = failed_row(case, variant, exc, device)
+            if failure is not None:  # (past the except block: its traceback no longer holds the row's tensors)
+                free_device_memory(device)
+                case_rows.append(failure)
+                print(f"{case:8s} {variant.label:24s} FAILED: {failure['error']}", flush=True)
+                write_json(args.out, {"benchmark": "e2e", "config": config.to_dict(),
+                                      "environment": environment(device), "results": rows + case_rows})
+                continue
             err = ((out.double() - ref.double()).norm() / ref.double().norm()).item()
             results[variant.label] = timing["median_ms"]
             outputs[variant.label] = out
@@ -228,7 +257,7 @@ def main() -> None:
             first = case_variants[0].label
             for row in case_rows:  # ratios so far: the file is rewritten after every variant
                 for label in (first, "eager bf16", "compiled bf16"):
-                    if label in results:
+                    if label in results and "median_ms" in row:
                         row[f"speedup_vs_{label.replace(' ', '_')}"] = results[label] / row["median_ms"]
             write_json(args.out, {"benchmark": "e2e", "config": config.to_dict(), "environment": environment(device),
                                   "results": rows + case_rows})
@@ -242,6 +271,9 @@ def table(rows) -> str:
     lines = ["| case | variant | median ms | p20-p80 | host ms | vs released fp32 | vs eager bf16 | "
              "vs compiled bf16 | peak MiB | err vs fp32 ref |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['case']} | {r['variant']} | failed: {r['error']} | | | | | | | |")
+            continue
         ratio = lambda key: f"{r[key]:.2f}x" if key in r else "-"  # noqa: E731
         peak = f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "-"
         host = f"{r['host_median_ms']:.3f}" if "host_median_ms" in r else "-"
