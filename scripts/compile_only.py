@@ -2,7 +2,7 @@
 they launch for sm_90 and running none, so a GPU test run later finds its binaries in the cache.
 
     TRITON_INTERPRET=0 TRITON_CACHE_DIR=DIR LUA_FAST_TEST_GPU_SHAPES=1 PYTHONPATH=scripts:benchmarks \\
-        python -O -m pytest -p compile_only -q -p no:cacheprovider $GPU_TESTS
+        python -O -m pytest -p compile_only --assert=plain -q -p no:cacheprovider $GPU_TESTS
 
 Why: the GPU machine's test stage (scripts/gpu_check.sh) never finished inside its budget. The
 prewarm compiles the forwards the tables and GPU-only tests run, but the kernel tests launch their
@@ -12,10 +12,11 @@ own shapes, tiles and dtypes: 375 kernels, 301 of them not among the prewarm's (
 How: benchmarks/stub_gpu.py's stand-in driver reports an sm_90 device, and ``triton.compile`` is
 wrapped so each compile is real (it lands in TRITON_CACHE_DIR under the key a GPU process computes,
 given the same Triton build, Python, install path and TRITON_* environment: see gpu_check.sh's
-header) while the launch is a no-op. The tests' outputs are therefore garbage: ``python -O``
-strips their asserts so a test goes on to its later launches instead of stopping at its first
-check (checks that raise, such as ``pytest.raises``, still stop it), and the exit status means
-nothing. ``LUA_FAST_TEST_GPU_SHAPES=1`` makes the tests pick the shapes and dtypes they use on a
+header) while the launch is a no-op. The tests' outputs are therefore garbage and the exit status
+means nothing. ``python -O --assert=plain`` strips the tests' asserts (pytest's rewritten asserts
+survive ``-O`` alone), so a test goes on to its later launches instead of stopping at its first
+check; checks that raise, such as ``pytest.raises``, still stop it. (On 2026-11-27 it made no
+difference: the tests launch before they check, 375 compiles either way.) ``LUA_FAST_TEST_GPU_SHAPES=1`` makes the tests pick the shapes and dtypes they use on a
 GPU (tests/conftest.py). GPU-only tests (no CUDA device here) are skipped: the prewarm covers them.
 At the end it prints how many kernels were compiled, how many were new, and the compile errors.
 """

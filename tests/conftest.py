@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 
 # Kernel tests use small shapes under the interpreter and larger ones on a GPU. A compile-only run
 # without a GPU (scripts/compile_only.py, which builds the GPU run's Triton cache ahead) asks for
-# the GPU's shapes and dtypes here, so it compiles exactly the binaries a GPU test run launches.
+# the GPU's shapes and dtypes here, so it compiles the binaries a GPU test run launches.
 GPU_SHAPES = torch.cuda.is_available() or os.environ.get("LUA_FAST_TEST_GPU_SHAPES") == "1"
 
 from lua_fast import LUAConfig
