@@ -5,7 +5,9 @@
 
 GPU variants (--full): released-style fp32 (the reference with SDPA on the bias as a float
 mask, flash disabled, and shift masks rebuilt on the CPU and copied to the device in every
-shifted block, as the released code does for sizes other than 32x32), eager bf16 reference,
+shifted block, as the released code does for sizes other than 32x32), the same under PyTorch's
+default TF32 switches (cuDNN convs in TF32, matmuls in IEEE fp32: what the released code gets in
+a fresh process; lua_fast's fp32 mode turns TF32 off everywhere), eager bf16 reference,
 torch.compile of the bf16 reference, lua_fast "torch" in bf16, lua_fast "triton" in bf16 /
 mixed / fp32, each with and without CUDA graphs (bf16 also with programmatic dependent launch,
 LUA_FAST_PDL=1; fp32 also with its Triton dots as three TF32 products, LUA_FAST_FP32_DOTS=tf32x3); cases 128x128 x2, 64x64 x2, 128x128 x4
@@ -28,8 +30,9 @@ import torch
 import torch.nn.functional as F
 
 import lua_fast
-from lua_fast import LUAConfig
+from lua_fast import LUAConfig, dispatch
 from lua_fast.flops import forward_flops
+from lua_fast.precision import set_tf32_switches, tf32_switches
 from lua_fast.reference import LUA, windows
 from lua_fast.reference import model as reference_model
 
@@ -49,6 +52,7 @@ class Variant:
     fp32_dots: str = "ieee"  # LUA_FAST_FP32_DOTS: the Triton kernels' fp32 dots, IEEE or tf32x3
     fused_mlp: bool = False  # LUA_FAST_FUSED_MLP=1: each Swin block's MLP as one launch
     fused_attn: bool = False  # LUA_FAST_FUSED_ATTN_PROJ=1: attention + proj + residual as one launch
+    pytorch_switches: bool = False  # PyTorch's default TF32 switches instead of the fp32 mode's IEEE ones
 
     def env(self) -> dict:
         return {"LUA_FAST_PDL": "1" if self.pdl else "0", "LUA_FAST_FP32_DOTS": self.fp32_dots,
@@ -58,6 +62,7 @@ class Variant:
 
 GPU_VARIANTS = [  # torch.compile last: its compile is the slowest first call
     Variant("released fp32", "reference", "fp32", released_masks=True),
+    Variant("released fp32, TF32 convs", "reference", "fp32", released_masks=True, pytorch_switches=True),
     Variant("eager bf16", "reference", "bf16"),
     Variant("torch bf16", "torch", "bf16"),
     Variant("triton bf16", "triton", "bf16"),
@@ -96,6 +101,24 @@ def _released_attention(self, x, mask):
     return self.proj(out.transpose(1, 2).reshape(bw, n, dim))
 
 
+# The TF32 switches a fresh process starts with (nothing here has set them yet): cuDNN convs may use
+# TF32 (PyTorch's default), fp32 matmuls may not. The released code sets none, so it runs under these.
+PYTORCH_DEFAULT_SWITCHES = tf32_switches()
+
+
+@contextlib.contextmanager
+def pytorch_default_switches():
+    """Run a forward under PyTorch's default TF32 switches, with the fp32 mode's switch-off (IEEE
+    GEMMs and convs, for its 1e-5 bound) bypassed: the released code's conditions on a GPU."""
+    saved = tf32_switches()
+    set_tf32_switches(PYTORCH_DEFAULT_SWITCHES)
+    try:
+        with mock.patch.object(dispatch, "backend_flags", lambda precision, device: contextlib.nullcontext()):
+            yield
+    finally:
+        set_tf32_switches(saved)
+
+
 @contextlib.contextmanager
 def released_code_path():
     """Run the reference as the released code does: each shift mask rebuilt on the CPU and copied
@@ -110,6 +133,19 @@ def released_code_path():
             yield
     finally:
         windows.shift_mask, reference_model.WindowAttention.forward = real_mask, real_forward
+
+
+def record_switches_once(module) -> list:
+    """A list that receives the TF32 switches in force when ``module``'s forward first runs (inside
+    the backend's own switch context), then stops listening (no cost in the timed calls)."""
+    seen = []
+
+    def record(_module, _args):
+        seen.append(tf32_switches())
+        handle.remove()
+
+    handle = module.register_forward_pre_hook(record)
+    return seen
 
 
 def largest_allocations(snapshot: dict, top: int = 5) -> list[dict]:
@@ -136,7 +172,9 @@ def run_variant(variant, state_dict, x, scale, device, repeat, trace_memory=Fals
     else:
         call = lambda: up.upscale(x, scale=scale, check_finite=False, cuda_graph=variant.cuda_graph)  # noqa: E731
     ctx = released_code_path() if variant.released_masks else contextlib.nullcontext()
-    with ctx, mock.patch.dict(os.environ, variant.env()), torch.inference_mode():
+    switches = pytorch_default_switches() if variant.pytorch_switches else contextlib.nullcontext()
+    seen = record_switches_once(up.reference_model) if variant.backend == "reference" and not variant.compile else []
+    with ctx, switches, mock.patch.dict(os.environ, variant.env()), torch.inference_mode():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
             loaded = torch.cuda.memory_allocated(device)
@@ -158,6 +196,8 @@ def run_variant(variant, state_dict, x, scale, device, repeat, trace_memory=Fals
                 torch.cuda.memory._record_memory_history(enabled=None)
             except Exception as exc:  # noqa: BLE001
                 timing["largest_allocations"] = f"{type(exc).__name__}: {exc}"
+    if seen:
+        timing["tf32_switches_in_forward"] = {"matmul": seen[0][0], "cudnn_conv": seen[0][1]}
     up = None  # free the model before the next variant loads
     return out, timing, peak, first_s
 

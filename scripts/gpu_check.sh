@@ -93,6 +93,20 @@
 # on the H200 (unexplained; e2e_rest traces it), more than an H100's 80 GB, and the earlier figures
 # are H200 figures. On an H100 that row (128x128 x2, x4, batch 4) now fails alone: bench_e2e records
 # a failed row with its error and times the others (it used to end the whole table).
+# Fifth session of 2026-11-27 (no GPU): a reading of the 132 GB. It does not grow with the batch (132340
+# MiB at batch 1, 133385 at batch 4), grows with the latent's area (33349 MiB at 64x64), and the row's
+# time behaves alike (659 ms at batch 1, 732 at batch 4; the triton fp32 row scales ~4x with the batch).
+# No per-batch tensor (attention scores, masks) fits that; a per-layer workspace does. The fp32 mode's
+# switches (precision.backend_flags) run the reference's cuDNN convs in IEEE fp32, and PyTorch takes
+# the first cuDNN plan whose workspace it can allocate (an FFT plan's filter transform is batch-
+# independent and grows with the padded area). Hypothesis, not seen: the largest allocation is a conv
+# workspace of tens of GB; on an H100 those plans fail to allocate and PyTorch moves to the next plan,
+# so the row runs there (with another time). PyTorch's default runs cuDNN convs in TF32, and the released
+# code sets no switch, so the released code on a GPU runs TF32 convs: the new row "released fp32, TF32
+# convs" (table128 and e2e_rest, ~5 s a case; both released rows' largest allocations traced) measures
+# the released-style path that way. Prediction: its peak near 2x eager bf16's (~0.6 GB at 128x128), its
+# time well under 659 ms, its error ~1e-3 (TF32). Its ratio is the one to quote against the released
+# code; the IEEE row stays first (comparable with the first session's ratios).
 # What to read first in the results: the "+ PDL" rows against their plain rows (prediction: -0.2
 # to -0.4 ms with graphs at 64x64 and 128x128, nothing without graphs: host-bound), the
 # "fp32 tf32x3" row against "triton fp32" (prediction 120 -> 50-80 ms at 128x128 x2, error
@@ -220,12 +234,12 @@ stage_table128() {
 
 # The other cases' rows: the ones issue 13 asks for, plus the two that decide this session's switches
 # (~4-6 s a row: all 19 rows x 3 cases would not fit the call; table128 runs all of them).
-E2E_REST_VARIANTS=("released fp32" "eager bf16" "torch bf16" "triton bf16" "triton bf16 + graphs" "triton mixed"
+E2E_REST_VARIANTS=("released fp32" "released fp32, TF32 convs" "eager bf16" "torch bf16" "triton bf16" "triton bf16 + graphs" "triton mixed"
   "triton mixed + graphs" "triton fp32" "triton fp32 + graphs" "compiled bf16"
   "triton bf16 + graphs + 3 launches/block" "triton bf16 + graphs + PDL + 3 launches/block")
 stage_e2e_rest() {
   timeout 240 $PY benchmarks/bench_e2e.py --device cuda --full --cases 64x2 128x4 128x2b4 --compile-cases 64x2 \
-    --variants "${E2E_REST_VARIANTS[@]}" --trace-memory "released fp32" \
+    --variants "${E2E_REST_VARIANTS[@]}" --trace-memory "released fp32" "released fp32, TF32 convs" \
     --out "$R/e2e_rest.json"
 }
 

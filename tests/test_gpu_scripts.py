@@ -214,3 +214,31 @@ def test_e2e_table_records_a_failed_row_and_goes_on(tmp_path, monkeypatch):
     assert "median_ms" not in rows["torch fp32"]
     assert rows["reference bf16"]["median_ms"] > 0 and rows["torch bf16"]["speedup_vs_reference_fp32"] > 0
     assert "| 16x2 | torch fp32 | failed: OutOfMemoryError" in bench_e2e.table(list(rows.values()))
+
+
+def test_released_row_under_pytorch_default_switches(monkeypatch):
+    """bench_e2e's "released fp32, TF32 convs" row runs the released-style path under the TF32
+    switches a fresh process has (cuDNN convs TF32, matmuls IEEE), as the released code does;
+    "released fp32" keeps the fp32 mode's IEEE switches. Seen on the CPU by making the fp32 mode's
+    switch context act as on CUDA (it only sets PyTorch's flags), and read inside the forward."""
+    import torch
+
+    from lua_fast import LUAConfig, dispatch, precision
+    from lua_fast.reference import LUA
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_e2e
+
+    assert bench_e2e.PYTORCH_DEFAULT_SWITCHES == ("none", "tf32")  # PyTorch 2.9+'s defaults, untouched
+    monkeypatch.setattr(dispatch, "backend_flags", lambda p, device: precision.backend_flags(p, torch.device("cuda")))
+    variants = {v.label: v for v in bench_e2e.GPU_VARIANTS}
+    torch.manual_seed(0)
+    state = LUA(LUAConfig.small()).state_dict()
+    x = torch.randn(1, 16, 16, 16)
+    seen = {}
+    for label in ("released fp32", "released fp32, TF32 convs"):
+        _, timing, _, _ = bench_e2e.run_variant(variants[label], state, x, 2, torch.device("cpu"), repeat=1)
+        seen[label] = timing["tf32_switches_in_forward"]
+    assert seen["released fp32"] == {"matmul": "ieee", "cudnn_conv": "ieee"}
+    assert seen["released fp32, TF32 convs"] == {"matmul": "none", "cudnn_conv": "tf32"}
+    assert precision.tf32_switches() == ("none", "tf32")  # restored after each row
