@@ -28,6 +28,24 @@ from .errors import InputError
 from .padding import pad_amount
 
 
+def cuda_memory_available(device: torch.device) -> int:
+    """Bytes this process can still allocate on ``device``: the driver's free memory, capped by a
+    per-process limit (``torch.cuda.set_per_process_memory_fraction``: the driver's figure would
+    overshoot it, and the forward would meet an out-of-memory error instead of a fitting tile),
+    plus what PyTorch's caching allocator holds reserved but unused (freed tensors kept for reuse,
+    usable by this process but not free to the driver)."""
+    free, total = torch.cuda.mem_get_info(device)
+    reserved, allocated = torch.cuda.memory_reserved(device), torch.cuda.memory_allocated(device)
+    try:
+        fraction = torch.cuda.get_per_process_memory_fraction(device)
+    except RuntimeError:  # an allocator backend without the setting (e.g. cudaMallocAsync)
+        fraction = 1.0
+    if not 0 < fraction <= 1:  # read as "no cap"
+        fraction = 1.0
+    new_segments = min(free, max(0, int(fraction * total) - reserved))
+    return new_segments + max(0, reserved - allocated)
+
+
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     """Tile origins along a side: stride ``tile - overlap``, the last one aligned to the end."""
     if size <= tile:
@@ -161,7 +179,7 @@ def run_tiled(model, x: torch.Tensor, scales: tuple[int, ...], config: LUAConfig
 
     cuda = x.device.type == "cuda"
     if memory_budget is None and cuda:
-        memory_budget = int(0.9 * torch.cuda.mem_get_info(x.device)[0])
+        memory_budget = int(0.9 * cuda_memory_available(x.device))
 
     def estimate(h, w):
         return estimate_peak_bytes(config, h, w, scales, element_size=element_size, batch=x.shape[0],

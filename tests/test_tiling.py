@@ -6,7 +6,7 @@ import torch
 import lua_fast
 from lua_fast import InputError, LUAConfig
 from lua_fast.reference import LUA
-from lua_fast.tiling import _ramp, estimate_peak_bytes, tile_starts, upscale_tiled
+from lua_fast.tiling import _ramp, cuda_memory_available, estimate_peak_bytes, tile_starts, upscale_tiled
 from conftest import rel_err
 
 
@@ -81,3 +81,28 @@ def test_tiling_errors(small):
         up.upscale(x, tile=16, overlap=16)
     with pytest.raises(InputError, match="cannot be combined"):
         up.upscale(x, tile=16, cuda_graph=True)
+
+
+@pytest.mark.parametrize("fraction, reserved, allocated, expected", [
+    (1.0, 30, 20, 10 + 10),  # the driver's free 10 GiB, plus 10 GiB cached by the allocator
+    (0.25, 18, 12, 2 + 6),  # a 20 GiB per-process cap leaves 2 GiB of new segments (the driver has 10)
+    (0.125, 18, 12, 0 + 6),  # a cap set below what is already reserved: only the cached memory
+    (0.0, 30, 20, 10 + 10),  # 0 or an allocator without the setting: no cap
+    (RuntimeError("not supported by this allocator"), 30, 20, 10 + 10),
+])
+def test_auto_budget_counts_the_allocator_cache_and_the_process_cap(monkeypatch, fraction, reserved, allocated,
+                                                                    expected):
+    """tile="auto"'s default budget on CUDA: what this process can still allocate, which is neither
+    the driver's free memory alone (it misses the allocator's cache) nor above a per-process cap
+    (set_per_process_memory_fraction; the forward would hit an out-of-memory error first)."""
+    gib = 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (10 * gib, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: reserved * gib)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: allocated * gib)
+    def get_fraction(device):
+        if isinstance(fraction, Exception):
+            raise fraction
+        return fraction
+
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", get_fraction)
+    assert cuda_memory_available(torch.device("cuda")) == expected * gib
