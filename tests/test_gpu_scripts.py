@@ -242,3 +242,31 @@ def test_released_row_under_pytorch_default_switches(monkeypatch):
     assert seen["released fp32"] == {"matmul": "ieee", "cudnn_conv": "ieee"}
     assert seen["released fp32, TF32 convs"] == {"matmul": "none", "cudnn_conv": "tf32"}
     assert precision.tf32_switches() == ("none", "tf32")  # restored after each row
+
+
+def test_gpu_test_workers_cap_their_allocator(monkeypatch):
+    """conftest: under xdist on a GPU each worker's allocator is capped at 24 GiB (env override, 0 =
+    off), so one worker's huge cuDNN workspace cannot starve the others; one process is not capped."""
+    from types import SimpleNamespace
+
+    import torch
+    from conftest import cap_gpu_memory_per_worker
+
+    fractions = []
+    total = {"bytes": 139 * 2**30}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: SimpleNamespace(total_memory=total["bytes"]))
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", fractions.append)
+    monkeypatch.delenv("LUA_FAST_TEST_GPU_MEMORY_GIB", raising=False)
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "12")
+    assert cap_gpu_memory_per_worker() == pytest.approx(24 / 139)
+    total["bytes"] = 80 * 2**30
+    assert cap_gpu_memory_per_worker() == pytest.approx(0.3)
+    monkeypatch.setenv("LUA_FAST_TEST_GPU_MEMORY_GIB", "500")
+    assert cap_gpu_memory_per_worker() == 1.0
+    monkeypatch.setenv("LUA_FAST_TEST_GPU_MEMORY_GIB", "0")
+    assert cap_gpu_memory_per_worker() is None
+    monkeypatch.delenv("LUA_FAST_TEST_GPU_MEMORY_GIB")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "1")
+    assert cap_gpu_memory_per_worker() is None
+    assert fractions == [pytest.approx(24 / 139), pytest.approx(0.3), 1.0]
