@@ -213,9 +213,11 @@ stage_build() {
   return $rc
 }
 
-stage_tests() {  # one config per kernel variant (no tuning): correctness, not speed; the whole log kept
-  LUA_FAST_AUTOTUNE=0 LUA_FAST_REQUIRE_NATIVE=1 timeout 200 $PY -m pytest -n 12 --timeout 100 \
-    --timeout-method=signal -p no:cacheprovider -rfE --durations=30 -q $GPU_TESTS > "$R/tests.log" 2>&1
+stage_tests() {  # one config per kernel variant (no tuning): correctness, not speed; the whole log kept.
+  # -v: each test's outcome is a line as it finishes; SIGINT at the deadline: pytest still prints its
+  # summary (failures so far, durations), where SIGTERM left only dots (the first session's tail).
+  LUA_FAST_AUTOTUNE=0 LUA_FAST_REQUIRE_NATIVE=1 timeout -s INT -k 20 200 $PY -m pytest -n 12 --timeout 100 \
+    --timeout-method=signal -p no:cacheprovider -rfE --durations=30 -v $GPU_TESTS > "$R/tests.log" 2>&1
   local rc=$?
   grep -E "^(FAILED|ERROR)|passed|failed|Timeout" "$R/tests.log" | tail -40
   return $rc
