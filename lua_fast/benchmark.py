@@ -23,7 +23,7 @@ import torch
 from . import __version__, dispatch
 from .config import LUAConfig
 from .flops import forward_flops
-from .precision import PRECISIONS
+from .precision import PRECISIONS, tf32_switches
 
 
 # ------------------------------------------------------------------ plumbing
@@ -36,6 +36,10 @@ def environment(device: torch.device) -> dict:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "cpu_threads": torch.get_num_threads(),
+        # cuDNN's version and the TF32 switches outside lua_fast's own (each precision mode sets
+        # its own inside a forward; eager comparisons and cuDNN's plan choice depend on these)
+        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+        "tf32_switches": dict(zip(("matmul", "cudnn_conv"), map(str, tf32_switches()))),
     }
     try:
         import triton

@@ -12,6 +12,9 @@ def test_bench_quick_on_cpu(tmp_path, capsys):
     report = json.loads((tmp_path / "bench.json").read_text())
     env = report["environment"]
     assert env["device"] == "cpu" and env["torch"] and "lua_fast" in env
+    from lua_fast.precision import tf32_switches
+
+    assert env["tf32_switches"] == {"matmul": str(tf32_switches()[0]), "cudnn_conv": str(tf32_switches()[1])}
     backends = {(r["backend"], r["precision"]) for r in report["results"]}
     assert {("reference", "fp32"), ("torch", "fp32"), ("reference", "bf16")} <= backends
     for r in report["results"]:
