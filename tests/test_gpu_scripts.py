@@ -245,22 +245,22 @@ def test_released_row_under_pytorch_default_switches(monkeypatch):
 
 
 def test_gpu_test_workers_cap_their_allocator(monkeypatch):
-    """conftest: under xdist on a GPU each worker's allocator is capped at 24 GiB (env override, 0 =
-    off), so one worker's huge cuDNN workspace cannot starve the others; one process is not capped."""
+    """conftest: under xdist on a GPU each worker's allocator gets an even share of 80% of the GPU
+    (LUA_FAST_TEST_GPU_MEMORY_GIB overrides, 0 = off), so one worker's huge cuDNN workspace cannot
+    starve the others; one process is not capped."""
     from types import SimpleNamespace
 
     import torch
     from conftest import cap_gpu_memory_per_worker
 
     fractions = []
-    total = {"bytes": 139 * 2**30}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: SimpleNamespace(total_memory=total["bytes"]))
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: SimpleNamespace(total_memory=80 * 2**30))
     monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", fractions.append)
     monkeypatch.delenv("LUA_FAST_TEST_GPU_MEMORY_GIB", raising=False)
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "12")
-    assert cap_gpu_memory_per_worker() == pytest.approx(24 / 139)
-    total["bytes"] = 80 * 2**30
+    assert cap_gpu_memory_per_worker() == pytest.approx(0.8 / 12)
+    monkeypatch.setenv("LUA_FAST_TEST_GPU_MEMORY_GIB", "24")
     assert cap_gpu_memory_per_worker() == pytest.approx(0.3)
     monkeypatch.setenv("LUA_FAST_TEST_GPU_MEMORY_GIB", "500")
     assert cap_gpu_memory_per_worker() == 1.0
@@ -269,4 +269,4 @@ def test_gpu_test_workers_cap_their_allocator(monkeypatch):
     monkeypatch.delenv("LUA_FAST_TEST_GPU_MEMORY_GIB")
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "1")
     assert cap_gpu_memory_per_worker() is None
-    assert fractions == [pytest.approx(24 / 139), pytest.approx(0.3), 1.0]
+    assert fractions == [pytest.approx(0.8 / 12), pytest.approx(0.3), 1.0]
