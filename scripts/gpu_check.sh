@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The prepared GPU check (issue 13), in two runs of at most ~5 minutes each on a lent H100/H200:
-#   bash scripts/gpu_check.sh prove    # run 1: build + prewarm, GPU tests, x2 128x128 table, per-kernel times
-#   bash scripts/gpu_check.sh time     # run 2: the other e2e tables, attention vs FlexAttention, ncu counters
+#   bash scripts/gpu_check.sh prove    # run 1: build + prewarm, GPU tests, x2 128x128 table
+#   bash scripts/gpu_check.sh time     # run 2: the other e2e tables, attention vs FlexAttention, then the
+#                                      # diagnostics: per-kernel times, timeline, ncu counters
 #   bash scripts/gpu_check.sh extra    # headline (latent vs pixel path, diffusers VAE) + diffusers tests
 #   bash scripts/gpu_check.sh STAGE... # any stages below, in order
 # Results go under $OUT when set (the device tool's output folder), else benchmarks/results/gpu/;
@@ -107,6 +108,13 @@
 # the released-style path that way. Prediction: its peak near 2x eager bf16's (~0.6 GB at 128x128), its
 # time well under 659 ms, its error ~1e-3 (TF32). Its ratio is the one to quote against the released
 # code; the IEEE row stays first (comparable with the first session's ratios).
+# Budget for the next session, as of the fifth session of 2026-11-27 (15 min of device time: ~60-120 s
+# start, 30 s idle after each call). Run 1 "prove", timeout_s ~450: env 8 s, build ~30-60 s (carried
+# extension and cache), tests <= 220 s (SIGINT at 200), table128 ~130-160 s (20 rows), carry ~5 s.
+# Run 2 "time" at once, timeout_s = what is left (~300 s): e2e_rest ~200-240 s (13 rows x 3 cases),
+# attention ~60-80 s; kernels (per-site times, registers, spills), timeline and ncu only if time
+# is left (each writes its file when it finishes; the call's timeout ends the rest). "kernels" moved
+# from run 1 to run 2 for this: the acceptance list needs the tests, table128, e2e_rest and attention.
 # What to read first in the results: the "+ PDL" rows against their plain rows (prediction: -0.2
 # to -0.4 ms with graphs at 64x64 and 128x128, nothing without graphs: host-bound), the
 # "fp32 tf32x3" row against "triton fp32" (prediction 120 -> 50-80 ms at 128x128 x2, error
@@ -127,8 +135,8 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=python3
 expand() {  # a run's name -> its stages, word by word (a stage name such as "timeline" stays itself)
   case $1 in
-    prove) echo "env build carry tests table128 kernels carry" ;;
-    time) echo "env e2e_rest timeline attention ncu" ;;
+    prove) echo "env build carry tests table128 carry" ;;
+    time) echo "env e2e_rest attention kernels timeline ncu" ;;  # what issue 13 accepts on first, diagnostics last
     extra) echo "env headline" ;;
     *) echo "$1" ;;
   esac

@@ -142,7 +142,7 @@ def test_gpu_check_expands_run_names_word_by_word(tmp_path):
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout.split("stages:")[-1].split()
 
-    assert stages("time") == ["env", "e2e_rest", "timeline", "attention", "ncu"]
+    assert stages("time") == ["env", "e2e_rest", "attention", "kernels", "timeline", "ncu"]
     assert stages("timeline") == ["timeline"]
     assert stages() == stages("prove") and "tests" in stages("prove") and stages("prove")[-1] == "carry"
     assert stages("extra", "kernels") == ["env", "headline", "kernels"]
