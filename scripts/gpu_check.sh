@@ -115,6 +115,8 @@
 # attention ~60-80 s; kernels (per-site times, registers, spills), timeline and ncu only if time
 # is left (each writes its file when it finishes; the call's timeout ends the rest). "kernels" moved
 # from run 1 to run 2 for this: the acceptance list needs the tests, table128, e2e_rest and attention.
+# scripts/gpu_report.py prints issue 13's acceptance items (measured, target, verdict) and the open
+# predictions from the results; the end of each run prints it for that run's files.
 # What to read first in the results: the "+ PDL" rows against their plain rows (prediction: -0.2
 # to -0.4 ms with graphs at 64x64 and 128x128, nothing without graphs: host-bound), the
 # "fp32 tf32x3" row against "triton fp32" (prediction 120 -> 50-80 ms at 128x128 x2, error
@@ -299,3 +301,6 @@ for stage in $STAGES; do
   run_stage "$stage" "stage_$stage"
 done
 cat "$TMPD/stages.txt" | tee -a "$LOG"
+# Issue 13's acceptance items and the open predictions, from this run's files (both runs' folders
+# together, on the development machine: python scripts/gpu_report.py RUN1_FILES RUN2_FILES)
+$PY scripts/gpu_report.py "$R" 2>&1 | tee -a "$LOG"

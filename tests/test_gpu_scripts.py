@@ -270,3 +270,42 @@ def test_gpu_test_workers_cap_their_allocator(monkeypatch):
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "1")
     assert cap_gpu_memory_per_worker() is None
     assert fractions == [pytest.approx(0.8 / 12), pytest.approx(0.3), 1.0]
+
+
+def test_gpu_report_reads_the_first_h200_run(tmp_path):
+    """scripts/gpu_report.py on the committed H200 results (plus a made-up tests.log and traced
+    allocation): the figures of benchmarks/NOTES.md, each target's verdict, the failures named."""
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(ROOT / "benchmarks" / "results" / "gpu_h200", folder)
+    (folder / "tests.log").write_text(
+        "[gw0] [ 50%] PASSED tests/test_gpu_backends.py::test_a\n"
+        "FAILED tests/test_gpu_backends.py::test_b[fp32] - AssertionError: 2e-3 > 1e-5\n"
+        "======= 1 failed, 500 passed, 20 skipped in 190.20s (0:03:10) =======\n")
+    rows = json.loads((folder / "e2e_rest.json").read_text())
+    rows["results"][0]["largest_allocations"] = [{"mib": 41000.0, "frames": ["conv.py:548 _conv_forward",
+                                                                              "model.py:131 forward"]}]
+    (folder / "e2e_rest.json").write_text(json.dumps(rows))
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_report.py"), str(folder)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = {line.split(" | ")[0].strip("| "): line for line in result.stdout.splitlines()}
+    assert "| 1 failed, 500 passed, 20 skipped; FAILED tests/test_gpu_backends.py::test_b[fp32] | all pass | not met" \
+        in lines["GPU tests"]
+    assert "9.18 ms (triton bf16 + graphs) | <= 7 ms | not met" in lines["x2 128x128 bf16, best triton row"]
+    assert "vs eager bf16 3.88x, vs compiled bf16 2.93x, vs released fp32 71.81x" in lines["... its ratios"]
+    assert "5.51x (triton fp32 + graphs, 119.6 ms, err 2.6e-06) | >= 5x | met" in \
+        lines["fp32 mode (err <= 1e-5) vs released fp32"]
+    assert lines["fp32 mode (err <= 1e-5) vs released fp32, TF32 convs"].endswith("| not run |")
+    assert "3.36x (triton bf16 + graphs, 4.36 ms) | >= 8x | not met" in lines["x2 64x64 with CUDA graphs vs eager bf16"]
+    assert "130 vs 304 MiB | <= | met" in lines["peak memory 128x2, triton bf16 vs eager bf16"]
+    assert "61.6 vs 147.2 us (2.39x" in lines["attention vs FlexAttention, shift 0"]
+    assert "41000 MiB at conv.py:548 _conv_forward < model.py:131 forward" in \
+        lines["largest allocation 64x2 released fp32"]
+    assert "| 9.18 | outside |" in lines["graphed bf16 forward after the kernel changes (128x2, triton bf16 + graphs)"]
+
+    (folder / "tests.log").write_text("....\n==== 300 passed in 199.00s ====\nKeyboardInterrupt\n")
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_report.py"), str(folder)],
+                            capture_output=True, text=True, timeout=60)
+    assert "| 300 passed (cut at the deadline) | all pass | not met |" in result.stdout
