@@ -187,6 +187,9 @@ def run_variant(variant, state_dict, x, scale, device, repeat, trace_memory=Fals
             torch.cuda.reset_peak_memory_stats(device)
         timing = time_call(call, device, warmup=2, repeat=repeat, budget_ms=3000)
         peak = (torch.cuda.max_memory_allocated(device) - loaded) / 2**20 if device.type == "cuda" else None
+        if device.type == "cuda":  # what the allocator held from the driver (cached blocks, workspaces):
+            # what other processes on the GPU lose while this one runs
+            timing["peak_reserved_mib"] = torch.cuda.max_memory_reserved(device) / 2**20
         if trace_memory and device.type == "cuda":  # one more call with the allocator's history on
             try:  # (private allocator API: a failure is recorded, not fatal to the table)
                 torch.cuda.memory._record_memory_history(max_entries=200000)
