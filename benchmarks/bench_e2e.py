@@ -164,7 +164,9 @@ def run_variant(variant, state_dict, x, scale, device, repeat, trace_memory=Fals
     """(output of the first call, timing, peak MiB, seconds of the first call).
 
     Peak memory: the most allocated during the timed calls, over what was allocated once the
-    model was loaded (weights excluded, CUDA-graph pools and cached masks included)."""
+    model was loaded (weights excluded, CUDA-graph pools and cached masks included). The
+    allocator's cache is emptied first, so its peak reserved memory is this row's own."""
+    free_device_memory(device)
     up = lua_fast.load(state_dict, device=device, backend=variant.backend, precision=variant.precision)
     if variant.compile:
         model = torch.compile(up.model)
