@@ -135,6 +135,11 @@ def acceptance(found: dict) -> list[tuple[str, str, str, str]]:
             items.append((f"attention vs FlexAttention, shift {r['shift']}",
                           f"{r['fused_ms'] * 1e3:.1f} vs {r['flex_ms'] * 1e3:.1f} us ({r['flex_ms'] / r['fused_ms']:.2f}x; "
                           f"kernel only {r['flex_core_ms'] * 1e3:.1f} us)", "measured", "-"))
+    for r in (released, released_tf32):  # the two baselines: what they cost besides time
+        if r:
+            reserved = f", {r['peak_reserved_mib']:.0f} MiB reserved" if "peak_reserved_mib" in r else ""
+            items.append((f"baseline {r['variant']} (128x2)", f"{r['median_ms']:.1f} ms, peak {r['peak_mib']:.0f} MiB"
+                          f"{reserved}, err {r['rel_err_vs_fp32_reference']:.1e}", "-", "-"))
     for r in rows:  # bench_e2e --trace-memory: the largest allocation of one more call, with its frames
         if isinstance(r.get("largest_allocations"), list) and r["largest_allocations"]:
             top_alloc = r["largest_allocations"][0]

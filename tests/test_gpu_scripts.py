@@ -301,6 +301,7 @@ def test_gpu_report_reads_the_first_h200_run(tmp_path):
     assert "3.36x (triton bf16 + graphs, 4.36 ms) | >= 8x | not met" in lines["x2 64x64 with CUDA graphs vs eager bf16"]
     assert "130 vs 304 MiB | <= | met" in lines["peak memory 128x2, triton bf16 vs eager bf16"]
     assert "61.6 vs 147.2 us (2.39x" in lines["attention vs FlexAttention, shift 0"]
+    assert "658.9 ms, peak 132340 MiB, err 1.9e-06" in lines["baseline released fp32 (128x2)"]
     assert "41000 MiB at conv.py:548 _conv_forward < model.py:131 forward" in \
         lines["largest allocation 64x2 released fp32"]
     assert "| 9.18 | outside |" in lines["graphed bf16 forward after the kernel changes (128x2, triton bf16 + graphs)"]
