@@ -254,7 +254,6 @@ def validate_state_dict(state_dict: Mapping[str, torch.Tensor], config: LUAConfi
             "derived buffers disagree with the spec (relative position index / shift mask for "
             f"window {config.window_size}, training size {config.img_size}): {_listing(inconsistent)}"
         )
-    complete = dict(state_dict)
-    for k, v in derived.items():
-        complete.setdefault(k, v)
-    return config, complete
+    # The spec's own derived buffers replace the checkpoint's (equal in value, checked above): a
+    # uint8 index kept as such would index as a boolean mask (PyTorch's legacy byte-mask rule).
+    return config, {**state_dict, **derived}

@@ -84,6 +84,18 @@ def test_derived_buffers_are_optional(tiny_sd):
     _assert_same_model(lua_fast.load(learned), tiny_sd)
 
 
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8])
+def test_a_narrow_integer_index_loads_as_the_spec_index(tiny_sd, dtype):
+    """Any integer dtype holding the right values is accepted; the model then uses the spec's int64
+    index (a uint8 one kept as is would index the bias table as a boolean mask: an IndexError, or
+    wrong values where the sizes happen to agree; found by the fuzzer, seed 108)."""
+    narrow = {k: v.to(dtype) if k.endswith("relative_position_index") else v for k, v in tiny_sd.items()}
+    up = lua_fast.load(narrow)
+    indices = [b for name, b in up.reference_model.named_buffers() if name.endswith("relative_position_index")]
+    assert indices and all(b.dtype == torch.int64 for b in indices)
+    _assert_same_model(up, tiny_sd)
+
+
 def test_half_precision_checkpoint_is_upcast(tiny_sd):
     half = {k: v.half() if v.is_floating_point() else v for k, v in tiny_sd.items()}
     up = lua_fast.load(half)
