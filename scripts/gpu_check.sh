@@ -112,7 +112,8 @@
 # start, 30 s idle after each call). Run 1 "prove", timeout_s ~450: env 8 s, build ~30-60 s (carried
 # extension and cache), tests <= 220 s (SIGINT at 200), table128 ~130-160 s (20 rows), carry ~5 s.
 # Run 2 "time" at once, timeout_s = what is left (~300 s): e2e_rest ~200-240 s (13 rows x 3 cases),
-# attention ~60-80 s; kernels (per-site times, registers, spills), timeline and ncu only if time
+# attention ~60-80 s, convprobe ~10-20 s (one trunk conv three ways: tests the 132 GB reading and
+# measures the fix, PyTorch's own conv); kernels (per-site times, registers, spills), timeline and ncu only if time
 # is left (each writes its file when it finishes; the call's timeout ends the rest). "kernels" moved
 # from run 1 to run 2 for this: the acceptance list needs the tests, table128, e2e_rest and attention.
 # scripts/gpu_report.py prints issue 13's acceptance items (measured, target, verdict) and the open
@@ -138,7 +139,7 @@ PY=python3
 expand() {  # a run's name -> its stages, word by word (a stage name such as "timeline" stays itself)
   case $1 in
     prove) echo "env build carry tests table128 carry" ;;
-    time) echo "env e2e_rest attention kernels timeline ncu" ;;  # what issue 13 accepts on first, diagnostics last
+    time) echo "env e2e_rest attention convprobe kernels timeline ncu" ;;  # what issue 13 accepts first, diagnostics last
     extra) echo "env headline" ;;
     *) echo "$1" ;;
   esac
@@ -263,6 +264,11 @@ stage_timeline() {  # GPU busy time against gaps in one forward (torch.profiler)
 stage_attention() {
   timeout 150 $PY benchmarks/bench_window_attention.py --device cuda --sizes 128 --dtypes bfloat16 float32 \
     --no-compile --out "$R/window_attention.json"
+}
+
+stage_convprobe() {  # the 132 GB reading, tested on one trunk conv: IEEE cuDNN / TF32 cuDNN / IEEE without
+  # cuDNN at 64x64 and 128x128, batch 1 and 4: time, peak allocated and reserved (~10-20 s expected)
+  timeout 90 $PY benchmarks/probe_conv_workspace.py --device cuda --out "$R/conv_workspace.json"
 }
 
 stage_ncu() {  # Nsight Compute counters of one x2 128x128 bf16 forward's first kernels: conv_first and two

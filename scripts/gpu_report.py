@@ -37,7 +37,7 @@ PREDICTIONS = [
 
 
 def load(folders: list[Path]) -> dict:
-    found = {"logs": "", "tests": None, "rows": [], "attention": []}
+    found = {"logs": "", "tests": None, "rows": [], "attention": [], "convs": []}
     for folder in folders:
         for path in sorted(folder.glob("*.txt")):
             if path.name == "tests.log" or "tests" in path.name:
@@ -48,6 +48,9 @@ def load(folders: list[Path]) -> dict:
             found["tests"] = path.read_text(errors="replace")
         for path in sorted(folder.glob("e2e*.json")):
             found["rows"] += json.loads(path.read_text())["results"]
+        convs = folder / "conv_workspace.json"
+        if convs.exists():
+            found["convs"] += json.loads(convs.read_text())["results"]
         attention = folder / "window_attention.json"
         if attention.exists():
             found["attention"] += json.loads(attention.read_text())["results"]
@@ -172,6 +175,16 @@ def markdown(found: dict) -> str:
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in acceptance(found)]
     lines += ["", "| prediction | predicted | measured | |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in predictions(found["rows"])]
+    if found["convs"]:  # benchmarks/probe_conv_workspace.py: the 132 GB reading on one trunk conv
+        lines += ["", "| conv probe (360->360 3x3, fp32) | ms | allocated MiB | reserved MiB | err vs ieee |",
+                  "|---|---|---|---|---|"]
+        for r in found["convs"]:
+            if "error" in r:
+                lines.append(f"| {r['size']}x{r['size']} b{r['batch']} {r['mode']} | failed: {r['error']} | | | |")
+                continue
+            lines.append(f"| {r['size']}x{r['size']} b{r['batch']} {r['mode']} | {r['median_ms']:.3f} | "
+                         f"{r.get('peak_allocated_mib', 0):.0f} | {r.get('peak_reserved_mib', 0):.0f} | "
+                         f"{r.get('rel_err_vs_ieee', 0):.1e} |")
     return "\n".join(lines)
 
 

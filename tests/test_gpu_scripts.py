@@ -142,7 +142,7 @@ def test_gpu_check_expands_run_names_word_by_word(tmp_path):
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout.split("stages:")[-1].split()
 
-    assert stages("time") == ["env", "e2e_rest", "attention", "kernels", "timeline", "ncu"]
+    assert stages("time") == ["env", "e2e_rest", "attention", "convprobe", "kernels", "timeline", "ncu"]
     assert stages("timeline") == ["timeline"]
     assert stages() == stages("prove") and "tests" in stages("prove") and stages("prove")[-1] == "carry"
     assert stages("extra", "kernels") == ["env", "headline", "kernels"]
@@ -306,7 +306,30 @@ def test_gpu_report_reads_the_first_h200_run(tmp_path):
         lines["largest allocation 64x2 released fp32"]
     assert "| 9.18 | outside |" in lines["graphed bf16 forward after the kernel changes (128x2, triton bf16 + graphs)"]
 
+    convs = [{"size": 128, "batch": 1, "mode": "ieee", "median_ms": 41.5, "peak_allocated_mib": 98000.0,
+              "peak_reserved_mib": 98100.0, "rel_err_vs_ieee": 0.0},
+             {"size": 128, "batch": 1, "mode": "ieee, cudnn off", "error": "OutOfMemoryError: ..."}]
+    (folder / "conv_workspace.json").write_text(json.dumps({"results": convs}))
     (folder / "tests.log").write_text("....\n==== 300 passed in 199.00s ====\nKeyboardInterrupt\n")
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_report.py"), str(folder)],
                             capture_output=True, text=True, timeout=60)
     assert "| 300 passed (cut at the deadline) | all pass | not met |" in result.stdout
+    assert "| 128x128 b1 ieee | 41.500 | 98000 | 98100 | 0.0e+00 |" in result.stdout
+    assert "| 128x128 b1 ieee, cudnn off | failed: OutOfMemoryError: ... |" in result.stdout
+
+
+def test_conv_probe_runs_its_three_modes_and_restores_the_switches(tmp_path):
+    """benchmarks/probe_conv_workspace.py (gpu_check's convprobe stage) on the CPU: one row per mode,
+    equal outputs (no cuDNN or TF32 here), and cuDNN's switch and the TF32 switches restored."""
+    out = tmp_path / "conv.json"
+    script = ROOT / "benchmarks" / "probe_conv_workspace.py"
+    code = (f"import sys, runpy, torch; from lua_fast.precision import tf32_switches; before = tf32_switches(); "
+            f"sys.argv = ['probe', '--sizes', '8', '--batches', '1', '--channels', '8', '--repeat', '1', "
+            f"'--out', {str(out)!r}]; sys.path.insert(0, {str(script.parent)!r}); "
+            f"runpy.run_path({str(script)!r}, run_name='__main__'); "
+            f"assert tf32_switches() == before and torch.backends.cudnn.enabled, (tf32_switches(), before)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(out.read_text())["results"]
+    assert [r["mode"] for r in rows] == ["ieee", "tf32", "ieee, cudnn off"]
+    assert all(r["median_ms"] > 0 and r["rel_err_vs_ieee"] == 0.0 for r in rows)
