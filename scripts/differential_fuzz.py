@@ -1,0 +1,51 @@
+"""Differential fuzzing of the backends on the CPU: random tiny configs, odd latent sizes, batches,
+layouts and scales, each backend against the reference (fp32 <= 1e-5, bf16 <= 3e-2: a gross
+indexing error, not the bf16 bound the tests hold). Triton runs through its interpreter (~25 s a
+case). Not part of the test suite; for a session with CPU time to spare.
+
+    python scripts/differential_fuzz.py SEED CASES
+"""
+
+import os
+import random
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before lua_fast's kernels are imported
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import torch  # noqa: E402
+
+import lua_fast  # noqa: E402
+from conftest import random_state_dict, rel_err, tiny_config  # noqa: E402
+
+
+def main(seed: int, cases: int) -> int:
+    rng = random.Random(seed)
+    worst, bad = {}, 0
+    for i in range(cases):
+        window = rng.choice([4, 8])
+        sd = random_state_dict(tiny_config(4, window_size=window, img_size=2 * window), seed=rng.randrange(1000))
+        h, w, b = rng.randint(1, 3 * window + 3), rng.randint(1, 3 * window + 3), rng.randint(1, 2)
+        scales = rng.choice([(2,), (4,), (2, 4)])
+        x = torch.randn(b, 4, h, w, generator=torch.Generator().manual_seed(i))
+        if rng.random() < 0.3:
+            x = x.contiguous(memory_format=torch.channels_last)
+        ref = lua_fast.load(sd, backend="reference").upscale(x, scale=scales)
+        ref = ref if isinstance(ref, dict) else {scales[0]: ref}
+        for backend, precision in (("torch", "fp32"), ("triton", "fp32"), ("triton", "bf16")):
+            out = lua_fast.load(sd, backend=backend, precision=precision).upscale(x, scale=scales)
+            out = out if isinstance(out, dict) else {scales[0]: out}
+            for s in scales:
+                err = rel_err(out[s].float(), ref[s])
+                worst[f"{backend}-{precision}"] = max(worst.get(f"{backend}-{precision}", 0.0), err)
+                if not err <= (1e-5 if precision == "fp32" else 3e-2):
+                    bad += 1
+                    print(f"BAD case {i}: window {window}, {b}x{h}x{w}, scales {scales}, {backend} {precision}, "
+                          f"x{s}: error {err:.2e}", flush=True)
+    print(f"seed {seed}: {cases} cases, worst " + ", ".join(f"{k} {v:.1e}" for k, v in worst.items()), flush=True)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(int(sys.argv[1]), int(sys.argv[2])))
