@@ -10,8 +10,10 @@ default TF32 switches (cuDNN convs in TF32, matmuls in IEEE fp32: what the relea
 a fresh process; lua_fast's fp32 mode turns TF32 off everywhere), eager bf16 reference,
 torch.compile of the bf16 reference, lua_fast "torch" in bf16, lua_fast "triton" in bf16 /
 mixed / fp32, each with and without CUDA graphs (bf16 also with programmatic dependent launch,
-LUA_FAST_PDL=1; fp32 also with its Triton dots as three TF32 products, LUA_FAST_FP32_DOTS=tf32x3); cases 128x128 x2, 64x64 x2, 128x128 x4
-and 128x128 x2 at batch 4 ("128x2b4"). Reports median ms with spread (CUDA events), TFLOP/s,
+LUA_FAST_PDL=1; fp32 also with its Triton dots as three TF32 products, LUA_FAST_FP32_DOTS=tf32x3),
+and the graphed peers: eager bf16 and lua_fast "torch" bf16 under CUDA graphs, torch.compile's
+mode="reduce-overhead" (what graphs alone give, without the Triton kernels); cases 128x128 x2,
+64x64 x2, 128x128 x4 and 128x128 x2 at batch 4 ("128x2b4"). Reports median ms with spread (CUDA events), TFLOP/s,
 peak memory, error against the fp32 reference, and ratios against the first variant, eager
 bf16 and compiled bf16. The JSON is rewritten after every case, so a run cut short keeps
 what finished. CPU figures are a smoke test, not the product's target.
@@ -82,6 +84,12 @@ GPU_VARIANTS = [  # torch.compile last: its compile is the slowest first call
     Variant("triton fp32 + graphs", "triton", "fp32", cuda_graph=True),
     Variant("triton fp32 tf32x3", "triton", "fp32", fp32_dots="tf32x3"),
     Variant("compiled bf16", "reference", "bf16", compile=True),
+    # What CUDA graphs alone give, without lua_fast's kernels: the peers of "triton bf16 + graphs" (the
+    # graphed rows above are measured against eager rows, which pay ~20 us of host time per PyTorch op).
+    # torch.compile's own graphs: mode="reduce-overhead" (CUDA graph trees). Last: a compile each.
+    Variant("eager bf16 + graphs", "reference", "bf16", cuda_graph=True),
+    Variant("torch bf16 + graphs", "torch", "bf16", cuda_graph=True),
+    Variant("compiled bf16 + graphs", "reference", "bf16", compile=True, cuda_graph=True),
 ]
 CPU_VARIANTS = [Variant("reference fp32", "reference", "fp32"), Variant("torch fp32", "torch", "fp32"),
                 Variant("reference bf16", "reference", "bf16"), Variant("torch bf16", "torch", "bf16")]
@@ -168,9 +176,11 @@ def run_variant(variant, state_dict, x, scale, device, repeat, trace_memory=Fals
     allocator's cache is emptied first, so its peak reserved memory is this row's own."""
     free_device_memory(device)
     up = lua_fast.load(state_dict, device=device, backend=variant.backend, precision=variant.precision)
-    if variant.compile:
-        model = torch.compile(up.model)
-        call = lambda: model(x.to(up.dtype), (scale,))[scale]  # noqa: E731
+    if variant.compile:  # with graphs: torch.compile's own (CUDA graph trees), whose outputs a later
+        # replay overwrites, hence the clone (lua_fast's graphs clone their outputs too)
+        model = torch.compile(up.model, mode="reduce-overhead" if variant.cuda_graph else None)
+        call = (lambda: model(x.to(up.dtype), (scale,))[scale].clone()) if variant.cuda_graph else (  # noqa: E731
+            lambda: model(x.to(up.dtype), (scale,))[scale])
     else:
         call = lambda: up.upscale(x, scale=scale, check_finite=False, cuda_graph=variant.cuda_graph)  # noqa: E731
     ctx = released_code_path() if variant.released_masks else contextlib.nullcontext()
@@ -203,7 +213,9 @@ def run_variant(variant, state_dict, x, scale, device, repeat, trace_memory=Fals
                 timing["largest_allocations"] = f"{type(exc).__name__}: {exc}"
     if seen:
         timing["tf32_switches_in_forward"] = {"matmul": seen[0][0], "cudnn_conv": seen[0][1]}
-    up = None  # free the model before the next variant loads
+    up = model = call = None  # free the model before the next variant loads
+    if variant.compile:  # and the compiled graph, with its CUDA graph trees' memory pool
+        torch._dynamo.reset()
     return out, timing, peak, first_s
 
 

@@ -122,6 +122,14 @@
 # to -0.4 ms with graphs at 64x64 and 128x128, nothing without graphs: host-bound), the
 # "fp32 tf32x3" row against "triton fp32" (prediction 120 -> 50-80 ms at 128x128 x2, error
 # <= 1e-5), and in kernel_times.json whether attention picked a bias-table config.
+# Sixth session of 2026-11-27 (no GPU): the graphed peers. Every graphed triton row was compared
+# with eager rows only, which pay host time per PyTorch call (~1440 calls per eager forward), so
+# the tables could not say how much of "3.88x with graphs" is the graphs' and how much the kernels'.
+# table128 ends with three more rows (~20-35 s, torch.compile's reduce-overhead compile included):
+# "eager bf16 + graphs", "torch bf16 + graphs", "compiled bf16 + graphs" (mode="reduce-overhead");
+# e2e_rest has "eager bf16 + graphs" (~10 s over its 3 cases). If run 1 runs short they are the
+# first rows lost (last in their table). gpu_report prints a peers table; predictions there.
+# The GPU test of cuda_graph=True now covers the torch and reference backends too (+2 tests, 64x64).
 # To spare a rerun on a fresh machine the build, "carry" copies the built extension and a tarball
 # of Triton's cache (cubins and metadata only) into the results; put them in .gpu_carry/
 # (git-ignored) and name it in the run's carry list.
@@ -249,7 +257,7 @@ stage_table128() {
 # (~4-6 s a row: all 19 rows x 3 cases would not fit the call; table128 runs all of them).
 E2E_REST_VARIANTS=("released fp32" "released fp32, TF32 convs" "eager bf16" "torch bf16" "triton bf16" "triton bf16 + graphs" "triton mixed"
   "triton mixed + graphs" "triton fp32" "triton fp32 + graphs" "compiled bf16"
-  "triton bf16 + graphs + 3 launches/block" "triton bf16 + graphs + PDL + 3 launches/block")
+  "triton bf16 + graphs + 3 launches/block" "triton bf16 + graphs + PDL + 3 launches/block" "eager bf16 + graphs")
 stage_e2e_rest() {
   timeout 240 $PY benchmarks/bench_e2e.py --device cuda --full --cases 64x2 128x4 128x2b4 --compile-cases 64x2 \
     --variants "${E2E_REST_VARIANTS[@]}" --trace-memory "released fp32" "released fp32, TF32 convs" \

@@ -33,7 +33,16 @@ PREDICTIONS = [
      659.0, "ms"),
     ("... its peak, with no IEEE cuDNN workspace", "128x2", "released fp32, TF32 convs", None, 0.0, 1024.0,
      "peak MiB"),
+    # What graphs alone give (sixth session of 2026-11-27): eager bf16 at batch 4 ran 121.6 ms, ~30 ms
+    # of GPU time per image at 128x128, so graphs cannot take the eager rows much below that there;
+    # at 64x64 eager (14.7 ms, ~1440 PyTorch calls a forward) is mostly host time.
+    ("eager bf16 replayed from a CUDA graph", "128x2", "eager bf16 + graphs", None, 25.0, 35.0, "ms"),
+    ("eager bf16 replayed from a CUDA graph", "64x2", "eager bf16 + graphs", None, 7.0, 11.0, "ms"),
+    ("lua_fast torch bf16 replayed from a CUDA graph", "128x2", "torch bf16 + graphs", None, 23.0, 33.0, "ms"),
+    ("torch.compile mode=reduce-overhead", "128x2", "compiled bf16 + graphs", None, 20.0, 27.0, "ms"),
 ]
+# The graphed peers of "triton bf16 + graphs": CUDA graphs without lua_fast's kernels.
+GRAPH_PEERS = ("eager bf16 + graphs", "torch bf16 + graphs", "compiled bf16 + graphs")
 
 
 def load(folders: list[Path]) -> dict:
@@ -170,11 +179,30 @@ def predictions(rows: list[dict]) -> list[tuple[str, str, str, str]]:
     return out
 
 
+def graph_peers(rows: list[dict]) -> list[tuple[str, str, str]]:
+    """(case, graphed row, its median and what triton bf16 + graphs gains over it): how much of the
+    graphed triton rows' ratio to eager bf16 is the graphs' and how much the kernels'."""
+    out = []
+    for case in sorted({r["case"] for r in rows}):
+        mine = row(rows, case, "triton bf16 + graphs")
+        for label in GRAPH_PEERS:
+            peer = row(rows, case, label)
+            if peer:
+                out.append((case, label, f"{peer['median_ms']:.2f} ms",
+                            f"{ratio(peer, mine)} ({mine['median_ms']:.2f} ms)" if mine else "-"))
+    return out
+
+
 def markdown(found: dict) -> str:
     lines = ["| acceptance item | measured | target | verdict |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in acceptance(found)]
     lines += ["", "| prediction | predicted | measured | |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in predictions(found["rows"])]
+    peers = graph_peers(found["rows"])
+    if peers:
+        lines += ["", "| case | graphed peer (no lua_fast kernels) | median | triton bf16 + graphs over it |",
+                  "|---|---|---|---|"]
+        lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in peers]
     if found["convs"]:  # benchmarks/probe_conv_workspace.py: the 132 GB reading on one trunk conv
         lines += ["", "| conv probe (360->360 3x3, fp32) | ms | allocated MiB | reserved MiB | err vs ieee |",
                   "|---|---|---|---|---|"]

@@ -85,15 +85,22 @@ def test_fewer_launches_per_block_within_the_eager_bound(released_random, refere
         assert err <= 2 * rel_err(eager[s], ref[s]) + 1e-4, (s, err, rel_err(eager[s], ref[s]))
 
 
-@pytest.mark.parametrize("mode", ["bf16", "fp32"])
-def test_cuda_graph_replay_equals_eager(released_random, mode):
-    up = lua_fast.load(released_random, device="cuda", backend="triton", precision=mode)
+@pytest.mark.parametrize("backend, mode", [("triton", "bf16"), ("triton", "fp32"), ("torch", "bf16"),
+                                           ("reference", "bf16")])
+def test_cuda_graph_replay_equals_eager(released_random, backend, mode):
+    """``cuda_graph=True`` on every backend: the replay gives what the eager forward gives. The
+    Triton kernels bit for bit; cuBLAS/cuDNN may choose another algorithm inside a capture, so the
+    eager backends within 1e-3 (a stale input, a missing mask or a wrong buffer is O(1))."""
+    up = lua_fast.load(released_random, device="cuda", backend=backend, precision=mode)
     for seed in (1, 2):  # the second input exercises the static-buffer copy
         x = torch.randn(1, 16, 64, 64, device="cuda", generator=torch.Generator("cuda").manual_seed(seed))
         eager = up.upscale(x, scale=(2, 4))
         graphed = up.upscale(x, scale=(2, 4), cuda_graph=True)
         for s in (2, 4):
-            assert torch.equal(graphed[s], eager[s])
+            if backend == "triton":
+                assert torch.equal(graphed[s], eager[s])
+            else:
+                assert rel_err(graphed[s], eager[s]) <= 1e-3, (s, rel_err(graphed[s], eager[s]))
 
 
 def test_programmatic_dependent_launch_changes_no_result(released_random, monkeypatch):

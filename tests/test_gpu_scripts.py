@@ -244,6 +244,45 @@ def test_released_row_under_pytorch_default_switches(monkeypatch):
     assert precision.tf32_switches() == ("none", "tf32")  # restored after each row
 
 
+def test_graphed_peers_in_the_e2e_table(monkeypatch):
+    """bench_e2e also times what CUDA graphs alone give, without lua_fast's kernels: eager bf16 and
+    torch bf16 graphed by lua_fast, and torch.compile's own graphs (mode="reduce-overhead"). The
+    compiled row clones its output (CUDA graph trees overwrite it on the next replay; the error is
+    taken after the timing) and drops dynamo's cache, with its graph pool, after its row."""
+    import torch
+
+    from lua_fast import LUAConfig
+    from lua_fast.reference import LUA
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_e2e
+
+    variants = {v.label: v for v in bench_e2e.GPU_VARIANTS}
+    peers = {"eager bf16 + graphs": ("reference", False), "torch bf16 + graphs": ("torch", False),
+             "compiled bf16 + graphs": ("reference", True)}
+    assert {label: (variants[label].backend, variants[label].compile) for label in peers} == peers
+    assert all(variants[label].cuda_graph and variants[label].precision == "bf16" for label in peers)
+    modes, resets, held = [], [], {}
+
+    def compile_like_graph_trees(model, mode=None):  # one output buffer, overwritten by every call
+        modes.append(mode)
+
+        def run(x, scales):
+            for s, y in model(x, scales).items():
+                held.setdefault(s, torch.empty_like(y)).copy_(y)
+            return held
+        return run
+
+    monkeypatch.setattr(torch, "compile", compile_like_graph_trees)
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: resets.append(True))
+    torch.manual_seed(0)
+    state = LUA(LUAConfig.small()).state_dict()
+    x = torch.randn(1, 16, 16, 16)
+    out, _, _, _ = bench_e2e.run_variant(variants["compiled bf16 + graphs"], state, x, 2, torch.device("cpu"), repeat=2)
+    assert modes == ["reduce-overhead"] and resets == [True]
+    assert out.untyped_storage().data_ptr() != held[2].untyped_storage().data_ptr() and torch.equal(out, held[2])
+
+
 def test_gpu_test_workers_cap_their_allocator(monkeypatch):
     """conftest: under xdist on a GPU each worker's allocator gets an even share of 80% of the GPU
     (LUA_FAST_TEST_GPU_MEMORY_GIB overrides, 0 = off), so one worker's huge cuDNN workspace cannot
@@ -286,6 +325,9 @@ def test_gpu_report_reads_the_first_h200_run(tmp_path):
     rows = json.loads((folder / "e2e_rest.json").read_text())
     rows["results"][0]["largest_allocations"] = [{"mib": 41000.0, "frames": ["conv.py:548 _conv_forward",
                                                                               "model.py:131 forward"]}]
+    rows["results"].append({"case": "64x2", "variant": "eager bf16 + graphs", "backend": "reference",
+                            "precision": "bf16", "cuda_graph": True, "median_ms": 8.72, "peak_mib": 80.0,
+                            "rel_err_vs_fp32_reference": 9.6e-3})  # (made up: the first run had no such row)
     (folder / "e2e_rest.json").write_text(json.dumps(rows))
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_report.py"), str(folder)],
                             capture_output=True, text=True, timeout=60)
@@ -305,6 +347,9 @@ def test_gpu_report_reads_the_first_h200_run(tmp_path):
     assert "41000 MiB at conv.py:548 _conv_forward < model.py:131 forward" in \
         lines["largest allocation 64x2 released fp32"]
     assert "| 9.18 | outside |" in lines["graphed bf16 forward after the kernel changes (128x2, triton bf16 + graphs)"]
+    assert "| 64x2 | eager bf16 + graphs | 8.72 ms | 2.00x (4.36 ms) |" in result.stdout
+    assert "| 7 to 11 ms | 8.72 | inside |" in lines["eager bf16 replayed from a CUDA graph (64x2, eager bf16 + graphs)"]
+    assert "3.36x (triton bf16 + graphs" in lines["x2 64x64 with CUDA graphs vs eager bf16"]  # (not the peer)
 
     convs = [{"size": 128, "batch": 1, "mode": "ieee", "median_ms": 41.5, "peak_allocated_mib": 98000.0,
               "peak_reserved_mib": 98100.0, "rel_err_vs_ieee": 0.0},
