@@ -127,14 +127,39 @@ def pytorch_default_switches():
         set_tf32_switches(saved)
 
 
+class MaskClock:
+    """Host time the released path spends on its shift masks: building each on the CPU, then
+    copying it to the device (a pageable copy: it also waits for the device's queue to reach it)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.masks, self.build_s, self.copy_s = 0, 0.0, 0.0
+
+    def __call__(self, h, w, ws, shift, *, device, dtype):
+        start = time.perf_counter()
+        mask = released_mask(h, w, ws, shift, "cpu", dtype)
+        built = time.perf_counter()
+        mask = mask.to(device)
+        self.masks, self.build_s, self.copy_s = (self.masks + 1, self.build_s + built - start,
+                                                 self.copy_s + time.perf_counter() - built)
+        return mask
+
+    def per_forward(self, forwards: int) -> dict:
+        return {"masks": self.masks / forwards, "build_ms": self.build_s * 1e3 / forwards,
+                "copy_ms": self.copy_s * 1e3 / forwards}
+
+
 @contextlib.contextmanager
-def released_code_path():
+def released_code_path(clock: MaskClock | None = None):
     """Run the reference as the released code does: each shift mask rebuilt on the CPU and copied
-    over per block call, attention through SDPA with a float mask and flash disabled."""
+    over per block call (timed by ``clock``), attention through SDPA with a float mask and flash
+    disabled."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     real_mask, real_forward = windows.shift_mask, reference_model.WindowAttention.forward
-    windows.shift_mask = lambda h, w, ws, shift, *, device, dtype: released_mask(h, w, ws, shift, device, dtype)
+    windows.shift_mask = clock or MaskClock()
     reference_model.WindowAttention.forward = _released_attention
     try:
         with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
@@ -183,7 +208,8 @@ def run_variant(variant, state_dict, x, scale, device, repeat, trace_memory=Fals
             lambda: model(x.to(up.dtype), (scale,))[scale])
     else:
         call = lambda: up.upscale(x, scale=scale, check_finite=False, cuda_graph=variant.cuda_graph)  # noqa: E731
-    ctx = released_code_path() if variant.released_masks else contextlib.nullcontext()
+    clock = MaskClock()
+    ctx = released_code_path(clock) if variant.released_masks else contextlib.nullcontext()
     switches = pytorch_default_switches() if variant.pytorch_switches else contextlib.nullcontext()
     seen = record_switches_once(up.reference_model) if variant.backend == "reference" and not variant.compile else []
     with ctx, switches, mock.patch.dict(os.environ, variant.env()), torch.inference_mode():
@@ -197,7 +223,10 @@ def run_variant(variant, state_dict, x, scale, device, repeat, trace_memory=Fals
         first_s = time.perf_counter() - start
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
+        clock.reset()
         timing = time_call(call, device, warmup=2, repeat=repeat, budget_ms=3000)
+        if variant.released_masks:  # per forward, over the warm-up and timed calls
+            timing["released_masks_per_forward"] = clock.per_forward(2 + timing["repeat"])
         peak = (torch.cuda.max_memory_allocated(device) - loaded) / 2**20 if device.type == "cuda" else None
         if device.type == "cuda":  # what the allocator held from the driver (cached blocks, workspaces):
             # what other processes on the GPU lose while this one runs

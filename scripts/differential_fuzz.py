@@ -1,7 +1,9 @@
 """Differential fuzzing of the backends on the CPU: random tiny configs, odd latent sizes, batches,
-layouts and scales, each backend against the reference (fp32 <= 1e-5, bf16 <= 3e-2: a gross
-indexing error, not the bf16 bound the tests hold). Triton runs through its interpreter (~25 s a
-case). Not part of the test suite; for a session with CPU time to spare.
+layouts and scales, each backend against the reference (fp32 <= 1e-5, low precision <= 3e-2: a
+gross indexing error, not the bound the tests hold). The torch backend runs fp32; the triton
+backend fp32 and one low-precision mode a case (bf16, fp16 or mixed), the low one with the fused
+block switches (LUA_FAST_FUSED_MLP, LUA_FAST_FUSED_ATTN_PROJ) drawn at random. Triton runs through
+its interpreter (~25-40 s a case). Not part of the test suite; for a session with CPU time to spare.
 
     python scripts/differential_fuzz.py SEED CASES
 """
@@ -33,15 +35,20 @@ def main(seed: int, cases: int) -> int:
             x = x.contiguous(memory_format=torch.channels_last)
         ref = lua_fast.load(sd, backend="reference").upscale(x, scale=scales)
         ref = ref if isinstance(ref, dict) else {scales[0]: ref}
-        for backend, precision in (("torch", "fp32"), ("triton", "fp32"), ("triton", "bf16")):
+        low = rng.choice(["bf16", "fp16", "mixed"])
+        switches = {"LUA_FAST_FUSED_MLP": rng.choice("01"), "LUA_FAST_FUSED_ATTN_PROJ": rng.choice("01")}
+        for backend, precision in (("torch", "fp32"), ("triton", "fp32"), ("triton", low)):
+            env = switches if precision == low else {k: "0" for k in switches}
+            os.environ.update(env)  # (read per forward)
             out = lua_fast.load(sd, backend=backend, precision=precision).upscale(x, scale=scales)
             out = out if isinstance(out, dict) else {scales[0]: out}
             for s in scales:
                 err = rel_err(out[s].float(), ref[s])
-                worst[f"{backend}-{precision}"] = max(worst.get(f"{backend}-{precision}", 0.0), err)
+                name = f"{backend}-{precision}" + ("".join(f"+{k[9:].lower()}" for k, v in env.items() if v == "1"))
+                worst[name] = max(worst.get(name, 0.0), err)
                 if not err <= (1e-5 if precision == "fp32" else 3e-2):
                     bad += 1
-                    print(f"BAD case {i}: window {window}, {b}x{h}x{w}, scales {scales}, {backend} {precision}, "
+                    print(f"BAD case {i}: window {window}, {b}x{h}x{w}, scales {scales}, {name}, "
                           f"x{s}: error {err:.2e}", flush=True)
     print(f"seed {seed}: {cases} cases, worst " + ", ".join(f"{k} {v:.1e}" for k, v in worst.items()), flush=True)
     return 1 if bad else 0

@@ -239,6 +239,10 @@ def test_released_row_under_pytorch_default_switches(monkeypatch):
     for label in ("released fp32", "released fp32, TF32 convs"):
         _, timing, _, _ = bench_e2e.run_variant(variants[label], state, x, 2, torch.device("cpu"), repeat=1)
         seen[label] = timing["tf32_switches_in_forward"]
+        # the host time of its masks, per forward: one per shifted block (2 in the small config)
+        masks = timing["released_masks_per_forward"]
+        assert masks["masks"] == 2 and masks["build_ms"] > 0 and masks["copy_ms"] >= 0, masks
+    assert bench_e2e.windows.shift_mask.__name__ == "shift_mask"  # restored after each row
     assert seen["released fp32"] == {"matmul": "ieee", "cudnn_conv": "ieee"}
     assert seen["released fp32, TF32 convs"] == {"matmul": "none", "cudnn_conv": "tf32"}
     assert precision.tf32_switches() == ("none", "tf32")  # restored after each row
@@ -329,6 +333,10 @@ def test_gpu_report_reads_the_first_h200_run(tmp_path):
                             "precision": "bf16", "cuda_graph": True, "median_ms": 8.72, "peak_mib": 80.0,
                             "rel_err_vs_fp32_reference": 9.6e-3})  # (made up: the first run had no such row)
     (folder / "e2e_rest.json").write_text(json.dumps(rows))
+    table128 = json.loads((folder / "e2e_128x2.json").read_text())
+    assert table128["results"][0]["variant"] == "released fp32"
+    table128["results"][0]["released_masks_per_forward"] = {"masks": 18, "build_ms": 505.0, "copy_ms": 30.0}
+    (folder / "e2e_128x2.json").write_text(json.dumps(table128))
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_report.py"), str(folder)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -343,7 +351,12 @@ def test_gpu_report_reads_the_first_h200_run(tmp_path):
     assert "3.36x (triton bf16 + graphs, 4.36 ms) | >= 8x | not met" in lines["x2 64x64 with CUDA graphs vs eager bf16"]
     assert "130 vs 304 MiB | <= | met" in lines["peak memory 128x2, triton bf16 vs eager bf16"]
     assert "61.6 vs 147.2 us (2.39x" in lines["attention vs FlexAttention, shift 0"]
-    assert "658.9 ms, peak 132340 MiB, err 1.9e-06" in lines["baseline released fp32 (128x2)"]
+    assert ("658.9 ms, peak 132340 MiB, err 1.9e-06, 18 CPU masks a forward: 505.0 ms building, 30.0 ms copying"
+            in lines["baseline released fp32 (128x2)"])
+    assert "| 0.3 to 0.9 mask share | 0.77 | inside |" in \
+        lines["released-style path: share of its time building masks on the CPU (128x2, released fp32)"]
+    assert lines["released-style path: share of its time building masks on the CPU (64x2, released fp32)"].endswith(
+        "| - | not recorded |")
     assert "41000 MiB at conv.py:548 _conv_forward < model.py:131 forward" in \
         lines["largest allocation 64x2 released fp32"]
     assert "| 9.18 | outside |" in lines["graphed bf16 forward after the kernel changes (128x2, triton bf16 + graphs)"]
