@@ -202,10 +202,15 @@ def run_variant(variant, state_dict, x, scale, device, repeat, trace_memory=Fals
     free_device_memory(device)
     up = lua_fast.load(state_dict, device=device, backend=variant.backend, precision=variant.precision)
     if variant.compile:  # with graphs: torch.compile's own (CUDA graph trees), whose outputs a later
-        # replay overwrites, hence the clone (lua_fast's graphs clone their outputs too)
+        # replay overwrites, hence the clone (lua_fast's graphs clone their outputs too); each call
+        # marked as a new step, as the trees ask of inference loops
         model = torch.compile(up.model, mode="reduce-overhead" if variant.cuda_graph else None)
-        call = (lambda: model(x.to(up.dtype), (scale,))[scale].clone()) if variant.cuda_graph else (  # noqa: E731
-            lambda: model(x.to(up.dtype), (scale,))[scale])
+
+        def call():
+            if variant.cuda_graph:
+                torch.compiler.cudagraph_mark_step_begin()
+                return model(x.to(up.dtype), (scale,))[scale].clone()
+            return model(x.to(up.dtype), (scale,))[scale]
     else:
         call = lambda: up.upscale(x, scale=scale, check_finite=False, cuda_graph=variant.cuda_graph)  # noqa: E731
     clock = MaskClock()

@@ -279,11 +279,13 @@ def test_graphed_peers_in_the_e2e_table(monkeypatch):
 
     monkeypatch.setattr(torch, "compile", compile_like_graph_trees)
     monkeypatch.setattr(torch._dynamo, "reset", lambda: resets.append(True))
+    steps = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: steps.append(True))
     torch.manual_seed(0)
     state = LUA(LUAConfig.small()).state_dict()
     x = torch.randn(1, 16, 16, 16)
     out, _, _, _ = bench_e2e.run_variant(variants["compiled bf16 + graphs"], state, x, 2, torch.device("cpu"), repeat=2)
-    assert modes == ["reduce-overhead"] and resets == [True]
+    assert modes == ["reduce-overhead"] and resets == [True] and len(steps) >= 4  # first, 2 warm-up, timed
     assert out.untyped_storage().data_ptr() != held[2].untyped_storage().data_ptr() and torch.equal(out, held[2])
 
 
