@@ -67,6 +67,40 @@ def cap_gpu_memory_per_worker() -> float | None:
     return fraction
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu_memory_gib(n): this test needs n GiB of GPU memory, above the "
+                                       "per-worker cap: the cap is lifted to n GiB while it runs")
+
+
+@pytest.fixture(autouse=True)
+def gpu_memory_for_this_test(request):
+    """A test marked ``gpu_memory_gib(n)`` runs with its worker's cap lifted to n GiB, then the
+    worker's cached memory is handed back and its cap restored. (One such test, the 64-bit offsets
+    partition, holds ~16 GiB: above a worker's share on an H200, and far above it on an H100.)"""
+    marker = request.node.get_closest_marker("gpu_memory_gib")
+    if marker is None or not torch.cuda.is_available():
+        yield
+        return
+    yield from lifted_gpu_memory_cap(marker.args[0])
+
+
+def lifted_gpu_memory_cap(gib: float):
+    """Generator body of the fixture above (a plain function, so it can be tested with CUDA mocked)."""
+    total = torch.cuda.get_device_properties(0).total_memory
+    capped = torch.cuda.get_per_process_memory_fraction(0)
+    needed = min(1.0, gib * 2**30 / total)
+    if capped >= needed:
+        yield
+        return
+    torch.cuda.set_per_process_memory_fraction(needed)
+    try:
+        yield
+    finally:
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()  # (the test's tensors are gone: its blocks go back to the driver)
+        torch.cuda.set_per_process_memory_fraction(capped)
+
+
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     out, ref = out.double(), ref.double()
     return ((out - ref).norm() / ref.norm()).item()

@@ -317,6 +317,38 @@ def test_gpu_test_workers_cap_their_allocator(monkeypatch):
     assert fractions == [pytest.approx(0.8 / 12), pytest.approx(0.3), 1.0]
 
 
+def test_a_test_marked_with_its_memory_lifts_its_workers_cap(monkeypatch):
+    """conftest: a test marked gpu_memory_gib(n) (the 64-bit offsets partition holds ~16 GiB, above
+    a worker's 9.3 GiB share of an H200 and 5.3 GiB of an H100) runs with its worker's cap lifted
+    to n GiB; afterwards the worker's cache goes back to the driver and its cap is restored. A cap
+    already above n is left alone."""
+    from types import SimpleNamespace
+
+    import torch
+    from conftest import lifted_gpu_memory_cap
+
+    calls = []
+    cap = [0.8 / 12]
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: SimpleNamespace(total_memory=80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda index: cap[0])
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f: calls.append(("cap", f)))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: calls.append(("sync",)))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append(("empty_cache",)))
+    body = lifted_gpu_memory_cap(18)
+    next(body)  # the test runs here
+    assert calls == [("cap", 18 / 80)]
+    with pytest.raises(StopIteration):
+        next(body)
+    assert calls == [("cap", 18 / 80), ("sync",), ("empty_cache",), ("cap", pytest.approx(0.8 / 12))]
+    calls.clear()
+    cap[0] = 0.5  # (40 GiB: enough)
+    body = lifted_gpu_memory_cap(18)
+    next(body)
+    with pytest.raises(StopIteration):
+        next(body)
+    assert calls == []
+
+
 def test_gpu_report_reads_the_first_h200_run(tmp_path):
     """scripts/gpu_report.py on the committed H200 results (plus a made-up tests.log and traced
     allocation): the figures of benchmarks/NOTES.md, each target's verdict, the failures named."""

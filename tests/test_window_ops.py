@@ -141,6 +141,7 @@ def test_native_ops_check_their_arguments_too():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.gpu_memory_gib(18)  # input, output, the reference's roll and partition copies: 4 x 4.06 GiB
 def test_cuda_64bit_offsets():
     """A partition whose element offsets exceed 2**31 (4 GiB of bf16)."""
     if native.unavailable_reason(torch.device("cuda")):
