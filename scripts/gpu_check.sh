@@ -130,6 +130,8 @@
 # e2e_rest has "eager bf16 + graphs" (~10 s over its 3 cases). If run 1 runs short they are the
 # first rows lost (last in their table). gpu_report prints a peers table; predictions there.
 # The GPU test of cuda_graph=True now covers the torch and reference backends too (+2 tests, 64x64).
+# The per-worker memory cap (fifth session) would have failed test_cuda_64bit_offsets (~16 GiB held):
+# tests now declare such needs with @pytest.mark.gpu_memory_gib(n), which lifts that worker's cap.
 # The released-style rows now clock their CPU masks (released_masks_per_forward: masks, ms building,
 # ms copying, per forward): 16-18 ms per 128x128 mask on the development CPU x 18 a forward, ~300 of the
 # IEEE row's 659 ms. Hence the TF32 row's prediction is now 250-700 ms (it was "well under 659").
