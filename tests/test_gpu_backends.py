@@ -86,11 +86,12 @@ def test_fewer_launches_per_block_within_the_eager_bound(released_random, refere
 
 
 @pytest.mark.parametrize("backend, mode", [("triton", "bf16"), ("triton", "fp32"), ("torch", "bf16"),
-                                           ("reference", "bf16")])
+                                           ("torch", "fp32"), ("reference", "bf16"), ("reference", "fp32")])
 def test_cuda_graph_replay_equals_eager(released_random, backend, mode):
     """``cuda_graph=True`` on every backend: the replay gives what the eager forward gives. The
-    Triton kernels bit for bit; cuBLAS/cuDNN may choose another algorithm inside a capture, so the
-    eager backends within 1e-3 (a stale input, a missing mask or a wrong buffer is O(1))."""
+    Triton kernels bit for bit. cuBLAS/cuDNN may choose another algorithm inside a capture, so the
+    eager backends within 1e-5 in fp32 and 1e-2 in bf16 (rounding flips over 36 blocks; a stale
+    input or a wrong buffer is O(1))."""
     up = lua_fast.load(released_random, device="cuda", backend=backend, precision=mode)
     for seed in (1, 2):  # the second input exercises the static-buffer copy
         x = torch.randn(1, 16, 64, 64, device="cuda", generator=torch.Generator("cuda").manual_seed(seed))
@@ -100,7 +101,8 @@ def test_cuda_graph_replay_equals_eager(released_random, backend, mode):
             if backend == "triton":
                 assert torch.equal(graphed[s], eager[s])
             else:
-                assert rel_err(graphed[s], eager[s]) <= 1e-3, (s, rel_err(graphed[s], eager[s]))
+                bound = 1e-5 if mode == "fp32" else 1e-2
+                assert rel_err(graphed[s], eager[s]) <= bound, (s, rel_err(graphed[s], eager[s]))
 
 
 def test_programmatic_dependent_launch_changes_no_result(released_random, monkeypatch):
