@@ -55,11 +55,13 @@ class Variant:
     fused_mlp: bool = False  # LUA_FAST_FUSED_MLP=1: each Swin block's MLP as one launch
     fused_attn: bool = False  # LUA_FAST_FUSED_ATTN_PROJ=1: attention + proj + residual as one launch
     pytorch_switches: bool = False  # PyTorch's default TF32 switches instead of the fp32 mode's IEEE ones
+    triton_gemms: str = ""  # LUA_FAST_TRITON_GEMMS (read when the model loads): "" the default, "0" cuBLAS
 
     def env(self) -> dict:
         return {"LUA_FAST_PDL": "1" if self.pdl else "0", "LUA_FAST_FP32_DOTS": self.fp32_dots,
                 "LUA_FAST_FUSED_MLP": "1" if self.fused_mlp else "0",
-                "LUA_FAST_FUSED_ATTN_PROJ": "1" if self.fused_attn else "0"}
+                "LUA_FAST_FUSED_ATTN_PROJ": "1" if self.fused_attn else "0",
+                "LUA_FAST_TRITON_GEMMS": self.triton_gemms}
 
 
 GPU_VARIANTS = [  # torch.compile last: its compile is the slowest first call
@@ -83,6 +85,9 @@ GPU_VARIANTS = [  # torch.compile last: its compile is the slowest first call
     Variant("triton fp32", "triton", "fp32"),
     Variant("triton fp32 + graphs", "triton", "fp32", cuda_graph=True),
     Variant("triton fp32 tf32x3", "triton", "fp32", fp32_dots="tf32x3"),
+    # The trunk's qkv, proj and fc2 on cuBLAS (LayerNorms and residual adds in add_layer_norm launches:
+    # 7 launches a block, not 5): the alternative the first GPU session left unmeasured in bf16.
+    Variant("triton bf16 + graphs, cuBLAS GEMMs", "triton", "bf16", cuda_graph=True, triton_gemms="0"),
     Variant("compiled bf16", "reference", "bf16", compile=True),
     # What CUDA graphs alone give, without lua_fast's kernels: the peers of "triton bf16 + graphs" (the
     # graphed rows above are measured against eager rows, which pay ~20 us of host time per PyTorch op).
@@ -200,7 +205,8 @@ def run_variant(variant, state_dict, x, scale, device, repeat, trace_memory=Fals
     model was loaded (weights excluded, CUDA-graph pools and cached masks included). The
     allocator's cache is emptied first, so its peak reserved memory is this row's own."""
     free_device_memory(device)
-    up = lua_fast.load(state_dict, device=device, backend=variant.backend, precision=variant.precision)
+    with mock.patch.dict(os.environ, variant.env()):  # (switches read when the model loads)
+        up = lua_fast.load(state_dict, device=device, backend=variant.backend, precision=variant.precision)
     if variant.compile:  # with graphs: torch.compile's own (CUDA graph trees), whose outputs a later
         # replay overwrites, hence the clone (lua_fast's graphs clone their outputs too); each call
         # marked as a new step, as the trees ask of inference loops

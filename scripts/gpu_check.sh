@@ -130,6 +130,8 @@
 # e2e_rest has "eager bf16 + graphs" (~10 s over its 3 cases). If run 1 runs short they are the
 # first rows lost (last in their table). gpu_report prints a peers table; predictions there.
 # The GPU test of cuda_graph=True now covers the torch and reference backends too (+2 tests, 64x64).
+# table128 also has "triton bf16 + graphs, cuBLAS GEMMs" (LUA_FAST_TRITON_GEMMS=0, read at load: qkv, proj
+# and fc2 on cuBLAS, 7 launches a block; ~5 s): the bf16 alternative never measured. Prediction 6-9 ms.
 # The per-worker memory cap (fifth session) would have failed test_cuda_64bit_offsets (~16 GiB held):
 # tests now declare such needs with @pytest.mark.gpu_memory_gib(n), which lifts that worker's cap.
 # The released-style rows now clock their CPU masks (released_masks_per_forward: masks, ms building,

@@ -317,6 +317,39 @@ def test_gpu_test_workers_cap_their_allocator(monkeypatch):
     assert fractions == [pytest.approx(0.8 / 12), pytest.approx(0.3), 1.0]
 
 
+def test_e2e_rows_load_their_model_under_their_switches(monkeypatch):
+    """LUA_FAST_TRITON_GEMMS is read when the triton backend is built, so bench_e2e's "cuBLAS GEMMs"
+    row must load its model under it (the per-forward switches were only set around the calls); the
+    other rows leave it empty, i.e. the backend's default for the precision."""
+    import torch
+
+    from lua_fast import precision
+    from lua_fast.backends.triton_backend import fused_gemms_enabled
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_e2e
+
+    seen = {}
+
+    class Loaded(Exception):
+        pass
+
+    def load(*args, **kwargs):
+        seen["gemms"] = os.environ.get("LUA_FAST_TRITON_GEMMS")
+        seen["fused"] = fused_gemms_enabled(precision.resolve(kwargs["precision"], None))
+        raise Loaded
+
+    monkeypatch.setattr(bench_e2e.lua_fast, "load", load)
+    monkeypatch.delenv("LUA_FAST_TRITON_GEMMS", raising=False)
+    variants = {v.label: v for v in bench_e2e.GPU_VARIANTS}
+    for label, gemms, fused in (("triton bf16 + graphs, cuBLAS GEMMs", "0", False), ("triton bf16 + graphs", "", True),
+                                ("triton fp32", "", False)):
+        with pytest.raises(Loaded):
+            bench_e2e.run_variant(variants[label], {}, torch.zeros(1), 2, torch.device("cpu"), repeat=1)
+        assert seen == {"gemms": gemms, "fused": fused}, (label, seen)
+    assert "LUA_FAST_TRITON_GEMMS" not in os.environ
+
+
 def test_a_test_marked_with_its_memory_lifts_its_workers_cap(monkeypatch):
     """conftest: a test marked gpu_memory_gib(n) (the 64-bit offsets partition holds ~16 GiB, above
     a worker's 9.3 GiB share of an H200 and 5.3 GiB of an H100) runs with its worker's cap lifted
