@@ -162,10 +162,11 @@ def record_forward(config: LUAConfig, precision: str, size, scale: int, batch: i
     ``precision`` "fp32x3": the fp32 mode with its Triton dots as three TF32 products
     (``LUA_FAST_FP32_DOTS=tf32x3``); suffixes "+mlp" ("bf16+mlp": each block's MLP as one
     ``fused_mlp`` launch, ``LUA_FAST_FUSED_MLP=1``) and "+attn" (attention + proj as one
-    ``attention_proj`` launch, ``LUA_FAST_FUSED_ATTN_PROJ=1``), alone or both ("bf16+mlp+attn")."""
+    ``attention_proj`` launch, ``LUA_FAST_FUSED_ATTN_PROJ=1``), alone or both ("bf16+mlp+attn"), and
+    "+cublas" (qkv, proj and fc2 on cuBLAS, ``LUA_FAST_TRITON_GEMMS=0``: the fp32 default)."""
     precision, *extras = precision.split("+")
-    if set(extras) - {"mlp", "attn"}:
-        raise ValueError(f"unknown case suffix in {extras} (want +mlp and/or +attn)")
+    if set(extras) - {"mlp", "attn", "cublas"}:
+        raise ValueError(f"unknown case suffix in {extras} (want +mlp, +attn and/or +cublas)")
     dots = "tf32x3" if precision == "fp32x3" else "ieee"
     precision = "fp32" if precision == "fp32x3" else precision
     prec = resolve(precision, None)
@@ -173,7 +174,7 @@ def record_forward(config: LUAConfig, precision: str, size, scale: int, batch: i
     model = LUA(config).to(device, prec.storage).eval().requires_grad_(False)
     env = {"LUA_FAST_FP32_DOTS": dots, "LUA_FAST_FUSED_MLP": "1" if "mlp" in extras else "0",
            "LUA_FAST_FUSED_ATTN_PROJ": "1" if "attn" in extras else "0"}
-    backend = TritonBackendLUA(model, prec)
+    backend = TritonBackendLUA(model, prec, fused_gemms=False if "cublas" in extras else None)
     height, width = (size, size) if isinstance(size, int) else size
     x = torch.randn(batch, config.in_channels, height, width, device=device)
     sink: list[Launch] = []

@@ -176,6 +176,7 @@ for mode in bf16 mixed fp32 fp16 tf32; do
   for size in 64 128 40x72; do PREWARM_CASES+=" $mode:$size:2/1 $mode:$size:4/1"; done
 done
 PREWARM_CASES+=" bf16:32x48:2/1 bf16:40x48:2/1 bf16:48x48:2/1 bf16:56x48:2/1 bf16:256:4/1"  # threads, tiling tests
+PREWARM_CASES+=" bf16+cublas:128:2"  # table128's "triton bf16 + graphs, cuBLAS GEMMs" row (LUA_FAST_TRITON_GEMMS=0)
 # The tables' fused-block rows and their GPU test (LUA_FAST_FUSED_MLP=1, LUA_FAST_FUSED_ATTN_PROJ=1: the
 # _mlp_kernel's and _attention_proj_kernel's binaries; the other kernels' jobs are the plain cases')
 PREWARM_CASES+=" bf16+mlp+attn:128:2 bf16+mlp+attn:128:4 bf16+mlp+attn:64:2 bf16+mlp+attn:128:2:4"

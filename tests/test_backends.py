@@ -44,7 +44,7 @@ def eager(weights, latents):
 CASES = [("reference", m) for m in ("fp32", "bf16", "fp16", "mixed")] + \
         [("torch", m) for m in ("fp32", "bf16", "fp16", "mixed")] + \
         [("triton", m) for m in ("fp32", "bf16", "fp16", "mixed")] + \
-        [("triton-cublas", "mixed"), ("triton-fused", "fp32")] + \
+        [("triton-cublas", "mixed"), ("triton-cublas", "bf16"), ("triton-fused", "fp32")] + \
         [("triton-blocks", m) for m in ("fp16", "mixed")]  # GEMMS=0 / =1; FUSED_MLP=1 + FUSED_ATTN_PROJ=1
 
 

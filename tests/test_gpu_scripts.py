@@ -51,6 +51,28 @@ def test_ncu_summary_reads_ncu_csv(tmp_path):
     assert "| 0 | _linear_kernel | 65.2 | 33.9 | 41.2 |" in result.stdout, result.stdout
 
 
+def test_prewarm_case_for_the_cublas_gemms_row():
+    """table128's "cuBLAS GEMMs" row runs the triton backend with LUA_FAST_TRITON_GEMMS=0; its
+    binaries come from the prewarm case "bf16+cublas:128:2": the Triton launches of that path
+    (fc1 + GELU without its LayerNorm, add_layer_norm twice a block), none of the fused GEMMs."""
+    text = (ROOT / "scripts" / "gpu_check.sh").read_text()
+    assert 'PREWARM_CASES+=" bf16+cublas:128:2"' in text
+    code = """
+import collections, json, sys
+sys.path.insert(0, "scripts")
+import compile_kernels as ck
+from lua_fast import LUAConfig
+count = lambda case: collections.Counter(l.kernel for l in ck.record_forward(LUAConfig.flux(), case, 32, 2))
+print(json.dumps([count("bf16+cublas"), count("bf16")]))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cublas, fused = json.loads(result.stdout.splitlines()[-1])
+    assert cublas["fused_linear"] == 36 and cublas["layer_norm"] == 80 and fused["fused_linear"] == 144
+
+
 def test_prewarm_jobs_are_one_per_jit_specialisation():
     """The prewarm compiles one job per binary: arguments that the JIT specialises alike (ints by
     ==1 / multiple of 16 / other and width, floats by type, tensors by dtype and alignment) make
