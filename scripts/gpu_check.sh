@@ -127,8 +127,11 @@
 # the tables could not say how much of "3.88x with graphs" is the graphs' and how much the kernels'.
 # table128 ends with three more rows (~20-35 s, torch.compile's reduce-overhead compile included):
 # "eager bf16 + graphs", "torch bf16 + graphs", "compiled bf16 + graphs" (mode="reduce-overhead");
-# e2e_rest has "eager bf16 + graphs" (~10 s over its 3 cases). If run 1 runs short they are the
-# first rows lost (last in their table). gpu_report prints a peers table; predictions there.
+# e2e_rest has "eager bf16 + graphs" (~10 s over its 3 cases). gpu_report prints a peers table;
+# predictions there. Row order (bench_e2e.GPU_VARIANTS) is now issue 13's rows first (released, eager,
+# torch, triton bf16/mixed/fp32 with and without graphs, compiled bf16), then the diagnostic rows,
+# most telling first: table128 has 23 rows and each new kernel key autotunes on its first call, so if
+# the stage or the call runs out of time it loses diagnostics, not acceptance rows.
 # The GPU test of cuda_graph=True now covers the torch and reference backends too (+2 tests, 64x64).
 # table128 also has "triton bf16 + graphs, cuBLAS GEMMs" (LUA_FAST_TRITON_GEMMS=0, read at load: qkv, proj
 # and fc2 on cuBLAS, 7 launches a block; ~5 s): the bf16 alternative never measured. Prediction 6-9 ms.
