@@ -83,11 +83,10 @@ def _record(case) -> list[tuple]:
     """(kernel, module attr, args spec, kwargs, config kwargs) of every launch x config of a forward."""
     torch.set_num_threads(1)
     precision, size, scale, batch, first_only = case
-    saved = {k: os.environ.get(k) for k in ("LUA_FAST_AUTOTUNE", "LUA_FAST_FP32_DOTS")}
+    saved = {k: os.environ.get(k) for k in ("LUA_FAST_AUTOTUNE",)}
     os.environ["LUA_FAST_AUTOTUNE"] = "0" if first_only else "1"  # the prune hooks read it (pool workers are reused)
-    # "fp32x3": the fp32 mode with LUA_FAST_FP32_DOTS=tf32x3 (its launches carry that input precision)
-    os.environ["LUA_FAST_FP32_DOTS"] = "tf32x3" if precision == "fp32x3" else "ieee"
-    precision = "fp32" if precision == "fp32x3" else precision
+    # ("fp32x3", LUA_FAST_FP32_DOTS=tf32x3, goes to record_forward as it is: it sets the switch around
+    # the forward itself, so a switch set here would be overridden by its "ieee")
     try:
         jobs = []
         for launch in ck.record_forward(LUAConfig.flux(), precision, size, scale, batch):

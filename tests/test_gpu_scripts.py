@@ -92,6 +92,10 @@ pdl = g.with_pdl(again)  # each binary again, as launched with LUA_FAST_PDL=1
 assert len(pdl) == len(again) and not set(map(repr, pdl)) & set(map(repr, again))
 assert all(dict(j[3])["PDL"] is True and dict(j[4])["launch_pdl"] is True for j in pdl)
 assert all(dict(j[3])["PDL"] is False and "launch_pdl" not in dict(j[4]) for j in again)
+# "fp32x3": the fp32 mode's binaries with their dots as three TF32 products, not the IEEE ones again
+# (the prewarm once compiled the IEEE binaries twice and none of these)
+dots = lambda case: {dict(j[3]).get("INPUT_PRECISION") for j in g.compile_jobs([g.parse_case(case)])} - {None}
+assert dots("fp32:64:2/1") == {"ieee"} and dots("fp32x3:64:2/1") == {"tf32x3"}, (dots("fp32:64:2/1"), dots("fp32x3:64:2/1"))
 print(len(jobs), len(again))
 """
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
