@@ -157,6 +157,12 @@ def test_autotune_switch_also_skips_timing_the_lone_config(monkeypatch):
         assert tuner.do_bench is triton_support.bench_config
         assert tuner.do_bench(lambda: runs.append(1), (0.5, 0.2, 0.8)) == [0.0, 0.0, 0.0]
     assert not runs
+    # With tuning on: Triton's do_bench, 10 ms of warm-up and 40 ms of runs per config (not its 25 + 100)
+    calls = []
+    monkeypatch.setattr(triton_support.triton.testing, "do_bench",
+                        lambda fn, warmup, rep, quantiles: calls.append((warmup, rep, quantiles)) or [1.0])
+    monkeypatch.setenv("LUA_FAST_AUTOTUNE", "1")
+    assert triton_support.bench_config(lambda: None, (0.5,)) == [1.0] and calls == [(10, 40, (0.5,))]
 
 
 def test_kernel_ops_bypass_the_dispatcher_only_on_plain_eager_calls():
