@@ -135,6 +135,10 @@
 # The GPU test of cuda_graph=True now covers the torch and reference backends too (+2 tests, 64x64).
 # table128 also has "triton bf16 + graphs, cuBLAS GEMMs" (LUA_FAST_TRITON_GEMMS=0, read at load: qkv, proj
 # and fc2 on cuBLAS, 7 launches a block; ~5 s): the bf16 alternative never measured. Prediction 6-9 ms.
+# The prewarm's fp32x3 cases had compiled the IEEE binaries twice and no tf32x3 one (fixed): the tf32x3
+# rows would have compiled every config in the timed process. .gpu_carry's tarball now holds 767
+# binaries (the 36 tf32x3 and 8 cuBLAS-path ones added; rebuilt as in the fourth session's commands).
+# Autotuning times each config for 10 + 40 ms (was Triton's 25 + 100): ~280 binaries tuned per table.
 # The per-worker memory cap (fifth session) would have failed test_cuda_64bit_offsets (~16 GiB held):
 # tests now declare such needs with @pytest.mark.gpu_memory_gib(n), which lifts that worker's cap.
 # The released-style rows now clock their CPU masks (released_masks_per_forward: masks, ms building,
