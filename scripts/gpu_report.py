@@ -209,6 +209,43 @@ def graph_peers(rows: list[dict]) -> list[tuple[str, str, str]]:
     return out
 
 
+# (switch, row with it, the same row without it): the opt-in switches and alternatives a GPU run decides
+SWITCHES = [
+    ("LUA_FAST_TRITON_GEMMS=0 (cuBLAS GEMMs, bf16)", "triton bf16 + graphs, cuBLAS GEMMs", "triton bf16 + graphs"),
+    ("LUA_FAST_FUSED_MLP=1", "triton bf16 + graphs + fused MLP", "triton bf16 + graphs"),
+    ("LUA_FAST_FUSED_ATTN_PROJ=1", "triton bf16 + graphs + fused attn-proj", "triton bf16 + graphs"),
+    ("both fused-block switches", "triton bf16 + graphs + 3 launches/block", "triton bf16 + graphs"),
+    ("both, without graphs", "triton bf16 + 3 launches/block", "triton bf16"),
+    ("LUA_FAST_PDL=1", "triton bf16 + graphs + PDL", "triton bf16 + graphs"),
+    ("LUA_FAST_PDL=1, without graphs", "triton bf16 + PDL", "triton bf16"),
+    ("LUA_FAST_FP32_DOTS=tf32x3 (fp32 mode)", "triton fp32 tf32x3", "triton fp32"),
+]
+TIE = 0.02  # medians closer than this (relative) decide nothing
+
+
+def switch_decisions(rows: list[dict]) -> list[tuple[str, str, str, str, str]]:
+    """(switch, case, with, without, reading) for each switch row measured beside its baseline: a
+    switch faster by more than TIE (and, in fp32, still within 1e-5) is a candidate default."""
+    out = []
+    for switch, label, base_label in SWITCHES:
+        for case in sorted({r["case"] for r in rows}):
+            mine, base = row(rows, case, label), row(rows, case, base_label)
+            if not (mine and base):
+                continue
+            gain = base["median_ms"] / mine["median_ms"] - 1
+            exact = mine["precision"] != "fp32" or mine["rel_err_vs_fp32_reference"] <= 1e-5
+            if not exact:
+                reading = f"error {mine['rel_err_vs_fp32_reference']:.1e} > 1e-5: not for the fp32 mode"
+            elif gain > TIE:
+                reading = f"{gain:.0%} faster: candidate default"
+            elif gain < -TIE:
+                reading = f"{-gain:.0%} slower: keep it off"
+            else:
+                reading = "within 2%: no change"
+            out.append((switch, case, f"{mine['median_ms']:.2f} ms", f"{base['median_ms']:.2f} ms", reading))
+    return out
+
+
 def markdown(found: dict) -> str:
     lines = ["| acceptance item | measured | target | verdict |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in acceptance(found)]
@@ -219,6 +256,10 @@ def markdown(found: dict) -> str:
         lines += ["", "| case | graphed peer (no lua_fast kernels) | median | triton bf16 + graphs over it |",
                   "|---|---|---|---|"]
         lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in peers]
+    decisions = switch_decisions(found["rows"])
+    if decisions:
+        lines += ["", "| switch | case | with | without | reading |", "|---|---|---|---|---|"]
+        lines += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in decisions]
     if found["convs"]:  # benchmarks/probe_conv_workspace.py: the 132 GB reading on one trunk conv
         lines += ["", "| conv probe (360->360 3x3, fp32) | ms | allocated MiB | reserved MiB | err vs ieee |",
                   "|---|---|---|---|---|"]

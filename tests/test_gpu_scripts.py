@@ -462,11 +462,27 @@ def test_gpu_report_reads_the_first_h200_run(tmp_path):
              {"size": 128, "batch": 1, "mode": "ieee, cudnn off", "error": "OutOfMemoryError: ..."}]
     (folder / "conv_workspace.json").write_text(json.dumps({"results": convs}))
     (folder / "tests.log").write_text("....\n==== 300 passed in 199.00s ====\nKeyboardInterrupt\n")
+    made_up = {"case": "128x2", "backend": "triton", "cuda_graph": True, "peak_mib": 9.0}  # (switch rows)
+    table128["results"] += [
+        {**made_up, "variant": "triton bf16 + graphs, cuBLAS GEMMs", "precision": "bf16", "median_ms": 8.0,
+         "rel_err_vs_fp32_reference": 8.4e-3},
+        {**made_up, "variant": "triton bf16 + graphs + PDL", "precision": "bf16", "median_ms": 9.1,
+         "rel_err_vs_fp32_reference": 8.4e-3},
+        {**made_up, "variant": "triton fp32 tf32x3", "precision": "fp32", "median_ms": 60.0, "cuda_graph": False,
+         "rel_err_vs_fp32_reference": 2e-5}]
+    (folder / "e2e_128x2.json").write_text(json.dumps(table128))
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_report.py"), str(folder)],
                             capture_output=True, text=True, timeout=60)
     assert "| 300 passed (cut at the deadline) | all pass | not met |" in result.stdout
     assert "| 128x128 b1 ieee | 41.500 | 98000 | 98100 | 0.0e+00 |" in result.stdout
     assert "| 128x128 b1 ieee, cudnn off | failed: OutOfMemoryError: ... |" in result.stdout
+    # the switches a run decides, each beside its baseline row of the same table
+    assert ("| LUA_FAST_TRITON_GEMMS=0 (cuBLAS GEMMs, bf16) | 128x2 | 8.00 ms | 9.18 ms | 15% faster: candidate "
+            "default |") in result.stdout
+    assert "| LUA_FAST_PDL=1 | 128x2 | 9.10 ms | 9.18 ms | within 2%: no change |" in result.stdout
+    assert "| 60.00 ms | 120.69 ms | error 2.0e-05 > 1e-5: not for the fp32 mode |" in result.stdout
+    assert "9.18 ms (triton bf16 + graphs) | <= 7 ms" not in result.stdout  # (the cuBLAS row is now the best)
+    assert "8.00 ms (triton bf16 + graphs, cuBLAS GEMMs) | <= 7 ms | not met" in result.stdout
 
 
 def test_conv_probe_runs_its_three_modes_and_restores_the_switches(tmp_path):
