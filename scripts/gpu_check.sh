@@ -140,7 +140,9 @@
 # binaries (the 36 tf32x3 and 8 cuBLAS-path ones added; rebuilt as in the fourth session's commands).
 # Autotuning times each config for 10 + 40 ms (was Triton's 25 + 100): ~280 binaries tuned per table.
 # Budget after these changes (estimates): table128 23 rows, ~150-190 s (inside its 240 s); e2e_rest 14 rows x
-# 3 cases, ~190-230 s. Run 1 "prove" stays at timeout_s ~450, run 2 "time" gets what is left.
+# 3 cases plus three new size classes to tune, ~200-260 s: its 240 s timeout may cut the batch-4 case's
+# last rows, which are diagnostics (acceptance rows come first in each case). Run 1 "prove" stays at
+# timeout_s ~450, run 2 "time" gets what is left.
 # The per-worker memory cap (fifth session) would have failed test_cuda_64bit_offsets (~16 GiB held):
 # tests now declare such needs with @pytest.mark.gpu_memory_gib(n), which lifts that worker's cap.
 # The released-style rows now clock their CPU masks (released_masks_per_forward: masks, ms building,
