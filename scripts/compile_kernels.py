@@ -20,8 +20,14 @@ copies, UTMALDG = TMA), and the static warp-instructions per launch:
 H200's issue rate (132 SMs x 4 schedulers x 1.75 GHz) that is a hard lower bound on the launch's
 time (``issue_us``). The wave bound (``wave_us``) adds how the programs fall on the SMs: the
 busiest SM runs ceil(programs / 132) of them at 4 warp-instructions a clock, so a launch of 32
-programs is bounded by one program's time, not by a 132nd of all of them. Writes ``benchmarks/results/kernel_report_sm90.json`` (per --arch) and prints
-a markdown table for ``benchmarks/NOTES.md``. Must run without TRITON_INTERPRET.
+programs is bounded by one program's time, not by a 132nd of all of them. An issue slot is not
+the whole cost of every instruction: a MUFU instruction (exp2, rcp) holds the SM's 16 MUFU lanes
+for 2 clocks per warp, and an MMA holds the tensor cores for its FLOPs / 4096 clocks (dense
+bf16/fp16; tf32 at half rate), read from the HGMMA / HMMA shapes in the SASS, padding included.
+``mufu_us`` and ``tensor_us`` are those pipes' whole-GPU times; the pipe bound (``pipe_us``) is
+the largest of the three per busiest SM, still a hard lower bound, and the report's "best config"
+is the one with the lowest pipe bound. Writes ``benchmarks/results/kernel_report_sm90.json`` (per
+--arch) and prints a markdown table for ``benchmarks/NOTES.md``. Must run without TRITON_INTERPRET.
 """
 
 from __future__ import annotations
@@ -65,6 +71,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SMEM_LIMIT = {80: 163 * 1024, 90: 227 * 1024}  # max dynamic shared memory per block (A100, H100)
 SMS, ISSUES_PER_CLOCK, CLOCK = 132, 4, 1.75e9  # an H200: SMs, warp schedulers per SM, SM clock (Hz)
 ISSUE_RATE = SMS * ISSUES_PER_CLOCK * CLOCK  # warp-instructions per second an H200 can issue at most
+MUFU_CLOCKS_PER_WARP_INSTRUCTION = 32 / 16  # SM clocks: 16 MUFU lanes per SM (CUDA guide, cc 9.0: exp2f, rcp)
+TENSOR_FLOPS_PER_CLOCK = 4096  # dense bf16/fp16 per SM per clock on Hopper (989 TFLOP/s at 1.83 GHz, 132 SMs)
 BF16_PEAK = 772e12  # FLOP/s, dense bf16 on an H200 (as measured by the issue author)
 BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
 TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
@@ -323,13 +331,16 @@ def analyse(compiled, trips, programs: int, weights: list[float] | None = None) 
     share = {i: 1.0 for i in range(len(found))}
     if weights is not None and len(weights) == len(top):
         share.update(dict(zip(top, weights)))
-    per_warp = 0.0
-    for addr, _, _ in code:
+    per_warp = mufu_per_warp = mma_flops_per_warp = 0.0
+    for addr, op, operands in code:
         mult = 1.0
         for i, (start, end) in enumerate(found):
             if start <= addr <= end:
                 mult *= counts[i] * (share[i] if i in top else 1.0)
         per_warp += mult
+        if op.startswith("MUFU"):
+            mufu_per_warp += mult
+        mma_flops_per_warp += mult * mma_flops(op, operands)
     body_ops = []
     if found:  # the main loop: the longest innermost one
         start, end = max((found[i] for i in range(len(found)) if i not in outer), key=lambda se: se[1] - se[0])
@@ -341,6 +352,14 @@ def analyse(compiled, trips, programs: int, weights: list[float] | None = None) 
     # clock (one warp at most 1): a launch of 32 programs leaves 100 SMs idle, which the
     # whole-GPU issue bound above does not see. (per_warp is the programs' average.)
     wave_clocks = max(math.ceil(programs / SMS) * per_warp * warps / ISSUES_PER_CLOCK, per_warp)
+    # The two pipes an issue slot does not pay for in full: the MUFU unit (exp2, rcp, ...: 16 lanes a clock
+    # per SM, so a warp-instruction holds it 2 SM-clocks) and the tensor cores (dense bf16/fp16 at
+    # TENSOR_FLOPS_PER_CLOCK per SM; tf32 at half). Each is a hard bound of its own: the pipe bound is
+    # the largest of the three, per busiest SM as the wave bound.
+    mufu_clocks = mufu_per_warp * warps * MUFU_CLOCKS_PER_WARP_INSTRUCTION
+    mma_clocks = mma_flops_per_warp * warps / TENSOR_FLOPS_PER_CLOCK
+    busiest = math.ceil(programs / SMS)
+    pipe_clocks = max(wave_clocks, busiest * mufu_clocks, busiest * mma_clocks)
     mma = "wgmma" if any(op.startswith("HGMMA") for op in ops) else \
         "mma.sync" if any(op.startswith("HMMA") for op in ops) else "none"
     loop_loads = load_widths(body_ops)
@@ -363,7 +382,33 @@ def analyse(compiled, trips, programs: int, weights: list[float] | None = None) 
         "warp_instructions": int(warp_instr),
         "issue_us": warp_instr / ISSUE_RATE * 1e6,
         "wave_us": wave_clocks / CLOCK * 1e6,
+        "mufu_warp_instructions": int(mufu_per_warp * warps * programs),
+        "mufu_us": mufu_clocks * programs / SMS / CLOCK * 1e6,
+        "mma_flops": mma_flops_per_warp * warps * programs,
+        "tensor_us": mma_clocks * programs / SMS / CLOCK * 1e6,
+        "pipe_us": pipe_clocks / CLOCK * 1e6,
     }
+
+
+MMA_SHAPE = re.compile(r"^(?:\.)?(\d+)x(\d+)x(\d+)")
+
+
+def mma_flops(op: str, operands: str) -> float:
+    """Tensor-core FLOPs one warp's copy of an MMA instruction stands for, in bf16/fp16-equivalent
+    FLOPs (tf32 counts double: half the rate). HGMMA.64xNxK is one warpgroup's (4 warps') product;
+    HMMA.MNK (e.g. HMMA.16816) one warp's. The SASS regex stops an opcode at the shape's lowercase
+    'x', so HGMMA's shape is read from the start of its operand text."""
+    tf32 = 2.0 if ".TF32" in op or ".TF32" in operands.split(" ")[0] else 1.0
+    if op.startswith("HGMMA"):
+        m = MMA_SHAPE.match(op[len("HGMMA"):] + operands)  # ".64" + "x64x16.F32.BF16 ..."
+        if m:
+            return 2.0 * int(m.group(1)) * int(m.group(2)) * int(m.group(3)) / 4 * tf32
+    elif op.startswith("HMMA."):
+        digits = op.split(".")[1]  # 16816 = m16 n8 k16, 1688 = m16 n8 k8
+        shape = {"16816": (16, 8, 16), "1688": (16, 8, 8), "884": (8, 8, 4)}.get(digits)
+        if shape:
+            return 2.0 * math.prod(shape) * tf32
+    return 0.0
 
 
 def compile_config(launch: Launch, config, arch: int, pdl: bool = False):
@@ -429,7 +474,7 @@ def report(archs: list[int], cases, out_dir: Path, name: str = "kernel_report_sm
                         if kernels is None or launch.kernel in kernels]
             _TASKS[:] = [(launch, cfg, arch) for launch in launches for cfg in configs_for(launch)[0]]
             results = in_processes(_variant_stats, len(_TASKS), jobs)
-            best, best_wave = {}, {}
+            best, best_wave, best_pipe = {}, {}, {}
             for (launch, cfg, _), stats in zip(_TASKS, results):
                 row = {"precision": precision, "latent": size, "scale": scale, "kernel": launch.kernel,
                        "site": launch.site, "launches": launch.count,
@@ -444,17 +489,21 @@ def report(archs: list[int], cases, out_dir: Path, name: str = "kernel_report_sm
                     key = id(launch)
                     best[key] = min(best.get(key, (float("inf"), 0))[0], stats["issue_us"]), launch.count
                     best_wave[key] = min(best_wave.get(key, (float("inf"), 0))[0], stats["wave_us"]), launch.count
+                    best_pipe[key] = min(best_pipe.get(key, (float("inf"), 0))[0], stats["pipe_us"]), launch.count
             total = sum(us * count for us, count in best.values())
             wave_total = sum(us * count for us, count in best_wave.values())
+            pipe_total = sum(us * count for us, count in best_pipe.values())
             totals.append({"precision": precision, "latent": size, "scale": scale,
-                           "triton_issue_us_per_forward": total, "triton_wave_us_per_forward": wave_total})
+                           "triton_issue_us_per_forward": total, "triton_wave_us_per_forward": wave_total,
+                           "triton_pipe_us_per_forward": pipe_total})
             print(f"sm_{arch} {precision} {size}x{size} x{scale}: sum over launches of the best config's "
-                  f"issue bound = {total:.0f} us, wave bound = {wave_total:.0f} us")
+                  f"issue bound = {total:.0f} us, wave bound = {wave_total:.0f} us, pipe bound = {pipe_total:.0f} us")
         out = {
             "what": "static cost of every Triton kernel variant the released config launches (see the script)",
             "triton": triton.__version__, "torch": torch.__version__, "lua_fast": lua_fast.__version__,
             "arch": f"sm_{arch}{'a' if arch == 90 else ''}", "issue_rate_per_s": ISSUE_RATE,
-            "bf16_peak_flops": BF16_PEAK, "forward_totals": totals, "variants": rows,
+            "bf16_peak_flops": BF16_PEAK, "mufu_clocks_per_warp_instruction": MUFU_CLOCKS_PER_WARP_INSTRUCTION,
+            "tensor_flops_per_clock": TENSOR_FLOPS_PER_CLOCK, "forward_totals": totals, "variants": rows,
         }
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / name.format(arch=arch, triton=triton.__version__)
@@ -476,30 +525,40 @@ def config_label(cfg: dict) -> str:
 def markdown(report_json: dict) -> str:
     """The best config per (case, site) as a table, for benchmarks/NOTES.md."""
     lines = [f"Triton {report_json['triton']}, {report_json['arch']}; best autotune config per call site "
-             "(lowest wave bound that fits shared memory):", "",
+             "(lowest pipe bound that fits shared memory; MUFU and tensor us per launch, whole GPU):", "",
              "| case | site | launches | config | programs | regs | spill B | smem KiB | mma | loop loads | "
-             "warp-instr/launch | issue us/launch | wave us/launch | FLOP floor us |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "warp-instr/launch | issue us/launch | wave us/launch | MUFU us | tensor us | pipe us/launch | "
+             "FLOP floor us |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     best: dict[tuple, dict] = {}
     for row in report_json["variants"]:
         if "error" in row or not row["fits_smem"]:
             continue
         key = (row["precision"], row["latent"], row["scale"], row["site"])
-        if key not in best or row.get("wave_us", row["issue_us"]) < best[key].get("wave_us", best[key]["issue_us"]):
+        if key not in best or bound_us(row) < bound_us(best[key]):
             best[key] = row
     for (prec, size, scale, site), row in best.items():
         loads = ", ".join(f"{k}:{v}" for k, v in sorted(row["loop_global_loads"].items())) or "-"
         lines.append(f"| {prec} {size}x{size} x{scale} | {site} | {row['launches']} | {config_label(row['config'])} | "
                      f"{row['programs']} | {row['registers']} | {row['spill_bytes']} | "
                      f"{row['shared_bytes'] // 1024} | {row['mma']} | {loads} | {row['warp_instructions'] / 1e6:.1f} M | "
-                     f"{row['issue_us']:.1f} | {row.get('wave_us', float('nan')):.1f} | {row['flop_floor_us']:.1f} |")
+                     f"{row['issue_us']:.1f} | {row.get('wave_us', float('nan')):.1f} | "
+                     f"{row.get('mufu_us', float('nan')):.1f} | {row.get('tensor_us', float('nan')):.1f} | "
+                     f"{bound_us(row):.1f} | {row['flop_floor_us']:.1f} |")
     lines.append("")
     for t in report_json["forward_totals"]:
-        wave = t.get("triton_wave_us_per_forward")
+        wave, pipe = t.get("triton_wave_us_per_forward"), t.get("triton_pipe_us_per_forward")
         lines.append(f"- {t['precision']} {t['latent']}x{t['latent']} x{t['scale']}: Triton kernels' issue bound "
                      f"per forward {t['triton_issue_us_per_forward'] / 1e3:.2f} ms"
-                     + (f", wave bound {wave / 1e3:.2f} ms" if wave is not None else ""))
+                     + (f", wave bound {wave / 1e3:.2f} ms" if wave is not None else "")
+                     + (f", pipe bound {pipe / 1e3:.2f} ms" if pipe is not None else ""))
     return "\n".join(lines)
+
+
+def bound_us(row: dict) -> float:
+    """A variant's tightest static bound: the pipe bound, or for reports written before it, the wave
+    (then issue) bound."""
+    return row.get("pipe_us", row.get("wave_us", row["issue_us"]))
 
 
 def _quick_status(index: int) -> str:

@@ -210,23 +210,30 @@ def times(case) -> dict:
             "config": {**best.kwargs, "num_warps": best.num_warps, "num_stages": best.num_stages},
             "n_regs": compiled.n_regs, "n_spills": compiled.n_spills, "shared_bytes": compiled.metadata.shared,
             "measured_us": measured, "issue_bound_us": static["issue_us"], "wave_bound_us": static["wave_us"],
+            "mufu_us": static["mufu_us"], "tensor_us": static["tensor_us"], "pipe_bound_us": static["pipe_us"],
             "mma": static["mma"],
             "flop_floor_us": launch.flops / ck.BF16_PEAK * 1e6,
             "measured_over_issue_bound": measured / static["issue_us"] if static["issue_us"] else None,
+            "measured_over_pipe_bound": measured / static["pipe_us"] if static["pipe_us"] else None,
         }
     rows = list(sites.values())
     total = sum(r["measured_us"] * r["launches"] for r in rows)
     bound = sum(r["issue_bound_us"] * r["launches"] for r in rows)
+    pipe = sum(r["pipe_bound_us"] * r["launches"] for r in rows)
     print(f"{precision} {size[0]}x{size[1]} x{scale} b{batch}: {len(launches)} launches, {len(rows)} sites; "
-          f"sum of isolated kernel times {total / 1e3:.2f} ms vs issue bound {bound / 1e3:.2f} ms")
-    print("| site | launches | config | regs | spills | measured us | issue bound us | wave bound us | ratio |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"sum of isolated kernel times {total / 1e3:.2f} ms vs issue bound {bound / 1e3:.2f} ms, "
+          f"pipe bound {pipe / 1e3:.2f} ms")
+    print("| site | launches | config | regs | spills | measured us | issue bound us | wave bound us | MUFU us | "
+          "tensor us | pipe bound us | measured / issue | measured / pipe |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in sorted(rows, key=lambda r: -r["measured_us"] * r["launches"]):
         print(f"| {r['site']} | {r['launches']} | {ck.config_label(r['config'])} | {r['n_regs']} | "
               f"{r['n_spills']} | {r['measured_us']:.1f} | {r['issue_bound_us']:.1f} | {r['wave_bound_us']:.1f} | "
-              f"{(r['measured_over_issue_bound'] or 0):.2f} |")
+              f"{r['mufu_us']:.1f} | {r['tensor_us']:.1f} | {r['pipe_bound_us']:.1f} | "
+              f"{(r['measured_over_issue_bound'] or 0):.2f} | {(r['measured_over_pipe_bound'] or 0):.2f} |")
     return {"case": {"precision": precision, "latent": list(size), "scale": scale, "batch": batch},
-            "launches": len(launches), "sum_isolated_us": total, "sum_issue_bound_us": bound, "sites": rows}
+            "launches": len(launches), "sum_isolated_us": total, "sum_issue_bound_us": bound,
+            "sum_pipe_bound_us": pipe, "sites": rows}
 
 
 def profile(case, forwards: int = 1) -> None:

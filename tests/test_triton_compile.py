@@ -89,6 +89,17 @@ def test_kernel_report_sm90_bf16(tmp_path):
         assert r["wave_us"] >= r["issue_us"] * (1 - 1e-9), where
         if r["programs"] <= 132 and r["warps"] >= 4:
             assert r["wave_us"] == pytest.approx(r["issue_us"] * 132 / r["programs"]), where
+        # the pipe bound: never below the wave bound nor either pipe's whole-GPU time; the MMAs the
+        # SASS holds cover the launch's FLOPs (padding only adds)
+        assert r["pipe_us"] >= max(r["wave_us"], r["mufu_us"], r["tensor_us"]) * (1 - 1e-9), where
+        flops = r["flop_floor_us"] * report["bf16_peak_flops"] / 1e6
+        if "layernorm" not in r["site"]:
+            assert r["mma_flops"] >= flops * (1 - 1e-9), where
+        if r["site"].startswith("attention"):  # 64 windows x 12 heads x 256 x 256 scores, one exp2 each
+            assert r["mma_flops"] == pytest.approx(flops), where  # both dots, head_dim padded to 32: no waste
+            # one exp2 per score, plus the per-row rescales and reciprocals: under 10% more
+            per_score = r["mufu_warp_instructions"] / (64 * 12 * 256 * 256 // 32)
+            assert 1 <= per_score <= 1.1, (where, per_score)
     # the issue-bound budgets of issue 11 (x2 128x128 bf16, the best autotune config per site)
     best = {}
     for r in rows:
@@ -99,6 +110,29 @@ def test_kernel_report_sm90_bf16(tmp_path):
     floors = {r["site"]: r["flop_floor_us"] for r in rows}
     for site in ("conv 360->256+leaky", "conv 256->1024+shuffle", "conv 256->16"):
         assert best[site] <= 1.3 * floors[site], (site, best[site], floors[site])
+
+
+def test_mma_flops_reads_the_sass_shapes():
+    """The tensor-pipe count parses HGMMA (warpgroup, shape in the operand text because the SASS
+    regex stops at the lowercase 'x') and HMMA (one warp) shapes; tf32 counts double."""
+    code = """
+import json, sys
+sys.path.insert(0, "scripts")
+import compile_kernels as ck
+cases = [("HGMMA.64", "x64x16.F32.BF16 R24, gdesc[UR8], R24"), ("HGMMA.64", "x128x8.F32.TF32 R24, R124, gdesc[UR12], RZ"),
+         ("HMMA.16816.F32.BF16", " R4, R8, R12, R4"), ("HMMA.1688.F32.TF32", " R4, R8, R12, R4"),
+         ("FFMA", " R1, R2, R3, R4"), ("MUFU.EX2", " R1, R2")]
+line = ck.SASS_LINE.search("/*0a70*/                   HGMMA.64x64x16.F32.BF16 R24, gdesc[UR8], R24 ;")
+print(json.dumps([ck.mma_flops(op, operands) for op, operands in cases] + [line.group(3), line.group(4)]))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    *flops, op, operands = json.loads(result.stdout.splitlines()[-1])
+    # per warp: a 64xNxK warpgroup product is shared by 4 warps
+    assert flops == [2 * 64 * 64 * 16 / 4, 2 * 2 * 64 * 128 * 8 / 4, 2 * 16 * 8 * 16, 2 * 2 * 16 * 8 * 8, 0, 0]
+    assert (op, operands.split(" ")[0]) == ("HGMMA.64", "x64x16.F32.BF16")
 
 
 def test_kernel_report_sm90_fused_mlp(tmp_path):
