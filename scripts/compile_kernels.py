@@ -26,7 +26,9 @@ for 2 clocks per warp, and an MMA holds the tensor cores for its FLOPs / 4096 cl
 bf16/fp16; tf32 at half rate), read from the HGMMA / HMMA shapes in the SASS, padding included.
 ``mufu_us`` and ``tensor_us`` are those pipes' whole-GPU times; the pipe bound (``pipe_us``) is
 the largest of the three per busiest SM, still a hard lower bound, and the report's "best config"
-is the one with the lowest pipe bound. Writes ``benchmarks/results/kernel_report_sm90.json`` (per
+is the one with the lowest pipe bound. The memory floor (``memory_floor_us``) is each distinct
+tensor argument moved once at an H200's 4.8 TB/s (the attention's bias left out): hard for a launch
+timed alone with L2 flushed, not for a forward whose activations may still sit in the 50 MB L2. Writes ``benchmarks/results/kernel_report_sm90.json`` (per
 --arch) and prints a markdown table for ``benchmarks/NOTES.md``. Must run without TRITON_INTERPRET.
 """
 
@@ -73,6 +75,10 @@ SMS, ISSUES_PER_CLOCK, CLOCK = 132, 4, 1.75e9  # an H200: SMs, warp schedulers p
 ISSUE_RATE = SMS * ISSUES_PER_CLOCK * CLOCK  # warp-instructions per second an H200 can issue at most
 MUFU_CLOCKS_PER_WARP_INSTRUCTION = 32 / 16  # SM clocks: 16 MUFU lanes per SM (CUDA guide, cc 9.0: exp2f, rcp)
 TENSOR_FLOPS_PER_CLOCK = 4096  # dense bf16/fp16 per SM per clock on Hopper (989 TFLOP/s at 1.83 GHz, 132 SMs)
+HBM_BYTES_PER_S = 4.8e12  # an H200's HBM3e (spec sheet)
+# Tensor arguments left out of the memory floor: which one an attention config reads (the dense bias or
+# its table) is the config's choice, and both are small next to qkv.
+NOT_MOVED = {"window_attention": {"bias_ptr", "table_ptr"}, "attention_proj": {"bias_ptr"}}
 BF16_PEAK = 772e12  # FLOP/s, dense bf16 on an H200 (as measured by the issue author)
 BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
 TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
@@ -194,6 +200,18 @@ def record_forward(config: LUAConfig, precision: str, size, scale: int, batch: i
         named = dict(zip(launch.tuner.fn.arg_names, launch.args))
         launch.site, launch.flops = describe(launch.kernel, named, launch.kwargs)
     return sink
+
+
+def launch_bytes(launch: Launch) -> int:
+    """Bytes a launch must move at least once: each distinct tensor argument (by address: the unused
+    pointers the wrappers pass alias a real argument) read or written once, whole."""
+    skip = NOT_MOVED.get(launch.kernel, set())
+    seen, total = set(), 0
+    for name, value in zip(launch.tuner.fn.arg_names, launch.args):
+        if isinstance(value, torch.Tensor) and name not in skip and value.data_ptr() not in seen:
+            seen.add(value.data_ptr())
+            total += value.numel() * value.element_size()
+    return total
 
 
 def describe(kernel: str, named: dict, kwargs: dict) -> tuple[str, int]:
@@ -457,6 +475,8 @@ def _variant_stats(index: int):
     stats = analyse(compiled, trip_count(launch, cfg), math.prod(grid), loop_weights(launch, named))
     stats["fits_smem"] = stats["shared_bytes"] <= SMEM_LIMIT.get(arch, 227 * 1024)
     stats["flop_floor_us"] = launch.flops / BF16_PEAK * 1e6
+    stats["bytes"] = launch_bytes(launch)
+    stats["memory_floor_us"] = stats["bytes"] / HBM_BYTES_PER_S * 1e6
     return stats
 
 
@@ -474,7 +494,7 @@ def report(archs: list[int], cases, out_dir: Path, name: str = "kernel_report_sm
                         if kernels is None or launch.kernel in kernels]
             _TASKS[:] = [(launch, cfg, arch) for launch in launches for cfg in configs_for(launch)[0]]
             results = in_processes(_variant_stats, len(_TASKS), jobs)
-            best, best_wave, best_pipe = {}, {}, {}
+            best, best_wave, best_pipe, memory = {}, {}, {}, {}
             for (launch, cfg, _), stats in zip(_TASKS, results):
                 row = {"precision": precision, "latent": size, "scale": scale, "kernel": launch.kernel,
                        "site": launch.site, "launches": launch.count,
@@ -490,20 +510,24 @@ def report(archs: list[int], cases, out_dir: Path, name: str = "kernel_report_sm
                     best[key] = min(best.get(key, (float("inf"), 0))[0], stats["issue_us"]), launch.count
                     best_wave[key] = min(best_wave.get(key, (float("inf"), 0))[0], stats["wave_us"]), launch.count
                     best_pipe[key] = min(best_pipe.get(key, (float("inf"), 0))[0], stats["pipe_us"]), launch.count
+                    memory[key] = stats["memory_floor_us"], launch.count
             total = sum(us * count for us, count in best.values())
             wave_total = sum(us * count for us, count in best_wave.values())
             pipe_total = sum(us * count for us, count in best_pipe.values())
+            memory_total = sum(us * count for us, count in memory.values())
             totals.append({"precision": precision, "latent": size, "scale": scale,
                            "triton_issue_us_per_forward": total, "triton_wave_us_per_forward": wave_total,
-                           "triton_pipe_us_per_forward": pipe_total})
+                           "triton_pipe_us_per_forward": pipe_total, "triton_memory_us_per_forward": memory_total})
             print(f"sm_{arch} {precision} {size}x{size} x{scale}: sum over launches of the best config's "
-                  f"issue bound = {total:.0f} us, wave bound = {wave_total:.0f} us, pipe bound = {pipe_total:.0f} us")
+                  f"issue bound = {total:.0f} us, wave bound = {wave_total:.0f} us, pipe bound = {pipe_total:.0f} us; "
+                  f"memory floor = {memory_total:.0f} us")
         out = {
             "what": "static cost of every Triton kernel variant the released config launches (see the script)",
             "triton": triton.__version__, "torch": torch.__version__, "lua_fast": lua_fast.__version__,
             "arch": f"sm_{arch}{'a' if arch == 90 else ''}", "issue_rate_per_s": ISSUE_RATE,
             "bf16_peak_flops": BF16_PEAK, "mufu_clocks_per_warp_instruction": MUFU_CLOCKS_PER_WARP_INSTRUCTION,
-            "tensor_flops_per_clock": TENSOR_FLOPS_PER_CLOCK, "forward_totals": totals, "variants": rows,
+            "tensor_flops_per_clock": TENSOR_FLOPS_PER_CLOCK, "hbm_bytes_per_s": HBM_BYTES_PER_S,
+            "forward_totals": totals, "variants": rows,
         }
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / name.format(arch=arch, triton=triton.__version__)
@@ -528,8 +552,8 @@ def markdown(report_json: dict) -> str:
              "(lowest pipe bound that fits shared memory; MUFU and tensor us per launch, whole GPU):", "",
              "| case | site | launches | config | programs | regs | spill B | smem KiB | mma | loop loads | "
              "warp-instr/launch | issue us/launch | wave us/launch | MUFU us | tensor us | pipe us/launch | "
-             "FLOP floor us |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "FLOP floor us | memory floor us |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     best: dict[tuple, dict] = {}
     for row in report_json["variants"]:
         if "error" in row or not row["fits_smem"]:
@@ -544,14 +568,16 @@ def markdown(report_json: dict) -> str:
                      f"{row['shared_bytes'] // 1024} | {row['mma']} | {loads} | {row['warp_instructions'] / 1e6:.1f} M | "
                      f"{row['issue_us']:.1f} | {row.get('wave_us', float('nan')):.1f} | "
                      f"{row.get('mufu_us', float('nan')):.1f} | {row.get('tensor_us', float('nan')):.1f} | "
-                     f"{bound_us(row):.1f} | {row['flop_floor_us']:.1f} |")
+                     f"{bound_us(row):.1f} | {row['flop_floor_us']:.1f} | {row.get('memory_floor_us', float('nan')):.1f} |")
     lines.append("")
     for t in report_json["forward_totals"]:
         wave, pipe = t.get("triton_wave_us_per_forward"), t.get("triton_pipe_us_per_forward")
+        memory = t.get("triton_memory_us_per_forward")
         lines.append(f"- {t['precision']} {t['latent']}x{t['latent']} x{t['scale']}: Triton kernels' issue bound "
                      f"per forward {t['triton_issue_us_per_forward'] / 1e3:.2f} ms"
                      + (f", wave bound {wave / 1e3:.2f} ms" if wave is not None else "")
-                     + (f", pipe bound {pipe / 1e3:.2f} ms" if pipe is not None else ""))
+                     + (f", pipe bound {pipe / 1e3:.2f} ms" if pipe is not None else "")
+                     + (f"; memory floor {memory / 1e3:.2f} ms" if memory is not None else ""))
     return "\n".join(lines)
 
 

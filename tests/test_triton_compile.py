@@ -100,6 +100,16 @@ def test_kernel_report_sm90_bf16(tmp_path):
             # one exp2 per score, plus the per-row rescales and reciprocals: under 10% more
             per_score = r["mufu_warp_instructions"] / (64 * 12 * 256 * 256 // 32)
             assert 1 <= per_score <= 1.1, (where, per_score)
+        # the memory floor: each distinct tensor once (qkv and the output for attention, the bias left
+        # out); the unused residual pointer of a conv without one aliases its output, counted once
+        assert r["memory_floor_us"] == pytest.approx(r["bytes"] / report["hbm_bytes_per_s"] * 1e6), where
+        tokens = 128 * 128
+        if r["site"].startswith("attention"):
+            assert r["bytes"] == tokens * (1152 + 384) * 2, where
+        if r["site"] == "linear 384->360+residual":  # input, residual, output, and the weight
+            assert tokens * (384 + 2 * 360) * 2 < r["bytes"] < tokens * (384 + 2 * 360) * 2 + 400_000, where
+        if r["site"] == "conv 16->360":  # the latent, the weights and one output
+            assert tokens * 360 * 2 < r["bytes"] < 2 * tokens * 360 * 2, where
     # the issue-bound budgets of issue 11 (x2 128x128 bf16, the best autotune config per site)
     best = {}
     for r in rows:
