@@ -14,8 +14,9 @@ Tensor arguments travel as (dtype, 16-byte aligned or not): that is all the JIT 
 
 times: runs one forward with every launch recorded and executed, then times each distinct call
 site alone (triton.testing.do_bench, median) with the config the autotuner chose, and reads that
-binary's registers and spills (``n_regs``, ``n_spills``) and its static issue bound (the same
-SASS analysis as the kernel report) next to the measurement.
+binary's registers and spills (``n_regs``, ``n_spills``) and its static bounds (the same SASS
+analysis as the kernel report: issue, wave, MUFU, tensor, pipe; and the memory floor) next to the
+measurement, with measured / max(pipe bound, memory floor).
 """
 
 from __future__ import annotations

@@ -500,3 +500,58 @@ def test_conv_probe_runs_its_three_modes_and_restores_the_switches(tmp_path):
     rows = json.loads(out.read_text())["results"]
     assert [r["mode"] for r in rows] == ["ieee", "tf32", "ieee, cudnn off"]
     assert all(r["median_ms"] > 0 and r["rel_err_vs_ieee"] == 0.0 for r in rows)
+
+
+def test_kernel_times_rows_and_table_without_a_gpu(tmp_path):
+    """``gpu_kernels.py times`` (the GPU run's kernels stage) end to end on the CPU: the forward is
+    recorded on CPU tensors with each launch's autotune choice set to its first config, every site's
+    binary is compiled for sm_90 behind the stand-in driver, and the timer returns 10 us. The rows
+    carry every bound the table prints (issue, wave, MUFU, tensor, pipe, memory floor) and the
+    printed ratio is measured / max(pipe, memory)."""
+    code = """
+import json, sys
+from unittest import mock
+sys.path.insert(0, "scripts")
+import torch, triton.testing
+from triton.compiler.compiler import CompiledKernel
+import compile_kernels as ck, gpu_kernels as g
+from lua_fast.kernels.triton_support import autotune_key
+
+g._use_stub_driver()
+record = ck.record_forward
+
+def on_cpu(*args, device=None, **kwargs):
+    launches = record(*args, **kwargs)
+    for launch in launches:
+        if hasattr(launch.tuner, "cache"):  # the autotuner's "choice": the first config its prune keeps
+            launch.tuner.cache[autotune_key(launch.tuner, launch.args, launch.kwargs)] = ck.configs_for(launch)[0][0]
+    return launches
+
+def no_handles(self):
+    self.n_regs, self.n_spills = 96, 0
+
+with mock.patch.object(ck, "record_forward", on_cpu), mock.patch.object(torch.cuda, "synchronize", lambda: None), \\
+        mock.patch.object(triton.testing, "do_bench", lambda *a, **k: 0.010), \\
+        mock.patch.object(CompiledKernel, "_init_handles", no_handles):
+    out = g.times(g.parse_case("bf16:32:2"))
+print(json.dumps(out))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path / "cache")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.splitlines()[-1])
+    rows = out["sites"]
+    assert out["launches"] == sum(r["launches"] for r in rows) > 150 and len(rows) >= 10
+    for r in rows:
+        assert r["measured_us"] == pytest.approx(10.0) and r["n_regs"] == 96, r
+        assert r["pipe_bound_us"] >= max(r["wave_bound_us"], r["mufu_us"], r["tensor_us"]) * (1 - 1e-9), r
+        assert r["bound_us"] == max(r["pipe_bound_us"], r["memory_floor_us"]) > 0, r
+    attention = [r for r in rows if r["kernel"] == "window_attention"]
+    assert attention and all(r["mufu_us"] > 0 and r["tensor_us"] > 0 for r in attention)
+    assert out["sum_pipe_bound_us"] >= out["sum_issue_bound_us"]
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert "memory floor us" in table[0] and "measured / max(pipe, memory)" in table[0]
+    first = next(r for r in rows if r["site"] in table[2])
+    assert table[2].endswith(f"| {10.0 / first['bound_us']:.2f} |"), (table[2], first)
