@@ -3,7 +3,7 @@
     python scripts/gpu_report.py /work/.device/N/files [/work/.device/M/files ...]
 
 Reads what scripts/gpu_check.sh writes: log.txt (or run*_log.txt), tests.log, e2e_*.json,
-window_attention.json, from every folder given. Prints markdown: each acceptance item with its
+window_attention.json, conv_workspace.json, kernel_times*.json, from every folder given. Prints markdown: each acceptance item with its
 measured figure, target and verdict, then each prediction written before the run next to what was
 measured. It only reads; a file that is missing makes its items "not run". Figures are computed
 from the rows' medians, so two rows are compared only when they come from the same table (one
@@ -56,7 +56,7 @@ GRAPH_PEERS = ("eager bf16 + graphs", "torch bf16 + graphs", "compiled bf16 + gr
 
 
 def load(folders: list[Path]) -> dict:
-    found = {"logs": "", "tests": None, "rows": [], "attention": [], "convs": []}
+    found = {"logs": "", "tests": None, "rows": [], "attention": [], "convs": [], "kernels": []}
     for folder in folders:
         for path in sorted(folder.glob("*.txt")):
             if path.name == "tests.log" or "tests" in path.name:
@@ -73,7 +73,40 @@ def load(folders: list[Path]) -> dict:
         attention = folder / "window_attention.json"
         if attention.exists():
             found["attention"] += json.loads(attention.read_text())["results"]
+        for path in sorted(folder.glob("kernel_times*.json")):  # scripts/gpu_kernels.py times
+            found["kernels"].append(json.loads(path.read_text()))
     return found
+
+
+# Measured / bound of the sum over a forward's call sites, each timed alone with L2 flushed (bf16 x2
+# 128x128) on the H200 on 2026-11-26, with the configs of then: 10.05 ms against 3.37 ms of
+# max(pipe bound, memory floor), 2.70 ms of issue bound (benchmarks/NOTES.md, seventh session of
+# 2026-11-27).
+KERNELS_OVER_BOUND_BEFORE = "2026-11-26: 2.98 of max(pipe, memory), 3.72 of issue"
+
+
+def kernel_sites(run: dict) -> list[str]:
+    """One call-site table of ``gpu_kernels.py times``: measured against the site's tightest bound
+    (max(pipe bound, memory floor); a file written before those bounds: the issue bound)."""
+    c = run["case"]
+    lines = [f"| {c['precision']} {c['latent'][0]}x{c['latent'][1]} x{c['scale']} b{c['batch']} | launches | "
+             "measured us | bound us | which | measured / bound | share of the measured sum |",
+             "|---|---|---|---|---|---|---|"]
+    rows = sorted(run["sites"], key=lambda r: -r["measured_us"] * r["launches"])
+    total = sum(r["measured_us"] * r["launches"] for r in rows) or 1.0
+    bounds = 0.0
+    for r in rows:
+        if "bound_us" in r:
+            bound = r["bound_us"]
+            which = "pipe" if r["pipe_bound_us"] >= r["memory_floor_us"] else "memory"
+        else:
+            bound, which = r["issue_bound_us"], "issue"
+        bounds += bound * r["launches"]
+        lines.append(f"| {r['site']} | {r['launches']} | {r['measured_us']:.1f} | {bound:.1f} | {which} | "
+                     f"{r['measured_us'] / bound:.2f} | {r['measured_us'] * r['launches'] / total:.0%} |")
+    lines.append(f"| **sum** | {sum(r['launches'] for r in rows)} | {total / 1e3:.2f} ms | {bounds / 1e3:.2f} ms | | "
+                 f"**{total / bounds:.2f}** ({KERNELS_OVER_BOUND_BEFORE}) | |")
+    return lines
 
 
 def test_summary(text: str | None) -> tuple[str, str]:
@@ -260,6 +293,8 @@ def markdown(found: dict) -> str:
     if decisions:
         lines += ["", "| switch | case | with | without | reading |", "|---|---|---|---|---|"]
         lines += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in decisions]
+    for run in found["kernels"]:
+        lines += ["", *kernel_sites(run)]
     if found["convs"]:  # benchmarks/probe_conv_workspace.py: the 132 GB reading on one trunk conv
         lines += ["", "| conv probe (360->360 3x3, fp32) | ms | allocated MiB | reserved MiB | err vs ieee |",
                   "|---|---|---|---|---|"]

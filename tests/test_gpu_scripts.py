@@ -456,11 +456,21 @@ def test_gpu_report_reads_the_first_h200_run(tmp_path):
     assert "| 64x2 | eager bf16 + graphs | 8.72 ms | 2.00x (4.36 ms) |" in result.stdout
     assert "| 7 to 11 ms | 8.72 | inside |" in lines["eager bf16 replayed from a CUDA graph (64x2, eager bf16 + graphs)"]
     assert "3.36x (triton bf16 + graphs" in lines["x2 64x64 with CUDA graphs vs eager bf16"]  # (not the peer)
+    # per call site against its bound: the first run's file predates the pipe bound (issue bound then)
+    assert "| LN+linear 360->1152 | 36 | 65.2 | 8.5 | issue | 7.65 | 23% |" in result.stdout
+    assert "| **sum** | 193 | 10.05 ms | 2.70 ms | | **3.72** (2026-11-26: 2.98 of max(pipe, memory)" in result.stdout
 
     convs = [{"size": 128, "batch": 1, "mode": "ieee", "median_ms": 41.5, "peak_allocated_mib": 98000.0,
               "peak_reserved_mib": 98100.0, "rel_err_vs_ieee": 0.0},
              {"size": 128, "batch": 1, "mode": "ieee, cudnn off", "error": "OutOfMemoryError: ..."}]
     (folder / "conv_workspace.json").write_text(json.dumps({"results": convs}))
+    site = {"launches": 36, "issue_bound_us": 8.5, "mufu_us": 0.2, "tensor_us": 15.3}
+    (folder / "kernel_times_new.json").write_text(json.dumps({
+        "case": {"precision": "bf16", "latent": [64, 64], "scale": 2, "batch": 1},
+        "sites": [{**site, "site": "LN+linear 360->1152", "measured_us": 31.6, "pipe_bound_us": 15.8,
+                   "memory_floor_us": 10.6, "bound_us": 15.8},
+                  {**site, "site": "linear 384->360+residual", "measured_us": 15.2, "pipe_bound_us": 5.3,
+                   "memory_floor_us": 7.6, "bound_us": 7.6}]}))
     (folder / "tests.log").write_text("....\n==== 300 passed in 199.00s ====\nKeyboardInterrupt\n")
     made_up = {"case": "128x2", "backend": "triton", "cuda_graph": True, "peak_mib": 9.0}  # (switch rows)
     table128["results"] += [
@@ -476,6 +486,9 @@ def test_gpu_report_reads_the_first_h200_run(tmp_path):
     assert "| 300 passed (cut at the deadline) | all pass | not met |" in result.stdout
     assert "| 128x128 b1 ieee | 41.500 | 98000 | 98100 | 0.0e+00 |" in result.stdout
     assert "| 128x128 b1 ieee, cudnn off | failed: OutOfMemoryError: ... |" in result.stdout
+    assert "| LN+linear 360->1152 | 36 | 31.6 | 15.8 | pipe | 2.00 | 68% |" in result.stdout
+    assert "| linear 384->360+residual | 36 | 15.2 | 7.6 | memory | 2.00 | 32% |" in result.stdout
+    assert "| **sum** | 72 | 1.68 ms | 0.84 ms | | **2.00** (2026-11-26" in result.stdout
     # the switches a run decides, each beside its baseline row of the same table
     assert ("| LUA_FAST_TRITON_GEMMS=0 (cuBLAS GEMMs, bf16) | 128x2 | 8.00 ms | 9.18 ms | 15% faster: candidate "
             "default |") in result.stdout
