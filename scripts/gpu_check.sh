@@ -148,6 +148,10 @@
 # The released-style rows now clock their CPU masks (released_masks_per_forward: masks, ms building,
 # ms copying, per forward): 16-18 ms per 128x128 mask on the development CPU x 18 a forward, ~300 of the
 # IEEE row's 659 ms. Hence the TF32 row's prediction is now 250-700 ms (it was "well under 659").
+# Seventh session of 2026-11-27 (no GPU): the kernels stage's table also prints each site's MUFU and
+# tensor-pipe time, its pipe bound and memory floor, and measured / max(pipe, memory) (same cost);
+# gpu_report prints it against the 2026-11-26 ratio (2.98; prediction 2.5-2.9). No kernel changed: the
+# carried cache still matches.
 # To spare a rerun on a fresh machine the build, "carry" copies the built extension and a tarball
 # of Triton's cache (cubins and metadata only) into the results; put them in .gpu_carry/
 # (git-ignored) and name it in the run's carry list.
