@@ -28,8 +28,9 @@ bf16/fp16; tf32 at half rate), read from the HGMMA / HMMA shapes in the SASS, pa
 the largest of the three per busiest SM, still a hard lower bound, and the report's "best config"
 is the one with the lowest pipe bound. The memory floor (``memory_floor_us``) is each distinct
 tensor argument moved once at an H200's 4.8 TB/s (the attention's bias left out): hard for a launch
-timed alone with L2 flushed, not for a forward whose activations may still sit in the 50 MB L2. Writes ``benchmarks/results/kernel_report_sm90.json`` (per
---arch) and prints a markdown table for ``benchmarks/NOTES.md``. Must run without TRITON_INTERPRET.
+timed alone with L2 flushed, not for a forward whose activations may still sit in the 50 MB L2.
+Writes ``benchmarks/results/kernel_report_sm90.json`` (per --arch) and prints a markdown table
+for ``benchmarks/NOTES.md``. Must run without TRITON_INTERPRET.
 """
 
 from __future__ import annotations
