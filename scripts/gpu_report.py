@@ -3,9 +3,9 @@
     python scripts/gpu_report.py /work/.device/N/files [/work/.device/M/files ...]
 
 Reads what scripts/gpu_check.sh writes: log.txt (or run*_log.txt), tests.log, e2e_*.json,
-window_attention.json, conv_workspace.json, kernel_times*.json, from every folder given. Prints markdown: each acceptance item with its
-measured figure, target and verdict, then each prediction written before the run next to what was
-measured. It only reads; a file that is missing makes its items "not run". Figures are computed
+window_attention.json, conv_workspace.json, kernel_times*.json, from every folder given. Prints
+markdown: each acceptance item with its measured figure, target and verdict, then each prediction
+written before the run next to what was measured. It only reads; a file that is missing makes its items "not run". Figures are computed
 from the rows' medians, so two rows are compared only when they come from the same table (one
 process, side by side).
 """
