@@ -152,6 +152,14 @@
 # tensor-pipe time, its pipe bound and memory floor, and measured / max(pipe, memory) (same cost);
 # gpu_report prints it against the 2026-11-26 ratio (2.98; prediction 2.5-2.9). No kernel changed: the
 # carried cache still matches.
+# Eighth session of 2026-11-27 (no GPU): the carry does not outlive a session. A new session's checkout
+# holds only what git tracks, so .gpu_carry/ and .whl/ were gone. scripts/build_gpu_carry.sh rebuilds
+# both on the CPU in one command, before the first device call: 516 s on the 2-core development machine
+# (venv with torch 2.11.0+cu130 and Triton 3.6.0 at /opt/torch/.venv 75 s, extension 27 s, prewarm 466
+# jobs 211 s, the GPU tests' 304 other binaries 193 s, pack 9 s, wheels 1 s): 770 binaries, 29.5 MB in
+# two parts, the extension 4 MB, wheels 6 MB (38 MB of the 64 MiB carry limit). Its MANIFEST.txt names
+# a hash of the kernel sources; the build stage below prints whether the carry matches them, or says
+# that nothing was carried. The case lists and the tarball's packing live in scripts/gpu_common.sh.
 # To spare a rerun on a fresh machine the build, "carry" copies the built extension and a tarball
 # of Triton's cache (cubins and metadata only) into the results; put them in .gpu_carry/
 # (git-ignored) and name it in the run's carry list.
@@ -182,30 +190,7 @@ install_wheels() {  # packages the GPU image lacks (diffusers, for "extra") trav
       && export PYTHONPATH="$PYTHONPATH:/tmp/site" && echo "carried wheels: $(ls .whl)"
   fi
 }
-# Every forward the tables time (all autotune configs) and the tests run ("/1": the first config
-# only, as LUA_FAST_AUTOTUNE=0 runs them): compiled once, in parallel, before anything tunes.
-PREWARM_CASES="bf16:128:2 bf16:128:4 bf16:64:2 bf16:128:2:4 mixed:128:2 mixed:128:4 mixed:64:2 mixed:128:2:4
-  fp32:128:2 fp32:128:4 fp32:64:2 fp32:128:2:4 fp32x3:128:2 fp32x3:128:4 fp32x3:64:2 fp32x3:128:2:4
-  fp32x3:64:2/1 fp32x3:64:4/1 fp32x3:40x72:2/1 fp32x3:40x72:4/1"
-for mode in bf16 mixed fp32 fp16 tf32; do
-  for size in 64 128 40x72; do PREWARM_CASES+=" $mode:$size:2/1 $mode:$size:4/1"; done
-done
-PREWARM_CASES+=" bf16:32x48:2/1 bf16:40x48:2/1 bf16:48x48:2/1 bf16:56x48:2/1 bf16:256:4/1"  # threads, tiling tests
-PREWARM_CASES+=" bf16+cublas:128:2"  # table128's "triton bf16 + graphs, cuBLAS GEMMs" row (LUA_FAST_TRITON_GEMMS=0)
-# The tables' fused-block rows and their GPU test (LUA_FAST_FUSED_MLP=1, LUA_FAST_FUSED_ATTN_PROJ=1: the
-# _mlp_kernel's and _attention_proj_kernel's binaries; the other kernels' jobs are the plain cases')
-PREWARM_CASES+=" bf16+mlp+attn:128:2 bf16+mlp+attn:128:4 bf16+mlp+attn:64:2 bf16+mlp+attn:128:2:4"
-for mode in bf16 mixed; do
-  for size in 64 40x72; do PREWARM_CASES+=" $mode+mlp+attn:$size:2/1 $mode+mlp+attn:$size:4/1"; done
-done
-# Also compiled as launched with LUA_FAST_PDL=1 (a separate binary each): the tables' "+ PDL" rows and
-# the PDL test (64x64, first config only).
-PDL_CASES="bf16:128:2 bf16:128:4 bf16:64:2 bf16:64:2/1 bf16:64:4/1 bf16+mlp+attn:128:2 bf16+mlp+attn:128:4
-  bf16+mlp+attn:64:2"
-GPU_TESTS="tests/test_official_parity.py tests/test_gpu_backends.py tests/test_window_ops.py
-  tests/test_window_attention.py tests/test_upsample_heads.py tests/test_fused_glue.py tests/test_native_build.py
-  tests/test_backends.py tests/test_tiling.py tests/test_autotune_configs.py tests/test_fused_mlp.py
-  tests/test_attention_proj.py"
+. scripts/gpu_common.sh  # PREWARM_CASES, PDL_CASES, GPU_TESTS, pack_triton_cache
 
 log() { echo "$@" | tee -a "$LOG"; }
 run_stage() {  # name, command...: time it, keep going on failure, record the exit status
@@ -226,6 +211,7 @@ stage_env() {
 }
 
 stage_build() {
+  report_carry .gpu_carry
   if ls .gpu_carry/_C*.so >/dev/null 2>&1; then  # a carried build from run 1 on the same image
     cp .gpu_carry/_C*.so lua_fast/ && echo "using the carried extension $(ls .gpu_carry/_C*.so)"
   fi
@@ -323,9 +309,7 @@ stage_headline() {  # the paper's comparison (needs diffusers: carried wheels); 
 
 stage_carry() {  # the built extension and Triton's cache, for a rerun on a fresh machine
   cp lua_fast/_C*.so "$R/" 2>/dev/null
-  rm -f "$R"/tcache.tgz.part-*
-  tar czf - -C "$TRITON_CACHE_DIR" --exclude='*.llir' --exclude='*.ttir' --exclude='*.ttgir' --exclude='*.ptx' \
-    --exclude='*.source' . | split -b 15m - "$R/tcache.tgz.part-"
+  pack_triton_cache "$TRITON_CACHE_DIR" "$R/tcache.tgz.part-"
   ls -la "$R" | tail -n +2
 }
 

@@ -55,7 +55,7 @@ def test_prewarm_case_for_the_cublas_gemms_row():
     """table128's "cuBLAS GEMMs" row runs the triton backend with LUA_FAST_TRITON_GEMMS=0; its
     binaries come from the prewarm case "bf16+cublas:128:2": the Triton launches of that path
     (fc1 + GELU without its LayerNorm, add_layer_norm twice a block), none of the fused GEMMs."""
-    text = (ROOT / "scripts" / "gpu_check.sh").read_text()
+    text = (ROOT / "scripts" / "gpu_common.sh").read_text()
     assert 'PREWARM_CASES+=" bf16+cublas:128:2"' in text
     code = """
 import collections, json, sys
@@ -114,6 +114,52 @@ def test_gpu_check_script_parses_and_refuses_unknown_stages(tmp_path):
     result = subprocess.run(["bash", str(script), "no_such_stage"], capture_output=True, text=True, timeout=60,
                             env={**os.environ, "OUT": str(tmp_path)}, cwd=ROOT)
     assert result.returncode == 2 and "unknown stage no_such_stage" in result.stdout, result.stdout + result.stderr
+
+
+def test_build_gpu_carry_lists_the_gpu_checks_own_cases_and_refuses_unknown_steps():
+    """scripts/build_gpu_carry.sh (run on the CPU ahead of a GPU session) compiles what gpu_check.sh
+    prewarms and tests: both read the lists from gpu_common.sh. A mistyped step stops it before any
+    work (exit 2); its dry run names the kernel-source hash that gpu_check's build stage compares."""
+    script = ROOT / "scripts" / "build_gpu_carry.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    env = {**os.environ, "DRY_RUN": "1"}
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    listed = dict(line.split(": ", 1) for line in result.stdout.splitlines())
+    assert listed["steps"] == "venv extension prewarm tests pack wheels"
+    count = subprocess.run(["bash", "-c", ". scripts/gpu_common.sh; echo $PREWARM_CASES | wc -w; "
+                            "echo $GPU_TESTS | wc -w; kernel_source_hash"], capture_output=True, text=True,
+                           timeout=60, cwd=ROOT).stdout.split()
+    assert int(count[0]) >= 60 and listed["prewarm cases"].startswith(f"{count[0]},"), listed
+    assert listed["GPU test files"] == count[1] and listed["kernel sources"] == count[2]
+    assert int(count[1]) >= 10 and ". scripts/gpu_common.sh" in (ROOT / "scripts" / "gpu_check.sh").read_text()
+    bad = subprocess.run(["bash", str(script), "venv", "no_such_step"], capture_output=True, text=True, timeout=60,
+                         env=env, cwd=ROOT)
+    assert bad.returncode == 2 and "unknown step no_such_step" in bad.stdout, bad.stdout + bad.stderr
+
+
+def test_gpu_check_says_whether_its_carry_matches_the_kernel_sources(tmp_path):
+    """gpu_check's build stage starts with report_carry: a carry built from these kernel sources is
+    said to match, one built from others is called stale, and a missing one is named as such (the
+    device then compiles everything: a new session's checkout has no ignored files)."""
+    def report(carry: Path) -> str:
+        result = subprocess.run(["bash", "-c", f". scripts/gpu_common.sh; report_carry {carry}"],
+                                capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    now = subprocess.run(["bash", "-c", ". scripts/gpu_common.sh; kernel_source_hash"], capture_output=True,
+                         text=True, timeout=60, cwd=ROOT).stdout.strip()
+    assert len(now) == 16
+    carry = tmp_path / "carry"
+    assert report(carry).startswith("no carry (")
+    carry.mkdir()
+    manifest = "built: today\ncommit: abc\nkernel sources: {}\nversions: x\ntriton binaries: 770\n"
+    (carry / "MANIFEST.txt").write_text(manifest.format(now))
+    assert f"the carry matches these kernel sources ({now})" in report(carry)
+    assert "triton binaries: 770" in report(carry)
+    (carry / "MANIFEST.txt").write_text(manifest.format("0123456789abcdef"))
+    assert "the carry is STALE: built from kernel sources 0123456789abcdef" in report(carry)
 
 
 def test_gpu_check_names_only_known_e2e_rows():
