@@ -10,6 +10,16 @@
 # keeps what finished. At most 8 files come back from $OUT: keep it to log.txt, tests.log, the
 # JSONs and the carry files.
 #
+# Runbook for a session that is lent a GPU (status: can_start_another true), in this order:
+#   1. On the CPU, before any device call: bash scripts/build_gpu_carry.sh   (~9 min on 2 cores;
+#      a new checkout has no .gpu_carry/ or .whl/, and the device would compile ~770 binaries)
+#   2. run(kind="nvidia-h200", carry=[".gpu_carry", ".whl"], timeout_s=450,
+#          command="bash scripts/gpu_check.sh prove")      # its build stage says "the carry matches"
+#   3. At once, while the machine is warm: the same with command="bash scripts/gpu_check.sh time" and
+#      timeout_s = what status says is left minus ~60 s (the close and idle count too)
+#   4. give_back; python scripts/gpu_report.py <run 1's files_at> <run 2's files_at>; copy the JSONs
+#      under benchmarks/results/, update README and NOTES, and quote the report in issue 13's note.
+#
 # Stage costs measured on an H200 (2026-11-26, first GPU session; torch 2.11, triton 3.6):
 #   env 8 s; build (CUDA extension, ninja) alongside prewarm: 113 s (prewarm: 769 kernel variants,
 #   91 s wall over 12 processes, 57 s of it recording fp32 forwards whose CPU GEMMs were not yet
