@@ -164,9 +164,9 @@
 # carried cache still matches.
 # Eighth session of 2026-11-27 (no GPU): the carry does not outlive a session. A new session's checkout
 # holds only what git tracks, so .gpu_carry/ and .whl/ were gone. scripts/build_gpu_carry.sh rebuilds
-# both on the CPU in one command, before the first device call: 516 s on the 2-core development machine
+# both on the CPU in one command, before the first device call: 511-516 s on the 2-core development machine
 # (venv with torch 2.11.0+cu130 and Triton 3.6.0 at /opt/torch/.venv 75 s, extension 27 s, prewarm 466
-# jobs 211 s, the GPU tests' 304 other binaries 193 s, pack 9 s, wheels 1 s): 770 binaries, 29.5 MB in
+# jobs 211 s, the GPU tests' ~304 other binaries 193-195 s, pack 9 s, wheels 1 s): 770 binaries, 29.5 MB in
 # two parts, the extension 4 MB, wheels 6 MB (38 MB of the 64 MiB carry limit). Its MANIFEST.txt names
 # a hash of the kernel sources; the build stage below prints whether the carry matches them, or says
 # that nothing was carried. The case lists and the tarball's packing live in scripts/gpu_common.sh.
