@@ -57,3 +57,27 @@ def test_kernel_wrappers_read_no_data_pointer_of_a_fake_tensor():
         assert conv3x3.alignment(t) == 16 and conv3x3.alignment(t[:, 1:]) == 1
         assert triton_support.without_data(t)
     assert not triton_support.without_data(torch.randn(2))
+
+
+def test_without_data_sees_fake_tensors_inside_wrappers_of_the_plain_type():
+    """``without_data`` skips ``is_fake`` for a plain ``torch.Tensor`` (host time per launch), but
+    C++ functionalization and functorch wrap a tensor without changing its Python type: a fake
+    tensor inside one must still count as data-less, and a real one inside one as data."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    real = torch.randn(4, 64)
+    mode = FakeTensorMode()
+    fake = mode.from_tensor(real)
+    wrapped_fake = torch._to_functional_tensor(fake)
+    wrapped_real = torch._to_functional_tensor(real)
+    assert type(wrapped_fake) is torch.Tensor and torch._is_functional_tensor(wrapped_fake)
+    assert triton_support.without_data(fake) and triton_support.without_data(wrapped_fake)
+    assert not triton_support.without_data(real) and not triton_support.without_data(wrapped_real)
+    seen = []
+
+    def look(x):  # under vmap, x is a functorch BatchedTensor of the plain type
+        seen.append((type(x) is torch.Tensor, triton_support.without_data(x)))
+        return x * 2
+
+    torch.func.vmap(look)(real)
+    assert seen == [(True, False)]

@@ -374,8 +374,18 @@ from torch._subclasses.fake_tensor import is_fake  # noqa: E402 (here, below the
 def without_data(t: torch.Tensor) -> bool:
     """Whether t has no data to read (pointer, storage bytes): under tracing, or a fake tensor.
     (torch 2.11's Dynamo runs a triton_op on fake tensors with ``is_compiling()`` False, and then
-    ``data_ptr()`` raises; 2.13 reports compiling there.)"""
-    return tracing() or is_fake(t)
+    ``data_ptr()`` raises; 2.13 reports compiling there.) A plain ``torch.Tensor`` that wraps
+    nothing (no C++ functionalization or functorch wrapper, which keep the plain type and may hold
+    a fake tensor) is not fake: two C checks first spare ``is_fake`` on an eager launch (~1.4 us a
+    call, ~2.4 calls a launch: 4.4-4.7 us a launch measured, benchmarks/NOTES.md)."""
+    if tracing():
+        return True
+    if type(t) is torch.Tensor and not torch._is_functional_tensor(t) and not _functorch_wrapped(t):
+        return False
+    return is_fake(t)
+
+
+_functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
 
 
 # (Placed last: code added above a @triton.jit function shifts its first line, which is part of the
