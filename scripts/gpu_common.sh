@@ -37,7 +37,7 @@ pack_triton_cache() {
 }
 
 # kernel_source_hash: one hash of what a Triton binary's cache key and the extension depend on here
-# (the kernel modules and csrc/). A carry built from other sources is stale, at least in part.
+# (the kernel modules and csrc/). A carry built from other sources may be stale, in part or not at all.
 kernel_source_hash() {
   cat lua_fast/kernels/*.py csrc/* | sha256sum | cut -c1-16
 }
@@ -50,7 +50,8 @@ report_carry() {
     built=$(sed -n 's/^kernel sources: //p' "$dir/MANIFEST.txt"); now=$(kernel_source_hash)
     sed -n '1,2p;5p' "$dir/MANIFEST.txt"
     if [ "$built" = "$now" ]; then echo "the carry matches these kernel sources ($now)"
-    else echo "the carry is STALE: built from kernel sources $built, these are $now (changed kernels compile here)"; fi
+    else echo "the carry may be STALE: built from kernel sources $built, these are $now (a changed kernel" \
+      "compiles here; an edit outside @triton.jit code, below them, changes no binary)"; fi
   elif ! ls "$dir"/tcache.tgz.part-* >/dev/null 2>&1; then
     echo "no carry ($dir/): the extension and every Triton binary compile here;" \
       "build it on the CPU first (bash scripts/build_gpu_carry.sh) and name it in the run's carry list"
