@@ -376,7 +376,7 @@ def without_data(t: torch.Tensor) -> bool:
     ``data_ptr()`` raises; 2.13 reports compiling there.) A plain ``torch.Tensor`` that wraps
     nothing (no C++ functionalization or functorch wrapper, which keep the plain type and may hold
     a fake tensor) is not fake: two C checks first spare ``is_fake`` on an eager launch (~1.4 us a
-    call, ~2.4 calls a launch: 4.4-4.7 us a launch measured, benchmarks/NOTES.md)."""
+    call, ~2.4 calls a launch: -3.6 us of host time a launch measured, benchmarks/NOTES.md)."""
     if tracing():
         return True
     if type(t) is torch.Tensor and not torch._is_functional_tensor(t) and not _functorch_wrapped(t):
