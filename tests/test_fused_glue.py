@@ -26,6 +26,15 @@ ROOT = Path(__file__).resolve().parents[1]
 LOW = [torch.bfloat16, torch.float16]
 
 
+@pytest.fixture(autouse=True)
+def small_interpreter_tiles(monkeypatch):
+    """32-row interpreted tiles, so these small, odd shapes span several row programs (the
+    model-level tests run the default 128; one test below runs it here too)."""
+    from lua_fast.kernels import fused_linear as FL
+
+    monkeypatch.setattr(FL, "INTERPRET_BLOCK_M", 32)
+
+
 def linear_case(m, k, n, seed, mean=0.0):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(m, k, generator=gen) * 3 + mean  # residual streams are not centred
@@ -55,6 +64,18 @@ def test_fused_linear_matches_the_composition(dtype, layer_norm, gelu, residual)
     else:
         eager = torch_fused_linear(x.to(dtype), w, b, residual=res, **kw)
         assert rel_err(out, ref32) <= 2 * rel_err(eager, ref32) + 1e-4
+
+
+@pytest.mark.skipif(not triton_support.INTERPRET, reason="the interpreter's tiles (a GPU autotunes them)")
+@pytest.mark.parametrize("block_m", [32, 128])
+def test_interpreted_row_tiles_with_a_partial_last_tile(monkeypatch, block_m):
+    """300 rows: a partial last row tile at 32 and at 128 rows per program."""
+    from lua_fast.kernels import fused_linear as FL
+
+    monkeypatch.setattr(FL, "INTERPRET_BLOCK_M", block_m)
+    x, w, b, r, ln = linear_case(300, 40, 150, seed=7, mean=5.0)
+    out = fused_linear(x, pack_linear(w, b, torch.float32, layer_norm=ln), gelu=True, residual=r)
+    assert rel_err(out, torch_fused_linear(x, w, b, layer_norm=ln, gelu=True, residual=r)) <= 1e-5
 
 
 @pytest.mark.skipif(not triton_support.INTERPRET, reason="the interpreter's N grouping (a GPU autotunes it)")
@@ -191,7 +212,9 @@ def test_launch_budget_of_a_released_config_forward():
     for mode, expected in (("bf16", 199), ("fp32", 199), ("mixed", 199)):
         prec = resolve(mode, None)
         model = LUA(config).to(DEVICE, prec.storage).eval()
-        x = torch.randn(1, 16, 128, 128, device=DEVICE, dtype=prec.storage)
+        # The count does not depend on the latent's size (32x48: windows of 16 in both directions,
+        # a shifted block masks its border windows); a small one keeps the cuBLAS path's CPU GEMMs short.
+        x = torch.randn(1, 16, 32, 48, device=DEVICE, dtype=prec.storage)
         for fused in (True, False):
             backend = TritonBackendLUA(model, prec, fused_gemms=fused)
             with torch.no_grad():

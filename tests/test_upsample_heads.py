@@ -16,6 +16,16 @@ from lua_fast.kernels.upsample_head import PackedHead, fused_head, torch_fused_h
 from lua_fast.reference.model import UpsampleHead  # noqa: E402
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+SMALL_TILES = {"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 32}
+
+
+@pytest.fixture(autouse=True)
+def small_interpreter_tiles(monkeypatch):
+    """Small interpreted tiles, so these small, odd shapes span several programs and K blocks (the
+    model-level tests run the default large tiles; one test below runs them here too)."""
+    from lua_fast.kernels import conv3x3 as C
+
+    monkeypatch.setattr(C, "INTERPRET_CONFIG", SMALL_TILES)
 
 
 def assert_parity(out, ref32, eager):
@@ -56,6 +66,18 @@ def test_conv_variants_match_pytorch(dtype, variant, size):
     ref32 = torch_conv3x3(x.float(), weight, bias, **up)
     assert out.dtype == dtype
     assert_parity(out, ref32, torch_conv3x3(x, weight, bias, **kwargs))
+
+
+@pytest.mark.skipif(not triton_support.INTERPRET, reason="the interpreter's tiles (a GPU autotunes them)")
+@pytest.mark.parametrize("tiles", [SMALL_TILES, {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64}], ids=["small", "large"])
+def test_conv_interpreted_tiles_with_partial_tiles_in_m_n_and_k(monkeypatch, tiles):
+    """143 pixels, 80 input and 100 output channels: a partial last tile in M, K and N."""
+    from lua_fast.kernels import conv3x3 as C
+
+    monkeypatch.setattr(C, "INTERPRET_CONFIG", tiles)
+    x, weight, bias = conv_case(1, 11, 13, 80, 100, torch.float32, seed=5)
+    out = conv3x3(x, weight, bias, leaky_slope=0.2)
+    assert rel_err(out, torch_conv3x3(x, weight, bias, leaky_slope=0.2)) <= 1e-5
 
 
 def test_conv_non_power_of_two_channels_and_17x24():

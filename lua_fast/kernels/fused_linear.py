@@ -370,6 +370,7 @@ if triton is not None:
 INTERPRET_N_GROUP = 2  # interpreter runs: two N tiles per LayerNorm program (tests vary it)
 INTERPRET_A_RESIDENT = 0  # interpreter runs: the streamed LayerNorm path (tests run both)
 INTERPRET_R_PREFETCH = 1  # interpreter runs: the residual tile loaded before the K loop (tests run both)
+INTERPRET_BLOCK_M = 128  # interpreter runs: rows per program (fewer programs run faster; kernel tests pin 32)
 
 
 def resident_split(k: int) -> tuple[int, int]:
@@ -431,7 +432,7 @@ def _launch(x, weight, bias, residual, colsum, ln_eps, n, gelu, out_dtype, input
     meta["A_K0"], meta["A_K1"] = resident_split(k)
     if INTERPRET:
         block_k = min(64, max(16, next_pow2(k)))
-        meta_i = dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=block_k, N_GROUP=INTERPRET_N_GROUP,
+        meta_i = dict(BLOCK_M=INTERPRET_BLOCK_M, BLOCK_N=64, BLOCK_K=block_k, N_GROUP=INTERPRET_N_GROUP,
                       A_RESIDENT=INTERPRET_A_RESIDENT if layer_norm else 0,
                       R_PREFETCH=INTERPRET_R_PREFETCH if residual is not None else 0)
         launcher(_linear_kernel)[(programs(m, n, layer_norm, meta_i),)](*args, **meta_i, **meta, PDL=False)
