@@ -68,9 +68,32 @@ def cap_gpu_memory_per_worker() -> float | None:
     return fraction
 
 
+# The files that take longest (a few tests each: compiles, exports, interpreted forwards), slowest
+# first, as measured on CI's 2 cores (2026-11-27: 97, 92, 88, 86, 80, 50, 45, 43, 42 s). They run
+# first so that no worker ends alone on a long file. pytest-xdist's --dist loadfile otherwise
+# orders files by their number of tests, which put the slowest ones last. Unlisted files follow in
+# their usual order; a stale list only costs time.
+SLOW_FILES_FIRST = ("test_triton_compile.py", "test_backends.py", "test_export.py", "test_gpu_scripts.py",
+                    "test_host_launch.py", "test_window_attention.py", "test_autotune_configs.py",
+                    "test_official_parity.py", "test_upsample_heads.py")
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu_memory_gib(n): this test needs n GiB of GPU memory, above the "
                                        "per-worker cap: the cap is lifted to n GiB while it runs")
+    if hasattr(config.option, "loadscopereorder"):  # the xdist controller: keep the order set below
+        config.option.loadscopereorder = False
+    # xdist workers share the cores: each takes its share of PyTorch's intra-op threads. Two workers
+    # with two threads each on CI's 2 cores spin against each other in every multithreaded op (the
+    # released-config launch-count test took 43 s that way, 10 s with a core to itself).
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's order kept
 
 
 @pytest.fixture(autouse=True)
