@@ -69,7 +69,7 @@ def cap_gpu_memory_per_worker() -> float | None:
 
 
 # The files that take longest (a few tests each: compiles, exports, interpreted forwards), slowest
-# first, as measured on CI's 2 cores (2026-11-27: 97, 92, 88, 86, 80, 50, 45, 43, 42 s). They run
+# first, as measured on the 2-core development machine (2026-11-27: 97, 92, 88, 86, 80, 50, 45, 43, 42 s). They run
 # first so that no worker ends alone on a long file. pytest-xdist's --dist loadfile otherwise
 # orders files by their number of tests, which put the slowest ones last. Unlisted files follow in
 # their usual order; a stale list only costs time.
