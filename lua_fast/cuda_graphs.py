@@ -4,10 +4,25 @@ The first call for a (shape, dtype, scales, switches) key warms the model up on 
 (autotuning, mask caches and lazy loads all happen outside the capture), captures one
 graph with static input/output buffers, and every later call copies the input in,
 replays, and returns clones of the outputs. Graphs are built under one lock and
-replayed under a per-graph lock, so one upscaler is safe to share between threads.
+replayed under a per-graph lock, so one upscaler is safe to share between threads. The lock
+only orders the host's calls; threads often run on streams of their own, so each use of a graph's
+static buffers also waits, on the device, for the previous use to finish (an event), or a second
+thread's input copy could overwrite the buffer while the first thread's replay still reads it.
+
 The switches are the environment variables read per forward or per launch (which kernels run,
 how they launch): a graph replays what it captured, so flipping one captures a new graph instead
 of being ignored.
+
+Two things a capture must not depend on, and how it does not:
+- Work other threads do meanwhile (their own forwards, a data loader's copies): PyTorch captures
+  in the "global" mode by default, where a synchronising or allocating CUDA call from any thread
+  invalidates the capture (and fails in that thread). Captures here use "thread_local": only the
+  capturing thread's own unsafe calls count. One capture at a time in the process (a module lock):
+  a capture's start synchronises the device and returns the allocator's cached blocks, which
+  must not happen inside another thread's capture.
+- Tensors it reads but does not own: the reference and torch backends read shift masks from LRU
+  caches. A graph holds raw pointers, so each graph keeps the cached values its capture was
+  handed (``lru.hold_values``); an eviction then frees nothing the graph still reads.
 """
 
 from __future__ import annotations
@@ -18,9 +33,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import lru
 
 # Read per forward or per launch (tests/test_cuda_graph_keys.py checks these names against the modules).
 SWITCHES = ("LUA_FAST_FUSED_MLP", "LUA_FAST_FUSED_ATTN_PROJ", "LUA_FAST_PDL", "LUA_FAST_FP32_DOTS")
+CAPTURE_ERROR_MODE = "thread_local"  # other threads' CUDA work does not invalidate a capture
+_capture_lock = threading.Lock()  # one capture at a time in the process, across upscalers
 
 
 @dataclass
@@ -28,6 +46,8 @@ class _Graph:
     graph: "torch.cuda.CUDAGraph"
     static_in: torch.Tensor
     static_out: dict
+    held: list  # cached tensors the capture read (masks): alive as long as the graph
+    done: "torch.cuda.Event"  # recorded after each use of the static buffers (a wait before: none yet)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -48,9 +68,13 @@ class GraphRunner:
             if entry is None:
                 entry = self._graphs[key] = self._capture(x, scales)
         with entry.lock:
+            stream = torch.cuda.current_stream(self.device)
+            stream.wait_event(entry.done)  # the last use may run on another stream (never recorded: no wait)
             entry.static_in.copy_(x)
             entry.graph.replay()
-            return {s: o.clone() for s, o in entry.static_out.items()}
+            outputs = {s: o.clone() for s, o in entry.static_out.items()}
+            entry.done.record(stream)
+            return outputs
 
     def _capture(self, x: torch.Tensor, scales: tuple[int, ...]) -> _Graph:
         static_in = x.clone()
@@ -61,13 +85,19 @@ class GraphRunner:
                 self.model(static_in, scales)
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_out = self.model(static_in, scales)
-        return _Graph(graph, static_in, static_out)
+        with _capture_lock, lru.hold_values() as held:
+            with torch.cuda.graph(graph, capture_error_mode=CAPTURE_ERROR_MODE):
+                static_out = self.model(static_in, scales)
+        return _Graph(graph, static_in, static_out, held, torch.cuda.Event())
 
     def clear(self) -> None:
-        """Drop captured graphs and their memory pools."""
+        """Drop captured graphs and their memory pools, once their last replays have finished (a
+        pool returned to the allocator while a replay still writes into it would corrupt whatever
+        is allocated there next)."""
         with self._lock:
+            for entry in self._graphs.values():
+                with entry.lock:
+                    entry.done.synchronize()
             self._graphs.clear()
 
     def __len__(self) -> int:

@@ -1,12 +1,48 @@
-"""A small thread-safe LRU cache for per-geometry tensors (masks, biases)."""
+"""A small thread-safe LRU cache for per-geometry tensors (masks, biases).
+
+A CUDA graph keeps raw pointers to every tensor its capture read, so a cached tensor a graph
+read must live as long as the graph, whatever the cache evicts meanwhile (its memory would
+otherwise go back to the allocator and be reused under the graph: silent garbage at replay).
+``hold_values()`` collects, for the calling thread, every value the caches hand out while it is
+open; ``cuda_graphs`` keeps that list with the graph. A value built *during* a capture is only
+computed when the graph replays, so it is handed to the capture but not published in the cache.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
-from typing import Callable, Hashable, TypeVar
+from typing import Callable, Hashable, Iterator, TypeVar
+
+import torch
 
 V = TypeVar("V")
+_holders = threading.local()  # .lists: the open hold_values() lists of this thread
+
+
+@contextlib.contextmanager
+def hold_values() -> Iterator[list]:
+    """Within the block, every value any :class:`LRUCache` returns in this thread is appended to
+    the yielded list (a reference that outlives eviction)."""
+    held: list = []
+    lists = _holders.__dict__.setdefault("lists", [])
+    lists.append(held)
+    try:
+        yield held
+    finally:
+        lists.remove(held)
+
+
+def _hand_out(value):
+    for held in getattr(_holders, "lists", ()):
+        held.append(value)
+    return value
+
+
+def _capturing() -> bool:
+    """Whether this thread's current CUDA stream is capturing a graph."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
 class LRUCache:
@@ -19,14 +55,16 @@ class LRUCache:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
-                return self._items[key]
+                return _hand_out(self._items[key])
         value = factory()  # outside the lock: two racing threads may both build, one wins
+        if _capturing():  # graph-private memory, filled in only by a replay: not for other callers
+            return _hand_out(value)
         with self._lock:
             value = self._items.setdefault(key, value)
             self._items.move_to_end(key)
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
-        return value
+        return _hand_out(value)
 
     def clear(self) -> None:
         with self._lock:

@@ -143,6 +143,73 @@ def test_one_triton_model_from_many_threads(released_random):
         assert torch.equal(results[i], expected[i])
 
 
+def test_a_graph_still_reads_its_masks_after_the_cache_drops_them(released_random):
+    """A graph holds raw pointers to the cached shift masks its capture read. Evicting them from
+    the cache and reusing their memory must not change the next replay (tests/test_cuda_graph_safety.py
+    checks the references on the CPU)."""
+    up = lua_fast.load(released_random, device="cuda", backend="torch", precision="bf16")
+    cache = up.model.module._masks
+    x = torch.randn(1, 16, 40, 72, device="cuda", generator=torch.Generator("cuda").manual_seed(4))
+    first = up.upscale(x, cuda_graph=True)
+    shapes = [(m.shape, m.dtype) for m in cache._items.values()]
+    assert shapes, "no cached mask at 40x72"
+    cache.clear()
+    junk = [torch.full(shape, 1e4, dtype=dtype, device="cuda") for shape, dtype in shapes * 4]  # reuse freed blocks
+    assert torch.equal(up.upscale(x, cuda_graph=True), first)
+    del junk
+
+
+def test_one_graph_replayed_from_threads_on_their_own_streams(released_random):
+    """Threads on streams of their own share one graph's static buffers: each replay must see its
+    own input and return its own output (the graph lock orders the host, an event the device)."""
+    up = lua_fast.load(released_random, device="cuda", backend="triton", precision="bf16")
+    inputs = [torch.randn(1, 16, 64, 64, device="cuda", generator=torch.Generator("cuda").manual_seed(10 + i))
+              for i in range(4)]
+    expected = [up.upscale(x) for x in inputs]
+    up.upscale(inputs[0], cuda_graph=True)  # capture once, outside the threads
+    torch.cuda.synchronize()
+    results = {}
+
+    def work(i):
+        with torch.cuda.stream(torch.cuda.Stream()):
+            results[i] = [up.upscale(inputs[(i + k) % 4], cuda_graph=True) for k in range(8)]
+            torch.cuda.current_stream().synchronize()
+
+    assert not run_in_threads(work, 4)
+    for i in range(4):
+        for k, out in enumerate(results[i]):
+            assert torch.equal(out, expected[(i + k) % 4]), (i, k)
+
+
+def test_a_capture_while_another_thread_runs_forwards(released_random):
+    """Captures use the "thread_local" mode: another thread's forwards (allocations, syncs for the
+    finite checks) during a capture neither invalidate it nor fail themselves."""
+    import threading
+
+    up = lua_fast.load(released_random, device="cuda", backend="triton", precision="bf16")
+    busy = lua_fast.load(released_random, device="cuda", backend="torch", precision="bf16")
+    x = torch.randn(1, 16, 64, 64, device="cuda", generator=torch.Generator("cuda").manual_seed(5))
+    expected = up.upscale(x)
+    done = threading.Event()
+    counts = []
+
+    def work(i):
+        if i == 0:
+            try:
+                assert torch.equal(up.upscale(x, cuda_graph=True), expected)
+            finally:
+                done.set()
+        else:
+            n = 0
+            while not done.is_set() or n == 0:
+                busy.upscale(torch.randn(1, 16, 24 + 8 * (n % 3), 40, device="cuda"))
+                n += 1
+            counts.append(n)
+
+    assert not run_in_threads(work, 2)
+    assert counts and counts[0] >= 1
+
+
 def test_peak_memory_not_above_eager_bf16(released_random):
     x = torch.randn(1, 16, 128, 128, device="cuda")
     peaks = {}

@@ -1,0 +1,179 @@
+"""What ``cuda_graph=True`` promises beyond one thread and one shape, checked on the CPU with a
+stand-in for torch.cuda's graph, stream and event API (the real capture and replay run in
+tests/test_gpu_backends.py):
+
+- a graph keeps alive the cached masks its capture read, whatever the cache evicts afterwards
+  (a graph holds raw pointers: a freed mask would be reused memory at the next replay);
+- a mask built during a capture is not published in the cache (its values only exist once the
+  graph replays);
+- captures run one at a time in the process, in the "thread_local" capture mode, so work on
+  other threads does not invalidate them;
+- each use of a graph's static buffers waits on the device for the previous use, which may have
+  run on another thread's stream."""
+
+import contextlib
+import gc
+import threading
+import time
+import weakref
+
+import pytest
+import torch
+
+import lua_fast
+from lua_fast import LUAConfig, cuda_graphs, lru
+from lua_fast.reference import LUA, windows
+from conftest import run_in_threads
+
+
+class FakeCuda:
+    """torch.cuda's capture API as GraphRunner uses it. Streams are per thread; events remember
+    the stream that last recorded them; ``log`` keeps (what, stream, other) in call order."""
+
+    def __init__(self) -> None:
+        self.log = []
+        self.modes = []
+        self.capturing = 0
+        self.most_at_once = 0
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        fake = self
+
+        class Stream:
+            def __init__(self, device=None) -> None:
+                self.name = f"stream{id(self) % 997}"
+
+            def wait_stream(self, other) -> None:
+                pass
+
+            def wait_event(self, event) -> None:
+                fake.log.append(("wait", self, event.recorded_on))
+
+        class Event:
+            def __init__(self) -> None:
+                self.recorded_on = None
+
+            def record(self, stream=None) -> None:
+                self.recorded_on = stream
+                fake.log.append(("record", stream, None))
+
+            def synchronize(self) -> None:
+                fake.log.append(("synchronize", self.recorded_on, None))
+
+        class Graph:
+            def replay(self) -> None:
+                fake.log.append(("replay", fake.current_stream(), None))
+
+        @contextlib.contextmanager
+        def graph(g, capture_error_mode="global", **kwargs):
+            with fake._lock:
+                fake.capturing += 1
+                fake.most_at_once = max(fake.most_at_once, fake.capturing)
+            fake.modes.append(capture_error_mode)
+            fake._local.capturing = True
+            try:
+                yield
+            finally:
+                fake._local.capturing = False
+                with fake._lock:
+                    fake.capturing -= 1
+
+        self.Stream, self.Event, self.CUDAGraph, self.graph = Stream, Event, Graph, graph
+
+    def current_stream(self, device=None):
+        if not hasattr(self._local, "stream"):
+            self._local.stream = self.Stream()
+        return self._local.stream
+
+    def is_capturing(self) -> bool:
+        return getattr(self._local, "capturing", False)
+
+    def install(self, monkeypatch) -> "FakeCuda":
+        for name in ("Stream", "Event", "CUDAGraph", "graph"):
+            monkeypatch.setattr(torch.cuda, name, getattr(self, name))
+        monkeypatch.setattr(torch.cuda, "current_stream", self.current_stream)
+        monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+        monkeypatch.setattr(lru, "_capturing", self.is_capturing)
+        return self
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    return FakeCuda().install(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def small_weights():
+    torch.manual_seed(0)
+    return LUA(LUAConfig.small()).state_dict()
+
+
+def mask_caches(up):
+    """The backend's shift-mask cache (torch: per model; reference: the module's, shared)."""
+    return up.model.module._masks if up.backend == "torch" else windows.mask_cache
+
+
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+def test_a_graph_keeps_the_masks_its_capture_read_after_they_are_evicted(fake_cuda, small_weights, backend):
+    up = lua_fast.load(small_weights, backend=backend)
+    cache = mask_caches(up)
+    cache.clear()
+    runner = cuda_graphs.GraphRunner(up.model, torch.device("cpu"))
+    x = torch.randn(2, 16, 12, 20)  # not the training size: the shifted blocks' masks come from the cache
+    runner(x, (2,))
+    masks = [weakref.ref(v) for v in list(cache._items.values())]
+    assert masks, "the shifted blocks read no cached mask"
+    cache.clear()  # what an eviction does: the cache's reference is gone
+    gc.collect()
+    assert all(m() is not None for m in masks), "a mask the graph reads was freed with the cache entry"
+    runner.clear()
+    gc.collect()
+    assert all(m() is None for m in masks), "the graph's masks outlived the graph"
+
+
+def test_a_value_built_during_a_capture_is_handed_out_but_not_cached(monkeypatch):
+    cache = lru.LRUCache()
+    capturing = [True]
+    monkeypatch.setattr(lru, "_capturing", lambda: capturing[0])
+    with lru.hold_values() as held:
+        built = cache.get_or_create("k", lambda: torch.ones(3))
+    assert held == [built] and len(cache) == 0
+    capturing[0] = False
+    with lru.hold_values() as held:
+        again = cache.get_or_create("k", lambda: torch.zeros(3))
+        hit = cache.get_or_create("k", lambda: torch.full((3,), 7.0))
+    assert again is hit and torch.equal(hit, torch.zeros(3)) and len(cache) == 1
+    assert held == [again, hit]
+    assert cache.get_or_create("k", lambda: None) is hit and held == [again, hit]  # the block has closed
+
+
+def test_captures_are_thread_local_and_one_at_a_time(fake_cuda):
+    def slow_model(x, scales):
+        time.sleep(0.02)  # a capture long enough for the other threads to try theirs
+        return {s: x * s for s in scales}
+
+    runners = [cuda_graphs.GraphRunner(slow_model, torch.device("cpu")) for _ in range(4)]
+    assert not run_in_threads(lambda i: runners[i](torch.ones(1, 2, 3, 3), (2,)), 4)
+    assert fake_cuda.modes == ["thread_local"] * 4
+    assert fake_cuda.most_at_once == 1
+
+
+def test_each_use_of_a_graph_waits_for_the_last_on_the_device(fake_cuda):
+    runner = cuda_graphs.GraphRunner(lambda x, scales: {s: x * s for s in scales}, torch.device("cpu"))
+    x = torch.ones(1, 2, 3, 3)
+    streams = []
+
+    def call():
+        streams.append(fake_cuda.current_stream())
+        runner(x, (2,))
+
+    for _ in range(2):  # two threads, two streams
+        thread = threading.Thread(target=call)
+        thread.start()
+        thread.join()
+    first, second = streams
+    uses = [entry for entry in fake_cuda.log if entry[0] != "synchronize"]
+    assert uses == [("wait", first, None), ("replay", first, None), ("record", first, None),
+                    ("wait", second, first), ("replay", second, None), ("record", second, None)]
+    runner.clear()  # waits for the last use before the graph and its pool go
+    assert fake_cuda.log[-1] == ("synchronize", second, None) and len(runner) == 0
