@@ -151,7 +151,11 @@ class Upscaler:
             f"latents {what} out of {latents.numel()}; the output would be meaningless", count=bad
         )
 
-    @torch.inference_mode()
+    # no_grad, not inference_mode: inference tensors cannot be updated in place or used by autograd
+    # once the mode is left, and the caller owns these outputs (a hires-fix pass adds noise to them,
+    # a pipeline scales them in place). Called inside torch.inference_mode(), the caller gets that
+    # mode's slightly lower host cost per op, and inference tensors.
+    @torch.no_grad()
     def upscale(
         self,
         latents: torch.Tensor,

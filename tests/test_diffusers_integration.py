@@ -75,6 +75,7 @@ def test_flux_pipeline_latents_to_decoded_2x_image():
     raw2x, image = integ.upscale_pipeline_latents(up, packed, vae, "flux", height=48, width=80, decode_image=True)
     assert raw2x.shape == (1, 16, 12, 20) and raw2x.dtype == torch.float32
     assert image.shape == (1, 3, 96, 160) and torch.isfinite(image).all()
+    assert not raw2x.is_inference() and not image.is_inference()  # the pipeline may update them in place
     raw = integ.to_raw_latents(packed, vae, "flux", height=48, width=80)
     assert torch.equal(raw2x, up.upscale(raw))
 

@@ -204,6 +204,23 @@ def test_channels_last_and_strided_inputs_give_the_same_bits(sd, backend):
 
 
 # ------------------------------------------------------------ 7. tiling arguments
+@pytest.mark.parametrize("scale", [2, (2, 4)], ids=["one", "two"])
+def test_outputs_are_ordinary_tensors_the_caller_may_update_in_place(up, scale):
+    """upscale runs under no_grad, not inference_mode: the caller may scale or noise the result in
+    place, or use it in autograd, as with any tensor. Inside inference_mode the caller gets
+    inference tensors, as that mode gives."""
+    x = torch.randn(1, CONFIG.in_channels, 6, 10)
+    out = up.upscale(x, scale=scale)
+    for o in out.values() if isinstance(out, dict) else [out]:
+        assert not o.is_inference() and not o.requires_grad
+        o.mul_(0.5)
+        weight = torch.ones((), requires_grad=True)
+        (o * weight).sum().backward()
+        assert weight.grad is not None
+    with torch.inference_mode():
+        assert up.upscale(x).is_inference()
+
+
 @pytest.mark.parametrize("budget,match", [
     (0, "positive int"), (-1, "positive int"), (True, "positive int"), ("1GB", "positive int"),
     (2.5e9, "positive int"), (1, "below the estimated .* smallest automatic tile"),

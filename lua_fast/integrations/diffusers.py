@@ -109,7 +109,7 @@ def from_raw_latents(raw: torch.Tensor, vae: Any, family: str, *, pack: bool = F
     return raw * scaling
 
 
-@torch.inference_mode()
+@torch.no_grad()  # ordinary tensors for the caller, as diffusers' own pipelines return (see Upscaler.upscale)
 def decode(vae, raw: torch.Tensor) -> torch.Tensor:
     """Decode raw latents with the VAE: images (B, 3, 8h, 8w) in [-1, 1], in the VAE's dtype."""
     return vae.decode(raw.to(device=vae.device, dtype=vae.dtype), return_dict=False)[0]
