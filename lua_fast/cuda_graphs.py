@@ -17,9 +17,9 @@ Two things a capture must not depend on, and how it does not:
 - Work other threads do meanwhile (their own forwards, a data loader's copies): PyTorch captures
   in the "global" mode by default, where a synchronising or allocating CUDA call from any thread
   invalidates the capture (and fails in that thread). Captures here use "thread_local": only the
-  capturing thread's own unsafe calls count. One capture at a time in the process (a module lock):
-  a capture's start synchronises the device and returns the allocator's cached blocks, which
-  must not happen inside another thread's capture.
+  capturing thread's own unsafe calls count. One capture at a time in the process (a module lock),
+  as torch.cuda.graph documents: its start synchronises the device and returns the allocator's
+  cached blocks, which must not happen inside another thread's capture.
 - Tensors it reads but does not own: the reference and torch backends read shift masks from LRU
   caches. A graph holds raw pointers, so each graph keeps the cached values its capture was
   handed (``lru.hold_values``); an eviction then frees nothing the graph still reads.
@@ -62,6 +62,14 @@ class GraphRunner:
         return tuple(x.shape), x.dtype, scales, tuple(os.environ.get(name, "").strip() for name in SWITCHES)
 
     def __call__(self, x: torch.Tensor, scales: tuple[int, ...]) -> dict[int, torch.Tensor]:
+        # The upscaler's device made current (an upscaler on cuda:1 while cuda:0 is current): the
+        # Triton kernels launch on the current device, and the events and streams below must
+        # belong to this one. Captured elsewhere, the graph would hold none of this device's
+        # kernels, and its replays would return the capture's outputs again.
+        with torch.cuda.device(self.device):
+            return self._run(x, scales)
+
+    def _run(self, x: torch.Tensor, scales: tuple[int, ...]) -> dict[int, torch.Tensor]:
         key = self.key(x, scales)
         with self._lock:
             entry = self._graphs.get(key)
@@ -86,7 +94,9 @@ class GraphRunner:
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with _capture_lock, lru.hold_values() as held:
-            with torch.cuda.graph(graph, capture_error_mode=CAPTURE_ERROR_MODE):
+            # On this device's warm-up stream: torch.cuda.graph's default capture stream is one per
+            # process, made on whichever device was current at the process's first capture.
+            with torch.cuda.graph(graph, stream=side, capture_error_mode=CAPTURE_ERROR_MODE):
                 static_out = self.model(static_in, scales)
         return _Graph(graph, static_in, static_out, held, torch.cuda.Event())
 

@@ -9,7 +9,8 @@ tests/test_gpu_backends.py):
 - captures run one at a time in the process, in the "thread_local" capture mode, so work on
   other threads does not invalidate them;
 - each use of a graph's static buffers waits on the device for the previous use, which may have
-  run on another thread's stream."""
+  run on another thread's stream;
+- an upscaler on a device that is not the current one captures and replays on its own device."""
 
 import contextlib
 import gc
@@ -33,6 +34,8 @@ class FakeCuda:
     def __init__(self) -> None:
         self.log = []
         self.modes = []
+        self.capture_streams = []
+        self.devices = []
         self.capturing = 0
         self.most_at_once = 0
         self._lock = threading.Lock()
@@ -41,7 +44,7 @@ class FakeCuda:
 
         class Stream:
             def __init__(self, device=None) -> None:
-                self.name = f"stream{id(self) % 997}"
+                self.device = device
 
             def wait_stream(self, other) -> None:
                 pass
@@ -65,11 +68,12 @@ class FakeCuda:
                 fake.log.append(("replay", fake.current_stream(), None))
 
         @contextlib.contextmanager
-        def graph(g, capture_error_mode="global", **kwargs):
+        def graph(g, pool=None, stream=None, capture_error_mode="global"):
             with fake._lock:
                 fake.capturing += 1
                 fake.most_at_once = max(fake.most_at_once, fake.capturing)
             fake.modes.append(capture_error_mode)
+            fake.capture_streams.append(stream)
             fake._local.capturing = True
             try:
                 yield
@@ -78,7 +82,12 @@ class FakeCuda:
                 with fake._lock:
                     fake.capturing -= 1
 
-        self.Stream, self.Event, self.CUDAGraph, self.graph = Stream, Event, Graph, graph
+        @contextlib.contextmanager
+        def device(d):
+            fake.devices.append(torch.device(d))
+            yield
+
+        self.Stream, self.Event, self.CUDAGraph, self.graph, self.device = Stream, Event, Graph, graph, device
 
     def current_stream(self, device=None):
         if not hasattr(self._local, "stream"):
@@ -89,7 +98,7 @@ class FakeCuda:
         return getattr(self._local, "capturing", False)
 
     def install(self, monkeypatch) -> "FakeCuda":
-        for name in ("Stream", "Event", "CUDAGraph", "graph"):
+        for name in ("Stream", "Event", "CUDAGraph", "graph", "device"):
             monkeypatch.setattr(torch.cuda, name, getattr(self, name))
         monkeypatch.setattr(torch.cuda, "current_stream", self.current_stream)
         monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
@@ -177,3 +186,12 @@ def test_each_use_of_a_graph_waits_for_the_last_on_the_device(fake_cuda):
                     ("wait", second, first), ("replay", second, None), ("record", second, None)]
     runner.clear()  # waits for the last use before the graph and its pool go
     assert fake_cuda.log[-1] == ("synchronize", second, None) and len(runner) == 0
+
+
+def test_an_upscaler_on_another_device_captures_and_replays_there(fake_cuda):
+    runner = cuda_graphs.GraphRunner(lambda x, scales: {s: x * s for s in scales}, torch.device("cuda:1"))
+    runner(torch.ones(1, 2, 3, 3), (2,))
+    runner(torch.ones(1, 2, 3, 3), (2,))
+    assert fake_cuda.devices == [torch.device("cuda:1")] * 2  # made current for each call
+    (stream,) = fake_cuda.capture_streams  # not torch.cuda.graph's one default stream per process
+    assert stream is not None and stream.device == torch.device("cuda:1")

@@ -210,6 +210,22 @@ def test_a_capture_while_another_thread_runs_forwards(released_random):
     assert counts and counts[0] >= 1
 
 
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+@pytest.mark.parametrize("graphed", [False, True], ids=["eager", "graphed"])
+def test_an_upscaler_on_the_second_gpu_while_the_first_is_current(released_random, graphed):
+    """Triton launches on the current device and torch.cuda.graph captures on the current device's
+    stream: an upscaler on cuda:1 must switch to it (tests/test_device_guard.py, on the CPU)."""
+    on0 = lua_fast.load(released_random, device="cuda:0", backend="triton", precision="bf16")
+    on1 = lua_fast.load(released_random, device="cuda:1", backend="triton", precision="bf16")
+    for seed in (6, 7):  # the second input: a replay, not the capture's own outputs
+        x = torch.randn(1, 16, 64, 64, device="cuda:0", generator=torch.Generator("cuda:0").manual_seed(seed))
+        expected = on0.upscale(x)
+        with torch.cuda.device(0):
+            out = on1.upscale(x.to("cuda:1"), cuda_graph=graphed)
+        assert out.device == torch.device("cuda:1")
+        assert rel_err(out.to("cuda:0"), expected) <= 1e-3, (seed, rel_err(out.to("cuda:0"), expected))
+
+
 def test_peak_memory_not_above_eager_bf16(released_random):
     x = torch.randn(1, 16, 128, 128, device="cuda")
     peaks = {}

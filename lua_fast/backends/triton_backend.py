@@ -29,6 +29,7 @@ kernel call.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -41,6 +42,7 @@ from ..kernels.attention_proj import (attention_proj, attention_proj_enabled, at
                                       check_attention_proj)
 from ..kernels.fused_mlp import check_mlp, fused_mlp, fused_mlp_enabled, mlp_reason
 from ..kernels.layer_norm import add_layer_norm
+from ..kernels.triton_support import other_cuda_device
 from ..kernels.upsample_head import PackedHead, fused_head
 from ..kernels.window_attention import (bias_dtype, check_packed, dense_log2_bias, log2_bias_table, pack_proj,
                                         pack_qkv, packed_window_attention)
@@ -139,7 +141,11 @@ class TritonBackendLUA(nn.Module):
         return self._attn_proj_fits and attention_proj_enabled()
 
     def forward(self, x: torch.Tensor, scales=(2,)) -> dict[int, torch.Tensor]:
-        with backend_flags(self.precision, x.device):
+        # On x's device: Triton launches on the current CUDA device, whatever its tensors' device
+        # (once per forward here, so each kernel op finds its device current).
+        index = None if torch.compiler.is_compiling() else other_cuda_device(x)
+        with backend_flags(self.precision, x.device), (
+                contextlib.nullcontext() if index is None else torch.cuda.device(index)):
             return self.model.upscale_with(x, scales, self.trunk, self.head)
 
     def head(self, g: torch.Tensor, scale: int) -> torch.Tensor:

@@ -344,7 +344,11 @@ def kernel_op(name: str, fake):
         def call(*args):
             if not plain_eager(args) or set_wrap_triton_enabled is None:
                 return op(*args)
-            return without_wrap_triton(fn, args)
+            index = other_cuda_device(args[0])
+            if index is None:
+                return without_wrap_triton(fn, args)
+            with torch.cuda.device(index):  # Triton launches on the current device, not on the tensors'
+                return without_wrap_triton(fn, args)
 
         call.op, call.__name__, call.__doc__ = op, fn.__name__, fn.__doc__
         return call
@@ -415,6 +419,16 @@ def without_wrap_triton(fn, args):
         return fn(*args)
     finally:
         _WRAP_SWITCH.value = before
+
+
+def other_cuda_device(t) -> int | None:
+    """The index of t's CUDA device if that is not the current device, else None. Triton launches a
+    kernel on the current device (its stream too) whatever device its tensors are on: on another
+    device it faults, or, with peer access on, reads them unordered with their own stream."""
+    if not (isinstance(t, torch.Tensor) and t.is_cuda):
+        return None
+    index = t.get_device()
+    return None if index == torch.cuda.current_device() else index
 
 
 # (Placed last: code added above a @triton.jit function shifts its first line, which is part of the
