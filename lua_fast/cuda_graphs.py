@@ -75,7 +75,8 @@ class GraphRunner:
             entry = self._graphs.get(key)
             if entry is None:
                 entry = self._graphs[key] = self._capture(x, scales)
-        with entry.lock:
+            entry.lock.acquire()  # before self._lock is let go: clear() cannot drop a graph about to replay
+        try:
             stream = torch.cuda.current_stream(self.device)
             stream.wait_event(entry.done)  # the last use may run on another stream (never recorded: no wait)
             entry.static_in.copy_(x)
@@ -83,6 +84,8 @@ class GraphRunner:
             outputs = {s: o.clone() for s, o in entry.static_out.items()}
             entry.done.record(stream)
             return outputs
+        finally:
+            entry.lock.release()
 
     def _capture(self, x: torch.Tensor, scales: tuple[int, ...]) -> _Graph:
         static_in = x.clone()

@@ -195,3 +195,33 @@ def test_an_upscaler_on_another_device_captures_and_replays_there(fake_cuda):
     assert fake_cuda.devices == [torch.device("cuda:1")] * 2  # made current for each call
     (stream,) = fake_cuda.capture_streams  # not torch.cuda.graph's one default stream per process
     assert stream is not None and stream.device == torch.device("cuda:1")
+
+
+def test_clearing_waits_for_a_replay_in_progress(fake_cuda, monkeypatch):
+    """A graph dropped while its replay still runs would return its pool to the allocator under
+    that replay: clear() waits for the host side (the graph's lock) and the device side (its event)."""
+    runner = cuda_graphs.GraphRunner(lambda x, scales: {s: x * s for s in scales}, torch.device("cpu"))
+    x = torch.ones(1, 2, 3, 3)
+    runner(x, (2,))  # captured
+    replaying, release = threading.Event(), threading.Event()
+    replay = fake_cuda.CUDAGraph.replay
+
+    def slow_replay(graph):
+        replaying.set()
+        release.wait(5)
+        replay(graph)
+
+    monkeypatch.setattr(fake_cuda.CUDAGraph, "replay", slow_replay)
+    thread = threading.Thread(target=runner, args=(x, (2,)))
+    thread.start()
+    assert replaying.wait(5)
+    clearer = threading.Thread(target=runner.clear)
+    clearer.start()
+    time.sleep(0.05)
+    assert clearer.is_alive() and len(runner) == 1  # still waiting on the replaying thread
+    release.set()
+    thread.join(5)
+    clearer.join(5)
+    assert len(runner) == 0
+    kinds = [entry[0] for entry in fake_cuda.log]
+    assert kinds[-2:] == ["record", "synchronize"]  # the replay's event recorded, then waited on
