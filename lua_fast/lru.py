@@ -6,6 +6,8 @@ otherwise go back to the allocator and be reused under the graph: silent garbage
 ``hold_values()`` collects, for the calling thread, every value the caches hand out while it is
 open; ``cuda_graphs`` keeps that list with the graph. A value built *during* a capture is only
 computed when the graph replays, so it is handed to the capture but not published in the cache.
+Eager readers on other streams (threads with streams of their own) are covered the allocator's
+way: a cached CUDA tensor handed out is recorded on the caller's stream (``record_stream``).
 """
 
 from __future__ import annotations
@@ -45,6 +47,17 @@ def _capturing() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
+def _used_on_this_stream(value):
+    """Tell PyTorch's allocator that a cached CUDA tensor is read on the caller's stream. A tensor's
+    memory is only kept from reuse for the stream it was allocated on: evicted while another
+    thread's stream still reads it, it could be handed to a new tensor on its first stream and
+    overwritten under that read. (A no-op on the allocating stream; not needed in a capture, whose
+    graph keeps what it reads.)"""
+    if isinstance(value, torch.Tensor) and value.is_cuda and not _capturing():
+        value.record_stream(torch.cuda.current_stream(value.device))
+    return value
+
+
 class LRUCache:
     def __init__(self, capacity: int = 64) -> None:
         self.capacity = capacity
@@ -55,7 +68,7 @@ class LRUCache:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
-                return _hand_out(self._items[key])
+                return _hand_out(_used_on_this_stream(self._items[key]))
         value = factory()  # outside the lock: two racing threads may both build, one wins
         if _capturing():  # graph-private memory, filled in only by a replay: not for other callers
             return _hand_out(value)

@@ -10,7 +10,9 @@ tests/test_gpu_backends.py):
   other threads does not invalidate them;
 - each use of a graph's static buffers waits on the device for the previous use, which may have
   run on another thread's stream;
-- an upscaler on a device that is not the current one captures and replays on its own device."""
+- an upscaler on a device that is not the current one captures and replays on its own device;
+- outside captures, a cached CUDA tensor is recorded on each stream that reads it, so an eviction
+  cannot hand its memory to a new tensor while another thread's stream still reads it."""
 
 import contextlib
 import gc
@@ -225,3 +227,29 @@ def test_clearing_waits_for_a_replay_in_progress(fake_cuda, monkeypatch):
     assert len(runner) == 0
     kinds = [entry[0] for entry in fake_cuda.log]
     assert kinds[-2:] == ["record", "synchronize"]  # the replay's event recorded, then waited on
+
+
+def test_a_cached_cuda_tensor_is_recorded_on_the_stream_that_reads_it(monkeypatch):
+    recorded = []
+
+    class OnCuda(torch.Tensor):
+        @property
+        def is_cuda(self):
+            return True
+
+        def record_stream(self, stream):
+            recorded.append(stream)
+
+    capturing = [False]
+    monkeypatch.setattr(lru, "_capturing", lambda: capturing[0])
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: f"stream of {threading.get_ident()}")
+    cache = lru.LRUCache()
+    built = cache.get_or_create("k", lambda: torch.ones(2).as_subclass(OnCuda))
+    assert recorded == []  # built on this stream: its own
+    reader = threading.Thread(target=lambda: cache.get_or_create("k", lambda: None))
+    reader.start()
+    reader.join()
+    assert recorded == [f"stream of {reader.ident}"]
+    capturing[0] = True  # a capture's graph keeps the tensor itself
+    assert cache.get_or_create("k", lambda: None) is built and len(recorded) == 1
+    assert cache.get_or_create("cpu", lambda: torch.ones(2)) is not None and len(recorded) == 1
