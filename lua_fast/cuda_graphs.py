@@ -18,8 +18,8 @@ Two things a capture must not depend on, and how it does not:
   in the "global" mode by default, where a synchronising or allocating CUDA call from any thread
   invalidates the capture (and fails in that thread). Captures here use "thread_local": only the
   capturing thread's own unsafe calls count. One capture at a time in the process (a module lock),
-  as torch.cuda.graph documents: its start synchronises the device and returns the allocator's
-  cached blocks, which must not happen inside another thread's capture.
+  as torch.cuda.graph's source says graphs require: its start synchronises the device and empties
+  the allocator's cache, and its default capture stream is shared.
 - Tensors it reads but does not own: the reference and torch backends read shift masks from LRU
   caches. A graph holds raw pointers, so each graph keeps the cached values its capture was
   handed (``lru.hold_values``); an eviction then frees nothing the graph still reads.

@@ -170,6 +170,10 @@
 # two parts, the extension 4 MB, wheels 6 MB (38 MB of the 64 MiB carry limit). Its MANIFEST.txt names
 # a hash of the kernel sources; the build stage below prints whether the carry matches them, or says
 # that nothing was carried. The case lists and the tarball's packing live in scripts/gpu_common.sh.
+# Tenth session of 2026-11-27 (no GPU): tests/test_gpu_backends.py has four more tests (CUDA graphs
+# with threads, streams and evicted masks; a capture beside another thread's forwards; an upscaler on
+# cuda:1, skipped with one GPU): ~10-20 s estimated, 64x64 triton bf16 binaries already carried. The
+# carry was rebuilt at dbf8f08 (769 binaries, 418 s of steps on the CPU); no Triton kernel changed.
 # To spare a rerun on a fresh machine the build, "carry" copies the built extension and a tarball
 # of Triton's cache (cubins and metadata only) into the results; put them in .gpu_carry/
 # (git-ignored) and name it in the run's carry list.
