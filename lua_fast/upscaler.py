@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from typing import Callable, Iterable, Mapping, Union
 
@@ -100,7 +101,8 @@ class Upscaler:
         single = not isinstance(scale, (tuple, list))
         keys = (scale,) if single else tuple(scale)
         names = dict(self.config.heads)
-        scales = tuple(names.get(k, k) if isinstance(k, str) else k for k in keys)
+        scales = tuple(names.get(k, k) if isinstance(k, str) else
+                       int(k) if isinstance(k, numbers.Integral) and not isinstance(k, bool) else k for k in keys)
         bad = [s for s in scales if isinstance(s, bool) or not isinstance(s, int) or s not in self.config.scales]
         if bad or not scales:
             raise InputError(

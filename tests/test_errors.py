@@ -138,10 +138,21 @@ def test_bad_latents(up, latents, match):
         up.upscale(latents)
 
 
-@pytest.mark.parametrize("scale", [3, 8, 1, (2, 3), (), True, "2", 2.0])
+@pytest.mark.parametrize("scale", [3, 8, 1, (2, 3), (), True, "2", 2.0, torch.tensor(2)])
 def test_unsupported_scale(up, scale):
     with pytest.raises(InputError, match="unsupported scale"):
         up.upscale(torch.randn(1, 4, 8, 8), scale=scale)
+
+
+def test_integral_scales_of_other_types_are_scales(up):
+    """NumPy integers (a scale read from an array or a config) count as the int they hold; the
+    result is keyed by what was asked for."""
+    import numpy as np
+
+    x = torch.randn(1, 4, 8, 8)
+    assert torch.equal(up.upscale(x, scale=np.int64(2)), up.upscale(x, scale=2))
+    both = up.upscale(x, scale=(np.int32(4), 2))
+    assert list(both) == [4, 2] and both[4].shape == (1, 4, 32, 32)
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
