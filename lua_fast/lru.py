@@ -73,11 +73,11 @@ class LRUCache:
         if _capturing():  # graph-private memory, filled in only by a replay: not for other callers
             return _hand_out(value)
         with self._lock:
-            value = self._items.setdefault(key, value)
+            kept = self._items.setdefault(key, value)
             self._items.move_to_end(key)
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
-        return _hand_out(value)
+        return _hand_out(kept if kept is value else _used_on_this_stream(kept))  # (another thread's build won)
 
     def clear(self) -> None:
         with self._lock:

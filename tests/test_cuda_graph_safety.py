@@ -253,3 +253,11 @@ def test_a_cached_cuda_tensor_is_recorded_on_the_stream_that_reads_it(monkeypatc
     capturing[0] = True  # a capture's graph keeps the tensor itself
     assert cache.get_or_create("k", lambda: None) is built and len(recorded) == 1
     assert cache.get_or_create("cpu", lambda: torch.ones(2)) is not None and len(recorded) == 1
+    capturing[0] = False
+    winner = torch.zeros(2).as_subclass(OnCuda)
+
+    def lose_the_race():  # another thread publishes its build while this one builds
+        cache._items["raced"] = winner
+        return torch.ones(2).as_subclass(OnCuda)
+
+    assert cache.get_or_create("raced", lose_the_race) is winner and len(recorded) == 2
