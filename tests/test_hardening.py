@@ -203,7 +203,6 @@ def test_channels_last_and_strided_inputs_give_the_same_bits(sd, backend):
             assert all(torch.equal(got[s], want[s]) for s in (2, 4)), (shape, view.stride())
 
 
-# ------------------------------------------------------------ 7. tiling arguments
 @pytest.mark.parametrize("scale", [2, (2, 4)], ids=["one", "two"])
 def test_outputs_are_ordinary_tensors_the_caller_may_update_in_place(up, scale):
     """upscale runs under no_grad, not inference_mode: the caller may scale or noise the result in
@@ -221,6 +220,7 @@ def test_outputs_are_ordinary_tensors_the_caller_may_update_in_place(up, scale):
         assert up.upscale(x).is_inference()
 
 
+# ------------------------------------------------------------ 7. tiling arguments
 @pytest.mark.parametrize("budget,match", [
     (0, "positive int"), (-1, "positive int"), (True, "positive int"), ("1GB", "positive int"),
     (2.5e9, "positive int"), (1, "below the estimated .* smallest automatic tile"),
