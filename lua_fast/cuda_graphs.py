@@ -23,22 +23,39 @@ Two things a capture must not depend on, and how it does not:
 - Tensors it reads but does not own: the reference and torch backends read shift masks from LRU
   caches. A graph holds raw pointers, so each graph keeps the cached values its capture was
   handed (``lru.hold_values``); an eviction then frees nothing the graph still reads.
+
+Each graph holds a private memory pool about the size of its forward's activations, so a service
+meeting many latent sizes would otherwise keep one pool per size until ``clear()``. A runner keeps
+at most ``max_graphs`` (default :data:`DEFAULT_MAX_GRAPHS`; None: no bound) and drops the least
+recently used one before capturing another, once that graph's last replay has finished (as
+``clear()`` does). ``stats()`` counts captures and evictions: a service whose evictions keep
+growing is re-capturing (0.1-0.4 s each) and should raise the bound or leave graphs off.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
 
 from . import lru
+from .errors import InputError
 
 # Read per forward or per launch (tests/test_cuda_graph_keys.py checks these names against the modules).
 SWITCHES = ("LUA_FAST_FUSED_MLP", "LUA_FAST_FUSED_ATTN_PROJ", "LUA_FAST_PDL", "LUA_FAST_FP32_DOTS")
 CAPTURE_ERROR_MODE = "thread_local"  # other threads' CUDA work does not invalidate a capture
 _capture_lock = threading.Lock()  # one capture at a time in the process, across upscalers
+DEFAULT_MAX_GRAPHS = 8  # graphs (shapes) kept per upscaler: a few resolution buckets, not every size
+
+
+def check_max_graphs(value) -> int | None:
+    """``value`` if it is a valid bound on a runner's graphs (an int >= 1, or None: no bound)."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise InputError(f"max_cuda_graphs must be an int >= 1 or None (no bound), got {value!r}")
 
 
 @dataclass
@@ -52,11 +69,32 @@ class _Graph:
 
 
 class GraphRunner:
-    def __init__(self, model, device: torch.device) -> None:
+    def __init__(self, model, device: torch.device, max_graphs: int | None = DEFAULT_MAX_GRAPHS) -> None:
         self.model = model
         self.device = device
-        self._graphs: dict[tuple, _Graph] = {}
+        self._graphs: OrderedDict[tuple, _Graph] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
+        self._max_graphs = check_max_graphs(max_graphs)
+        self.captures = 0
+        self.evictions = 0
+
+    @property
+    def max_graphs(self) -> int | None:
+        return self._max_graphs
+
+    @max_graphs.setter
+    def max_graphs(self, value: int | None) -> None:
+        value = check_max_graphs(value)
+        with self._lock:
+            self._max_graphs = value
+            self._evict(keep=value)
+
+    def stats(self) -> dict:
+        """Graphs held now, the bound, and captures / evictions since this runner was made. (Read
+        without the lock, which a capture holds for seconds while it autotunes: a monitor must not
+        wait on it.)"""
+        return {"graphs": len(self._graphs), "max_graphs": self._max_graphs,
+                "captures": self.captures, "evictions": self.evictions}
 
     def key(self, x: torch.Tensor, scales: tuple[int, ...]) -> tuple:
         return tuple(x.shape), x.dtype, scales, tuple(os.environ.get(name, "").strip() for name in SWITCHES)
@@ -74,7 +112,12 @@ class GraphRunner:
         with self._lock:
             entry = self._graphs.get(key)
             if entry is None:
+                if self._max_graphs is not None:
+                    self._evict(keep=self._max_graphs - 1)  # before the capture: its pool may need the memory
                 entry = self._graphs[key] = self._capture(x, scales)
+                self.captures += 1
+            else:
+                self._graphs.move_to_end(key)
             entry.lock.acquire()  # before self._lock is let go: clear() cannot drop a graph about to replay
         try:
             stream = torch.cuda.current_stream(self.device)
@@ -104,14 +147,22 @@ class GraphRunner:
         return _Graph(graph, static_in, static_out, held, torch.cuda.Event())
 
     def clear(self) -> None:
-        """Drop captured graphs and their memory pools, once their last replays have finished (a
-        pool returned to the allocator while a replay still writes into it would corrupt whatever
-        is allocated there next)."""
+        """Drop captured graphs and their memory pools, once their last replays have finished."""
         with self._lock:
-            for entry in self._graphs.values():
-                with entry.lock:
-                    entry.done.synchronize()
-            self._graphs.clear()
+            self._evict(keep=0, count=False)
+
+    def _evict(self, keep: int | None, count: bool = True) -> None:
+        """Drop the least recently used graphs until ``keep`` remain (None: keep all); self._lock held.
+        Each waits for its last replay, on the host (its lock: a thread may have looked it up and
+        be replaying) and on the device (its event): a pool returned to the allocator while a
+        replay still writes into it would corrupt whatever is allocated there next."""
+        while keep is not None and len(self._graphs) > keep:
+            key, entry = next(iter(self._graphs.items()))
+            with entry.lock:
+                entry.done.synchronize()
+            del self._graphs[key]
+            if count:
+                self.evictions += 1
 
     def __len__(self) -> int:
         return len(self._graphs)

@@ -229,8 +229,26 @@ class Upscaler:
         raise NonFiniteOutputError(f"{self.precision} overflowed and the output holds NaN/Inf ({why})")
 
     def clear_cuda_graphs(self) -> None:
-        """Drop captured graphs and their memory pools."""
+        """Drop captured graphs and their memory pools (once their last replays have finished)."""
         self._graphs.clear()
+
+    @property
+    def max_cuda_graphs(self) -> int | None:
+        """How many CUDA graphs (one per shape, dtype, scales and switches) ``cuda_graph=True`` keeps,
+        each with a private memory pool of about its forward's activations: default
+        ``cuda_graphs.DEFAULT_MAX_GRAPHS``; None keeps every one. Past the bound the least recently
+        used graph is dropped before the next capture; lowering it drops graphs at once."""
+        return self._graphs.max_graphs
+
+    @max_cuda_graphs.setter
+    def max_cuda_graphs(self, value: int | None) -> None:
+        self._graphs.max_graphs = value
+
+    def cuda_graph_stats(self) -> dict:
+        """``{"graphs", "max_graphs", "captures", "evictions"}``: graphs held now, the bound, and the
+        captures and evictions so far. Evictions that keep growing mean shapes are re-captured
+        (0.1-0.4 s each): raise ``max_cuda_graphs`` or leave ``cuda_graph`` off for them."""
+        return self._graphs.stats()
 
     __call__ = upscale
 

@@ -12,7 +12,10 @@ tests/test_gpu_backends.py):
   run on another thread's stream;
 - an upscaler on a device that is not the current one captures and replays on its own device;
 - outside captures, a cached CUDA tensor is recorded on each stream that reads it, so an eviction
-  cannot hand its memory to a new tensor while another thread's stream still reads it."""
+  cannot hand its memory to a new tensor while another thread's stream still reads it;
+- a runner keeps at most ``max_graphs`` graphs, dropping the least recently used one (after its
+  last replay) before the next capture, so a service meeting many sizes does not keep a memory
+  pool per size."""
 
 import contextlib
 import gc
@@ -199,24 +202,39 @@ def test_an_upscaler_on_another_device_captures_and_replays_there(fake_cuda):
     assert stream is not None and stream.device == torch.device("cuda:1")
 
 
-def test_clearing_waits_for_a_replay_in_progress(fake_cuda, monkeypatch):
-    """A graph dropped while its replay still runs would return its pool to the allocator under
-    that replay: clear() waits for the host side (the graph's lock) and the device side (its event)."""
-    runner = cuda_graphs.GraphRunner(lambda x, scales: {s: x * s for s in scales}, torch.device("cpu"))
-    x = torch.ones(1, 2, 3, 3)
-    runner(x, (2,))  # captured
+def doubling_runner(max_graphs):
+    return cuda_graphs.GraphRunner(lambda x, scales: {s: x * s for s in scales}, torch.device("cpu"), max_graphs)
+
+
+def shapes_held(runner):
+    return [key[0][-1] for key in runner._graphs]  # the latents' widths, least recently used first
+
+
+def replay_held_open(fake_cuda, monkeypatch, runner):
+    """Capture a (1, 2, 3, 3) graph, then start a thread whose replay of it waits for ``release``
+    (returned with the thread, once the replay has begun); later replays run at once."""
+    runner(torch.ones(1, 2, 3, 3), (2,))  # captured
     replaying, release = threading.Event(), threading.Event()
     replay = fake_cuda.CUDAGraph.replay
 
     def slow_replay(graph):
+        monkeypatch.setattr(fake_cuda.CUDAGraph, "replay", replay)
         replaying.set()
         release.wait(5)
         replay(graph)
 
     monkeypatch.setattr(fake_cuda.CUDAGraph, "replay", slow_replay)
-    thread = threading.Thread(target=runner, args=(x, (2,)))
+    thread = threading.Thread(target=runner, args=(torch.ones(1, 2, 3, 3), (2,)))
     thread.start()
     assert replaying.wait(5)
+    return thread, release
+
+
+def test_clearing_waits_for_a_replay_in_progress(fake_cuda, monkeypatch):
+    """A graph dropped while its replay still runs would return its pool to the allocator under
+    that replay: clear() waits for the host side (the graph's lock) and the device side (its event)."""
+    runner = doubling_runner(cuda_graphs.DEFAULT_MAX_GRAPHS)
+    thread, release = replay_held_open(fake_cuda, monkeypatch, runner)
     clearer = threading.Thread(target=runner.clear)
     clearer.start()
     time.sleep(0.05)
@@ -227,6 +245,57 @@ def test_clearing_waits_for_a_replay_in_progress(fake_cuda, monkeypatch):
     assert len(runner) == 0
     kinds = [entry[0] for entry in fake_cuda.log]
     assert kinds[-2:] == ["record", "synchronize"]  # the replay's event recorded, then waited on
+
+
+def test_graphs_past_the_bound_go_least_recently_used_first(fake_cuda):
+    runner = doubling_runner(2)
+    for width in (3, 4, 3, 5):  # 3 is used again after 4: 4 is the one to go
+        out = runner(torch.ones(1, 2, 3, width), (2,))
+        assert torch.equal(out[2], torch.full((1, 2, 3, width), 2.0))
+    assert shapes_held(runner) == [3, 5]
+    assert runner.stats() == {"graphs": 2, "max_graphs": 2, "captures": 3, "evictions": 1}
+    runner(torch.ones(1, 2, 3, 4), (2,))  # captured again; 3 is now the least recent
+    assert shapes_held(runner) == [5, 4] and runner.stats()["captures"] == 4
+    evicted = weakref.ref(next(entry for key, entry in runner._graphs.items() if key[0][-1] == 5))
+    runner.max_graphs = 1  # lowering the bound drops graphs at once
+    gc.collect()
+    assert shapes_held(runner) == [4] and evicted() is None  # nothing keeps its graph (and pool) alive
+    runner.max_graphs = None  # no bound
+    for width in range(6, 16):
+        runner(torch.ones(1, 2, 3, width), (2,))
+    assert runner.stats() == {"graphs": 11, "max_graphs": None, "captures": 14, "evictions": 3}
+    runner.clear()  # not an eviction
+    assert runner.stats()["graphs"] == 0 and runner.stats()["evictions"] == 3
+
+
+def test_an_eviction_waits_for_the_evicted_graphs_replay(fake_cuda, monkeypatch):
+    runner = doubling_runner(1)
+    thread, release = replay_held_open(fake_cuda, monkeypatch, runner)
+    newcomer = threading.Thread(target=runner, args=(torch.ones(1, 2, 3, 4), (2,)))
+    newcomer.start()
+    time.sleep(0.05)
+    assert newcomer.is_alive() and shapes_held(runner) == [3]  # waiting for the replay to end
+    release.set()
+    thread.join(5)
+    newcomer.join(5)
+    assert shapes_held(runner) == [4]
+    kinds = [entry[0] for entry in fake_cuda.log]
+    first_sync = kinds.index("synchronize")  # the evicted graph's event, waited on ...
+    assert kinds[first_sync - 1] == "record" and kinds[first_sync - 2] == "replay"  # ... after its replay
+    assert kinds[first_sync + 1:] == ["wait", "replay", "record"]  # then the newcomer's capture and use
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.0, "3"])
+def test_the_bound_on_graphs_is_an_int_or_none(small_weights, bad):
+    up = lua_fast.load(small_weights, backend="torch")
+    assert up.max_cuda_graphs == cuda_graphs.DEFAULT_MAX_GRAPHS
+    with pytest.raises(lua_fast.InputError, match="max_cuda_graphs"):
+        up.max_cuda_graphs = bad
+    up.max_cuda_graphs = 3
+    assert up.max_cuda_graphs == 3 and up.cuda_graph_stats() == {
+        "graphs": 0, "max_graphs": 3, "captures": 0, "evictions": 0}
+    up.max_cuda_graphs = None
+    assert up.cuda_graph_stats()["max_graphs"] is None
 
 
 def test_a_cached_cuda_tensor_is_recorded_on_the_stream_that_reads_it(monkeypatch):

@@ -210,6 +210,26 @@ def test_a_capture_while_another_thread_runs_forwards(released_random):
     assert counts and counts[0] >= 1
 
 
+def test_bounded_graphs_replay_right_and_give_their_pools_back(released_random):
+    """With ``max_cuda_graphs=1`` two alternating shapes evict each other at every call: each
+    re-capture must give the eager result, and the evicted graphs' pools must go back to the
+    allocator (reserved memory does not grow with the captures; tests/test_cuda_graph_safety.py
+    checks the order and the waits on the CPU)."""
+    up = lua_fast.load(released_random, device="cuda", backend="triton", precision="bf16")
+    up.max_cuda_graphs = 1
+    inputs = [torch.randn(1, 16, h, 48, device="cuda", generator=torch.Generator("cuda").manual_seed(h))
+              for h in (32, 48)]
+    expected = [up.upscale(x) for x in inputs]
+    reserved = []
+    for k in range(6):
+        assert torch.equal(up.upscale(inputs[k % 2], cuda_graph=True), expected[k % 2]), k
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        reserved.append(torch.cuda.memory_reserved())
+    assert up.cuda_graph_stats() == {"graphs": 1, "max_graphs": 1, "captures": 6, "evictions": 5}
+    assert max(reserved[2:]) <= max(reserved[:2]) + 2**20, reserved
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
 @pytest.mark.parametrize("graphed", [False, True], ids=["eager", "graphed"])
 def test_an_upscaler_on_the_second_gpu_while_the_first_is_current(released_random, graphed):
