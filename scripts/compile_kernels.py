@@ -29,6 +29,13 @@ the largest of the three per busiest SM, still a hard lower bound, and the repor
 is the one with the lowest pipe bound. The memory floor (``memory_floor_us``) is each distinct
 tensor argument moved once at an H200's 4.8 TB/s (the attention's bias left out): hard for a launch
 timed alone with L2 flushed, not for a forward whose activations may still sit in the 50 MB L2.
+The L2 model (``l2_bytes``, ``l2_model_us``; GEMMs and convs, whose modules define
+``launch_l2_bytes``) is an estimate, not a bound: the bytes the programs of this config load and
+store, counting every re-read of an operand tile (A once per N tile, the weights once per row
+block), at the rate the H200's per-kernel timings ran at (``L2_BYTES_PER_S``, 6.5 TB/s; the fc2
+and the four large convs of 2026-11-26 ran at 6.6-7.6 TB/s of these bytes). ``model_us`` = max(pipe
+bound, L2 model, or the memory floor where no model exists), and its per-forward sum takes the
+config with the lowest one per site.
 Writes ``benchmarks/results/kernel_report_sm90.json`` (per --arch) and prints a markdown table
 for ``benchmarks/NOTES.md``. Must run without TRITON_INTERPRET.
 """
@@ -77,6 +84,10 @@ ISSUE_RATE = SMS * ISSUES_PER_CLOCK * CLOCK  # warp-instructions per second an H
 MUFU_CLOCKS_PER_WARP_INSTRUCTION = 32 / 16  # SM clocks: 16 MUFU lanes per SM (CUDA guide, cc 9.0: exp2f, rcp)
 TENSOR_FLOPS_PER_CLOCK = 4096  # dense bf16/fp16 per SM per clock on Hopper (989 TFLOP/s at 1.83 GHz, 132 SMs)
 HBM_BYTES_PER_S = 4.8e12  # an H200's HBM3e (spec sheet)
+# What the H200's GEMM and conv sites (timed alone, L2 flushed, 2026-11-26) ran at, in bytes of
+# launch_l2_bytes per second: 6.6-7.6 TB/s at the fc2 and the four large convs; the LayerNorm GEMMs and
+# the proj of then ran at 3-4 TB/s (latency: 128 programs, or 1.5 waves), so this is a best case.
+L2_BYTES_PER_S = 6.5e12
 # Tensor arguments left out of the memory floor: which one an attention config reads (the dense bias or
 # its table) is the config's choice, and both are small next to qkv.
 NOT_MOVED = {"window_attention": {"bias_ptr", "table_ptr"}, "attention_proj": {"bias_ptr"}}
@@ -478,7 +489,19 @@ def _variant_stats(index: int):
     stats["flop_floor_us"] = launch.flops / BF16_PEAK * 1e6
     stats["bytes"] = launch_bytes(launch)
     stats["memory_floor_us"] = stats["bytes"] / HBM_BYTES_PER_S * 1e6
+    stats.update(l2_model(launch, named, cfg.kwargs))
+    stats["model_us"] = max(stats["pipe_us"], stats.get("l2_model_us", stats["memory_floor_us"]))
     return stats
+
+
+def l2_model(launch: Launch, named: dict, config: dict) -> dict:
+    """``{"l2_bytes", "l2_model_us"}`` of a launch under a config, for kernels whose module
+    describes their operand re-reads (``launch_l2_bytes``), else ``{}``."""
+    count = getattr(MODULES[launch.kernel], "launch_l2_bytes", None)
+    if count is None:
+        return {}
+    l2_bytes = count(named, {**launch.kwargs, **config})
+    return {"l2_bytes": l2_bytes, "l2_model_us": l2_bytes / L2_BYTES_PER_S * 1e6}
 
 
 def report(archs: list[int], cases, out_dir: Path, name: str = "kernel_report_sm{arch}.json", jobs: int = 1,
@@ -495,7 +518,7 @@ def report(archs: list[int], cases, out_dir: Path, name: str = "kernel_report_sm
                         if kernels is None or launch.kernel in kernels]
             _TASKS[:] = [(launch, cfg, arch) for launch in launches for cfg in configs_for(launch)[0]]
             results = in_processes(_variant_stats, len(_TASKS), jobs)
-            best, best_wave, best_pipe, memory = {}, {}, {}, {}
+            best, best_wave, best_pipe, best_model, memory = {}, {}, {}, {}, {}
             for (launch, cfg, _), stats in zip(_TASKS, results):
                 row = {"precision": precision, "latent": size, "scale": scale, "kernel": launch.kernel,
                        "site": launch.site, "launches": launch.count,
@@ -511,23 +534,27 @@ def report(archs: list[int], cases, out_dir: Path, name: str = "kernel_report_sm
                     best[key] = min(best.get(key, (float("inf"), 0))[0], stats["issue_us"]), launch.count
                     best_wave[key] = min(best_wave.get(key, (float("inf"), 0))[0], stats["wave_us"]), launch.count
                     best_pipe[key] = min(best_pipe.get(key, (float("inf"), 0))[0], stats["pipe_us"]), launch.count
+                    best_model[key] = min(best_model.get(key, (float("inf"), 0))[0], stats["model_us"]), launch.count
                     memory[key] = stats["memory_floor_us"], launch.count
             total = sum(us * count for us, count in best.values())
             wave_total = sum(us * count for us, count in best_wave.values())
             pipe_total = sum(us * count for us, count in best_pipe.values())
             memory_total = sum(us * count for us, count in memory.values())
+            model_total = sum(us * count for us, count in best_model.values())
             totals.append({"precision": precision, "latent": size, "scale": scale,
                            "triton_issue_us_per_forward": total, "triton_wave_us_per_forward": wave_total,
-                           "triton_pipe_us_per_forward": pipe_total, "triton_memory_us_per_forward": memory_total})
+                           "triton_pipe_us_per_forward": pipe_total, "triton_memory_us_per_forward": memory_total,
+                           "triton_model_us_per_forward": model_total})
             print(f"sm_{arch} {precision} {size}x{size} x{scale}: sum over launches of the best config's "
                   f"issue bound = {total:.0f} us, wave bound = {wave_total:.0f} us, pipe bound = {pipe_total:.0f} us; "
-                  f"memory floor = {memory_total:.0f} us")
+                  f"memory floor = {memory_total:.0f} us; L2 model = {model_total:.0f} us")
         out = {
             "what": "static cost of every Triton kernel variant the released config launches (see the script)",
             "triton": triton.__version__, "torch": torch.__version__, "lua_fast": lua_fast.__version__,
             "arch": f"sm_{arch}{'a' if arch == 90 else ''}", "issue_rate_per_s": ISSUE_RATE,
             "bf16_peak_flops": BF16_PEAK, "mufu_clocks_per_warp_instruction": MUFU_CLOCKS_PER_WARP_INSTRUCTION,
             "tensor_flops_per_clock": TENSOR_FLOPS_PER_CLOCK, "hbm_bytes_per_s": HBM_BYTES_PER_S,
+            "l2_bytes_per_s": L2_BYTES_PER_S,
             "forward_totals": totals, "variants": rows,
         }
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -553,8 +580,8 @@ def markdown(report_json: dict) -> str:
              "(lowest pipe bound that fits shared memory; MUFU and tensor us per launch, whole GPU):", "",
              "| case | site | launches | config | programs | regs | spill B | smem KiB | mma | loop loads | "
              "warp-instr/launch | issue us/launch | wave us/launch | MUFU us | tensor us | pipe us/launch | "
-             "FLOP floor us | memory floor us |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "FLOP floor us | memory floor us | L2 MB | L2 model us |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     best: dict[tuple, dict] = {}
     for row in report_json["variants"]:
         if "error" in row or not row["fits_smem"]:
@@ -569,16 +596,18 @@ def markdown(report_json: dict) -> str:
                      f"{row['shared_bytes'] // 1024} | {row['mma']} | {loads} | {row['warp_instructions'] / 1e6:.1f} M | "
                      f"{row['issue_us']:.1f} | {row.get('wave_us', float('nan')):.1f} | "
                      f"{row.get('mufu_us', float('nan')):.1f} | {row.get('tensor_us', float('nan')):.1f} | "
-                     f"{bound_us(row):.1f} | {row['flop_floor_us']:.1f} | {row.get('memory_floor_us', float('nan')):.1f} |")
+                     f"{bound_us(row):.1f} | {row['flop_floor_us']:.1f} | {row.get('memory_floor_us', float('nan')):.1f} | "
+                     + (f"{row['l2_bytes'] / 1e6:.0f} | {row['l2_model_us']:.1f} |" if "l2_bytes" in row else "- | - |"))
     lines.append("")
     for t in report_json["forward_totals"]:
         wave, pipe = t.get("triton_wave_us_per_forward"), t.get("triton_pipe_us_per_forward")
-        memory = t.get("triton_memory_us_per_forward")
+        memory, model = t.get("triton_memory_us_per_forward"), t.get("triton_model_us_per_forward")
         lines.append(f"- {t['precision']} {t['latent']}x{t['latent']} x{t['scale']}: Triton kernels' issue bound "
                      f"per forward {t['triton_issue_us_per_forward'] / 1e3:.2f} ms"
                      + (f", wave bound {wave / 1e3:.2f} ms" if wave is not None else "")
                      + (f", pipe bound {pipe / 1e3:.2f} ms" if pipe is not None else "")
-                     + (f"; memory floor {memory / 1e3:.2f} ms" if memory is not None else ""))
+                     + (f"; memory floor {memory / 1e3:.2f} ms" if memory is not None else "")
+                     + (f"; L2 model (best per site) {model / 1e3:.2f} ms" if model is not None else ""))
     return "\n".join(lines)
 
 

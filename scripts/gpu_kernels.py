@@ -208,6 +208,7 @@ def times(case) -> dict:
         measured = do_bench(call, warmup=5, rep=20, return_mode="median") * 1e3
         static = ck.analyse(compiled, ck.trip_count(launch, best), math.prod(grid), ck.loop_weights(launch, named))
         memory_floor = ck.launch_bytes(launch) / ck.HBM_BYTES_PER_S * 1e6
+        l2 = ck.l2_model(launch, named, best.kwargs)  # (an estimate: GEMMs and convs only)
         sites[site_key] = {
             "kernel": launch.kernel, "site": launch.site, "launches": 1, "grid": list(grid),
             "config": {**best.kwargs, "num_warps": best.num_warps, "num_stages": best.num_stages},
@@ -218,6 +219,7 @@ def times(case) -> dict:
             "flop_floor_us": launch.flops / ck.BF16_PEAK * 1e6,
             "memory_floor_us": memory_floor,
             "bound_us": max(static["pipe_us"], memory_floor),  # timed alone, L2 flushed: both are hard
+            "l2_bytes": l2.get("l2_bytes"), "l2_model_us": l2.get("l2_model_us"),
             "measured_over_issue_bound": measured / static["issue_us"] if static["issue_us"] else None,
             "measured_over_pipe_bound": measured / static["pipe_us"] if static["pipe_us"] else None,
         }
@@ -229,13 +231,15 @@ def times(case) -> dict:
           f"sum of isolated kernel times {total / 1e3:.2f} ms vs issue bound {bound / 1e3:.2f} ms, "
           f"pipe bound {pipe / 1e3:.2f} ms")
     print("| site | launches | config | regs | spills | measured us | issue bound us | wave bound us | MUFU us | "
-          "tensor us | pipe bound us | memory floor us | measured / issue | measured / max(pipe, memory) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "tensor us | pipe bound us | memory floor us | measured / issue | measured / max(pipe, memory) | "
+          "L2 model us | measured / L2 model |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in sorted(rows, key=lambda r: -r["measured_us"] * r["launches"]):
         print(f"| {r['site']} | {r['launches']} | {ck.config_label(r['config'])} | {r['n_regs']} | "
               f"{r['n_spills']} | {r['measured_us']:.1f} | {r['issue_bound_us']:.1f} | {r['wave_bound_us']:.1f} | "
               f"{r['mufu_us']:.1f} | {r['tensor_us']:.1f} | {r['pipe_bound_us']:.1f} | {r['memory_floor_us']:.1f} | "
-              f"{(r['measured_over_issue_bound'] or 0):.2f} | {r['measured_us'] / r['bound_us']:.2f} |")
+              f"{(r['measured_over_issue_bound'] or 0):.2f} | {r['measured_us'] / r['bound_us']:.2f} | "
+              + (f"{r['l2_model_us']:.1f} | {r['measured_us'] / r['l2_model_us']:.2f} |" if r["l2_model_us"] else "- | - |"))
     return {"case": {"precision": precision, "latent": list(size), "scale": scale, "batch": batch},
             "launches": len(launches), "sum_isolated_us": total, "sum_issue_bound_us": bound,
             "sum_pipe_bound_us": pipe, "sites": rows}

@@ -87,11 +87,14 @@ KERNELS_OVER_BOUND_BEFORE = "2026-11-26: 2.98 of max(pipe, memory), 3.72 of issu
 
 def kernel_sites(run: dict) -> list[str]:
     """One call-site table of ``gpu_kernels.py times``: measured against the site's tightest bound
-    (max(pipe bound, memory floor); a file written before those bounds: the issue bound)."""
+    (max(pipe bound, memory floor); a file written before those bounds: the issue bound), and
+    against the L2 model where the file has it (GEMMs and convs: an estimate at 6.5 TB/s, not a
+    bound; a ratio well above 1 is a site short of programs or stalled on latency)."""
     c = run["case"]
     lines = [f"| {c['precision']} {c['latent'][0]}x{c['latent'][1]} x{c['scale']} b{c['batch']} | launches | "
-             "measured us | bound us | which | measured / bound | share of the measured sum |",
-             "|---|---|---|---|---|---|---|"]
+             "measured us | bound us | which | measured / bound | share of the measured sum | L2 model us | "
+             "measured / L2 model |",
+             "|---|---|---|---|---|---|---|---|---|"]
     rows = sorted(run["sites"], key=lambda r: -r["measured_us"] * r["launches"])
     total = sum(r["measured_us"] * r["launches"] for r in rows) or 1.0
     bounds = 0.0
@@ -102,10 +105,12 @@ def kernel_sites(run: dict) -> list[str]:
         else:
             bound, which = r["issue_bound_us"], "issue"
         bounds += bound * r["launches"]
+        l2 = r.get("l2_model_us")
         lines.append(f"| {r['site']} | {r['launches']} | {r['measured_us']:.1f} | {bound:.1f} | {which} | "
-                     f"{r['measured_us'] / bound:.2f} | {r['measured_us'] * r['launches'] / total:.0%} |")
+                     f"{r['measured_us'] / bound:.2f} | {r['measured_us'] * r['launches'] / total:.0%} | "
+                     + (f"{l2:.1f} | {r['measured_us'] / l2:.2f} |" if l2 else "- | - |"))
     lines.append(f"| **sum** | {sum(r['launches'] for r in rows)} | {total / 1e3:.2f} ms | {bounds / 1e3:.2f} ms | | "
-                 f"**{total / bounds:.2f}** ({KERNELS_OVER_BOUND_BEFORE}) | |")
+                 f"**{total / bounds:.2f}** ({KERNELS_OVER_BOUND_BEFORE}) | | | |")
     return lines
 
 

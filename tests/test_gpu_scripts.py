@@ -516,7 +516,7 @@ def test_gpu_report_reads_the_first_h200_run(tmp_path):
         "sites": [{**site, "site": "LN+linear 360->1152", "measured_us": 31.6, "pipe_bound_us": 15.8,
                    "memory_floor_us": 10.6, "bound_us": 15.8},
                   {**site, "site": "linear 384->360+residual", "measured_us": 15.2, "pipe_bound_us": 5.3,
-                   "memory_floor_us": 7.6, "bound_us": 7.6}]}))
+                   "memory_floor_us": 7.6, "bound_us": 7.6, "l2_model_us": 12.2}]}))
     (folder / "tests.log").write_text("....\n==== 300 passed in 199.00s ====\nKeyboardInterrupt\n")
     made_up = {"case": "128x2", "backend": "triton", "cuda_graph": True, "peak_mib": 9.0}  # (switch rows)
     table128["results"] += [
@@ -533,7 +533,8 @@ def test_gpu_report_reads_the_first_h200_run(tmp_path):
     assert "| 128x128 b1 ieee | 41.500 | 98000 | 98100 | 0.0e+00 |" in result.stdout
     assert "| 128x128 b1 ieee, cudnn off | failed: OutOfMemoryError: ... |" in result.stdout
     assert "| LN+linear 360->1152 | 36 | 31.6 | 15.8 | pipe | 2.00 | 68% |" in result.stdout
-    assert "| linear 384->360+residual | 36 | 15.2 | 7.6 | memory | 2.00 | 32% |" in result.stdout
+    assert "| linear 384->360+residual | 36 | 15.2 | 7.6 | memory | 2.00 | 32% | 12.2 | 1.25 |" in result.stdout
+    assert "| LN+linear 360->1152 | 36 | 31.6 | 15.8 | pipe | 2.00 | 68% | - | - |" in result.stdout
     assert "| **sum** | 72 | 1.68 ms | 0.84 ms | | **2.00** (2026-11-26" in result.stdout
     # the switches a run decides, each beside its baseline row of the same table
     assert ("| LUA_FAST_TRITON_GEMMS=0 (cuBLAS GEMMs, bf16) | 128x2 | 8.00 ms | 9.18 ms | 15% faster: candidate "
@@ -613,4 +614,9 @@ print(json.dumps(out))
     table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     assert "memory floor us" in table[0] and "measured / max(pipe, memory)" in table[0]
     first = next(r for r in rows if r["site"] in table[2])
-    assert table[2].endswith(f"| {10.0 / first['bound_us']:.2f} |"), (table[2], first)
+    assert f"| {10.0 / first['bound_us']:.2f} | " in table[2], (table[2], first)
+    # GEMMs and convs also get the L2 model (an estimate) and measured / it; the others a dash
+    assert "L2 model us" in table[0]
+    for r in rows:
+        assert (r["l2_model_us"] is not None) == (r["kernel"] in ("fused_linear", "conv3x3")), r
+    assert table[2].endswith(f"| {first['l2_model_us']:.1f} | {10.0 / first['l2_model_us']:.2f} |"), table[2]

@@ -403,6 +403,23 @@ def launch_flops(args: dict, meta: dict) -> int:
     return 2 * 9 * args["pixels"] * meta["C_IN"] * meta["C_OUT"]
 
 
+def launch_l2_bytes(args: dict, meta: dict) -> int:
+    """Bytes the launch's programs load (from L2 at best) and store under its config
+    (``meta`` holds the tile): each program loads its pixels' 9 shifted input rows (the im2col
+    operand, 9 x Cin per pixel) once per N tile it owns, and each block of pixels loads the
+    weight columns of its N tile for all 9 x Cin rows; the output (and residual) once. The
+    asynchronous copies bypass L1, so overlapping taps are not shared there. On the H200 the
+    large convs timed alone ran at 6.6-7.6 TB/s of these bytes (benchmarks/NOTES.md, "L2 traffic")."""
+    pixels, c_in, c_out = args["pixels"], meta["C_IN"], meta["C_OUT"]
+    n_tiles, m_blocks = cdiv(c_out, meta["BLOCK_N"]), cdiv(pixels, meta["BLOCK_M"])
+    a = pixels * 9 * c_in * args["x_ptr"].element_size() * n_tiles
+    w = m_blocks * 9 * cdiv(c_in, meta["BLOCK_K"]) * meta["BLOCK_K"] * n_tiles * meta["BLOCK_N"] \
+        * args["w_ptr"].element_size()
+    c = pixels * c_out * (args["out_ptr"].element_size()
+                          + (args["r_ptr"].element_size() if meta["HAS_RESIDUAL"] else 0))
+    return a + w + c
+
+
 def main_loop_trips(meta: dict) -> int:
     """Iterations of the flat (tap, channel block) K loop per program."""
     return 9 * -(-meta["C_IN"] // meta["BLOCK_K"])

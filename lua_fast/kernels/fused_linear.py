@@ -22,6 +22,11 @@
   also tries loading the residual tile before the K loop (``R_PREFETCH``): with K = 384 or 720 the
   loop is short, and a residual load issued after it stalls the epilogue for a memory latency.
 
+- Tiles: on the H200 the fc2 (and the large convs) ran at the rate their programs' loads from L2
+  allow (6.6 TB/s of ``launch_l2_bytes``: A once per N tile, the weights once per
+  row block), not at the tensor cores' rate, so the fc2 also tries 256-row tiles (half the weight
+  re-reads of 128-row ones; the autotuner times them against the others).
+
 Weights are packed once (``pack_linear``): K-major (K + 128 zero rows, N padded to a multiple of
 128 columns), so weight loads need no masks. Rows are clamped (loads past the last row re-read it
 and are discarded), and the host passes the common power-of-two divisor of each operand's row
@@ -334,7 +339,8 @@ if triton is not None:
     # A_RESIDENT = the normalised rows stay in registers across those tiles (BLOCK_K unused).
     # GEMMs with a residual only: R_PREFETCH = its tile is loaded before the K loop.
     _TILES = [(128, 128, 64, 8, 3), (128, 128, 128, 8, 3), (64, 128, 128, 4, 3), (128, 64, 64, 4, 4),
-              (64, 128, 64, 4, 4), (64, 64, 64, 4, 4)]
+              (64, 128, 64, 4, 4), (64, 64, 64, 4, 4),
+              (256, 128, 64, 8, 3)]  # (half the weight re-reads; the fc2 only: see _prune)
     _CONFIGS = [
         triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "N_GROUP": g, "A_RESIDENT": 0, "R_PREFETCH": 0},
                       num_warps=w, num_stages=s)
@@ -348,16 +354,24 @@ if triton is not None:
     ] + [
         triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "N_GROUP": 1, "A_RESIDENT": 0, "R_PREFETCH": 1},
                       num_warps=w, num_stages=s)
-        for bm, bn, bk, w, s in _TILES if (bm, bn, bk) != (128, 128, 128)  # (spills 56 B at K = 720 on 3.9)
+        for bm, bn, bk, w, s in _TILES if (bm, bn, bk) not in ((128, 128, 128), (256, 128, 64))  # (spill on 3.9)
     ]
 
     def _prune(configs, named_args, **kwargs):
         ln = kwargs["LAYER_NORM"]
         resident_ok = ln and not fp32_operands(kwargs) and not kwargs.get("DOT_UPCAST") \
             and kwargs["A_K0"] + kwargs["A_K1"] <= kwargs["K"] + K_PAD_ROWS and kwargs["K"] <= 512
+        # 256-row tiles hold a 128-register accumulator per thread (8 warps): only a plain GEMM with
+        # 2-byte operands, output and residual fits beside it (LayerNorm, fp32 tiles or a second
+        # output copy spill on sm_90a), and one with K >= 512 (the fc2; at K = 384, the proj,
+        # Triton 3.6 spills 80 B, and its weight re-reads are half the fc2's).
+        tall_ok = not ln and not fp32_operands(kwargs) and not kwargs["HAS_LOW"] and kwargs["K"] >= 512 \
+            and named_args["out_ptr"].element_size() == 2 \
+            and (not kwargs["HAS_RESIDUAL"] or named_args["r_ptr"].element_size() == 2)
         kept = [c for c in configs if kwargs["W_STRIDE"] % c.kwargs["BLOCK_N"] == 0
                 and (ln or c.kwargs["N_GROUP"] == 1) and (resident_ok or not c.kwargs["A_RESIDENT"])
-                and (kwargs["HAS_RESIDUAL"] or not c.kwargs["R_PREFETCH"])]
+                and (kwargs["HAS_RESIDUAL"] or not c.kwargs["R_PREFETCH"])
+                and (c.kwargs["BLOCK_M"] <= 128 or tall_ok)]
         if fp32_operands(kwargs):  # fp32 operands: halve the shared memory per stage
             kept = [c for c in kept if c.kwargs["BLOCK_N"] * c.kwargs["BLOCK_K"] <= 128 * 64] or kept
         return tuned(kept)
@@ -498,6 +512,26 @@ def launch_site(args: dict, meta: dict) -> str:
 
 def launch_flops(args: dict, meta: dict) -> int:
     return 2 * args["M"] * meta["K"] * meta["N"]
+
+
+def launch_l2_bytes(args: dict, meta: dict) -> int:
+    """Bytes the launch's programs load (from L2 at best) and store under its config (``meta``
+    holds the tile): each program loads its A rows once per N tile it computes (streamed; once
+    more for the LayerNorm statistics) or once in all (resident rows), each row block loads the
+    weight columns of its N tiles, and the output (residual, second copy) moves once. On the H200
+    the fc2 ran at 6.6 TB/s of these bytes (the LayerNorm GEMMs and the proj, short of programs, at 3-4) (benchmarks/NOTES.md,
+    "L2 traffic")."""
+    m, k, n = args["M"], meta["K"], meta["N"]
+    n_tiles, m_blocks = cdiv(n, meta["BLOCK_N"]), cdiv(m, meta["BLOCK_M"])
+    if meta["LAYER_NORM"] and meta["A_RESIDENT"]:
+        a_passes, w_rows = 1, meta["A_K0"] + meta["A_K1"]
+    else:
+        a_passes, w_rows = n_tiles + bool(meta["LAYER_NORM"]), cdiv(k, meta["BLOCK_K"]) * meta["BLOCK_K"]
+    a = m * k * args["a_ptr"].element_size() * a_passes
+    w = m_blocks * w_rows * n_tiles * meta["BLOCK_N"] * args["w_ptr"].element_size()
+    c = m * n * (args["out_ptr"].element_size() + (args["r_ptr"].element_size() if meta["HAS_RESIDUAL"] else 0)
+                 + (args["low_ptr"].element_size() if meta["HAS_LOW"] else 0))
+    return a + w + c
 
 
 def main_loop_trips(meta: dict) -> int:
