@@ -406,6 +406,10 @@ def analyse(compiled, trips, programs: int, weights: list[float] | None = None) 
         "trips": counts,
         "loop_global_loads": loop_loads,
         "loop_loads_16B": vector,
+        # 16-byte async copies that allocate in L1 (cp.async.ca: LDGSTS without BYPASS; Triton >= 3.9
+        # keeps a load's ".ca" on them), e.g. the taps-inner convs' input (narrower copies always do)
+        "loop_l1_async_copies_16B": sum(op.startswith("LDGSTS") and ".128" in op and "BYPASS" not in op
+                                        for op in body_ops),
         "warps": warps,
         "stages": compiled.metadata.num_stages,
         "programs": programs,

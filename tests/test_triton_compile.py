@@ -116,6 +116,15 @@ def test_kernel_report_sm90_bf16(tmp_path):
             assert tokens * (384 + 2 * 360) * 2 < r["bytes"] < tokens * (384 + 2 * 360) * 2 + 400_000, where
         if r["site"] == "conv 16->360":  # the latent, the weights and one output
             assert tokens * 360 * 2 < r["bytes"] < 2 * tokens * 360 * 2, where
+    # the convs' taps-inner configs load their input through L1 (Triton >= 3.9; dropped before it),
+    # the others' 16-byte async copies bypass it (conv_first's strided latent reads are 4-byte copies)
+    for r in rows:
+        taps_inner = bool(r["config"].get("TAP_INNER"))
+        if r["site"] != "conv 16->360":
+            assert (r["loop_l1_async_copies_16B"] > 0) == taps_inner, (r["site"], r["config"])
+        assert not taps_inner or TRITON_VERSION >= (3, 9), r["config"]
+    assert TRITON_VERSION < (3, 9) or [r for r in rows if r["site"] == "conv 360->360+residual"
+                                       and r["config"].get("TAP_INNER")]
     # the fc2 also tries 256-row tiles: half the weight re-reads, so fewer L2 bytes than any other
     fc2 = [r for r in rows if r["site"] == "linear 720->360+residual"]
     tall = [r for r in fc2 if r["config"]["BLOCK_M"] == 256]

@@ -69,9 +69,11 @@ def test_conv_variants_match_pytorch(dtype, variant, size):
 
 
 @pytest.mark.skipif(not triton_support.INTERPRET, reason="the interpreter's tiles (a GPU autotunes them)")
-@pytest.mark.parametrize("tiles", [SMALL_TILES, {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64}], ids=["small", "large"])
+@pytest.mark.parametrize("tiles", [SMALL_TILES, {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64},
+                                   {**SMALL_TILES, "TAP_INNER": 0}], ids=["small", "large", "small-taps-outer"])
 def test_conv_interpreted_tiles_with_partial_tiles_in_m_n_and_k(monkeypatch, tiles):
-    """143 pixels, 80 input and 100 output channels: a partial last tile in M, K and N."""
+    """143 pixels, 80 input and 100 output channels: a partial last tile in M, K and N; the K loop
+    with the taps inner (the interpreter's default) and outer."""
     from lua_fast.kernels import conv3x3 as C
 
     monkeypatch.setattr(C, "INTERPRET_CONFIG", tiles)

@@ -17,7 +17,9 @@ tile is one sub-pixel's run of consecutive output channels and its stores are ve
 host checks each tensor's strides and base pointer and passes their common power-of-two
 divisor as ``*_ALIGN`` (the channel stride 360 is not a multiple of 16, so the JIT alone
 cannot prove the rows 16-byte aligned); programs run N tiles fastest, so the tiles of one
-block of pixels read its input from L2 together.
+block of pixels read its input from L2 together. The K loop runs over (tap, channel block), taps
+outer, or (an autotune choice on Triton >= 3.9) taps inner with the input loaded through L1, so
+the 9 taps' overlapping input rows can come from L1 instead of 9 times from L2.
 
 ``torch_conv3x3`` is the PyTorch composition (conv2d + leaky_relu + residual +
 pixel_shuffle) with the same signature: the fallback and the test oracle.
@@ -34,7 +36,7 @@ import torch.nn.functional as F
 
 from .triton_support import (INTERPRET, autotuned, cdiv, dot_precision, dot_upcast, fp32_operands, grid_dependency_sync,
                              kernel_op, launcher, next_pow2, note_launch, pdl_options, size_class, store_dtype, tl,
-                             triton, tuned, unavailable_reason, without_data)
+                             triton, triton_version, tuned, unavailable_reason, without_data)
 
 K_PAD_ROWS = 128  # zero rows after the 9*Cin packed rows: the largest BLOCK_K
 
@@ -154,8 +156,8 @@ if triton is not None:
         X_ALIGN: tl.constexpr, R_ALIGN: tl.constexpr, O_ALIGN: tl.constexpr,
         HAS_BIAS: tl.constexpr, HAS_LEAKY: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
         PIXEL_SHUFFLE: tl.constexpr, PADDED_INPUT: tl.constexpr,
-        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-        INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr, PDL: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, TAP_INNER: tl.constexpr,
+        A_CACHE: tl.constexpr, INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr, PDL: tl.constexpr,
     ):
         grid_dependency_sync(PDL)
         N_TILES: tl.constexpr = (C_OUT + BLOCK_N - 1) // BLOCK_N
@@ -182,10 +184,17 @@ if triton is not None:
         edges = (py > 0).to(tl.int32) | ((py < height - 1).to(tl.int32) << 1) | ((px > 0).to(tl.int32) << 2) \
             | ((px < width - 1).to(tl.int32) << 3) | (m_ok.to(tl.int32) << 4)
         # One flat K loop over (tap, channel block), so Triton's pipeliner overlaps the loads of the
-        # next step with the current dot.
+        # next step with the current dot. TAP_INNER runs the 9 taps of a channel block in a row: a
+        # tap's input tile is its neighbour's shifted by one pixel (or one image row), so with the
+        # input loaded through L1 (A_CACHE ".ca"; the default async copy bypasses it) most of the
+        # 9x re-read of the im2col operand can hit L1 instead of L2 (launch_l2_bytes).
         for step in range(9 * K_BLOCKS):
-            tap = step // K_BLOCKS
-            offs_k = (step % K_BLOCKS) * BLOCK_K + tl.arange(0, BLOCK_K)
+            if TAP_INNER:
+                tap = step % 9
+                offs_k = (step // 9) * BLOCK_K + tl.arange(0, BLOCK_K)
+            else:
+                tap = step // K_BLOCKS
+                offs_k = (step % K_BLOCKS) * BLOCK_K + tl.arange(0, BLOCK_K)
             dy = tap // 3 - 1
             dx = tap % 3 - 1
             need = 16 | (dy < 0).to(tl.int32) | ((dy > 0).to(tl.int32) << 1) | ((dx < 0).to(tl.int32) << 2) \
@@ -195,13 +204,14 @@ if triton is not None:
             a_ptrs = x_ptr + row[:, None] + offs_k[None, :] * sx_c
             if PADDED_INPUT:  # a zero border surrounds the input: no padding masks
                 if EVEN_K:
-                    a = tl.load(a_ptrs)
+                    a = tl.load(a_ptrs, cache_modifier=A_CACHE)
                 else:
-                    a = tl.load(a_ptrs, mask=(offs_k < C_IN)[None, :], other=0.0)
+                    a = tl.load(a_ptrs, mask=(offs_k < C_IN)[None, :], other=0.0, cache_modifier=A_CACHE)
             elif EVEN_K:
-                a = tl.load(a_ptrs, mask=inside[:, None], other=0.0)
+                a = tl.load(a_ptrs, mask=inside[:, None], other=0.0, cache_modifier=A_CACHE)
             else:
-                a = tl.load(a_ptrs, mask=inside[:, None] & (offs_k < C_IN)[None, :], other=0.0)
+                a = tl.load(a_ptrs, mask=inside[:, None] & (offs_k < C_IN)[None, :], other=0.0,
+                            cache_modifier=A_CACHE)
             # Zero rows past 9*Cin and zero columns past Cout: no weight mask (A is zero for k >= Cin).
             wt = tl.load(w_ptr + (tap * C_IN + offs_k)[:, None] * W_STRIDE + offs_n[None, :])
             if DOT_UPCAST:
@@ -237,8 +247,17 @@ if triton is not None:
             dst = out_ptr + o_row[:, None] + offs_n[None, :]
         tl.store(dst, acc.to(out_ptr.dtype.element_ty), mask=ok)
 
+    # Each tile twice: taps outer with the input's async copies bypassing L1 (as before), and taps
+    # inner with them cached in L1 (TAP_INNER; the autotuner times both: how much the L1 keeps
+    # depends on the shared memory the tile leaves it). Only Triton >= 3.9 keeps a load's cache
+    # modifier on the async copy its pipeliner makes (".ca": LDGSTS.E.128, allocating in L1);
+    # 3.6-3.8 emit the L1-bypassing copy whatever the modifier (SASS read 2026-11-27), so there
+    # the taps-inner configs would only reorder the loop, and the prune hook drops them.
+    L1_ASYNC_COPIES = triton_version() >= (3, 9)
     _CONFIGS = [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "TAP_INNER": inner, "A_CACHE": cache},
+                      num_warps=w, num_stages=s)
+        for inner, cache in ((0, ""), (1, ".ca"))
         for bm, bn, bk, w, s in [
             (128, 128, 64, 8, 3), (128, 128, 32, 8, 4), (64, 128, 64, 4, 3), (128, 64, 64, 4, 3),
             (128, 256, 64, 8, 3),  # wide N: fewer input re-reads for the 256- and 1024-channel convs
@@ -249,11 +268,12 @@ if triton is not None:
     def _prune(configs, named_args, **kwargs):
         wn = kwargs["W_STRIDE"]
         small = kwargs["C_OUT"] <= 32
-        kept = [c for c in configs if wn % c.kwargs["BLOCK_N"] == 0 and (c.kwargs["BLOCK_N"] <= 32) == small]
+        kept = [c for c in configs if wn % c.kwargs["BLOCK_N"] == 0 and (c.kwargs["BLOCK_N"] <= 32) == small
+                and (L1_ASYNC_COPIES or not c.kwargs["TAP_INNER"])]
         if fp32_operands(kwargs):  # fp32 operands: halve the shared memory per stage
             kept = [c for c in kept if c.kwargs["BLOCK_N"] * c.kwargs["BLOCK_M"] <= 128 * 128] or kept
-        return tuned(kept) or [triton.Config({"BLOCK_M": 64, "BLOCK_N": min(wn, 64), "BLOCK_K": 32}, num_warps=4,
-                                             num_stages=3)]
+        return tuned(kept) or [triton.Config({"BLOCK_M": 64, "BLOCK_N": min(wn, 64), "BLOCK_K": 32, "TAP_INNER": 0,
+                                              "A_CACHE": ""}, num_warps=4, num_stages=3)]
 
     _conv3x3_tuned = autotuned(_conv3x3_kernel, _CONFIGS, _prune,
                               ["C_IN", "C_OUT", "W_STRIDE", "X_ALIGN", "R_ALIGN", "O_ALIGN", "HAS_LEAKY",
@@ -264,7 +284,7 @@ if triton is not None:
 # programs, few K steps) run fastest (an interpreted forward of the official-fixture model: 68 s
 # with 32x64x32 tiles, 26 s with 128x64x64, one of the GPU configs). The kernel tests pin small
 # tiles, so their odd sizes still span several programs and K blocks.
-INTERPRET_CONFIG = {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64}
+INTERPRET_CONFIG = {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "TAP_INNER": 1}  # (tests run both orders)
 
 
 def output_shape(x_shape, c_out: int, pixel_shuffle: bool, out_padded: bool) -> tuple[int, ...]:
@@ -316,7 +336,8 @@ def _launch(x, w_packed, bias, residual, c_out, slope, has_leaky, pixel_shuffle,
         block_n = min(INTERPRET_CONFIG["BLOCK_N"], width)
         block_k = min(INTERPRET_CONFIG["BLOCK_K"], max(16, next_pow2(cin)))
         grid = (cdiv(pixels, block_m) * cdiv(c_out, block_n),)
-        launcher(_conv3x3_kernel)[grid](*args, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **meta, PDL=False)
+        launcher(_conv3x3_kernel)[grid](*args, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+                                        TAP_INNER=INTERPRET_CONFIG.get("TAP_INNER", 1), A_CACHE="", **meta, PDL=False)
     else:
         grid = lambda m: (cdiv(pixels, m["BLOCK_M"]) * cdiv(c_out, m["BLOCK_N"]),)  # noqa: E731
         launcher(_conv3x3_tuned)[grid](*args, **meta, **pdl_options(x.device))
@@ -408,11 +429,18 @@ def launch_l2_bytes(args: dict, meta: dict) -> int:
     (``meta`` holds the tile): each program loads its pixels' 9 shifted input rows (the im2col
     operand, 9 x Cin per pixel) once per N tile it owns, and each block of pixels loads the
     weight columns of its N tile for all 9 x Cin rows; the output (and residual) once. The
-    asynchronous copies bypass L1, so overlapping taps are not shared there. On the H200 the
+    asynchronous copies bypass L1, so overlapping taps are not shared there (except in the
+    taps-inner configs on Triton >= 3.9, counted at their best case below). On the H200 the
     large convs timed alone ran at 6.6-7.6 TB/s of these bytes (benchmarks/NOTES.md, "L2 traffic")."""
-    pixels, c_in, c_out = args["pixels"], meta["C_IN"], meta["C_OUT"]
-    n_tiles, m_blocks = cdiv(c_out, meta["BLOCK_N"]), cdiv(pixels, meta["BLOCK_M"])
-    a = pixels * 9 * c_in * args["x_ptr"].element_size() * n_tiles
+    pixels, c_in, c_out, block_m = args["pixels"], meta["C_IN"], meta["C_OUT"], meta["BLOCK_M"]
+    n_tiles, m_blocks = cdiv(c_out, meta["BLOCK_N"]), cdiv(pixels, block_m)
+    taps = 9
+    if meta.get("TAP_INNER") and meta.get("A_CACHE") == ".ca" and triton_version() >= (3, 9):
+        # Taps inner, through L1: a channel block's 9 taps read the block's pixels shifted by one
+        # pixel and by one image row, so at best only three rows' worth (two more pixels each)
+        # come from L2, if L1 keeps them for the 9 steps (an upper bound on the saving).
+        taps = (block_m + 2 * min(block_m, args["width"]) + 2) / block_m
+    a = int(pixels * taps * c_in * args["x_ptr"].element_size() * n_tiles)
     w = m_blocks * 9 * cdiv(c_in, meta["BLOCK_K"]) * meta["BLOCK_K"] * n_tiles * meta["BLOCK_N"] \
         * args["w_ptr"].element_size()
     c = pixels * c_out * (args["out_ptr"].element_size()

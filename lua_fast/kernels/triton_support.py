@@ -433,6 +433,13 @@ def other_cuda_device(t) -> int | None:
 
 # (Placed last: code added above a @triton.jit function shifts its first line, which is part of the
 # cache key of every kernel calling it, so a Triton cache built ahead would miss.)
+def triton_version() -> tuple[int, ...]:
+    """(major, minor) of the installed Triton; () without one."""
+    if triton is None:
+        return ()
+    return tuple(int(p) for p in triton.__version__.split("+")[0].split(".")[:2] if p.isdigit())
+
+
 def _backport_interpreter_index() -> bool:
     """Triton 3.6's interpreter turns a tensor used as a loop bound (``range(pid * GROUP, last)``)
     into an int with ``int(array)``, and a program id is an array of shape (1,), which NumPy 2.4
@@ -444,8 +451,7 @@ def _backport_interpreter_index() -> bool:
     except Exception:  # (an interpreter without this module has nothing to fix)
         return False
     original = getattr(interpreter, "_patch_lang_tensor", None)
-    version = tuple(int(p) for p in triton.__version__.split("+")[0].split(".")[:2] if p.isdigit())
-    if original is None or version >= (3, 7) or getattr(original, "lua_fast_backport", False):
+    if original is None or triton_version() >= (3, 7) or getattr(original, "lua_fast_backport", False):
         return False
 
     def patch_lang_tensor(tensor, scope):
