@@ -45,6 +45,10 @@ class OneConfig:
             configs = self.tuner.early_config_prune(self.tuner.configs, named, **meta)
         if triton_support.INTERPRET:  # warps and stages do not exist in the interpreter
             configs = list({repr(sorted(c.kwargs.items())): c for c in configs}.values())
+            # The convs' taps-inner loop is the same code at every tile (and the interpreter's
+            # default, so every interpreted forward runs it): one taps-inner tile here is enough.
+            inner = [c for c in configs if c.kwargs.get("TAP_INNER")]
+            configs = [c for c in configs if c not in inner[1:]]
         return configs
 
     def __getitem__(self, grid):
