@@ -249,11 +249,8 @@ if triton is not None:
 
     # Each tile twice: taps outer with the input's async copies bypassing L1 (as before), and taps
     # inner with them cached in L1 (TAP_INNER; the autotuner times both: how much the L1 keeps
-    # depends on the shared memory the tile leaves it). Only Triton >= 3.9 keeps a load's cache
-    # modifier on the async copy its pipeliner makes (".ca": LDGSTS.E.128, allocating in L1);
-    # 3.6-3.8 emit the L1-bypassing copy whatever the modifier (SASS read 2026-11-27), so there
-    # the taps-inner configs would only reorder the loop, and the prune hook drops them.
-    L1_ASYNC_COPIES = triton_version() >= (3, 9)
+    # depends on the shared memory the tile leaves it). Without L1_ASYNC_COPIES (below) the
+    # taps-inner configs would only reorder the loop, and the prune hook drops them.
     _CONFIGS = [
         triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "TAP_INNER": inner, "A_CACHE": cache},
                       num_warps=w, num_stages=s)
@@ -285,6 +282,11 @@ if triton is not None:
 # with 32x64x32 tiles, 26 s with 128x64x64, one of the GPU configs). The kernel tests pin small
 # tiles, so their odd sizes still span several programs and K blocks.
 INTERPRET_CONFIG = {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "TAP_INNER": 1}  # (tests run both orders)
+
+# Only Triton >= 3.9 keeps a load's cache modifier on the async copy its pipeliner makes (".ca":
+# LDGSTS.E.128, allocating in L1); 3.6-3.8 emit the L1-bypassing copy whatever the modifier (SASS
+# read 2026-11-27). (Defined below the kernel: a line added above it would change its cache key.)
+L1_ASYNC_COPIES = triton_version() >= (3, 9)
 
 
 def output_shape(x_shape, c_out: int, pixel_shuffle: bool, out_padded: bool) -> tuple[int, ...]:
@@ -435,7 +437,7 @@ def launch_l2_bytes(args: dict, meta: dict) -> int:
     pixels, c_in, c_out, block_m = args["pixels"], meta["C_IN"], meta["C_OUT"], meta["BLOCK_M"]
     n_tiles, m_blocks = cdiv(c_out, meta["BLOCK_N"]), cdiv(pixels, block_m)
     taps = 9
-    if meta.get("TAP_INNER") and meta.get("A_CACHE") == ".ca" and triton_version() >= (3, 9):
+    if meta.get("TAP_INNER") and meta.get("A_CACHE") == ".ca" and L1_ASYNC_COPIES:
         # Taps inner, through L1: a channel block's 9 taps read the block's pixels shifted by one
         # pixel and by one image row, so at best only three rows' worth (two more pixels each)
         # come from L2, if L1 keeps them for the 9 steps (an upper bound on the saving).

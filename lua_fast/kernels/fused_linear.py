@@ -519,8 +519,8 @@ def launch_l2_bytes(args: dict, meta: dict) -> int:
     holds the tile): each program loads its A rows once per N tile it computes (streamed; once
     more for the LayerNorm statistics) or once in all (resident rows), each row block loads the
     weight columns of its N tiles, and the output (residual, second copy) moves once. On the H200
-    the fc2 ran at 6.6 TB/s of these bytes (the LayerNorm GEMMs and the proj, short of programs, at 3-4) (benchmarks/NOTES.md,
-    "L2 traffic")."""
+    the fc2 ran at 6.6 TB/s of these bytes, the LayerNorm GEMMs and the proj (short of programs)
+    at 3-4 TB/s (benchmarks/NOTES.md, "L2 traffic")."""
     m, k, n = args["M"], meta["K"], meta["N"]
     n_tiles, m_blocks = cdiv(n, meta["BLOCK_N"]), cdiv(m, meta["BLOCK_M"])
     if meta["LAYER_NORM"] and meta["A_RESIDENT"]:
