@@ -176,7 +176,7 @@
 # carry was rebuilt at dbf8f08 (769 binaries, 418 s of steps on the CPU); no Triton kernel changed.
 # Eleventh session of 2026-11-27 (no GPU): the fc2 GEMM has one more autotune config (256x128 tiles),
 # the convs a taps-inner choice (Triton >= 3.9 only: not on this machine's 3.6, so not built here);
-# carry rebuilt at ffaf153 (771 binaries, kernel-source hash 6710095fe0e341a4; 416 s of steps on the
+# carry rebuilt at 91579ab (772 binaries, kernel-source hash cc8411a41150b610; 484 s of steps on the
 # CPU). tests/test_gpu_backends.py has one more test (bounded CUDA graphs: ~5-10 s). The kernels stage
 # also prints each GEMM/conv site's L2 model and measured / it (benchmarks/NOTES.md, "L2 traffic"):
 # the prediction is 1.0-1.4 for the fc2 and convs, more for sites short of programs.
