@@ -64,3 +64,28 @@ def test_a_kernel_op_runs_with_its_input_device_current(devices, monkeypatch):
     probe(torch.ones(2).as_subclass(OnCuda))
     probe(torch.ones(2))
     assert ran_under == [[1], [1]]  # the first call inside cuda:1's context, the CPU call switched nothing
+
+
+def test_the_op_itself_switches_device_under_a_dispatch_mode(devices):
+    """A call under a Python dispatch mode (launch counting, a profiler's mode) or with a tensor
+    subclass takes the registered op, not the direct call: the op's kernel switches device too."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Passthrough(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    ran_under = []
+
+    @triton_support.kernel_op("_test_device_guard_op", fake=lambda x: torch.empty_like(x))
+    def probe(x: torch.Tensor) -> torch.Tensor:
+        ran_under.append(list(devices))
+        return x.clone()
+
+    with Passthrough():
+        probe(torch.ones(2))
+        assert ran_under == [[]]  # a CPU tensor: nothing switched
+        probe(torch.ones(2).as_subclass(OnCuda))
+    assert ran_under[1] == [1]
+    probe(torch.ones(2).as_subclass(OnCuda))  # a subclass, no mode: the op path as well
+    assert ran_under[2] == [1, 1]

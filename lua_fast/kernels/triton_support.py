@@ -335,11 +335,14 @@ def kernel_op(name: str, fake):
     """
 
     def register(fn):
+        # The op's own kernel switches device too: calls under a dispatch mode (launch counting, a
+        # profiler's mode) take the op, and Triton launches on the current device, not the tensors'.
+        on_its_device = functools.wraps(fn)(lambda *args: on_input_device(fn, args))
         if INTERPRET or triton is None:
-            op = torch.library.custom_op(f"lua_fast::{name}", mutates_args=())(fn)
+            op = torch.library.custom_op(f"lua_fast::{name}", mutates_args=())(on_its_device)
             op.register_fake(fake)
         else:
-            op = torch.library.triton_op(f"lua_fast::{name}", mutates_args=())(fn)
+            op = torch.library.triton_op(f"lua_fast::{name}", mutates_args=())(on_its_device)
 
         def call(*args):
             if not plain_eager(args) or set_wrap_triton_enabled is None:
@@ -354,6 +357,20 @@ def kernel_op(name: str, fake):
         return call
 
     return register
+
+
+def on_input_device(fn, args):
+    """``fn(*args)`` with the first argument's CUDA device current, where it is a real tensor on a
+    device other than the current one. Fake or traced tensors (no data, maybe no GPU at all) run
+    ``fn`` as they are: tracing records the launch, and the compiled graph switches device itself."""
+    first = args[0] if args else None
+    if not isinstance(first, torch.Tensor) or without_data(first):
+        return fn(*args)
+    index = other_cuda_device(first)
+    if index is None:
+        return fn(*args)
+    with torch.cuda.device(index):
+        return fn(*args)
 
 
 def plain_eager(args) -> bool:
