@@ -29,10 +29,11 @@ the largest of the three per busiest SM, still a hard lower bound, and the repor
 is the one with the lowest pipe bound. The memory floor (``memory_floor_us``) is each distinct
 tensor argument moved once at an H200's 4.8 TB/s (the attention's bias left out): hard for a launch
 timed alone with L2 flushed, not for a forward whose activations may still sit in the 50 MB L2.
-The L2 model (``l2_bytes``, ``l2_model_us``; GEMMs and convs, whose modules define
-``launch_l2_bytes``) is an estimate, not a bound: the bytes the programs of this config load and
+The L2 model (``l2_bytes``, ``l2_model_us``; every kernel whose module defines
+``launch_l2_bytes``: GEMMs, convs, attention, the fused MLP and attention + proj, not the
+add + LayerNorm) is an estimate, not a bound: the bytes the programs of this config load and
 store, counting every re-read of an operand tile (A once per N tile, the weights once per row
-block), at the rate the H200's per-kernel timings ran at (``L2_BYTES_PER_S``, 6.5 TB/s; the fc2
+block, K and V once per query block), at the rate the H200's per-kernel timings ran at (``L2_BYTES_PER_S``, 6.5 TB/s; the fc2
 and the four large convs of 2026-11-26 ran at 6.6-7.6 TB/s of these bytes). ``model_us`` = max(pipe
 bound, L2 model, or the memory floor where no model exists), and its per-forward sum takes the
 config with the lowest one per site.

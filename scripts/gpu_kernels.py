@@ -208,7 +208,7 @@ def times(case) -> dict:
         measured = do_bench(call, warmup=5, rep=20, return_mode="median") * 1e3
         static = ck.analyse(compiled, ck.trip_count(launch, best), math.prod(grid), ck.loop_weights(launch, named))
         memory_floor = ck.launch_bytes(launch) / ck.HBM_BYTES_PER_S * 1e6
-        l2 = ck.l2_model(launch, named, best.kwargs)  # (an estimate: GEMMs and convs only)
+        l2 = ck.l2_model(launch, named, best.kwargs)  # (an estimate; none for the add + LayerNorm)
         sites[site_key] = {
             "kernel": launch.kernel, "site": launch.site, "launches": 1, "grid": list(grid),
             "config": {**best.kwargs, "num_warps": best.num_warps, "num_stages": best.num_stages},

@@ -327,6 +327,25 @@ def loop_weights(args: dict, meta: dict) -> list[float] | None:
     return [1.0 - border, border]
 
 
+def launch_l2_bytes(args: dict, meta: dict) -> int:
+    """Bytes the launch's programs load (from L2 at best) and store under its config (``meta``):
+    each program (a window's block of BLOCK_M queries, all heads) reads its queries, **all the
+    window's keys and values** and its rows of every head's dense bias, then **the whole
+    projection weight** (heads x 32 rows, O0 + O1 columns), the residual rows and writes the
+    output once. K, V and the weight are re-read by every query block of a window, which the
+    two-launch path does not do (``window_attention``'s whole-window programs read K and V once
+    per (window, head); the proj GEMM reads its weight once per 128-256 rows)."""
+    n, heads, pad = meta["WINDOW"] ** 2, meta["HEADS"], meta["HEAD_PAD"]
+    windows = args["qkv_ptr"].shape[0] * args["windows_x"] * args["windows_y"]
+    blocks = cdiv(n, meta["BLOCK_M"])
+    e, width = args["qkv_ptr"].element_size(), heads * pad
+    qkv = windows * (n * width * e + blocks * 2 * n * width * e)
+    bias = windows * heads * n * n * args["bias_ptr"].element_size()
+    weight = windows * blocks * width * (meta["O0"] + meta["O1"]) * args["w_ptr"].element_size()
+    rows = windows * n * meta["D"] * (args["r_ptr"].element_size() + args["out_ptr"].element_size())
+    return qkv + bias + weight + rows
+
+
 def loop_trips(meta: dict, body: list[str]) -> int:
     """Trips of a SASS loop from its opcodes: the head loop holds each head's normalisation (the
     division by the row sums: MUFU.RCP) and, without ALL_KEYS, the key loops inside it (online

@@ -225,6 +225,23 @@ def launch_flops(args: dict, meta: dict) -> int:
     return 4 * args["M"] * meta["D"] * meta["HIDDEN"]
 
 
+def launch_l2_bytes(args: dict, meta: dict) -> int:
+    """Bytes the launch's programs load (from L2 at best) and store under its config (``meta``):
+    each program reads its rows for the LayerNorm statistics, once per hidden chunk (streamed fc1
+    operand) and once for the residual, and **all of both weights** (fc1's K rows x padded hidden
+    columns, fc2's hidden rows x O0 + O1 columns); the output once (and its second copy). The
+    weights are what grows: they are re-read by every BLOCK_M rows, where the two-launch path
+    re-reads fc1's per 128 rows and fc2's per 128-256 rows (``fused_linear.launch_l2_bytes``)."""
+    m, d, e_x = args["M"], meta["D"], args["x_ptr"].element_size()
+    programs, chunks = cdiv(m, meta["BLOCK_M"]), cdiv(meta["HIDDEN"], meta["BLOCK_H"])
+    hidden = chunks * meta["BLOCK_H"]
+    e_w = args["w1_ptr"].element_size()
+    weights = programs * hidden * (cdiv(d, meta["BLOCK_K"]) * meta["BLOCK_K"] + meta["O0"] + meta["O1"]) * e_w
+    rows = m * d * e_x * (chunks + 2)
+    out = m * d * (args["out_ptr"].element_size() + (args["low_ptr"].element_size() if meta["HAS_LOW"] else 0))
+    return weights + rows + out
+
+
 def main_loop_trips(meta: dict) -> int:
     return -(-meta["HIDDEN"] // meta["BLOCK_H"])
 

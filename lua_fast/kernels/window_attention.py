@@ -584,6 +584,25 @@ def loop_weights(args: dict, meta: dict) -> list[float] | None:
     return [1.0 - border, border]
 
 
+def launch_l2_bytes(args: dict, meta: dict) -> int:
+    """Bytes the launch's programs load (from L2 at best) and store under its config (``meta``):
+    per (window, head), q and the output once; K and V once per query block (per-block programs)
+    or once (``WHOLE``); the head's dense (N, N) bias once, or its ((2w-1)^2) table once per
+    program (``BIAS_TABLE``: gathered from L1 after that). On the H200 the per-block kernel of
+    2026-11-26 moved ~225 MB per x2 128x128 launch in 61.6 us (3.7 TB/s: not bound by these
+    loads, at 2x its pipe bound; benchmarks/NOTES.md), so for attention this is a lower estimate."""
+    n, pad, heads = meta["WINDOW"] ** 2, meta["HEAD_PAD"], meta["HEADS"]
+    pairs = args["qkv_ptr"].shape[0] * args["windows_x"] * args["windows_y"] * heads  # (window, head)
+    e = args["qkv_ptr"].element_size()
+    kv_passes = 1 if meta["WHOLE"] else cdiv(n, meta["BLOCK_M"])
+    if meta["WHOLE"] and meta["BIAS_TABLE"]:
+        bias = (2 * meta["WINDOW"] - 1) ** 2 * args["table_ptr"].element_size()
+    else:
+        bias = n * n * args["bias_ptr"].element_size()
+    per_pair = n * pad * (e + 2 * e * kv_passes + args["out_ptr"].element_size()) + bias
+    return pairs * per_pair
+
+
 def main_loop_trips(meta: dict) -> int:
     """Iterations of the kernel's loop per program: key blocks, or query blocks when WHOLE."""
     return -(-meta["WINDOW"] ** 2 // (meta["BLOCK_M"] if meta.get("WHOLE") else meta["BLOCK_N"]))
