@@ -61,6 +61,9 @@
 # fused MLP, -0.3 ms at 64x64 and -0.7 ms at 128x128 with graphs; both switches -0.6 ms at 64x64,
 # nothing at 128x128 (attn-proj's static bound is 2x the two launches' there). Read the graphed rows
 # against "triton bf16 + graphs": they decide whether either switch becomes a default (or a size rule).
+# Revised in the twelfth session of 2026-11-27 (no GPU) with the L2 model, which now covers both fused
+# kernels (their weights, K and V re-read per 64 or 32 rows): with graphs, fused MLP -0.25 to -0.4 ms at
+# 64x64 but +0.35 to +0.45 ms at 128x128; attention + proj within +-0.15 ms at both (NOTES.md).
 # Added in the second session of 2026-11-27 (no GPU): eager launches no longer pass through
 # wrap_triton's higher-order op (a host-time regression since f574988, ~250 us per launch, never run
 # on a GPU) and tuned launches skip Autotuner.run: 40-50 us per launch on the dev CPU through a stub
