@@ -112,6 +112,25 @@ def test_auto_on_cpu_and_reasons():
     assert dispatch.select_backend("auto", CPU, "fp32").name == "torch"
 
 
+@pytest.mark.skipif(triton_support.triton is None, reason="triton not installed")
+def test_auto_passes_triton_over_below_ampere(monkeypatch):
+    """The kernels need compute capability 8.0 (bf16 tensor-core dots, async copies): on a T4 (7.5)
+    or V100 (7.0) "auto" must pick the torch backend, not fail at the first compile, and a forced
+    triton backend must say why it cannot run. A stand-in CUDA device answers the capability."""
+    capability = {0: (7, 5), 1: (8, 0), 2: (9, 0)}
+    monkeypatch.setattr(triton_support, "INTERPRET", False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(triton_support, "_capability", lambda index: capability[index])
+    for index, expected in ((0, "torch"), (1, "triton"), (2, "triton")):
+        assert dispatch.select_backend("auto", f"cuda:{index}", "bf16").name == expected
+    assert dispatch.select_backend("auto", "cuda", "bf16").name == "torch"  # the current device: 0
+    with pytest.raises(BackendUnavailableError, match=r"compute capability >= 8\.0 .*cuda:0 has 7\.5"):
+        dispatch.select_backend("triton", "cuda:0", "fp16")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "CUDA is not available" in triton_support.unavailable_reason(torch.device("cuda"))
+
+
 def test_env_override_of_auto(weights, monkeypatch):
     monkeypatch.setenv("LUA_FAST_BACKEND", "reference")
     assert lua_fast.load(weights).backend == "reference"

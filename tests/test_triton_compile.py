@@ -252,3 +252,20 @@ def test_kernel_ops_bypass_the_dispatcher_only_on_plain_eager_calls():
     with Passthrough():
         assert not ts.plain_eager((torch.ones(2),))
     assert ts.cdiv(7, 2) == 4 and ts.cdiv(8, 2) == 4 and ts.next_pow2(1) == 1 and ts.next_pow2(360) == 512
+
+
+SMALL_SMEM = 99 * 1024  # the most shared memory a block may use on sm_86 / sm_89 (RTX 30 / 40, A10, L4)
+
+
+def test_every_fp32_site_has_a_config_for_99_kib_of_shared_memory(tmp_path):
+    """The autotuner skips configs that exceed the device's shared memory, but a launch site with
+    none left fails. On sm_80-89 Triton keeps num_stages - 1 operand buffers, so fp32 tiles (4-byte
+    operands) are the largest; before the 128x16x64 conv_last tile, fp32 conv 256->16 had no config
+    under 136 KiB and an fp32 forward could not run on an RTX 4090."""
+    run_script("--report", "--arch", "89", "--cases", "fp32:32:2", "--jobs", JOBS, "--out", str(tmp_path))
+    rows = json.loads((tmp_path / "kernel_report_sm89.json").read_text())["variants"]
+    smallest = {}
+    for row in rows:
+        smallest[row["site"]] = min(smallest.get(row["site"], 1 << 30), row["shared_bytes"])
+    assert len(smallest) >= 8, smallest
+    assert all(size <= SMALL_SMEM for size in smallest.values()), smallest

@@ -116,7 +116,7 @@ def unavailable_reason(device: torch.device) -> str | None:
         return None if device.type == "cpu" else f"TRITON_INTERPRET=1 runs kernels on CPU tensors, not {device}"
     if device.type != "cuda":
         return f"Triton kernels need CUDA tensors (got {device}; set TRITON_INTERPRET=1 to interpret on CPU)"
-    return None
+    return _cuda_reason(device)
 
 
 def store_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -481,3 +481,26 @@ def _backport_interpreter_index() -> bool:
 
 
 INTERPRET_INDEX_BACKPORTED = INTERPRET and triton is not None and _backport_interpreter_index()
+
+
+# (Below the jit functions, as triton_version: see there.)
+MIN_CAPABILITY = (8, 0)
+
+
+def _cuda_reason(device: torch.device) -> str | None:
+    """Why the kernels cannot run on this CUDA device, if they cannot. They are written for
+    compute capability >= 8.0 (tensor-core bf16/fp16 dots, async copies, >= 99 KiB of shared
+    memory per block). For sm_75 (T4, RTX 20) Triton 3.9 still compiles them, but with no
+    tensor-core instruction at all and 2.4-2.5 KB of spills per thread in every GEMM (kernel
+    report, 2026-11-27), a T4 has 64 KiB of shared memory per block, and no GPU test has run
+    there. So below 8.0 "auto" picks the torch backend (cuBLAS / cuDNN) and a forced triton
+    backend raises this reason."""
+    if not torch.cuda.is_available():
+        return f"CUDA is not available to this process (torch {torch.__version__})"
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    major, minor = _capability(index)
+    if (major, minor) < MIN_CAPABILITY:
+        return (f"Triton kernels need compute capability >= {MIN_CAPABILITY[0]}.{MIN_CAPABILITY[1]} (Ampere or "
+                f"newer), {device} has {major}.{minor}")
+    return None
+
