@@ -64,6 +64,9 @@
 # Revised in the twelfth session of 2026-11-27 (no GPU) with the L2 model, which now covers both fused
 # kernels (their weights, K and V re-read per 64 or 32 rows): with graphs, fused MLP -0.25 to -0.4 ms at
 # 64x64 but +0.35 to +0.45 ms at 128x128; attention + proj within +-0.15 ms at both (NOTES.md).
+# The same session added a conv_last tile (128x16x64: 2 more conv configs on Triton >= 3.9, 1 on 3.6)
+# and rebuilt the carry at 9a2a90a: 778 Triton binaries, kernel-source hash 785c7889b3626142, 375 s of
+# steps on the CPU (prewarm 203 s, test binaries 142 s).
 # Added in the second session of 2026-11-27 (no GPU): eager launches no longer pass through
 # wrap_triton's higher-order op (a host-time regression since f574988, ~250 us per launch, never run
 # on a GPU) and tuned launches skip Autotuner.run: 40-50 us per launch on the dev CPU through a stub
