@@ -615,8 +615,9 @@ print(json.dumps(out))
     assert "memory floor us" in table[0] and "measured / max(pipe, memory)" in table[0]
     first = next(r for r in rows if r["site"] in table[2])
     assert f"| {10.0 / first['bound_us']:.2f} | " in table[2], (table[2], first)
-    # GEMMs and convs also get the L2 model (an estimate) and measured / it; the others a dash
+    # every kernel but the add + LayerNorm also gets the L2 model (an estimate) and measured / it; it a dash
     assert "L2 model us" in table[0]
     for r in rows:
-        assert (r["l2_model_us"] is not None) == (r["kernel"] in ("fused_linear", "conv3x3")), r
+        assert (r["l2_model_us"] is not None) == (r["kernel"] != "layer_norm"), r
+    assert next(line for line in table if line.startswith("| layernorm")).endswith("| - | - |")
     assert table[2].endswith(f"| {first['l2_model_us']:.1f} | {10.0 / first['l2_model_us']:.2f} |"), table[2]
