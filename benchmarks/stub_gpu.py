@@ -112,7 +112,9 @@ def stub_gpu(autotune: bool = False, seed: int = 0):
                mock.patch.dict(os.environ, {"LUA_FAST_AUTOTUNE": "1" if autotune else "0"})]
     patches += [mock.patch.object(module, "unavailable_reason", lambda device: None) for module in KERNEL_MODULES]
     previous = driver._active  # (None until a driver was needed; reset_active() would create the real one)
-    driver.set_active(_StubDriver())
+    active = _StubDriver()
+    active.get_benchmarker = lambda: made_up_time  # (autotuners made without a do_bench: torch.compile's copies)
+    driver.set_active(active)
     try:
         with contextlib.ExitStack() as stack:
             for patch in patches:

@@ -157,9 +157,11 @@ if triton is not None:
         HAS_BIAS: tl.constexpr, HAS_LEAKY: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
         PIXEL_SHUFFLE: tl.constexpr, PADDED_INPUT: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, TAP_INNER: tl.constexpr,
-        A_CACHE: tl.constexpr, INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr, PDL: tl.constexpr,
+        A_L1: tl.constexpr, INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr, PDL: tl.constexpr,
     ):
         grid_dependency_sync(PDL)
+        # A_L1 is an int (a string config value breaks torch.compile's per-config grid code, torch 2.11-2.13)
+        A_CACHE: tl.constexpr = ".ca" if A_L1 else ""
         N_TILES: tl.constexpr = (C_OUT + BLOCK_N - 1) // BLOCK_N
         K_BLOCKS: tl.constexpr = (C_IN + BLOCK_K - 1) // BLOCK_K
         EVEN_K: tl.constexpr = C_IN % BLOCK_K == 0
@@ -186,7 +188,7 @@ if triton is not None:
         # One flat K loop over (tap, channel block), so Triton's pipeliner overlaps the loads of the
         # next step with the current dot. TAP_INNER runs the 9 taps of a channel block in a row: a
         # tap's input tile is its neighbour's shifted by one pixel (or one image row), so with the
-        # input loaded through L1 (A_CACHE ".ca"; the default async copy bypasses it) most of the
+        # input loaded through L1 (A_L1: ".ca"; the default async copy bypasses it) most of the
         # 9x re-read of the im2col operand can hit L1 instead of L2 (launch_l2_bytes).
         for step in range(9 * K_BLOCKS):
             if TAP_INNER:
@@ -252,9 +254,9 @@ if triton is not None:
     # depends on the shared memory the tile leaves it). Without L1_ASYNC_COPIES (below) the
     # taps-inner configs would only reorder the loop, and the prune hook drops them.
     _CONFIGS = [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "TAP_INNER": inner, "A_CACHE": cache},
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "TAP_INNER": inner, "A_L1": inner},
                       num_warps=w, num_stages=s)
-        for inner, cache in ((0, ""), (1, ".ca"))
+        for inner in (0, 1)
         for bm, bn, bk, w, s in [
             (128, 128, 64, 8, 3), (128, 128, 32, 8, 4), (64, 128, 64, 4, 3), (128, 64, 64, 4, 3),
             (128, 256, 64, 8, 3),  # wide N: fewer input re-reads for the 256- and 1024-channel convs
@@ -271,7 +273,7 @@ if triton is not None:
         if fp32_operands(kwargs):  # fp32 operands: halve the shared memory per stage
             kept = [c for c in kept if c.kwargs["BLOCK_N"] * c.kwargs["BLOCK_M"] <= 128 * 128] or kept
         return tuned(kept) or [triton.Config({"BLOCK_M": 64, "BLOCK_N": min(wn, 64), "BLOCK_K": 32, "TAP_INNER": 0,
-                                              "A_CACHE": ""}, num_warps=4, num_stages=3)]
+                                              "A_L1": 0}, num_warps=4, num_stages=3)]
 
     _conv3x3_tuned = autotuned(_conv3x3_kernel, _CONFIGS, _prune,
                               ["C_IN", "C_OUT", "W_STRIDE", "X_ALIGN", "R_ALIGN", "O_ALIGN", "HAS_LEAKY",
@@ -340,7 +342,7 @@ def _launch(x, w_packed, bias, residual, c_out, slope, has_leaky, pixel_shuffle,
         block_k = min(INTERPRET_CONFIG["BLOCK_K"], max(16, next_pow2(cin)))
         grid = (cdiv(pixels, block_m) * cdiv(c_out, block_n),)
         launcher(_conv3x3_kernel)[grid](*args, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-                                        TAP_INNER=INTERPRET_CONFIG.get("TAP_INNER", 1), A_CACHE="", **meta, PDL=False)
+                                        TAP_INNER=INTERPRET_CONFIG.get("TAP_INNER", 1), A_L1=0, **meta, PDL=False)
     else:
         grid = lambda m: (cdiv(pixels, m["BLOCK_M"]) * cdiv(c_out, m["BLOCK_N"]),)  # noqa: E731
         launcher(_conv3x3_tuned)[grid](*args, **meta, **pdl_options(x.device))
@@ -438,7 +440,7 @@ def launch_l2_bytes(args: dict, meta: dict) -> int:
     pixels, c_in, c_out, block_m = args["pixels"], meta["C_IN"], meta["C_OUT"], meta["BLOCK_M"]
     n_tiles, m_blocks = cdiv(c_out, meta["BLOCK_N"]), cdiv(pixels, block_m)
     taps = 9
-    if meta.get("TAP_INNER") and meta.get("A_CACHE") == ".ca" and L1_ASYNC_COPIES:
+    if meta.get("TAP_INNER") and meta.get("A_L1") and L1_ASYNC_COPIES:
         # Taps inner, through L1: a channel block's 9 taps read the block's pixels shifted by one
         # pixel and by one image row, so at best only three rows' worth (two more pixels each)
         # come from L2, if L1 keeps them for the 9 steps (an upper bound on the saving).
