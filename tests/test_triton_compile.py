@@ -198,36 +198,80 @@ def test_kernel_report_sm90_attention_proj(tmp_path):
     assert min(r["wave_us"] for r in rows) <= 3 * 20.7, rows
 
 
-def test_autotune_switch_keeps_the_first_config(monkeypatch):
-    """LUA_FAST_AUTOTUNE=0 (the GPU check's test stage) compiles one config per kernel variant."""
-    from lua_fast.kernels import triton_support
+def _stand_in_tuner(monkeypatch, limit=232448):
+    """A tuned kernel made by ``autotuned`` whose launches are recorded instead of run; a config
+    whose BLOCK (as bytes of shared memory) exceeds ``limit`` raises ``OutOfResources`` at launch,
+    as Triton's launcher does for a tile that does not fit the device."""
+    import triton.language as tl
+    from triton.runtime.errors import OutOfResources
 
-    monkeypatch.setenv("LUA_FAST_AUTOTUNE", "0")
-    assert triton_support.tuned(["a", "b", "c"]) == ["a"]
-    assert triton_support.tuned([]) == []
-    monkeypatch.setenv("LUA_FAST_AUTOTUNE", "1")
-    assert triton_support.tuned(["a", "b", "c"]) == ["a", "b", "c"]
+    @triton.jit
+    def _kernel(x_ptr, n, size_key, INPUT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr, BLOCK: tl.constexpr):
+        pass
 
-
-def test_autotune_switch_also_skips_timing_the_lone_config(monkeypatch):
-    """Triton's autotuner times even a single surviving config (~0.15 s, dozens of kernel runs per
-    new key): with LUA_FAST_AUTOTUNE=0 every tuned kernel's timing hook returns at once, without
-    running the kernel."""
-    from lua_fast.kernels import attention_proj, conv3x3, fused_linear, fused_mlp, triton_support, window_attention
-
-    monkeypatch.setenv("LUA_FAST_AUTOTUNE", "0")
+    configs = [triton.Config({"BLOCK": b}) for b in (262144, 131072, 65536, 32768)]
+    tuner = triton_support.autotuned(_kernel, configs, lambda configs, named, **kw: triton_support.tuned(configs), ["n"])
     runs = []
+
+    def launch(*args, **kwargs):
+        runs.append(kwargs["BLOCK"])
+        if kwargs["BLOCK"] > limit:
+            raise OutOfResources(kwargs["BLOCK"], limit, "shared memory")
+
+    monkeypatch.setattr(tuner.fn, "run", launch)
+    return tuner, runs
+
+
+def test_untimed_rounds_launch_the_first_config_that_fits(monkeypatch):
+    """LUA_FAST_AUTOTUNE=0 (the GPU check's test stage): no config is timed and none after the
+    first that runs is compiled, through Triton's own autotuner (the Triton installed here). Keeping
+    only the first config failed where it does not fit (fp32 conv tiles of 128 KiB on an RTX 4090's
+    99 KiB): a launch now takes the next one."""
+    import torch
+
+    monkeypatch.setenv("LUA_FAST_AUTOTUNE", "0")
+    tuner, runs = _stand_in_tuner(monkeypatch, limit=99 * 1024)
+    x = torch.empty(4)
+    tuner[(1,)](x, 64, 16, "ieee", False)
+    # 256 KiB and 128 KiB fail to launch, 64 KiB runs once untimed, then once as the launch; 32 KiB is never built
+    assert runs == [262144, 131072, 65536, 65536], runs
+    assert tuner.best_config.kwargs["BLOCK"] == 65536 and tuner.cache_results is False
+    tuner[(1,)](x, 64, 16, "ieee", False)  # the key is tuned: no new round
+    assert runs[4:] == [65536], runs
+    # Where the first config fits (sm_90a: every site's first config), it alone is launched
+    tuner, runs = _stand_in_tuner(monkeypatch, limit=1 << 20)
+    tuner[(1,)](x, 64, 16, "ieee", False)
+    assert runs == [262144] * (len(runs)) and len(runs) in (1, 2), runs  # (Triton 3.9 skips a lone round)
+    # Two rounds on one thread do not leak: a new key starts over at the first config
+    tuner[(1,)](x, 4096 * 32, 32, "ieee", False)
+    assert runs[-1] == 262144, runs
+
+
+def test_timed_rounds_use_short_do_bench_and_keep_choices_on_disk(monkeypatch):
+    """Tuning on: Triton's do_bench with 10 ms of warm-up and 40 ms of runs per config (not its
+    25 + 100), and the choice kept on disk; an untimed round of the same tuner keeps it off the disk
+    (its configs are the same, so its choice would sit under a timed round's disk-cache key)."""
+    from lua_fast.kernels import attention_proj, conv3x3, fused_linear, fused_mlp, window_attention
+
     for tuner in (conv3x3._conv3x3_tuned, fused_linear._linear_tuned, window_attention._window_attention_tuned,
                   fused_mlp._mlp_tuned, attention_proj._attention_proj_tuned):
         assert tuner.do_bench is triton_support.bench_config
-        assert tuner.do_bench(lambda: runs.append(1), (0.5, 0.2, 0.8)) == [0.0, 0.0, 0.0]
-    assert not runs
-    # With tuning on: Triton's do_bench, 10 ms of warm-up and 40 ms of runs per config (not its 25 + 100)
     calls = []
     monkeypatch.setattr(triton_support.triton.testing, "do_bench",
                         lambda fn, warmup, rep, quantiles: calls.append((warmup, rep, quantiles)) or [1.0])
     monkeypatch.setenv("LUA_FAST_AUTOTUNE", "1")
     assert triton_support.bench_config(lambda: None, (0.5,)) == [1.0] and calls == [(10, 40, (0.5,))]
+    monkeypatch.setenv("LUA_FAST_AUTOTUNE_CACHE", "1")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # (Triton never caches an interpreted kernel's choice)
+    tuner, _ = _stand_in_tuner(monkeypatch)
+    monkeypatch.setenv("TRITON_INTERPRET", "1" if triton_support.INTERPRET else "0")
+    assert tuner.cache_results is True
+    named = {"x_ptr": None, "n": 64, "size_key": 16}
+    assert len(tuner.early_config_prune(tuner.configs, named)) == 4 and tuner.cache_results is True
+    monkeypatch.setenv("LUA_FAST_AUTOTUNE", "0")
+    assert len(tuner.early_config_prune(tuner.configs, named)) == 4 and tuner.cache_results is False
+    monkeypatch.setenv("LUA_FAST_AUTOTUNE", "1")
+    assert len(tuner.early_config_prune(tuner.configs, named)) == 4 and tuner.cache_results is True
 
 
 def test_kernel_ops_bypass_the_dispatcher_only_on_plain_eager_calls():

@@ -54,15 +54,34 @@ def next_pow2(n: int) -> int:
 
 
 def autotuning() -> bool:
-    """False with ``LUA_FAST_AUTOTUNE=0``: each kernel runs its first config, untimed."""
+    """False with ``LUA_FAST_AUTOTUNE=0``: each kernel runs its first config that fits, untimed."""
     return os.environ.get(AUTOTUNE_ENV, "1").strip() != "0"
 
 
+# With LUA_FAST_AUTOTUNE=0, whether the tuning round under way (per thread) has launched a config.
+_UNTIMED_ROUND = threading.local()
+
+
 def tuned(configs: list) -> list:
-    """The autotune configs a prune hook keeps: all of them, or with ``LUA_FAST_AUTOTUNE=0`` only
-    the first (one compile per kernel variant and no benchmarking: correctness runs on a GPU,
-    where compiling every config of every test shape would dominate the time)."""
-    return configs if autotuning() else configs[:1]
+    """The autotune configs a prune hook keeps, in the order it prefers them; it calls this last.
+
+    With ``LUA_FAST_AUTOTUNE=0`` (correctness runs on a GPU, where compiling every config of every
+    test shape would dominate the time) this also starts an untimed round: :func:`bench_config`
+    then launches the configs in this order only until one runs, so the kernel runs its first
+    config that compiles and fits the device (Triton's autotuner gives a config that raises
+    ``OutOfResources`` an infinite time), and no later config is compiled or timed. Keeping only
+    the first config instead failed where it does not fit: the fp32 convs' first tiles take
+    128 KiB of shared memory, an RTX 4090 allows 99 KiB per block.
+
+    Traced launches (torch.compile, export) keep only the first config untimed, as before: there
+    torch builds its own autotuner from the pruned list, which times every config with Triton's
+    default ``do_bench`` (not :func:`bench_config`)."""
+    if autotuning():
+        return configs
+    if torch.compiler.is_compiling():
+        return configs[:1]
+    _UNTIMED_ROUND.launched = False
+    return configs
 
 
 def size_class(n: int) -> int:
@@ -76,10 +95,17 @@ def size_class(n: int) -> int:
 
 def bench_config(kernel_call, quantiles):
     """How the autotuners time a config: ``do_bench`` with 10 ms of warm-up and 40 ms of runs (Triton's
-    25 + 100 ms is thousands of runs of these 10-150 us kernels, and a GPU table tunes ~300 configs),
-    and nothing with ``LUA_FAST_AUTOTUNE=0`` (Triton would time even a lone surviving config)."""
+    25 + 100 ms is thousands of runs of these 10-150 us kernels, and a GPU table tunes ~300 configs).
+    With ``LUA_FAST_AUTOTUNE=0`` nothing is timed: the round's first config that launches (once)
+    scores 0 and every config after it scores infinity without being compiled (see :func:`tuned`)."""
     if not autotuning():
-        return [0.0] * len(quantiles) if quantiles else 0.0
+        if getattr(_UNTIMED_ROUND, "launched", False):
+            score = float("inf")
+        else:
+            kernel_call()  # compiles and launches; OutOfResources goes to Triton's autotuner (infinity)
+            _UNTIMED_ROUND.launched = True
+            score = 0.0
+        return [score] * len(quantiles) if quantiles else score
     return triton.testing.do_bench(kernel_call, warmup=10, rep=40, quantiles=quantiles)
 
 
@@ -100,10 +126,19 @@ def autotuned(kernel, configs: list, prune, key: list[str]):
     """``triton.autotune`` as every tuned kernel here uses it: the kernel's prune hook (which ends in
     :func:`tuned`), timing through :func:`bench_config`, a key that always holds the dot precision,
     the interpreter's upcast flag and the size class after the kernel's own names, and choices kept
-    on disk (:func:`autotune_cache`)."""
-    return triton.autotune(configs=configs, key=[*key, "INPUT_PRECISION", "DOT_UPCAST", "size_key"],
-                           prune_configs_by={"early_config_prune": prune}, do_bench=bench_config,
-                           cache_results=autotune_cache())(kernel)
+    on disk (:func:`autotune_cache`) when they were timed: an untimed round (``LUA_FAST_AUTOTUNE=0``)
+    keeps the same configs as a timed one, so its choice would land under the same disk-cache key
+    and a later timed process would take it as tuned."""
+    def prune_round(configs, named_args, **kwargs):
+        # (Autotuner.run prunes before it looks at cache_results, Triton 3.6-3.9)
+        tuner.cache_results = keep_on_disk and autotuning()
+        return prune(configs, named_args, **kwargs)
+
+    tuner = triton.autotune(configs=configs, key=[*key, "INPUT_PRECISION", "DOT_UPCAST", "size_key"],
+                            prune_configs_by={"early_config_prune": prune_round}, do_bench=bench_config,
+                            cache_results=autotune_cache())(kernel)
+    keep_on_disk = tuner.cache_results  # (Triton's choice: never when interpreted)
+    return tuner
 
 
 def unavailable_reason(device: torch.device) -> str | None:
