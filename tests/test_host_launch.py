@@ -302,6 +302,7 @@ with stub_gpu(autotune=sys.argv[1] == "1") as stub, torch.no_grad():
     before = stub.launches
     compiled(x)
     result["compiled_launches"], result["eager_launches"] = stub.launches - before, eager
+    result["timed"] = stub.timed  # configs timed, eager and traced (torch's own autotuner copies too)
 
     class Model(torch.nn.Module):
         def forward(self, x):
@@ -325,6 +326,8 @@ def test_traced_launch_paths_with_compiled_kernels(tmp_path, autotune):
     result = result_line(run_stubbed(TRACED, autotune, cache_dir=tmp_path))
     assert result["shape"] == [1, 16, 32, 32]
     assert result["compiled_launches"] == result["eager_launches"] > 0
+    # Untimed (LUA_FAST_AUTOTUNE=0): nothing is timed, traced launches included (they keep one config)
+    assert (result["timed"] > 0) == (autotune == "1"), result["timed"]
     ops = result["exported_ops"]
     assert ops.get("lua_fast.fused_linear.default", 0) > 0 and ops.get("lua_fast.window_attention.default", 0) > 0
     assert ops.get("lua_fast.conv3x3.default", 0) > 0
