@@ -274,6 +274,19 @@ def test_timed_rounds_use_short_do_bench_and_keep_choices_on_disk(monkeypatch):
     assert len(tuner.early_config_prune(tuner.configs, named)) == 4 and tuner.cache_results is True
 
 
+def test_every_autotune_config_value_is_an_int():
+    """torch.compile and torch.export write a grid function that compares a traced launch's configs
+    value by value, formatted without quotes (torch 2.11-2.13): a string value (the conv's cache
+    modifier, until 2026-11-28) is a SyntaxError there. Bools are ints; anything else must be one."""
+    from lua_fast.kernels import attention_proj, conv3x3, fused_linear, fused_mlp, window_attention
+
+    for tuner in (conv3x3._conv3x3_tuned, fused_linear._linear_tuned, window_attention._window_attention_tuned,
+                  fused_mlp._mlp_tuned, attention_proj._attention_proj_tuned):
+        for config in tuner.configs:
+            odd = {k: v for k, v in config.kwargs.items() if not isinstance(v, int)}
+            assert not odd, (tuner.fn.__name__, odd)
+
+
 def test_kernel_ops_bypass_the_dispatcher_only_on_plain_eager_calls():
     """Plain eager calls run the implementation directly (host time); fake tensors, dispatch modes
     (launch counting, fake tensor mode) and tracing go through the registered op."""
