@@ -315,22 +315,26 @@ print("RESULT" + json.dumps(result))
 """
 
 
-@pytest.mark.parametrize("autotune", ["1", "0"])
-def test_traced_launch_paths_with_compiled_kernels(tmp_path, autotune):
+@pytest.mark.parametrize("autotune,fused", [("1", False), ("0", False), ("1", True)],
+                         ids=["tuned", "untimed", "tuned-fused-blocks"])
+def test_traced_launch_paths_with_compiled_kernels(tmp_path, autotune, fused):
     """torch.compile (fullgraph, AOT autograd: the triton_op traced into wrap_triton's higher-order op
     and run) and torch.export with compiled-mode kernels, which the interpreter's opaque custom ops
     never exercise: the compiled forward launches every kernel the eager one does, and the exported
     graph holds the lua_fast ops. With tuning on (the default), a launch keeps several configs, and
     torch writes a grid function that tests each config's values: a string-valued config (the
-    conv's cache modifier, until 2026-11-28) made it a SyntaxError."""
-    result = result_line(run_stubbed(TRACED, autotune, cache_dir=tmp_path))
+    conv's cache modifier, until 2026-11-28) made it a SyntaxError. The fused block kernels
+    (LUA_FAST_FUSED_MLP=1, LUA_FAST_FUSED_ATTN_PROJ=1) take the same path."""
+    switches = {"LUA_FAST_FUSED_MLP": "1", "LUA_FAST_FUSED_ATTN_PROJ": "1"} if fused else {}
+    result = result_line(run_stubbed(TRACED, autotune, cache_dir=tmp_path, **switches))
     assert result["shape"] == [1, 16, 32, 32]
     assert result["compiled_launches"] == result["eager_launches"] > 0
     # Untimed (LUA_FAST_AUTOTUNE=0): nothing is timed, traced launches included (they keep one config)
     assert (result["timed"] > 0) == (autotune == "1"), result["timed"]
     ops = result["exported_ops"]
-    assert ops.get("lua_fast.fused_linear.default", 0) > 0 and ops.get("lua_fast.window_attention.default", 0) > 0
-    assert ops.get("lua_fast.conv3x3.default", 0) > 0
+    assert ops.get("lua_fast.fused_linear.default", 0) > 0 and ops.get("lua_fast.conv3x3.default", 0) > 0
+    attention = "lua_fast.attention_proj.default" if fused else "lua_fast.window_attention.default"
+    assert ops.get(attention, 0) > 0 and (ops.get("lua_fast.fused_mlp.default", 0) > 0) == fused, ops
 
 
 def test_kernel_ops_switch_wrap_triton_off_for_their_call_only():

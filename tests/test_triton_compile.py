@@ -245,6 +245,16 @@ def test_untimed_rounds_launch_the_first_config_that_fits(monkeypatch):
     # Two rounds on one thread do not leak: a new key starts over at the first config
     tuner[(1,)](x, 4096 * 32, 32, "ieee", False)
     assert runs[-1] == 262144, runs
+    # A traced launch's prune (torch calls it on fake tensors, then times what it keeps with its own
+    # autotuner copy; torch 2.11 with is_compiling() False) keeps the first config only
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        fake = torch.empty(4)
+    named = {"x_ptr": fake, "n": 64, "size_key": 16}
+    assert [c.kwargs["BLOCK"] for c in tuner.early_config_prune(tuner.configs, named)] == [262144]
+    named["x_ptr"] = x
+    assert len(tuner.early_config_prune(tuner.configs, named)) == 4
 
 
 def test_timed_rounds_use_short_do_bench_and_keep_choices_on_disk(monkeypatch):

@@ -71,16 +71,10 @@ def tuned(configs: list) -> list:
     config that compiles and fits the device (Triton's autotuner gives a config that raises
     ``OutOfResources`` an infinite time), and no later config is compiled or timed. Keeping only
     the first config instead failed where it does not fit: the fp32 convs' first tiles take
-    128 KiB of shared memory, an RTX 4090 allows 99 KiB per block.
-
-    Traced launches (torch.compile, export) keep only the first config untimed, as before: there
-    torch builds its own autotuner from the pruned list, which times every config with Triton's
-    default ``do_bench`` (not :func:`bench_config`)."""
-    if autotuning():
-        return configs
-    if torch.compiler.is_compiling():
-        return configs[:1]
-    _UNTIMED_ROUND.launched = False
+    128 KiB of shared memory, an RTX 4090 allows 99 KiB per block. (Traced launches keep the
+    first config only: :func:`autotuned`.)"""
+    if not autotuning():
+        _UNTIMED_ROUND.launched = False
     return configs
 
 
@@ -128,17 +122,30 @@ def autotuned(kernel, configs: list, prune, key: list[str]):
     the interpreter's upcast flag and the size class after the kernel's own names, and choices kept
     on disk (:func:`autotune_cache`) when they were timed: an untimed round (``LUA_FAST_AUTOTUNE=0``)
     keeps the same configs as a timed one, so its choice would land under the same disk-cache key
-    and a later timed process would take it as tuned."""
+    and a later timed process would take it as tuned.
+
+    A traced launch (torch.compile, export: torch calls the prune hook itself, on fake tensors,
+    then builds its own autotuner from the configs kept, timed by Triton's default ``do_bench``,
+    not :func:`bench_config`) keeps only the first config when tuning is off, so it is not timed."""
     def prune_round(configs, named_args, **kwargs):
         # (Autotuner.run prunes before it looks at cache_results, Triton 3.6-3.9)
         tuner.cache_results = keep_on_disk and autotuning()
-        return prune(configs, named_args, **kwargs)
+        kept = prune(configs, named_args, **kwargs)
+        if not autotuning() and _traced(named_args):
+            return kept[:1]
+        return kept
 
     tuner = triton.autotune(configs=configs, key=[*key, "INPUT_PRECISION", "DOT_UPCAST", "size_key"],
                             prune_configs_by={"early_config_prune": prune_round}, do_bench=bench_config,
                             cache_results=autotune_cache())(kernel)
     keep_on_disk = tuner.cache_results  # (Triton's choice: never when interpreted)
     return tuner
+
+
+def _traced(named_args: dict) -> bool:
+    """Whether a prune hook runs for a traced launch: under Dynamo (torch 2.13), or on fake tensors
+    (torch 2.11 runs a triton_op's function on them with ``is_compiling()`` False)."""
+    return tracing() or any(without_data(a) for a in named_args.values() if isinstance(a, torch.Tensor))
 
 
 def unavailable_reason(device: torch.device) -> str | None:
