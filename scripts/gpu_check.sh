@@ -69,8 +69,9 @@
 # steps on the CPU (prewarm 203 s, test binaries 142 s).
 # Thirteenth session (2026-11-28, no GPU): the conv's L1 choice became an int config value (A_L1; a
 # string broke torch.compile with autotuning on) and LUA_FAST_AUTOTUNE=0 launches the first config that
-# fits (on sm_90a the first, plus one extra launch per new key on Triton 3.6). Carry rebuilt at 2a70ab2:
-# 818 Triton binaries, kernel-source hash 7b77e3bf6c20bfc1, 403 s of steps (prewarm 197 s, tests 175 s).
+# fits (on sm_90a the first, plus one extra launch per new key on Triton 3.6); traced launches keep the
+# first only (torch 2.11 prunes them on fake tensors). Carry rebuilt at 0339f90: 787 Triton binaries,
+# kernel-source hash 61f6dde6e0d3f591, 381 s of steps (prewarm 199 s, tests 152 s).
 # Added in the second session of 2026-11-27 (no GPU): eager launches no longer pass through
 # wrap_triton's higher-order op (a host-time regression since f574988, ~250 us per launch, never run
 # on a GPU) and tuned launches skip Autotuner.run: 40-50 us per launch on the dev CPU through a stub
