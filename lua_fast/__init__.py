@@ -17,6 +17,7 @@ from .errors import (
     LuaFastError,
     NonFiniteInputError,
     NonFiniteOutputError,
+    NotDifferentiableError,
     UsageError,
 )
 from .info import info
@@ -35,6 +36,7 @@ __all__ = [
     "HubError",
     "NonFiniteInputError",
     "NonFiniteOutputError",
+    "NotDifferentiableError",
     "UsageError",
     "BackendUnavailableError",
 ]

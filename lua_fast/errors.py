@@ -63,6 +63,11 @@ class NonFiniteOutputError(LuaFastError, FloatingPointError):
     """Finite latents gave NaN or Inf outputs (an overflow in the model's dtype)."""
 
 
+class NotDifferentiableError(LuaFastError, RuntimeError):
+    """Gradients were asked of a path that has no backward: the triton backend and the Triton
+    kernel ops are inference-only (the reference and torch backends are differentiable)."""
+
+
 class HubError(LuaFastError, RuntimeError):
     """A ``hf://`` checkpoint cannot be fetched (package missing, offline with an empty cache, ...)."""
 

@@ -387,6 +387,8 @@ def kernel_op(name: str, fake):
             op = torch.library.triton_op(f"lua_fast::{name}", mutates_args=())(on_its_device)
 
         def call(*args):
+            if torch.is_grad_enabled():
+                refuse_gradients(f"lua_fast::{name}", args)
             if not plain_eager(args) or set_wrap_triton_enabled is None:
                 return op(*args)
             index = other_cuda_device(args[0])
@@ -399,6 +401,18 @@ def kernel_op(name: str, fake):
         return call
 
     return register
+
+
+def refuse_gradients(what: str, args) -> None:
+    """Raise where autograd would record a call with no backward: the kernels write plain output
+    tensors, so a gradient asked through them would silently leave the inputs' part out."""
+    if any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+        from ..errors import NotDifferentiableError
+
+        raise NotDifferentiableError(
+            f"{what} has no backward (lua_fast's Triton kernels are for inference) and an input requires "
+            "grad: run it under torch.no_grad() or torch.inference_mode(), detach the input, or use "
+            "backend='torch' or 'reference', which are differentiable")
 
 
 def on_input_device(fn, args):

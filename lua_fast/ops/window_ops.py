@@ -121,9 +121,9 @@ def window_mask(height: int, width: int, window: int, shift: int, *, dtype=torch
     return torch_window_mask(height, width, window, shift, dtype=dtype, device=device)
 
 
-# --------------------------------------------------------- fake (meta) kernels
-def _register_fakes() -> None:
-    """Shape functions so torch.compile / FakeTensor can trace the native ops."""
+# ------------------------------------------- fake (meta) kernels and gradients
+def _register_python_kernels() -> None:
+    """Shape functions so torch.compile / FakeTensor can trace the native ops, and their gradients."""
 
     @torch.library.register_fake("lua_fast::window_partition")
     def _(x, window, shift):
@@ -143,4 +143,30 @@ def _register_fakes() -> None:
         )
 
 
-native.on_load(_register_fakes)
+    # The two gathers are one permutation and its inverse, so each one's gradient is the other
+    # applied to the incoming gradient. Without these, backpropagating through the native ops
+    # gave silently wrong input gradients (PyTorch only warned).
+    def partition_context(ctx, inputs, output):
+        x, _, _ = inputs
+        ctx.geometry = x.shape[0], x.shape[1], x.shape[2]
+
+    def partition_backward(ctx, grad):
+        batch, height, width = ctx.geometry
+        return window_merge(grad, batch, height, width, ctx.window, ctx.shift), None, None
+
+    def merge_backward(ctx, grad):
+        return window_partition(grad, ctx.window, ctx.shift), None, None, None, None, None
+
+    def keep_window(setup):
+        def setup_context(ctx, inputs, output):
+            if setup is not None:
+                setup(ctx, inputs, output)
+            ctx.window, ctx.shift = inputs[-2], inputs[-1]
+        return setup_context
+
+    torch.library.register_autograd("lua_fast::window_partition", partition_backward,
+                                    setup_context=keep_window(partition_context))
+    torch.library.register_autograd("lua_fast::window_merge", merge_backward, setup_context=keep_window(None))
+
+
+native.on_load(_register_python_kernels)
