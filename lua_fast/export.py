@@ -19,6 +19,7 @@ graph; it needs ``onnx`` and ``onnxscript`` (and ``onnxruntime`` to run it: ``lu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -29,7 +30,7 @@ from ._version import __version__
 from .config import LUAConfig
 from .errors import InputError, LuaFastError
 from .padding import pad_to_window_multiple
-from .precision import resolve
+from .precision import Precision, backend_flags, resolve
 
 METADATA = "lua_fast.json"
 MODEL_NAME = "model"
@@ -92,7 +93,8 @@ def export_package(upscaler, path: str | os.PathLike, *, scales=None, max_batch:
         raise InputError(f"the package path must end in .pt2, got {path}")
     ep, scales, example = _export(upscaler, scales, max_batch, max_side)
     try:
-        with torch.no_grad():
+        # Inductor reads the TF32 switches where it generates GEMMs itself: those of the package's run.
+        with torch.no_grad(), backend_flags(upscaler.precision, upscaler.device):
             files = torch._inductor.aot_compile(ep.module(), (example,), options={"aot_inductor.package": True})
     except Exception as exc:
         raise ExportError(f"AOTInductor failed: {type(exc).__name__}: "
@@ -106,9 +108,11 @@ class PackageRunner:
     """An AOTInductor runner with the backend model's calling convention: ``(latents, scales) -> {s: out}``
     for any sides (pads to the window, crops the outputs, as the backends do)."""
 
-    def __init__(self, runner, scales: tuple[int, ...], window: int, max_batch: int, max_side: int) -> None:
+    def __init__(self, runner, scales: tuple[int, ...], window: int, max_batch: int, max_side: int,
+                 precision: Precision | None = None) -> None:
         self.runner, self.scales, self.window = runner, scales, window
         self.max_batch, self.max_side = max_batch, max_side
+        self.precision = precision
 
     def __call__(self, x: torch.Tensor, scales=(2,)) -> dict[int, torch.Tensor]:
         missing = [s for s in scales if s not in self.scales]
@@ -119,7 +123,10 @@ class PackageRunner:
         if x.shape[0] > self.max_batch or max(padded.shape[-2:]) > self.max_side:
             raise InputError(f"this package takes batches up to {self.max_batch} and sides up to {self.max_side} "
                              f"(padded to the window); got {tuple(x.shape)}")
-        outs = dict(zip(self.scales, self.runner(padded.contiguous())))
+        # The package's cuBLAS / cuDNN calls read PyTorch's TF32 switches when they run: an fp32
+        # package on CUDA sets them as the backends do (cuDNN's default would run its convs in TF32).
+        with backend_flags(self.precision, x.device) if self.precision else contextlib.nullcontext():
+            outs = dict(zip(self.scales, self.runner(padded.contiguous())))
         return {s: outs[s][..., : s * height, : s * width] for s in scales}
 
 
@@ -148,7 +155,8 @@ def load_package(path: str | os.PathLike, device=None):
     target = parse_device(device or info["device"])
     if target.type != info["device"]:
         raise InputError(f"{path} was compiled for {info['device']}, not {target.type}")
-    runner = PackageRunner(runner, tuple(info["scales"]), config.window_size, info["max_batch"], info["max_side"])
+    runner = PackageRunner(runner, tuple(info["scales"]), config.window_size, info["max_batch"], info["max_side"],
+                           precision)
     up = Upscaler.from_runner(runner, config, target, precision, backend=f"aotinductor:{info['backend']}")
     up.package_info = info
     return up

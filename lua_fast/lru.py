@@ -65,6 +65,11 @@ class LRUCache:
         self._lock = threading.Lock()
 
     def get_or_create(self, key: Hashable, factory: Callable[[], V]) -> V:
+        if torch.compiler.is_compiling():
+            # Traced (torch.compile, export): the graph builds the value itself; Dynamo cannot enter
+            # the lock (fullgraph fails, else a graph break per shifted block) and a cached tensor
+            # would only become a constant of the graph.
+            return factory()
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)

@@ -93,6 +93,25 @@ def set_tf32_switches(state) -> None:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = state
 
 
+# The mode whose switches an eager backend_flags holds now (process-global, like the switches):
+# a compiled graph traced inside such a block needs no switching of its own.
+_switched: list = [None]
+_dynamo_compiling = getattr(torch.compiler, "is_dynamo_compiling", torch.compiler.is_compiling)
+
+
+def _needs_switches(precision: Precision, device: torch.device) -> bool:
+    return device.type == "cuda" and precision.storage == torch.float32 and precision.mode != "mixed"
+
+
+@torch.compiler.disable(reason=(
+    "lua_fast: PyTorch's TF32 switches (which an fp32/tf32 model on CUDA sets for its cuBLAS GEMMs and "
+    "cuDNN convs) cannot be set inside a compiled graph. For one graph, call the compiled model inside "
+    "`with lua_fast.precision.backend_flags(up.precision, up.device):`"))
+def _switch_outside_the_graph() -> None:
+    """A graph break where the switches are not held yet (a non-fullgraph compile then runs the
+    switching frame eagerly, as PyTorch does for any graph break in a context manager)."""
+
+
 @contextlib.contextmanager
 def backend_flags(precision: Precision, device: torch.device):
     """On CUDA, for PyTorch-executed GEMMs/convs: TF32 on in "tf32", off in "fp32" (exact; cuDNN
@@ -101,17 +120,48 @@ def backend_flags(precision: Precision, device: torch.device):
     These switches are process-global in PyTorch; the lock keeps concurrent lua_fast calls from
     interleaving (it serialises fp32/tf32 forwards on CUDA), but other code running at the same
     time sees them too.
+
+    torch.compile cannot set them inside a graph: a compiled call of an fp32/tf32 CUDA model runs
+    as one graph when the caller holds this context around it (the graph's cuBLAS / cuDNN calls read
+    the switches when they run), else the switching frame breaks the graph and runs eagerly
+    (``fullgraph=True`` then raises, saying so). Without either, the convs would silently run in
+    cuDNN's default TF32.
     """
-    if device.type != "cuda" or precision.storage != torch.float32 or precision.mode == "mixed":
+    if not _needs_switches(precision, device):
         yield
         return
-    with _tf32_lock:
-        saved = tf32_switches()
-        set_tf32_switches(precision.mode == "tf32")
-        try:
-            yield
-        finally:
-            set_tf32_switches(saved)
+    if _dynamo_compiling():  # (non-strict torch.export runs this Python for real: it switches as eager)
+        if _switched[0] != precision.mode:
+            _switch_outside_the_graph()
+        yield
+        return
+    held = _hold_switches(precision.mode)
+    try:
+        yield
+    finally:
+        _release_switches(held)
+
+
+@torch.compiler.disable  # (eager: where a graph break left the switching frame, Dynamo need not look in)
+def _hold_switches(mode: str) -> tuple:
+    _tf32_lock.acquire()
+    try:
+        held = tf32_switches(), _switched[0]
+        set_tf32_switches(mode == "tf32")
+    except BaseException:
+        _tf32_lock.release()
+        raise
+    _switched[0] = mode
+    return held
+
+
+@torch.compiler.disable
+def _release_switches(held: tuple) -> None:
+    try:
+        set_tf32_switches(held[0])
+        _switched[0] = held[1]
+    finally:
+        _tf32_lock.release()
 
 
 def autocast(precision: Precision, device: torch.device):

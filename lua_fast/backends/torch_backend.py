@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import native
 from ..lru import LRUCache
 from ..ops import window_ops
 from ..reference.model import LUA, SwinBlock, WindowAttention
@@ -40,6 +41,7 @@ class TorchBackendLUA(nn.Module):
         self.config = model.config
         self.attention_impl = attention
         self._masks = LRUCache()
+        native.status()  # load the extension now: a first load under torch.compile would stop its trace
 
     def forward(self, x: torch.Tensor, scales=(2,)) -> dict[int, torch.Tensor]:
         return self.model.upscale_with(x, scales, self.trunk)
