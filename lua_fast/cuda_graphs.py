@@ -78,6 +78,14 @@ class GraphRunner:
         self.captures = 0
         self.evictions = 0
 
+    # A copy (copy.deepcopy, pickle: multiprocessing, torch.save) keeps the model, device and bound;
+    # captured graphs belong to the original's memory and stream, so the copy captures its own.
+    def __getstate__(self) -> dict:
+        return {"model": self.model, "device": self.device, "max_graphs": self._max_graphs}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["model"], state["device"], state["max_graphs"])
+
     @property
     def max_graphs(self) -> int | None:
         return self._max_graphs

@@ -64,6 +64,13 @@ class LRUCache:
         self._items: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
 
+    # A copy (copy.deepcopy, pickle) starts empty: its values are derived, and rebuilt on demand.
+    def __getstate__(self) -> dict:
+        return {"capacity": self.capacity}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["capacity"])
+
     def get_or_create(self, key: Hashable, factory: Callable[[], V]) -> V:
         if torch.compiler.is_compiling():
             # Traced (torch.compile, export): the graph builds the value itself; Dynamo cannot enter

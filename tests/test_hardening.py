@@ -203,6 +203,37 @@ def test_channels_last_and_strided_inputs_give_the_same_bits(sd, backend):
             assert all(torch.equal(got[s], want[s]) for s in (2, 4)), (shape, view.stride())
 
 
+# ------------------------------------------------------- 6b. copies of an upscaler
+@pytest.mark.parametrize("backend", ["reference", "torch", "triton"])
+def test_an_upscaler_copies_and_pickles(sd, backend):
+    """copy.deepcopy, pickle (multiprocessing's spawn) and torch.save failed on the caches' and
+    CUDA graphs' locks ("cannot pickle '_thread.lock' object"). A copy keeps the weights, backend
+    and graph bound and starts with empty caches; it is independent of the original."""
+    import copy
+    import io
+    import pickle
+
+    from lua_fast.kernels import triton_support
+
+    if backend == "triton" and triton_support.unavailable_reason(torch.device("cpu")):
+        pytest.skip(triton_support.unavailable_reason(torch.device("cpu")))
+    up = lua_fast.load(sd, backend=backend)
+    up.max_cuda_graphs = 3
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(8))
+    want = up.upscale(x)
+    buffer = io.BytesIO()
+    torch.save(up, buffer)
+    buffer.seek(0)
+    copies = [copy.deepcopy(up), pickle.loads(pickle.dumps(up)), torch.load(buffer, weights_only=False)]
+    for other in copies:
+        assert (other.backend, other.precision, other.max_cuda_graphs) == (backend, up.precision, 3)
+        assert other.cuda_graph_stats()["graphs"] == 0 and other._graphs.model is other.model
+        assert torch.equal(other.upscale(x), want)
+    with torch.no_grad():
+        copies[0].reference_model.conv_first.weight.zero_()
+    assert torch.equal(up.upscale(x), want)
+
+
 @pytest.mark.parametrize("scale", [2, (2, 4)], ids=["one", "two"])
 def test_outputs_are_ordinary_tensors_the_caller_may_update_in_place(up, scale):
     """upscale runs under no_grad, not inference_mode: the caller may scale or noise the result in
