@@ -179,6 +179,24 @@ def test_torch_compile_of_the_fused_path_has_no_graph_breaks(weights, latents):
     assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize("backend", ["reference", "torch", "triton"])
+def test_the_callers_autocast_does_not_change_the_precision(weights, latents, backend):
+    """Each mode decides its own dtypes: inside a caller's autocast region (a pipeline's), fp32 ran
+    its GEMMs and convs in bf16 (reference and torch 7.9e-3, triton 2.5e-3 from fp32)."""
+    if backend == "triton" and not TRITON_OK:
+        pytest.skip(triton_support.unavailable_reason(CPU))
+    interpreted = backend == "triton" and triton_support.INTERPRET  # (~1000x slower: one case per mode)
+    x, scales = (latents[:1, :, :5, :6], (2,)) if interpreted else (latents, (2, 4))
+    for mode in ("fp32", "mixed") if interpreted else ("fp32", "bf16", "mixed"):
+        up = lua_fast.load(weights, backend=backend, precision=mode)
+        want = up.upscale(x, scale=scales)
+        for dtype in (torch.bfloat16,) if interpreted else (torch.bfloat16, torch.float16):
+            with torch.autocast("cpu", dtype=dtype):
+                got = up.upscale(x, scale=scales)
+                assert torch.is_autocast_enabled("cpu")  # restored for the caller
+            assert all(torch.equal(got[s], want[s]) for s in scales), (mode, dtype)
+
+
 @pytest.mark.parametrize("backend", ["reference", "torch"])
 def test_torch_compile_fullgraph_of_the_eager_backends(weights, backend):
     """The shift-mask caches take a lock Dynamo cannot enter: fullgraph compiles failed and plain

@@ -46,7 +46,7 @@ from ..kernels.triton_support import other_cuda_device, refuse_gradients
 from ..kernels.upsample_head import PackedHead, fused_head
 from ..kernels.window_attention import (bias_dtype, check_packed, dense_log2_bias, log2_bias_table, pack_proj,
                                         pack_qkv, packed_window_attention)
-from ..precision import Precision, backend_flags
+from ..precision import Precision, backend_flags, without_autocast
 from ..reference.model import LUA, SwinBlock
 
 GEMMS_ENV = "LUA_FAST_TRITON_GEMMS"
@@ -146,7 +146,7 @@ class TritonBackendLUA(nn.Module):
         if torch.is_grad_enabled():  # Upscaler.upscale runs without grad; a direct model call may not
             refuse_gradients("the triton backend", (x, *self.model.parameters()))
         index = None if torch.compiler.is_compiling() else other_cuda_device(x)
-        with backend_flags(self.precision, x.device), (
+        with backend_flags(self.precision, x.device), without_autocast(x.device), (
                 contextlib.nullcontext() if index is None else torch.cuda.device(index)):
             return self.model.upscale_with(x, scales, self.trunk, self.head)
 
