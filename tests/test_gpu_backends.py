@@ -274,3 +274,28 @@ def test_256x256_x4_within_the_documented_budget(released_random):
     torch.cuda.synchronize()
     assert out.shape == (1, 16, 1024, 1024) and torch.isfinite(out).all()
     assert torch.cuda.max_memory_allocated() - base <= budget
+
+
+def test_compiled_fp32_model_inside_the_held_switches_stays_fp32(released_random, references):
+    """torch.compile cannot set PyTorch's TF32 switches inside a graph (tests/test_traced_precision.py):
+    fullgraph without them raises saying how to hold them; held around the compiled call, the graph's
+    cuDNN convs and cuBLAS GEMMs run in IEEE fp32 although the process default (set here) is TF32."""
+    from lua_fast import precision as P
+
+    x, want = references((64, 64), "fp32")
+    up = lua_fast.load(released_random, device="cuda", backend="torch", precision="fp32")
+    saved = P.tf32_switches()
+    P.set_tf32_switches(True)
+    try:
+        torch._dynamo.reset()
+        with pytest.raises(Exception, match="cannot be set inside a compiled graph"):
+            torch.compile(up.model, fullgraph=True, backend="aot_eager")(x, (2,))
+        torch._dynamo.reset()
+        with torch.no_grad(), P.backend_flags(up.precision, up.device):
+            got = torch.compile(up.model, fullgraph=True, backend="aot_eager")(x, (2, 4))
+        torch.cuda.synchronize()
+        assert P.tf32_switches() == (("tf32", "tf32") if P._FP32_PRECISION_API else (True, True))
+    finally:
+        P.set_tf32_switches(saved)
+    for s in (2, 4):
+        assert rel_err(got[s], want[s]) <= 1e-5, (s, rel_err(got[s], want[s]))
