@@ -72,6 +72,12 @@
 # fits (on sm_90a the first, plus one extra launch per new key on Triton 3.6); traced launches keep the
 # first only (torch 2.11 prunes them on fake tensors). Carry rebuilt at 0339f90: 787 Triton binaries,
 # kernel-source hash 61f6dde6e0d3f591, 381 s of steps (prewarm 199 s, tests 152 s).
+# Fourteenth session (2026-11-28, no GPU): no kernel changed. torch.compile of the reference backend
+# is now one graph (the mask caches' lock broke it into 6 at the released config), so the "compiled
+# bf16" peers of table128 measure a different, faster-or-equal compile than on 2026-11-26; the tests
+# stage has one more GPU test (a compiled fp32 torch backend inside held TF32 switches, ~5-10 s).
+# Carry rebuilt at 84cb634: 786 Triton binaries, kernel-source hash b7c78f585c7692ff, 411 s of steps
+# (prewarm 213 s, tests 163 s).
 # Added in the second session of 2026-11-27 (no GPU): eager launches no longer pass through
 # wrap_triton's higher-order op (a host-time regression since f574988, ~250 us per launch, never run
 # on a GPU) and tuned launches skip Autotuner.run: 40-50 us per launch on the dev CPU through a stub
