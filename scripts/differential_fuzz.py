@@ -1,6 +1,7 @@
 """Differential fuzzing of the backends on the CPU: random tiny configs, odd latent sizes, batches,
 layouts and scales, each backend against the reference (fp32 <= 1e-5, low precision <= 3e-2: a
-gross indexing error, not the bound the tests hold). The torch backend runs fp32; the triton
+gross indexing error, not the bound the tests hold), and the torch backend's float64 input gradient
+against the reference's (<= 1e-10). The torch backend runs fp32; the triton
 backend fp32 and one low-precision mode a case (bf16, fp16 or mixed), the low one with the fused
 block switches (LUA_FAST_FUSED_MLP, LUA_FAST_FUSED_ATTN_PROJ) drawn at random. Triton runs through
 its interpreter (~25-40 s a case). Not part of the test suite; for a session with CPU time to spare.
@@ -50,8 +51,27 @@ def main(seed: int, cases: int) -> int:
                     bad += 1
                     print(f"BAD case {i}: window {window}, {b}x{h}x{w}, scales {scales}, {name}, "
                           f"x{s}: error {err:.2e}", flush=True)
+        gradient = gradient_error(sd, x, scales)  # the torch backend's registered gathers
+        worst["torch-fp64-grad"] = max(worst.get("torch-fp64-grad", 0.0), gradient)
+        if not gradient <= 1e-10:
+            bad += 1
+            print(f"BAD case {i}: window {window}, {b}x{h}x{w}, scales {scales}, torch fp64 input gradient: "
+                  f"error {gradient:.2e}", flush=True)
     print(f"seed {seed}: {cases} cases, worst " + ", ".join(f"{k} {v:.1e}" for k, v in worst.items()), flush=True)
     return 1 if bad else 0
+
+
+def gradient_error(sd, x, scales) -> float:
+    """The torch backend's input gradient against the reference's, float64, random output weights."""
+    grads = []
+    for backend in ("reference", "torch"):
+        up = lua_fast.load(sd, backend=backend, dtype=torch.float64)
+        leaf = x.double().requires_grad_()
+        out = up.model(leaf, scales)
+        sum(((y * torch.randn(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(s))).sum()
+             for s, y in out.items())).backward()
+        grads.append(leaf.grad)
+    return rel_err(grads[1], grads[0])
 
 
 if __name__ == "__main__":
