@@ -142,31 +142,25 @@ def _register_python_kernels() -> None:
             torch.empty((n_windows, n), dtype=torch.uint8, device=device),
         )
 
-
     # The two gathers are one permutation and its inverse, so each one's gradient is the other
-    # applied to the incoming gradient. Without these, backpropagating through the native ops
-    # gave silently wrong input gradients (PyTorch only warned).
+    # applied to the incoming gradient. Without these, PyTorch's fallback gave the native ops'
+    # inputs no gradient (it only warned): the torch backend's input gradients lost the attention.
     def partition_context(ctx, inputs, output):
-        x, _, _ = inputs
+        x, ctx.window, ctx.shift = inputs
         ctx.geometry = x.shape[0], x.shape[1], x.shape[2]
 
     def partition_backward(ctx, grad):
         batch, height, width = ctx.geometry
         return window_merge(grad, batch, height, width, ctx.window, ctx.shift), None, None
 
+    def merge_context(ctx, inputs, output):
+        ctx.window, ctx.shift = inputs[-2:]
+
     def merge_backward(ctx, grad):
         return window_partition(grad, ctx.window, ctx.shift), None, None, None, None, None
 
-    def keep_window(setup):
-        def setup_context(ctx, inputs, output):
-            if setup is not None:
-                setup(ctx, inputs, output)
-            ctx.window, ctx.shift = inputs[-2], inputs[-1]
-        return setup_context
-
-    torch.library.register_autograd("lua_fast::window_partition", partition_backward,
-                                    setup_context=keep_window(partition_context))
-    torch.library.register_autograd("lua_fast::window_merge", merge_backward, setup_context=keep_window(None))
+    torch.library.register_autograd("lua_fast::window_partition", partition_backward, setup_context=partition_context)
+    torch.library.register_autograd("lua_fast::window_merge", merge_backward, setup_context=merge_context)
 
 
 native.on_load(_register_python_kernels)
