@@ -17,7 +17,10 @@ import torch
 
 
 def pad_amount(size: int, window: int) -> int:
-    return (window - size % window) % window
+    # Written as ceil-to-multiple minus size, not (window - size % window) % window: under
+    # torch.compile's dynamic shapes the padded side is then ``window * FloorDiv(...)``, which
+    # the symbolic shape engine divides by the window exactly (the Mod form broke Inductor).
+    return (size + window - 1) // window * window - size
 
 
 def mirror_indices(size: int, padded: int, device: torch.device) -> torch.Tensor:

@@ -214,6 +214,20 @@ def test_torch_compile_fullgraph_of_the_eager_backends(weights, backend):
         assert torch.equal(got[s], want[s])
 
 
+def test_torch_compile_with_dynamic_shapes_at_sizes_off_the_window_grid(weights):
+    """torch.compile turns shapes dynamic after the first recompile (a server seeing new sizes).
+    The padded side was ``H + (window - H % window) % window``, a Mod expression Inductor could not
+    divide by the window: the lowering failed ("ValueRangeError: Invalid ranges") at every size
+    that needs padding. The padded side is now window * ceil(H / window)."""
+    up = lua_fast.load(weights, backend="torch")
+    torch._dynamo.reset()
+    compiled = torch.compile(up.model, dynamic=True)
+    x = torch.randn(2, 4, 7, 10, generator=torch.Generator().manual_seed(6))  # pads 1 and 2 rows
+    with torch.no_grad():
+        got, want = compiled(x, (2,))[2], up.model(x, (2,))[2]
+    assert rel_err(got, want) <= 1e-5
+
+
 @pytest.mark.parametrize("backend", ["reference", "torch"])
 def test_one_model_from_many_threads(weights, backend):
     up = lua_fast.load(weights, backend=backend)
