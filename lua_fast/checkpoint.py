@@ -52,7 +52,7 @@ def _listing(items: list) -> str:
 # ----------------------------------------------------------------------- reading
 def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a checkpoint file into a flat state dict (on the CPU, dtype as stored)."""
-    path = Path(path)
+    path = Path(path).expanduser()  # "~/models/lua_flux.pth" as a shell would read it
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory, not a checkpoint file")
     if not path.is_file():

@@ -138,7 +138,7 @@ def load_package(path: str | os.PathLike, device=None):
     from .upscaler import Upscaler, parse_device
 
     native.status()  # the torch backend's ops must be registered before the package loads
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"package not found: {path}")
     try:

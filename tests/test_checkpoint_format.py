@@ -65,6 +65,13 @@ def test_pickle_wrappers(tmp_path, tiny_sd, wrapper):
     _assert_same_model(lua_fast.load(str(path)), tiny_sd)
 
 
+def test_a_home_relative_path_is_expanded(tmp_path, tiny_sd, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # what Path.expanduser reads on POSIX
+    monkeypatch.setenv("USERPROFILE", str(tmp_path))  # and on Windows
+    save_file({k: v.contiguous() for k, v in tiny_sd.items()}, str(tmp_path / "lua.safetensors"))
+    _assert_same_model(lua_fast.load("~/lua.safetensors"), tiny_sd)
+
+
 def test_params_ema_is_preferred_over_params(tmp_path, tiny_sd):
     other = random_state_dict(tiny_config(), seed=99)
     path = tmp_path / "both.pth"
