@@ -10,8 +10,9 @@ static buffers also waits, on the device, for the previous use to finish (an eve
 thread's input copy could overwrite the buffer while the first thread's replay still reads it.
 
 The switches are the environment variables read per forward or per launch (which kernels run,
-how they launch): a graph replays what it captured, so flipping one captures a new graph instead
-of being ignored.
+how they launch), and the tuning mode (``triton_support.autotuning``: timed, or each kernel's first
+config under ``torch.use_deterministic_algorithms(True)`` or ``LUA_FAST_AUTOTUNE=0``): a graph
+replays what it captured, so flipping one captures a new graph instead of being ignored.
 
 Two things a capture must not depend on, and how it does not:
 - Work other threads do meanwhile (their own forwards, a data loader's copies): PyTorch captures
@@ -43,6 +44,7 @@ import torch
 
 from . import lru
 from .errors import InputError
+from .kernels.triton_support import autotuning
 
 # Read per forward or per launch (tests/test_cuda_graph_keys.py checks these names against the modules).
 SWITCHES = ("LUA_FAST_FUSED_MLP", "LUA_FAST_FUSED_ATTN_PROJ", "LUA_FAST_PDL", "LUA_FAST_FP32_DOTS")
@@ -105,7 +107,10 @@ class GraphRunner:
                 "captures": self.captures, "evictions": self.evictions}
 
     def key(self, x: torch.Tensor, scales: tuple[int, ...]) -> tuple:
-        return tuple(x.shape), x.dtype, scales, tuple(os.environ.get(name, "").strip() for name in SWITCHES)
+        # The tuning mode too: under torch.use_deterministic_algorithms(True) (or LUA_FAST_AUTOTUNE=0)
+        # the kernels run other configs than the timed ones a graph may have captured.
+        return (tuple(x.shape), x.dtype, scales, tuple(os.environ.get(name, "").strip() for name in SWITCHES),
+                autotuning())
 
     def __call__(self, x: torch.Tensor, scales: tuple[int, ...]) -> dict[int, torch.Tensor]:
         # The upscaler's device made current (an upscaler on cuda:1 while cuda:0 is current): the

@@ -179,6 +179,19 @@ def test_torch_compile_of_the_fused_path_has_no_graph_breaks(weights, latents):
     assert torch.equal(got, want)
 
 
+@pytest.mark.skipif(not TRITON_OK, reason="Triton not usable here")
+def test_each_triton_forward_checks_the_tuning_mode(weights, latents, monkeypatch):
+    """Choices timed before torch.use_deterministic_algorithms(True) are dropped at the next forward
+    (the check itself: tests/test_triton_compile.py)."""
+    from lua_fast.backends import triton_backend
+
+    calls = []
+    monkeypatch.setattr(triton_backend, "forget_choices_of_another_mode", lambda: calls.append(1))
+    up = lua_fast.load(weights, backend="triton")
+    up.upscale(latents[:1, :, :5, :6])
+    assert calls == [1]
+
+
 @pytest.mark.parametrize("backend", ["reference", "torch", "triton"])
 def test_the_callers_autocast_does_not_change_the_precision(weights, latents, backend):
     """Each mode decides its own dtypes: inside a caller's autocast region (a pipeline's), fp32 ran

@@ -26,3 +26,22 @@ def test_flipping_a_switch_asks_for_another_graph(monkeypatch):
         assert runner.key(x, (2,)) != plain, name
         monkeypatch.delenv(name)
     assert runner.key(x, (2,)) == plain
+
+
+def test_the_tuning_mode_asks_for_another_graph(monkeypatch):
+    """Under torch.use_deterministic_algorithms(True) or LUA_FAST_AUTOTUNE=0 the kernels run their
+    first configs, not the timed ones a graph captured before."""
+    runner = cuda_graphs.GraphRunner(model=None, device=torch.device("cpu"))
+    x = torch.zeros(1, 16, 8, 8)
+    monkeypatch.setenv("LUA_FAST_AUTOTUNE", "1")
+    timed = runner.key(x, (2,))
+    monkeypatch.setenv("LUA_FAST_AUTOTUNE", "0")
+    assert runner.key(x, (2,)) != timed
+    monkeypatch.setenv("LUA_FAST_AUTOTUNE", "1")
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        torch.use_deterministic_algorithms(True)
+        assert runner.key(x, (2,)) != timed
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+    assert runner.key(x, (2,)) == timed

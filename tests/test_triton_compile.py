@@ -284,6 +284,42 @@ def test_timed_rounds_use_short_do_bench_and_keep_choices_on_disk(monkeypatch):
     assert len(tuner.early_config_prune(tuner.configs, named)) == 4 and tuner.cache_results is True
 
 
+def test_deterministic_algorithms_tune_untimed_and_forget_timed_choices(monkeypatch):
+    """Under torch.use_deterministic_algorithms(True) a round runs untimed, as with
+    LUA_FAST_AUTOTUNE=0 (Inductor turns its own benchmarking off there too): a timed round could
+    pick, on noise, a config that sums in another order in another process. Choices timed before
+    the switch are forgotten when the mode changes (the triton backend checks once per forward)."""
+    import torch
+
+    monkeypatch.setenv("LUA_FAST_AUTOTUNE", "1")
+    times = iter(range(100, 0, -1))  # each config timed is faster than the one before: the last wins
+    monkeypatch.setattr(triton_support.triton.testing, "do_bench",
+                        lambda fn, warmup, rep, quantiles: [float(next(times))] * len(quantiles or (0,)))
+    tuner, runs = _stand_in_tuner(monkeypatch, limit=99 * 1024)  # 262144 and 131072 do not fit
+    x = torch.empty(4)
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        tuner[(1,)](x, 64, 16, "ieee", False)
+        assert runs == [32768] and triton_support.autotuning()  # timed (stubbed), then the launch
+        torch.use_deterministic_algorithms(True)
+        assert not triton_support.autotuning()
+        tuner[(1,)](x, 64, 16, "ieee", False)
+        assert runs[1:] == [32768], runs  # a choice already held is kept until the check below
+        triton_support.forget_choices_of_another_mode()
+        tuner[(1,)](x, 64, 16, "ieee", False)
+        assert runs[2:] == [262144, 131072, 65536, 65536], runs  # the first config that fits, untimed
+        assert tuner.cache_results is False  # (and the untimed choice stays off the disk)
+        triton_support.forget_choices_of_another_mode()  # same mode: the choice stays
+        tuner[(1,)](x, 64, 16, "ieee", False)
+        assert runs[6:] == [65536], runs
+        torch.use_deterministic_algorithms(False)
+        triton_support.forget_choices_of_another_mode()  # back to timing: tuned again
+        tuner[(1,)](x, 64, 16, "ieee", False)
+        assert runs[7:] == [32768], runs
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
 def test_every_autotune_config_value_is_an_int():
     """torch.compile and torch.export write a grid function that compares a traced launch's configs
     value by value, formatted without quotes (torch 2.11-2.13): a string value (the conv's cache

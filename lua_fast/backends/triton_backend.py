@@ -42,7 +42,7 @@ from ..kernels.attention_proj import (attention_proj, attention_proj_enabled, at
                                       check_attention_proj)
 from ..kernels.fused_mlp import check_mlp, fused_mlp, fused_mlp_enabled, mlp_reason
 from ..kernels.layer_norm import add_layer_norm
-from ..kernels.triton_support import other_cuda_device, refuse_gradients
+from ..kernels.triton_support import forget_choices_of_another_mode, other_cuda_device, refuse_gradients
 from ..kernels.upsample_head import PackedHead, fused_head
 from ..kernels.window_attention import (bias_dtype, check_packed, dense_log2_bias, log2_bias_table, pack_proj,
                                         pack_qkv, packed_window_attention)
@@ -145,7 +145,11 @@ class TritonBackendLUA(nn.Module):
         # (once per forward here, so each kernel op finds its device current).
         if torch.is_grad_enabled():  # Upscaler.upscale runs without grad; a direct model call may not
             refuse_gradients("the triton backend", (x, *self.model.parameters()))
-        index = None if torch.compiler.is_compiling() else other_cuda_device(x)
+        if torch.compiler.is_compiling():
+            index = None
+        else:
+            index = other_cuda_device(x)
+            forget_choices_of_another_mode()  # (e.g. choices timed before use_deterministic_algorithms)
         with backend_flags(self.precision, x.device), without_autocast(x.device), (
                 contextlib.nullcontext() if index is None else torch.cuda.device(index)):
             return self.model.upscale_with(x, scales, self.trunk, self.head)

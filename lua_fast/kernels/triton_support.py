@@ -54,8 +54,31 @@ def next_pow2(n: int) -> int:
 
 
 def autotuning() -> bool:
-    """False with ``LUA_FAST_AUTOTUNE=0``: each kernel runs its first config that fits, untimed."""
-    return os.environ.get(AUTOTUNE_ENV, "1").strip() != "0"
+    """Whether tuning rounds time their configs. False with ``LUA_FAST_AUTOTUNE=0`` and under
+    ``torch.use_deterministic_algorithms(True)`` (as Inductor does): then each kernel runs its first
+    config that fits, untimed. Timing picks between configs whose sums run in different orders (KV
+    blocks of the online softmax, conv taps outer or inner), so two processes could pick differently
+    on noise and differ in the last bits; the untimed choice is the same in every process with the
+    same GPU and software. (No kernel uses atomics or split reductions: one config gives the same
+    bits at every call.)"""
+    return os.environ.get(AUTOTUNE_ENV, "1").strip() != "0" and not torch.are_deterministic_algorithms_enabled()
+
+
+_AUTOTUNERS: list = []  # every tuned kernel (autotuned()), for forget_choices_of_another_mode()
+_ROUNDS_MODE = [None]  # autotuning() during the tuning rounds behind the choices held (None: none yet)
+
+
+def forget_choices_of_another_mode() -> None:
+    """If the choices the tuned kernels hold were made in the other tuning mode (see
+    :func:`autotuning`), forget them all, so each key is tuned again in this one: choices timed
+    before ``torch.use_deterministic_algorithms(True)`` would otherwise outlive it. The triton
+    backend calls this once per forward (a flag and an environment read); direct kernel-op calls
+    keep what they hold."""
+    held = _ROUNDS_MODE[0]
+    if held is not None and held != autotuning():
+        for tuner in _AUTOTUNERS:
+            tuner.cache.clear()  # (a launch racing this finds no choice and runs a round, under its lock)
+        _ROUNDS_MODE[0] = None
 
 
 # With LUA_FAST_AUTOTUNE=0, whether the tuning round under way (per thread) has launched a config.
@@ -129,9 +152,11 @@ def autotuned(kernel, configs: list, prune, key: list[str]):
     not :func:`bench_config`) keeps only the first config when tuning is off, so it is not timed."""
     def prune_round(configs, named_args, **kwargs):
         # (Autotuner.run prunes before it looks at cache_results, Triton 3.6-3.9)
-        tuner.cache_results = keep_on_disk and autotuning()
+        timed = autotuning()
+        tuner.cache_results = keep_on_disk and timed
+        _ROUNDS_MODE[0] = timed
         kept = prune(configs, named_args, **kwargs)
-        if not autotuning() and _traced(named_args):
+        if not timed and _traced(named_args):
             return kept[:1]
         return kept
 
@@ -139,6 +164,7 @@ def autotuned(kernel, configs: list, prune, key: list[str]):
                             prune_configs_by={"early_config_prune": prune_round}, do_bench=bench_config,
                             cache_results=autotune_cache())(kernel)
     keep_on_disk = tuner.cache_results  # (Triton's choice: never when interpreted)
+    _AUTOTUNERS.append(tuner)
     return tuner
 
 
