@@ -100,3 +100,23 @@ def test_errors():
         integ.to_raw_latents(torch.randn(1, 4, 64), vae, "flux")
     with pytest.raises(ValueError, match="even latent sides"):
         integ.pack_flux_latents(torch.randn(1, 16, 5, 4))
+
+
+def test_an_fp16_vae_that_asks_for_it_decodes_in_fp32():
+    """diffusers' SDXL pipelines decode in float32 when an fp16 VAE's config sets force_upcast (SDXL's
+    VAE overflows fp16: NaN images); decode() does the same and leaves the VAE as it found it."""
+    vae16 = tiny_vae(latent_channels=4, scaling_factor=0.13025).half()  # force_upcast: AutoencoderKL's default
+    assert vae16.config.force_upcast
+    vae32 = tiny_vae(latent_channels=4, scaling_factor=0.13025).half().float()  # the same weights in fp32
+    raw = torch.randn(1, 4, 6, 5)
+    image = integ.decode(vae16, raw)
+    assert image.dtype == torch.float32 and torch.isfinite(image).all()
+    assert torch.equal(image, integ.decode(vae32, raw))
+    assert vae16.dtype == torch.float16 and all(p.dtype == torch.float16 for p in vae16.parameters())
+    assert integ.decode(vae16, raw, upcast=False).dtype == torch.float16
+    vae16.register_to_config(force_upcast=False)  # e.g. the fp16-fix VAE: decoded in fp16, as the pipelines do
+    assert integ.decode(vae16, raw).dtype == torch.float16
+    up = upscaler(4)
+    _, piped = integ.upscale_pipeline_latents(up, raw[..., :4, :4], vae16, "sdxl", decode_image=True,
+                                              upcast_vae=True)
+    assert piped.dtype == torch.float32

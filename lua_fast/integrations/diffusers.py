@@ -110,23 +110,42 @@ def from_raw_latents(raw: torch.Tensor, vae: Any, family: str, *, pack: bool = F
 
 
 @torch.no_grad()  # ordinary tensors for the caller, as diffusers' own pipelines return (see Upscaler.upscale)
-def decode(vae, raw: torch.Tensor) -> torch.Tensor:
-    """Decode raw latents with the VAE: images (B, 3, 8h, 8w) in [-1, 1], in the VAE's dtype."""
-    return vae.decode(raw.to(device=vae.device, dtype=vae.dtype), return_dict=False)[0]
+def decode(vae, raw: torch.Tensor, *, upcast: bool | None = None) -> torch.Tensor:
+    """Decode raw latents with the VAE: images (B, 3, 8h, 8w) in [-1, 1].
+
+    ``upcast=None`` follows the VAE's config as diffusers' SDXL pipelines do: a float16 VAE whose
+    config sets ``force_upcast`` (SDXL's own VAE, and every AutoencoderKL by default) decodes in
+    float32, because its activations overflow float16 and the image comes out NaN (black), the
+    more likely the larger the image, which is what LUA makes. The VAE is cast to float32 for the
+    call and back to float16 after (float16 -> float32 -> float16 is exact), and the image is
+    float32. Otherwise the image has the VAE's dtype. ``upcast=True`` / ``False`` forces either.
+    """
+    if upcast is None:
+        upcast = vae.dtype == torch.float16 and bool(getattr(_config(vae), "force_upcast", False))
+    if not upcast or vae.dtype == torch.float32:
+        return vae.decode(raw.to(device=vae.device, dtype=vae.dtype), return_dict=False)[0]
+    # nn.Module.to, not diffusers' override: that one logs a warning about casting at every call.
+    dtype = vae.dtype
+    torch.nn.Module.to(vae, dtype=torch.float32)
+    try:
+        return vae.decode(raw.to(device=vae.device, dtype=torch.float32), return_dict=False)[0]
+    finally:
+        torch.nn.Module.to(vae, dtype=dtype)
 
 
 def upscale_pipeline_latents(upscaler, latents: torch.Tensor, vae: Any, family: str, *, scale: int = 2,
                              height: int | None = None, width: int | None = None, decode_image: bool = False,
-                             **upscale_kwargs):
+                             upcast_vae: bool | None = None, **upscale_kwargs):
     """A pipeline's ``output_type="latent"`` result -> upscaled raw latents (and the decoded image).
 
     Returns the raw upscaled latents (B, C, s*h, s*w) in the upscaler's dtype, or
-    ``(raw, image)`` with ``decode_image=True`` (``vae`` must then be the AutoencoderKL).
+    ``(raw, image)`` with ``decode_image=True`` (``vae`` must then be the AutoencoderKL;
+    ``upcast_vae`` is :func:`decode`'s ``upcast``).
     Extra keyword arguments go to ``Upscaler.upscale`` (``tile=``, ``cuda_graph=``, ...).
     """
     raw = to_raw_latents(latents, vae, family, height=height, width=width)
     raw = raw.to(device=upscaler.device)
     upscaled = upscaler.upscale(raw, scale=scale, **upscale_kwargs)
     if decode_image:
-        return upscaled, decode(vae, upscaled)
+        return upscaled, decode(vae, upscaled, upcast=upcast_vae)
     return upscaled
