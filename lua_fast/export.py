@@ -13,8 +13,11 @@ AOTInductor compiles them into the package (CUDA only); the torch backend's nati
 resolved from ``lua_fast._C`` when the package loads (import lua_fast first).
 
 ``export_onnx(upscaler, "lua.onnx", scale=2)`` writes the reference numerics as an ONNX model
-(``torch.onnx.export(dynamo=True)``) with dynamic batch and sizes, the shift masks computed in the
-graph; it needs ``onnx`` and ``onnxscript`` (and ``onnxruntime`` to run it: ``lua_fast[onnx]``).
+(``torch.onnx.export(dynamo=True)``) with dynamic batch and any sizes, the padding, shift masks and
+crop computed in the graph (tested with ONNX Runtime at one window and several, padded or not).
+AOTInductor packages stay on window multiples: traced over every size, the views' guards on the
+window counts become runtime asserts that fail at one window. It needs ``onnx`` and
+``onnxscript`` (and ``onnxruntime`` to run it: ``lua_fast[onnx]``).
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ class ExportError(LuaFastError, RuntimeError):
 
 
 class _Heads(torch.nn.Module):
-    """forward(x) -> one output per scale, for inputs whose sides are window multiples."""
+    """forward(x) -> one output per scale (the model pads and crops; see the export functions for
+    which sizes each artifact takes)."""
 
     def __init__(self, model: torch.nn.Module, scales: tuple[int, ...]) -> None:
         super().__init__()
@@ -163,8 +167,9 @@ def load_package(path: str | os.PathLike, device=None):
 
 
 def export_onnx(upscaler, path: str | os.PathLike, *, scale: int = 2, opset: int = 18) -> str:
-    """The reference numerics of ``upscaler``'s weights as ONNX (dynamic batch, H, W multiples of
-    the window; the shift masks are computed in the graph). Returns the path."""
+    """The reference numerics of ``upscaler``'s weights as ONNX: dynamic batch and any H, W >= 1
+    (the mirror padding to the window, the shift masks and the crop are computed in the graph).
+    Returns the path."""
     try:
         import onnxscript  # noqa: F401  (the dynamo exporter needs it)
     except ImportError as exc:
@@ -175,9 +180,10 @@ def export_onnx(upscaler, path: str | os.PathLike, *, scale: int = 2, opset: int
         raise ExportError("ONNX export needs the model's weights: load the checkpoint, not a .pt2 package")
     window = upscaler.config.window_size
     module = _Heads(upscaler.reference_model, (scale,)).eval()
-    example = torch.randn(2, upscaler.config.in_channels, 2 * window, 3 * window, dtype=upscaler.dtype,
+    # Sides off the window grid: the padding gathers are traced (a window multiple would skip them).
+    example = torch.randn(2, upscaler.config.in_channels, 2 * window - 3, 3 * window - 5, dtype=upscaler.dtype,
                           device=upscaler.device)
-    dynamic = {"x": {0: Dim("batch"), 2: window * Dim("rows"), 3: window * Dim("cols")}}
+    dynamic = {"x": {0: Dim("batch"), 2: Dim("height"), 3: Dim("width")}}
     with torch.no_grad():
         try:
             program = torch.onnx.export(module, (example,), dynamo=True, dynamic_shapes=dynamic, opset_version=opset,

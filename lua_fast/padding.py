@@ -14,6 +14,7 @@ numerics; a side of length 1 has no mirror axis and is replicated.
 from __future__ import annotations
 
 import torch
+from torch.fx.experimental.symbolic_shapes import guard_or_false
 
 
 def pad_amount(size: int, window: int) -> int:
@@ -24,11 +25,16 @@ def pad_amount(size: int, window: int) -> int:
 
 
 def mirror_indices(size: int, padded: int, device: torch.device) -> torch.Tensor:
-    """Source index for each of ``padded`` output positions along a side of ``size``."""
+    """Source index for each of ``padded`` output positions along a side of ``size``.
+
+    Branch-free, so a symbolic ``size`` (torch.export, dynamic shapes) traces into one graph for
+    every size: the period is at least 1, and a side of 1 then maps every position to 0. The
+    size and period are 0-d tensors, not Python scalars: the ONNX exporter cannot translate an
+    operator whose scalar argument is symbolic.
+    """
     idx = torch.arange(padded, device=device)
-    if size == 1:
-        return torch.zeros_like(idx)
-    period = 2 * (size - 1)
+    size = torch.full((), size, dtype=idx.dtype, device=device)
+    period = (2 * (size - 1)).clamp_min(1)
     idx = idx % period
     return torch.where(idx < size, idx, period - idx)
 
@@ -37,6 +43,15 @@ def pad_to_window_multiple(x: torch.Tensor, window: int) -> torch.Tensor:
     """Pad (B, C, H, W) bottom/right to multiples of ``window`` (see module docstring)."""
     height, width = x.shape[-2:]
     ph, pw = pad_amount(height, window), pad_amount(width, window)
+    if not (isinstance(height, int) and isinstance(width, int)):
+        # Symbolic sides (torch.export, ONNX, dynamic torch.compile). Sides declared as window
+        # multiples need nothing; otherwise one gather per side for every size, padded or not, so
+        # the graph branches on nothing (each branch below would be a guard: an export over a range
+        # of sizes would fail, a dynamic compile would recompile).
+        if guard_or_false(ph == 0) and guard_or_false(pw == 0):  # (provably, else False: no guard)
+            return x
+        x = x.index_select(-2, mirror_indices(height, height + ph, x.device))
+        return x.index_select(-1, mirror_indices(width, width + pw, x.device))
     if ph == 0 and pw == 0:
         return x
     if ph < height and pw < width:
