@@ -51,6 +51,14 @@ def parse_device(device: torch.device | str) -> torch.device:
     return device
 
 
+# The NaN/Inf checks read a count back from the device: a compiled ``upscale`` runs them eagerly
+# between its graphs, and with fullgraph=True the compile fails with this reason, not with
+# Dynamo's "could not guard on data-dependent expression".
+_READS_DATA = torch.compiler.disable(reason=(
+    "lua_fast: upscale(check_finite=True) reads a NaN/Inf count back from the device, which a graph cannot; "
+    "for one graph pass check_finite=False, or compile up.model"))
+
+
 class Upscaler:
     """A loaded LUA model bound to a device, precision and backend.
 
@@ -141,6 +149,7 @@ class Upscaler:
         if check_finite:
             self._check_finite_input(latents, latents)
 
+    @_READS_DATA
     def _check_finite_input(self, latents: torch.Tensor, x: torch.Tensor) -> None:
         """NaN/Inf in ``x`` (the latents cast to the model dtype) raise NonFiniteInputError."""
         bad = (~torch.isfinite(x)).sum().item()
@@ -216,6 +225,7 @@ class Upscaler:
             self._check_finite_output(outputs)
         return outputs[scales[0]] if single else {k: outputs[s] for k, s in zip(keys, asked)}
 
+    @_READS_DATA
     def _check_finite_output(self, outputs: dict) -> None:
         """Finite latents must give finite outputs: an overflow inside the model raises."""
         if all(bool(torch.isfinite(o).all()) for o in outputs.values()):

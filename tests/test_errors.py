@@ -179,3 +179,24 @@ def test_sides_too_small_for_reflect_padding_are_mirror_extended(up, size):
     padded = pad_to_window_multiple(x, 4)
     full = up.upscale(padded)
     torch.testing.assert_close(out[2], full[..., : 2 * size[0], : 2 * size[1]], rtol=0, atol=0)
+
+
+def test_a_compiled_upscale_keeps_its_checks_and_says_what_stops_one_graph(up):
+    """torch.compile(up.upscale): the NaN/Inf checks run eagerly between graphs and still raise; with
+    fullgraph=True the error names the check and the way out (before 2026-11-28: Dynamo's "could not
+    guard on data-dependent expression"); check_finite=False compiles as one graph."""
+    import functools
+
+    torch._dynamo.reset()
+    z = torch.randn(2, 4, 9, 7)
+    want = up.upscale(z)
+    compiled = torch.compile(up.upscale, backend="eager")
+    assert torch.equal(compiled(z), want)
+    with pytest.raises(NonFiniteInputError):
+        compiled(z.index_fill(-1, torch.tensor([2]), float("nan")))
+    torch._dynamo.reset()  # (else the frames compiled above, with their graph breaks, are reused)
+    with pytest.raises(Exception, match="pass check_finite=False, or compile up.model"):
+        torch.compile(up.upscale, fullgraph=True, backend="eager")(z)
+    one_graph = torch.compile(functools.partial(up.upscale, check_finite=False), fullgraph=True, backend="eager")
+    assert torch.equal(one_graph(z), want)
+    torch._dynamo.reset()
