@@ -32,7 +32,7 @@ import torch
 from ._version import __version__
 from .config import LUAConfig
 from .errors import InputError, LuaFastError
-from .padding import pad_to_window_multiple
+from .padding import pad_to_window_multiple, sides_are_window_multiples
 from .precision import Precision, backend_flags, resolve
 
 METADATA = "lua_fast.json"
@@ -74,7 +74,8 @@ def _export(upscaler, scales, max_batch: int, max_side: int, strict: bool = Fals
                      3: window * Dim("cols", min=1, max=blocks)}}
     with torch.no_grad():
         try:
-            return torch.export.export(module, (example,), dynamic_shapes=dynamic, strict=strict), scales, example
+            with sides_are_window_multiples():
+                return torch.export.export(module, (example,), dynamic_shapes=dynamic, strict=strict), scales, example
         except Exception as exc:
             raise ExportError(f"torch.export failed for the {upscaler.backend} backend: {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc

@@ -13,8 +13,25 @@ numerics; a side of length 1 has no mirror axis and is replicated.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import torch
-from torch.fx.experimental.symbolic_shapes import guard_or_false
+
+# Set while torch.export traces a graph whose sides are declared window multiples (AOTInductor
+# packages): with derived dims the tracer cannot prove the padding is zero until it solves the
+# constraints after tracing, so it is told.
+_SIDES_ARE_WINDOW_MULTIPLES = contextvars.ContextVar("lua_fast_sides_are_window_multiples", default=False)
+
+
+@contextlib.contextmanager
+def sides_are_window_multiples():
+    """Trace with symbolic sides that are window multiples: padding is skipped (and asserted)."""
+    token = _SIDES_ARE_WINDOW_MULTIPLES.set(True)
+    try:
+        yield
+    finally:
+        _SIDES_ARE_WINDOW_MULTIPLES.reset(token)
 
 
 def pad_amount(size: int, window: int) -> int:
@@ -43,12 +60,14 @@ def pad_to_window_multiple(x: torch.Tensor, window: int) -> torch.Tensor:
     """Pad (B, C, H, W) bottom/right to multiples of ``window`` (see module docstring)."""
     height, width = x.shape[-2:]
     ph, pw = pad_amount(height, window), pad_amount(width, window)
-    if not (isinstance(height, int) and isinstance(width, int)):
+    if isinstance(height, torch.SymInt) or isinstance(width, torch.SymInt):
         # Symbolic sides (torch.export, ONNX, dynamic torch.compile). Sides declared as window
         # multiples need nothing; otherwise one gather per side for every size, padded or not, so
         # the graph branches on nothing (each branch below would be a guard: an export over a range
         # of sizes would fail, a dynamic compile would recompile).
-        if guard_or_false(ph == 0) and guard_or_false(pw == 0):  # (provably, else False: no guard)
+        if _SIDES_ARE_WINDOW_MULTIPLES.get():
+            torch._check(ph == 0, lambda: "this graph takes sides that are window multiples")
+            torch._check(pw == 0, lambda: "this graph takes sides that are window multiples")
             return x
         x = x.index_select(-2, mirror_indices(height, height + ph, x.device))
         return x.index_select(-1, mirror_indices(width, width + pw, x.device))

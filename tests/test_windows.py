@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lua_fast.padding import mirror_indices, pad_to_window_multiple
+from lua_fast.padding import mirror_indices, pad_to_window_multiple, sides_are_window_multiples
 from lua_fast.reference import windows
 from slow_lua import _labels
 
@@ -81,6 +81,30 @@ def test_pad_short_sides():
     assert torch.equal(y[:, :, :1, :5], x)
     assert torch.equal(y[:, :, 5, :5], x[:, :, 0])  # a side of 1 is replicated
     assert pad_to_window_multiple(torch.randn(1, 1, 8, 16), 8).shape == (1, 1, 8, 16)
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("size", [(13, 21), (3, 5), (1, 17), (16, 24)])
+def test_padding_traced_with_symbolic_sides_is_the_eager_padding(size):
+    """Under torch.export (and ONNX, dynamic compiles) the sides are SymInts and padding is one
+    branch-free gather per side; it must give the eager bits at every size, and a side declared
+    a window multiple must need no gather. (torch.jit.trace's tensor sizes take the eager path.)"""
+    from torch.export import Dim
+
+    class Pad(torch.nn.Module):
+        def forward(self, x):
+            return pad_to_window_multiple(x, 8)
+
+    example = torch.randn(2, 3, 13, 19)
+    any_size = torch.export.export(Pad(), (example,), dynamic_shapes={"x": {2: Dim("h"), 3: Dim("w")}}).module()
+    x = torch.randn(2, 3, *size)
+    assert torch.equal(any_size(x), pad_to_window_multiple(x, 8))
+    with sides_are_window_multiples():  # (what AOTInductor packages declare)
+        multiples = torch.export.export(Pad(), (torch.randn(2, 3, 16, 24),),
+                                        dynamic_shapes={"x": {2: 8 * Dim("r"), 3: 8 * Dim("c")}})
+    assert not any("index_select" in str(node.target) for node in multiples.graph.nodes)
+    traced = torch.jit.trace(Pad(), (example,))
+    assert torch.equal(traced(example), pad_to_window_multiple(example, 8))
 
 
 def test_masks_are_built_once_per_geometry_not_per_call(monkeypatch):
