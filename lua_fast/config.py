@@ -65,7 +65,7 @@ class LUAConfig:
         object.__setattr__(self, "heads", tuple((str(n), int(s)) for n, s in heads))
         if self.img_size is None:
             object.__setattr__(self, "img_size", 2 * int(self.window_size))
-        problems = list(self._problems())
+        problems = list(dict.fromkeys(self._problems()))  # (one line per distinct problem)
         if problems:
             raise ConfigError("invalid LUAConfig: " + "; ".join(problems))
 

@@ -104,3 +104,9 @@ def test_from_state_dict_names_the_inconsistency(mutate, match):
     mutate(sd)
     with pytest.raises(ConfigError, match=match):
         LUAConfig.from_state_dict(sd)
+
+
+def test_a_problem_shared_by_every_layer_is_reported_once():
+    with pytest.raises(ConfigError) as info:
+        LUAConfig(in_channels=4, out_channels=4, embed_dim=15, depths=(2, 2, 2), num_heads=(2, 2, 2), window_size=8)
+    assert str(info.value) == "invalid LUAConfig: embed_dim 15 is not divisible by num_heads 2"
