@@ -171,7 +171,9 @@ def expected_shapes(config: LUAConfig) -> dict[str, tuple[int, ...]]:
 
 def derived_buffers(config: LUAConfig) -> dict[str, torch.Tensor]:
     """The derived buffers the spec defines for ``config``, computed on the CPU."""
-    index = windows.relative_position_index(config.window_size)
+    # On the CPU whatever torch.set_default_device says (compared with the checkpoint's CPU tensors).
+    cpu = torch.device("cpu")
+    index = windows.relative_position_index(config.window_size, device=cpu)
     size, window = config.img_size, config.window_size
     masks = {}  # one tensor per shift value, shared by the blocks that use it
     out = {}
@@ -182,7 +184,7 @@ def derived_buffers(config: LUAConfig) -> dict[str, torch.Tensor]:
             shift = config.shift_size(j)
             if shift:
                 if shift not in masks:
-                    masks[shift] = windows.build_shift_mask(size, size, window, shift)
+                    masks[shift] = windows.build_shift_mask(size, size, window, shift, device=cpu)
                 out[prefix + "attn_mask"] = masks[shift]
     return out
 

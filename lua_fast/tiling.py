@@ -57,14 +57,15 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     return starts
 
 
-def _ramp(length: int, overlap_before: int, overlap_after: int) -> torch.Tensor:
-    """1 inside, linear ramps (never reaching 0) over the overlaps shared with neighbours."""
-    w = torch.ones(length)
+def _ramp(length: int, overlap_before: int, overlap_after: int, device: torch.device) -> torch.Tensor:
+    """1 inside, linear ramps (never reaching 0) over the overlaps shared with neighbours (fp32, on
+    ``device``: neither torch.set_default_dtype nor set_default_device applies)."""
+    w = torch.ones(length, device=device, dtype=torch.float32)
     if overlap_before:
-        w[:overlap_before] = torch.linspace(0, 1, overlap_before + 2)[1:-1]
+        w[:overlap_before] = torch.linspace(0, 1, overlap_before + 2, device=device, dtype=torch.float32)[1:-1]
     if overlap_after:
         w[length - overlap_after:] = torch.minimum(
-            w[length - overlap_after:], torch.linspace(1, 0, overlap_after + 2)[1:-1]
+            w[length - overlap_after:], torch.linspace(1, 0, overlap_after + 2, device=device, dtype=torch.float32)[1:-1]
         )
     return w
 
@@ -107,8 +108,8 @@ def upscale_tiled(
         ox0 = xs[ix - 1] + tile - x0 if ix > 0 else 0
         ox1 = x0 + tw - xs[ix + 1] if ix + 1 < len(xs) else 0
         for s in scales:
-            w = _ramp(s * th, s * oy0, s * oy1)[:, None] * _ramp(s * tw, s * ox0, s * ox1)[None, :]
-            w = w.to(latents.device)
+            w = _ramp(s * th, s * oy0, s * oy1, latents.device)[:, None] * \
+                _ramp(s * tw, s * ox0, s * ox1, latents.device)[None, :]
             region = (..., slice(s * y0, s * (y0 + th)), slice(s * x0, s * (x0 + tw)))
             acc[s][region] += outs[s].float() * w
             wsum[s][region] += w

@@ -357,3 +357,28 @@ def test_the_readme_states_the_limits():
     assert f"window size <= {checkpoint.MAX_WINDOW}" in text
     assert checkpoint.MAX_ELEMENTS == 2**30 and "2^30 declared elements" in text
     assert "unless you\n  pass `--force`" in text
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch", "triton"])
+def test_torch_global_defaults_do_not_reach_the_upscaler(sd, backend):
+    """A notebook's torch.set_default_device / set_default_dtype: loading and upscaling (tiled too)
+    give the same bits. Before 2026-11-28 the derived buffers were built on the default device (the
+    checkpoint check failed), the tile ramps too, and the triton backend packed its q weights with a
+    float64 factor under a float64 default. (meta stands in for "cuda" as a default that is not the
+    upscaler's device.)"""
+    z = torch.randn(2, 4, 9, 7, generator=torch.Generator().manual_seed(5))
+    try:
+        want = lua_fast.load(sd, backend=backend)
+    except lua_fast.BackendUnavailableError as exc:
+        pytest.skip(str(exc))
+    want = (want.upscale(z), want.upscale(z, tile=8, overlap=4))
+    torch.set_default_device("meta")
+    torch.set_default_dtype(torch.float64)
+    try:
+        up = lua_fast.load(sd, backend=backend)
+        got = (up.upscale(z), up.upscale(z, tile=8, overlap=4))
+    finally:
+        torch.set_default_device(None)
+        torch.set_default_dtype(torch.float32)
+    for g, w in zip(got, want):
+        assert g.device.type == "cpu" and torch.equal(g, w)

@@ -31,7 +31,7 @@ def test_tile_starts_cover_the_side():
 
 
 def test_ramps_never_vanish_and_blend_a_constant_exactly():
-    w = _ramp(20, 6, 6)
+    w = _ramp(20, 6, 6, torch.device("cpu"))
     assert (w > 0).all() and w[6:14].eq(1).all()
     x = torch.ones(1, 1, 37, 45)
     out = upscale_tiled(lambda t, scales: {s: torch.full((1, 1, s * t.shape[-2], s * t.shape[-1]), 3.0)

@@ -76,7 +76,7 @@ def pack_conv(weight: torch.Tensor, bias: torch.Tensor | None = None, dtype: tor
         k = k.view(9 * cin, cout // 4, 4).transpose(1, 2).reshape(9 * cin, cout)
         b = None if b is None else b.view(cout // 4, 4).t().reshape(cout)
     width = padded_width(cout)
-    packed = torch.zeros(9 * cin + K_PAD_ROWS, width, device=weight.device)
+    packed = torch.zeros(9 * cin + K_PAD_ROWS, width, device=weight.device, dtype=torch.float32)
     packed[: 9 * cin, :cout] = k
     if b is not None:
         b = torch.cat([b, b.new_zeros(width - cout)]).contiguous()

@@ -135,7 +135,7 @@ def pack_qkv(weight: torch.Tensor, bias: torch.Tensor, heads: int, scale: float 
     scale = head_dim**-0.5 if scale is None else scale
     w = weight.float().view(3, heads, head_dim, dim)
     b = bias.float().view(3, heads, head_dim)
-    factor = torch.tensor([scale * LOG2E, 1.0, 1.0], device=weight.device).view(3, 1, 1)
+    factor = torch.tensor([scale * LOG2E, 1.0, 1.0], device=weight.device, dtype=torch.float32).view(3, 1, 1)
     packed_w = weight.new_zeros((3, heads, pad, dim), dtype=torch.float32)
     packed_b = bias.new_zeros((3, heads, pad), dtype=torch.float32)
     packed_w[:, :, :head_dim] = w * factor[..., None]
