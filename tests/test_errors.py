@@ -200,3 +200,13 @@ def test_a_compiled_upscale_keeps_its_checks_and_says_what_stops_one_graph(up):
     one_graph = torch.compile(functools.partial(up.upscale, check_finite=False), fullgraph=True, backend="eager")
     assert torch.equal(one_graph(z), want)
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_a_meta_upscaler_gives_output_shapes_without_computing(backend):
+    """device="meta": shapes and dtypes for planning, no data; the NaN/Inf checks (which read data)
+    are skipped there instead of failing in Tensor.item()."""
+    up = lua_fast.load(random_state_dict(tiny_config(), seed=2), device="meta", backend=backend)
+    out = up.upscale(torch.randn(2, 4, 13, 21, device="meta"), scale=(2, 4))
+    assert {s: (tuple(o.shape), o.device.type) for s, o in out.items()} == \
+        {2: ((2, 4, 26, 42), "meta"), 4: ((2, 4, 52, 84), "meta")}
