@@ -59,6 +59,11 @@ _READS_DATA = torch.compiler.disable(reason=(
     "for one graph pass check_finite=False, or compile up.model"))
 
 
+def _capturing(device: torch.device) -> bool:
+    """Whether this thread's current stream on ``device`` is capturing a CUDA graph."""
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
 class Upscaler:
     """A loaded LUA model bound to a device, precision and backend.
 
@@ -201,6 +206,14 @@ class Upscaler:
         scales = tuple(dict.fromkeys(asked))  # one trunk pass and one head run per distinct scale
         self.check_latents(latents, check_finite=False)
         check_finite = check_finite and self.device.type != "meta"  # (meta: shapes only, no values to check)
+        if (check_finite or cuda_graph) and _capturing(self.device):
+            # The caller's own torch.cuda.graph: a read-back would fail with "operation not permitted
+            # when stream is capturing" and invalidate their capture, a capture of ours would nest.
+            raise InputError(
+                "upscale() is being captured into a CUDA graph of yours: pass check_finite=False (the NaN/Inf "
+                "checks read values back from the device, which a capture cannot) and cuda_graph=False (your "
+                "graph already captures this call)"
+            )
         # One memory layout for every input: a channels-last or strided view gives the same bits
         # as its contiguous copy.
         x = latents.to(self.dtype, memory_format=torch.contiguous_format)

@@ -210,3 +210,18 @@ def test_a_meta_upscaler_gives_output_shapes_without_computing(backend):
     out = up.upscale(torch.randn(2, 4, 13, 21, device="meta"), scale=(2, 4))
     assert {s: (tuple(o.shape), o.device.type) for s, o in out.items()} == \
         {2: ((2, 4, 26, 42), "meta"), 4: ((2, 4, 52, 84), "meta")}
+
+
+def test_inside_a_cuda_graph_capture_of_the_callers_the_checks_say_what_to_turn_off(up, monkeypatch):
+    """A caller capturing upscale() in their own torch.cuda.graph: the NaN/Inf read-back (and a nested
+    capture of ours) would fail inside CUDA with "operation not permitted when stream is capturing" and
+    invalidate their capture; it raises first, naming the switches. (Stand-in: the capture state.)"""
+    from lua_fast import upscaler as module
+
+    z = torch.randn(1, 4, 8, 8)
+    monkeypatch.setattr(module, "_capturing", lambda device: True)
+    with pytest.raises(InputError, match="pass check_finite=False .* and cuda_graph=False"):
+        up.upscale(z)
+    with pytest.raises(InputError, match="captured into a CUDA graph of yours"):
+        up.upscale(z, check_finite=False, cuda_graph=True)
+    assert up.upscale(z, check_finite=False).shape == (1, 4, 16, 16)
