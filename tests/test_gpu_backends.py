@@ -105,6 +105,33 @@ def test_cuda_graph_replay_equals_eager(released_random, backend, mode):
                 assert rel_err(graphed[s], eager[s]) <= bound, (s, rel_err(graphed[s], eager[s]))
 
 
+def test_upscale_inside_the_callers_own_cuda_graph(released_random):
+    """A caller capturing upscale() in their own torch.cuda.graph: with check_finite on it raises
+    InputError before any CUDA call (not "operation not permitted when stream is capturing"); with
+    it off, the replay gives the eager bits (warm-up on a side stream, as torch.cuda.graph asks)."""
+    from lua_fast import InputError
+
+    up = lua_fast.load(released_random, device="cuda", backend="triton", precision="bf16")
+    x = torch.randn(1, 16, 40, 72, device="cuda", generator=torch.Generator("cuda").manual_seed(3))
+    eager = up.upscale(x)
+    static = torch.zeros_like(x)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        up.upscale(static, check_finite=False)  # warm-up: tuning choices, caches
+    torch.cuda.current_stream().wait_stream(side)
+    with pytest.raises(InputError, match="pass check_finite=False"):
+        with torch.cuda.graph(torch.cuda.CUDAGraph()):
+            up.upscale(static)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = up.upscale(static, check_finite=False)
+    static.copy_(x)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, eager)
+
+
 def test_programmatic_dependent_launch_changes_no_result(released_random, monkeypatch):
     """LUA_FAST_PDL=1 (sm_90+): the same kernels and configs, so the same bits, eager and replayed
     many times from a CUDA graph (a kernel reading before its predecessor finished would differ)."""
