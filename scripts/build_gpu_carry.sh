@@ -72,8 +72,12 @@ step_extension() {  # built in a copy of the working tree, so the development ve
   local cuda=${CUDA_HOME:-}
   if [ -z "$cuda" ]; then  # a toolkit with its headers (/usr/local/bin/nvcc may be a wrapper whose
     # parent folder has none: torch would then take CUDA_HOME=/usr/local and miss cuda_runtime.h)
-    cuda=$(ls -d /usr/local/cuda /usr/local/cuda-* 2>/dev/null | while read -r d; do
-      [ -f "$d/include/cuda_runtime.h" ] && [ -x "$d/bin/nvcc" ] && echo "$d"; done | head -1)
+    # (a loop, not `... | head -1`: under pipefail, head closing the pipe early ended the script
+    # with SIGPIPE, rc 141, where two toolkits had headers)
+    local d
+    for d in /usr/local/cuda /usr/local/cuda-*; do
+      if [ -f "$d/include/cuda_runtime.h" ] && [ -x "$d/bin/nvcc" ]; then cuda=$d; break; fi
+    done
   fi
   [ -n "$cuda" ] || { echo "no CUDA toolkit with headers found: set CUDA_HOME"; return 1; }
   echo "CUDA_HOME=$cuda ($("$cuda/bin/nvcc" --version | tail -1))"

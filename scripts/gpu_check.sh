@@ -245,6 +245,9 @@ stage_env() {
     --format=csv
   $PY -c "import sys, torch, triton; print(sys.version.split()[0], torch.__version__, torch.version.cuda, triton.__version__, torch.cuda.get_device_name())"
   nvcc --version | tail -2
+  # pyproject's license table warns on setuptools >= 77 and stops building after 2027-02-18; an SPDX
+  # string needs >= 77 here too (the editable install runs without build isolation)
+  $PY -c "import setuptools; print('setuptools', setuptools.__version__)" 2>/dev/null || echo "setuptools: none"
 }
 
 stage_build() {
