@@ -31,6 +31,9 @@ from .errors import CheckpointError, ConfigError
 from .reference import windows
 
 WRAPPER_KEYS = ("params_ema", "params")
+# Prefixes that wrappers add to every key of a module's state dict: DataParallel / DDP ("module.",
+# which BasicSR's own loader strips too) and torch.compile's OptimizedModule ("_orig_mod.").
+FRAMEWORK_PREFIXES = ("module.", "_orig_mod.")
 # Limits on untrusted checkpoints (the released model: window 16, 54.9 M elements).
 MAX_WINDOW = 32  # the derived (N, N) index and (nW, N, N) masks grow as window^4
 MAX_ELEMENTS = 1 << 30  # declared elements of all tensors together (~20x the released model)
@@ -95,7 +98,31 @@ def unwrap(obj: Any, origin: str = "state dict") -> dict[str, torch.Tensor]:
             f"'params_ema' or 'params'); "
             + (f"entries that are not tensors: {_listing([str(k) for k in not_tensors])}" if obj else "it is empty")
         )
-    return dict(obj)
+    return strip_framework_prefixes(obj)
+
+
+def strip_framework_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop a ``FRAMEWORK_PREFIXES`` prefix that every key carries (repeatedly: a compiled DDP
+    model's keys start with ``module._orig_mod.``). A prefix only some keys carry stays, and the
+    strict key check reports it."""
+    state_dict = dict(state_dict)
+    while True:
+        prefix = next((p for p in FRAMEWORK_PREFIXES if all(k.startswith(p) for k in state_dict)), None)
+        if prefix is None:
+            return state_dict
+        state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
+
+
+def _prefix_hint(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """A hint when every key seems to sit under one other prefix (a training wrapper's attribute)."""
+    anchors = [k for k in state_dict if k.endswith(".conv_first.weight")]
+    if len(anchors) != 1:
+        return ""
+    prefix = anchors[0][: -len("conv_first.weight")]
+    if not all(k.startswith(prefix) for k in state_dict):
+        return ""
+    return (f"; every key starts with {prefix!r} (a training wrapper's attribute?): load "
+            f"{{k.removeprefix({prefix!r}): v for k, v in state_dict.items()}}")
 
 
 # ------------------------------------------------------------ untrusted tensors
@@ -203,7 +230,7 @@ def validate_state_dict(state_dict: Mapping[str, torch.Tensor], config: LUAConfi
         try:
             config = LUAConfig.from_state_dict(state_dict)
         except ConfigError as exc:
-            raise CheckpointError(f"not a LUA state dict in the released format: {exc}") from exc
+            raise CheckpointError(f"not a LUA state dict in the released format: {exc}{_prefix_hint(state_dict)}") from exc
     check_window(config)  # before expected_shapes builds a (meta) model of it
     expected = expected_shapes(config)
     check_size(config, expected)

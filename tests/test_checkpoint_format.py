@@ -127,3 +127,25 @@ def test_module_strict_load_of_released_format(tiny_sd):
     x = torch.randn(1, 4, 8, 8)
     with torch.no_grad():
         assert torch.equal(model(x)[2], lua_fast.load(tiny_sd).upscale(x))
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "module._orig_mod."])
+def test_keys_under_a_training_wrappers_prefix_load(tmp_path, prefix):
+    """A fine-tune saved from DataParallel / DDP ("module.", stripped by BasicSR's own loader too) or
+    from a torch.compile'd module ("_orig_mod."): the prefix every key carries is dropped."""
+    sd = random_state_dict(tiny_config(), seed=8)
+    z = torch.randn(1, 4, 9, 7)
+    want = lua_fast.load(sd).upscale(z)
+    wrapped = {prefix + k: v for k, v in sd.items()}
+    assert torch.equal(lua_fast.load(wrapped).upscale(z), want)
+    torch.save({"params_ema": wrapped}, tmp_path / "w.pth")
+    assert torch.equal(lua_fast.load(str(tmp_path / "w.pth")).upscale(z), want)
+
+
+def test_a_prefix_on_some_keys_or_of_another_wrapper_is_refused_with_a_hint():
+    sd = random_state_dict(tiny_config(), seed=8)
+    partly = {("module." + k if k.startswith("layers.") else k): v for k, v in sd.items()}
+    with pytest.raises(lua_fast.CheckpointError, match="no 'layers.\\*' keys"):
+        lua_fast.load(partly)
+    with pytest.raises(lua_fast.CheckpointError, match="every key starts with 'model.net.'"):
+        lua_fast.load({"model.net." + k: v for k, v in sd.items()})
