@@ -2,7 +2,8 @@
 
 Accepted sources: a ``torch.save``d dict holding the state dict under ``params_ema``
 (preferred) or ``params`` (BasicSR style), a plain ``torch.save``d state dict, a
-``.safetensors`` file, or an in-memory mapping of any of these. Pickles are read
+``.safetensors`` file (the format is read from the content, not the suffix), the bytes of
+either, an open binary file object, or an in-memory mapping of any of these. Pickles are read
 with ``weights_only=True``.
 
 Validation is strict: every learned tensor must be present with the shape the
@@ -19,10 +20,11 @@ GB of memory), and the inferred config must stay within :data:`MAX_WINDOW` and
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Mapping
 
 import torch
 
@@ -53,30 +55,78 @@ def _listing(items: list) -> str:
 
 
 # ----------------------------------------------------------------------- reading
+def sniff_format(head: bytes) -> str | None:
+    """The serialisation a file's first bytes announce: "safetensors", "torch" or None.
+
+    Files are read by what they hold, not by their suffix: ``.sft``, ``.ckpt`` and ``.bin`` are
+    common names for both kinds (ComfyUI's FLUX files are ``.sft`` safetensors), and a renamed
+    file must not be handed to the wrong reader with a misleading error.
+    """
+    # safetensors first: its 8-byte header length may itself start with 0x80.
+    if len(head) >= 9 and head[8:9] == b"{" and 1 < int.from_bytes(head[:8], "little") < 1 << 40:
+        return "safetensors"  # a little-endian header length, then the JSON header
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+        return "torch"  # torch.save's zip archive, or its legacy pickle format
+    return None
+
+
+def _read_checkpoint_bytes(data: bytes | None, path: Path | None, origin: str) -> Any:
+    """Deserialise a checkpoint from ``path`` or from ``data`` (whichever is given)."""
+    if path is not None:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    else:
+        head = data[:16]
+    kind = sniff_format(head)
+    if kind is None and path is not None and path.suffix == ".safetensors":
+        kind = "safetensors"  # let safetensors say what is wrong with the file
+    if kind == "safetensors":
+        from safetensors.torch import load, load_file
+
+        try:
+            return load_file(str(path), device="cpu") if path is not None else load(data)
+        except Exception as exc:  # safetensors raises its own error types
+            raise CheckpointError(f"{origin} is not a readable safetensors file: {exc}") from exc
+    try:
+        # A file object, not the path: torch >= 2.13 hands any path ending in ".safetensors" to
+        # safetensors whatever it holds.
+        with open(path, "rb") if path is not None else io.BytesIO(data) as f:
+            return torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"{origin} could not be read as a weights-only PyTorch checkpoint ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}). lua_fast only loads tensors, never "
+            "arbitrary pickled objects; convert other formats to .safetensors."
+        ) from exc
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a checkpoint file into a flat state dict (on the CPU, dtype as stored)."""
+    """Load a checkpoint file into a flat state dict (on the CPU, dtype as stored).
+
+    The format (safetensors or ``torch.save``) is read from the file's first bytes, whatever its
+    suffix."""
     path = Path(path).expanduser()  # "~/models/lua_flux.pth" as a shell would read it
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    return unwrap(_read_checkpoint_bytes(None, path, str(path)), origin=str(path))
 
-        try:
-            obj: Any = load_file(str(path), device="cpu")
-        except Exception as exc:  # safetensors raises its own error types
-            raise CheckpointError(f"{path} is not a readable .safetensors file: {exc}") from exc
+
+def read_checkpoint_stream(source: bytes | bytearray | memoryview | BinaryIO) -> dict[str, torch.Tensor]:
+    """A checkpoint held in memory (``bytes``) or in an open binary file object (``read()`` from its
+    current position: an ``open(..., "rb")`` file, ``io.BytesIO``, an HTTP response body), in
+    either format."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, origin = bytes(source), f"the given {type(source).__name__}"
     else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CheckpointError(
-                f"{path} could not be read as a weights-only PyTorch checkpoint ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''}). lua_fast only loads tensors, never "
-                "arbitrary pickled objects; convert other formats to .safetensors."
-            ) from exc
-    return unwrap(obj, origin=str(path))
+        data, origin = source.read(), f"the given {type(source).__name__}"
+        if not isinstance(data, (bytes, bytearray)):
+            raise CheckpointError(f"{origin} returned {type(data).__name__} from read(); open the file in binary mode ('rb')")
+        data = bytes(data)
+    if not data:
+        raise CheckpointError(f"{origin} is empty")
+    return unwrap(_read_checkpoint_bytes(data, None, origin), origin=origin)
 
 
 def unwrap(obj: Any, origin: str = "state dict") -> dict[str, torch.Tensor]:

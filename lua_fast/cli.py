@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .errors import LuaFastError, NonFiniteInputError, UsageError
-from .files import LATENTS_KEY, atomic_write, check_output_path, read_latents, write_latents  # noqa: F401
+from .files import LATENTS_KEY, SAFETENSORS_SUFFIXES, atomic_write, check_output_path, read_latents, write_latents  # noqa: F401
 
 
 # --------------------------------------------------------------------- commands
@@ -86,8 +86,8 @@ def cmd_convert(args) -> int:
 
     from . import checkpoint
 
-    if Path(args.output).suffix != ".safetensors":
-        raise UsageError(f"the output must end in .safetensors, got {args.output}")
+    if Path(args.output).suffix not in SAFETENSORS_SUFFIXES:
+        raise UsageError(f"the output must end in .safetensors (or .sft), got {args.output}")
     check_output_path(args.output, reads=[("the source checkpoint", args.weights)], force=args.force,
                       option="output")
     state_dict = checkpoint.read_checkpoint(args.weights)

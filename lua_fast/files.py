@@ -1,6 +1,7 @@
 """Latent files and safe output paths for the command line.
 
-- ``read_latents``: a tensor from an untrusted ``.safetensors`` / ``.pt`` file; every way it can
+- ``read_latents``: a tensor from an untrusted safetensors / ``torch.save`` file (told apart by
+  content, whatever the suffix); every way it can
   be malformed ends in :class:`InputError` (or ``FileNotFoundError``) naming the file.
 - ``check_output_path``: run *before* any computation, so a bad ``--output`` fails at once and
   no command overwrites a file it reads (input, weights) unless forced.
@@ -18,10 +19,11 @@ from typing import Callable, Iterable
 
 import torch
 
-from .checkpoint import storage_problem
+from .checkpoint import sniff_format, storage_problem
 from .errors import InputError, UsageError
 
 LATENTS_KEY = "latents"
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 
 
 def _first_line(exc: Exception) -> str:
@@ -41,12 +43,15 @@ def read_latents(path: str | Path, key: str = LATENTS_KEY) -> torch.Tensor:
     if not path.exists():
         raise FileNotFoundError(f"latents file not found: {path}")
     try:
-        if path.suffix == ".safetensors":
+        with open(path, "rb") as f:
+            kind = sniff_format(f.read(16))  # by content: a renamed file still reads
+        if kind == "safetensors" or (kind is None and path.suffix in SAFETENSORS_SUFFIXES):
             from safetensors.torch import load_file
 
             obj = load_file(str(path))
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with open(path, "rb") as f:  # not the path: torch >= 2.13 dispatches on its suffix
+                obj = torch.load(f, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, empty, foreign or hostile files: each library has its own errors
         raise InputError(f"{path} could not be read as a latents file ({_first_line(exc)})") from exc
     tensors = {key: obj} if isinstance(obj, torch.Tensor) else obj
@@ -82,9 +87,10 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
 
 
 def write_latents(path: str | Path, latents: torch.Tensor, key: str = LATENTS_KEY) -> None:
-    """Write ``{key: latents}`` as ``.safetensors`` (by suffix) or a ``torch.save`` file, atomically."""
+    """Write ``{key: latents}`` as safetensors (a ``.safetensors`` or ``.sft`` suffix) or a
+    ``torch.save`` file, atomically."""
     latents = latents.detach().cpu().contiguous()
-    if Path(path).suffix == ".safetensors":
+    if Path(path).suffix in SAFETENSORS_SUFFIXES:
         from safetensors.torch import save_file
 
         atomic_write(path, lambda tmp: save_file({key: latents}, tmp))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numbers
 import os
-from typing import Callable, Iterable, Mapping, Union
+from typing import BinaryIO, Callable, Iterable, Mapping, Union
 
 import torch
 
@@ -24,7 +24,7 @@ DTYPES = {
     "float64": torch.float64, "fp64": torch.float64, "double": torch.float64,
 }  # fmt: skip
 
-Source = Union[str, os.PathLike, Mapping[str, torch.Tensor]]
+Source = Union[str, os.PathLike, bytes, BinaryIO, Mapping[str, torch.Tensor]]
 
 
 def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
@@ -289,7 +289,9 @@ def load(
     """Load LUA weights and return an :class:`Upscaler`.
 
     ``source``: a path to ``.pth``/``.pt`` (state dict, optionally under
-    ``params_ema``/``params``) or ``.safetensors``, a Hugging Face Hub file
+    ``params_ema``/``params``) or ``.safetensors`` (the format is read from the content, so
+    ``.sft``, ``.ckpt`` or ``.bin`` names work), the bytes of such a file or an open binary file
+    object (read to its end), a Hugging Face Hub file
     ``hf://owner/repo[@revision]/file`` (``lua_fast.hub``: needs ``huggingface_hub``), an
     AOTInductor package ``.pt2`` written by ``lua_fast.export.export_package`` (device only), or an
     in-memory state dict.
@@ -313,6 +315,8 @@ def load(
         source = hub.download(source)
     if isinstance(source, (str, os.PathLike)):
         state_dict = checkpoint.read_checkpoint(source)
+    elif isinstance(source, (bytes, bytearray, memoryview)) or callable(getattr(source, "read", None)):
+        state_dict = checkpoint.read_checkpoint_stream(source)
     else:
         state_dict = checkpoint.unwrap(source, origin="the given state dict")
     config, state_dict = checkpoint.validate_state_dict(state_dict)

@@ -1,5 +1,7 @@
 """Released checkpoint format: keys, shapes, wrappers, safetensors, derived buffers."""
 
+import io
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -83,6 +85,55 @@ def test_safetensors(tmp_path, tiny_sd):
     path = tmp_path / "lua.safetensors"
     save_file({k: v.contiguous() for k, v in tiny_sd.items()}, str(path))
     _assert_same_model(lua_fast.load(path), tiny_sd)
+
+
+def _write(fmt, sd, path):
+    if fmt == "safetensors":
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    elif fmt == "legacy":  # torch.save's pre-1.6 format: a plain pickle stream, no zip archive
+        torch.save({"params_ema": sd}, path, _use_new_zipfile_serialization=False)
+    else:
+        torch.save({"params_ema": sd}, path)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "torch", "legacy"])
+@pytest.mark.parametrize("name", ["lua.sft", "lua.ckpt", "lua.bin", "lua", "lua.safetensors", "lua.pth"])
+def test_the_format_is_read_from_the_content_not_the_suffix(tmp_path, tiny_sd, fmt, name):
+    """ComfyUI's FLUX files are ``.sft`` safetensors, ``.ckpt`` / ``.bin`` hold either kind, and a
+    renamed file keeps its content: before 2026-11-28 everything but ``.safetensors`` went to
+    torch.load ("could not be read as a weights-only PyTorch checkpoint") and a torch file named
+    ``.safetensors`` to safetensors."""
+    path = tmp_path / name
+    _write(fmt, tiny_sd, path)
+    _assert_same_model(lua_fast.load(path), tiny_sd)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "torch", "legacy"])
+def test_bytes_and_open_binary_files_load(tmp_path, tiny_sd, fmt):
+    """A checkpoint in memory (a download, a blob store) or an open file, as torch.load takes;
+    before 2026-11-28 these were refused as "not a LUA checkpoint ... found a BytesIO"."""
+    path = tmp_path / "lua.x"
+    _write(fmt, tiny_sd, path)
+    data = path.read_bytes()
+    _assert_same_model(lua_fast.load(data), tiny_sd)
+    _assert_same_model(lua_fast.load(bytearray(data)), tiny_sd)
+    _assert_same_model(lua_fast.load(io.BytesIO(data)), tiny_sd)
+    with open(path, "rb") as f:
+        _assert_same_model(lua_fast.load(f), tiny_sd)
+
+
+def test_unreadable_streams_say_what_is_wrong(tmp_path, tiny_sd):
+    with pytest.raises(lua_fast.CheckpointError, match="empty"):
+        lua_fast.load(io.BytesIO())
+    with pytest.raises(lua_fast.CheckpointError, match="binary mode"):
+        lua_fast.load(io.StringIO("params_ema"))
+    path = tmp_path / "lua.safetensors"
+    _write("safetensors", tiny_sd, path)
+    data = path.read_bytes()
+    with pytest.raises(lua_fast.CheckpointError, match="safetensors"):
+        lua_fast.load(data[: len(data) // 2])  # truncated
+    with pytest.raises(lua_fast.CheckpointError, match="weights-only"):
+        lua_fast.load(b"not a checkpoint at all")
 
 
 def test_derived_buffers_are_optional(tiny_sd):

@@ -90,6 +90,25 @@ def test_convert_then_upscale_both_formats(tmp_path, capsys):
     assert torch.equal(outputs[0], expected) and torch.equal(outputs[1], expected)
 
 
+def test_files_are_read_by_content_and_sft_is_safetensors(tmp_path, capsys):
+    """ComfyUI names safetensors ``.sft``; a renamed file keeps its format. Before 2026-11-28 the
+    suffix chose the reader (and torch >= 2.13's own ``torch.load`` does so for ".safetensors")."""
+    sd = random_state_dict(tiny_config(), seed=4)
+    save_file(sd, str(tmp_path / "lua.sft"))
+    torch.save({"params_ema": sd}, tmp_path / "lua_as.safetensors")  # a torch file, misnamed
+    latents = torch.randn(1, 4, 5, 6)
+    save_file({"latents": latents}, str(tmp_path / "in.bin"))
+    torch.save({"latents": latents}, tmp_path / "in.safetensors")
+    expected = lua_fast.load(sd).upscale(latents, scale=2)
+    for weights, inp, out in [("lua.sft", "in.bin", "a.sft"), ("lua_as.safetensors", "in.safetensors", "b.pt")]:
+        assert main(["upscale", "--weights", str(tmp_path / weights), "--input", str(tmp_path / inp),
+                     "--output", str(tmp_path / out)]) == 0, capsys.readouterr().err
+        assert torch.equal(lua_fast.cli.read_latents(tmp_path / out), expected)
+    assert list(load_file(str(tmp_path / "a.sft"))) == ["latents"]  # .sft is written as safetensors
+    assert main(["convert", str(tmp_path / "lua_as.safetensors"), str(tmp_path / "c.sft")]) == 0
+    assert set(load_file(str(tmp_path / "c.sft"))) == set(sd)
+
+
 def test_cli_errors_are_reported_with_exit_code_2(tmp_path, capsys):
     bad = tmp_path / "bad.pth"
     torch.save([1, 2], bad)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 import lua_fast
 from lua_fast import InputError
@@ -131,9 +132,13 @@ def test_loader_and_upscale_end_to_end(comfy, sd, tmp_path):
     folder_paths, mm, _ = comfy
     torch.save({"params_ema": sd}, tmp_path / "models" / "latent_upscale_models" / "lua_tiny.pth")
     (tmp_path / "models" / "latent_upscale_models" / "notes.txt").write_text("not a model")
+    # ComfyUI names safetensors ".sft" (its FLUX files): listed and loaded (by content) since 2026-11-28
+    save_file(sd, str(tmp_path / "models" / "latent_upscale_models" / "lua_tiny.sft"))
     mod = nodes()
     spec = mod.LUALoader.INPUT_TYPES()["required"]
-    assert spec["model_name"][0] == ["lua_tiny.pth"]
+    assert spec["model_name"][0] == ["lua_tiny.pth", "lua_tiny.sft"]
+    (model,) = mod.LUALoader().load("lua_tiny.sft", "auto", "fp32", "default")
+    assert torch.equal(model.upscale(latent()["samples"]), lua_fast.load(sd).upscale(latent()["samples"]))
     assert spec["precision"][0] == ["mixed", "bf16", "fp32"] and spec["device"][0][0] == "default"
     (model,) = mod.LUALoader().load("lua_tiny.pth", "auto", "fp32", "default")
     assert model.device == mm.get_torch_device() and model.config == CONFIG

@@ -23,7 +23,9 @@ from ...upscaler import Upscaler, load
 
 MODEL_FOLDER = "latent_upscale_models"
 MODEL_TYPE = "LUA_MODEL"
-EXTENSIONS = {".pth", ".pt", ".safetensors"}
+# ComfyUI's own checkpoint suffixes (folder_paths.supported_pt_extensions): lua_fast reads either
+# format from any of them (by content), e.g. a ".sft" safetensors file.
+EXTENSIONS = {".pth", ".pt", ".safetensors", ".sft", ".ckpt", ".bin"}
 BACKENDS = ["auto", "triton", "torch", "reference"]
 PRECISIONS = ["mixed", "bf16", "fp32"]
 DEVICES = ["default", "cuda", "cpu"]
