@@ -76,10 +76,12 @@ class Upscaler:
     reference :class:`LUA` holding the weights.
     """
 
-    def __init__(self, model: LUA, backend: dispatch.Backend, device: torch.device, precision: Precision):
+    def __init__(self, model: LUA, backend: dispatch.Backend, device: torch.device, precision: Precision,
+                 requested_backend: str | None = None):
         self.reference_model = model
         self.config: LUAConfig = model.config
         self.backend: str = backend.name
+        self._requested_backend = requested_backend or backend.name  # "auto" re-selects in to()
         self.device = device
         self.precision = precision
         self.dtype = precision.storage
@@ -252,6 +254,55 @@ class Upscaler:
                    "trained on; raw VAE latents are O(1): check their scale")
         raise NonFiniteOutputError(f"{self.precision} overflowed and the output holds NaN/Inf ({why})")
 
+    def to(self, *args, device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
+           precision: str | None = None, mixed_dtype: torch.dtype | str = torch.bfloat16) -> "Upscaler":
+        """Move this upscaler to another device and/or precision **in place** (as ``nn.Module.to``)
+        and return it: ``up.to("cuda")``, ``up.to("cpu")`` (offload between uses),
+        ``up.to(torch.bfloat16)``, ``up.to("cuda", precision="mixed")``.
+
+        The backend is chosen again as ``load`` chose it ("auto" picks the best for the new device;
+        a backend named at load time must be able to run there, else
+        :class:`BackendUnavailableError` and nothing changes). Captured CUDA graphs are dropped.
+        Weights are never widened: from bf16/fp16 storage to float32 (or from float32 to float64)
+        they would keep the narrow rounding and silently differ from the checkpoint's, so that raises
+        :class:`InputError`; load the checkpoint again instead. Not for use while another thread
+        runs ``upscale`` on this upscaler.
+        """
+        for arg in args:  # positional device / dtype, in either order, as nn.Module.to takes them
+            if isinstance(arg, torch.dtype) and dtype is None:
+                dtype = arg
+            elif isinstance(arg, (str, torch.device, int)) and not isinstance(arg, bool) and device is None:
+                device = arg
+            else:
+                raise InputError(f"Upscaler.to takes a device and/or a dtype, got {arg!r} in {args!r}")
+        if self.reference_model is None:
+            raise InputError("an exported package is compiled for its device and precision; "
+                             "lua_fast.load(path, device=...) it again instead of to()")
+        new_device = self.device if device is None else parse_device(device)
+        if precision is None and dtype is None:
+            prec = self.precision
+        else:
+            prec = resolve(precision, None if dtype is None else parse_dtype(dtype), parse_dtype(mixed_dtype))
+        old_storage, new_storage = self.precision.storage, prec.storage
+        if new_storage.itemsize > old_storage.itemsize or (
+                new_storage != old_storage and old_storage.itemsize == 2):  # bf16 <-> fp16 loses range or bits
+            raise InputError(
+                f"the weights are held in {old_storage}; {new_storage} from them would keep {old_storage}'s "
+                "rounding, not the checkpoint's values: lua_fast.load the checkpoint again with "
+                + (f"precision={prec.mode!r}" if prec.mode in ("mixed", "tf32") else f"dtype={new_storage}"))
+        if new_device == self.device and prec == self.precision:
+            return self
+        requested = getattr(self, "_requested_backend", self.backend)  # (a copy pickled before it existed)
+        chosen = dispatch.select_backend(requested, new_device, prec)  # before any change
+        model = _materialize(self.reference_model.state_dict(), self.config, new_device, prec)
+        runner = chosen.build(model, prec)
+        max_graphs = self.max_cuda_graphs
+        self._graphs.clear()
+        self.reference_model, self.model, self.backend = model, runner, chosen.name
+        self.device, self.precision, self.dtype = new_device, prec, prec.storage
+        self._graphs = GraphRunner(runner, new_device, max_graphs)
+        return self
+
     def clear_cuda_graphs(self) -> None:
         """Drop captured graphs and their memory pools (once their last replays have finished)."""
         self._graphs.clear()
@@ -320,6 +371,12 @@ def load(
     else:
         state_dict = checkpoint.unwrap(source, origin="the given state dict")
     config, state_dict = checkpoint.validate_state_dict(state_dict)
+    return Upscaler(_materialize(state_dict, config, device, prec), chosen, device, prec, backend)
+
+
+def _materialize(state_dict: Mapping[str, torch.Tensor], config: LUAConfig, device: torch.device,
+                 prec: Precision) -> LUA:
+    """A reference model holding copies of validated weights on ``device`` in ``prec``'s storage."""
     with torch.device("meta"):
         model = LUA(config)
     # Copy straight to the target device/dtype; indices stay integer.
@@ -329,5 +386,4 @@ def load(
         for k, v in state_dict.items()
     }
     model.load_state_dict(state_dict, strict=True, assign=True)
-    model.eval().requires_grad_(False)
-    return Upscaler(model, chosen, device, prec)
+    return model.eval().requires_grad_(False)

@@ -132,6 +132,24 @@ def test_upscale_inside_the_callers_own_cuda_graph(released_random):
     assert torch.equal(out, eager)
 
 
+def test_to_offloads_to_the_cpu_and_back_to_the_fast_backend(released_random):
+    """up.to("cpu") between uses (a pipeline's offload) and up.to("cuda") again: "auto" picks the
+    CPU's backend and then the GPU's again, with a fresh load's bits; the GPU memory goes back."""
+    x = torch.randn(1, 16, 40, 72, device="cuda", generator=torch.Generator("cuda").manual_seed(4))
+    fresh = lua_fast.load(released_random, device="cuda", precision="bf16")
+    want = fresh.upscale(x)
+    up = lua_fast.load(released_random, precision="bf16")
+    assert up.backend == "torch"
+    assert up.to("cuda") is up and up.backend == fresh.backend and up.device.type == "cuda"
+    assert torch.equal(up.upscale(x), want) and torch.equal(up.upscale(x, cuda_graph=True), want)
+    del fresh
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    up.to("cpu")
+    assert up.backend == "torch" and up.device.type == "cpu"
+    assert torch.cuda.memory_allocated() < before - 50 * 2**20  # the bf16 weights (110 MB) and packs freed
+
+
 def test_programmatic_dependent_launch_changes_no_result(released_random, monkeypatch):
     """LUA_FAST_PDL=1 (sm_90+): the same kernels and configs, so the same bits, eager and replayed
     many times from a CUDA graph (a kernel reading before its predecessor finished would differ)."""

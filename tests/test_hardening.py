@@ -1,6 +1,7 @@
 """Hardening (issue 16): no data loss, bounded memory on untrusted checkpoints, the CLI's exit
 contract, dtype/layout refusals, non-finite outputs, layout-independent bits, tiling arguments."""
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -232,6 +233,56 @@ def test_an_upscaler_copies_and_pickles(sd, backend):
     with torch.no_grad():
         copies[0].reference_model.conv_first.weight.zero_()
     assert torch.equal(up.upscale(x), want)
+
+
+# ------------------------------------------------------- 6c. moving an upscaler
+@pytest.mark.parametrize("backend", ["reference", "torch", "triton"])
+def test_to_moves_and_recasts_in_place_like_a_fresh_load(sd, backend):
+    """``up.to(...)`` (offloading between uses, as pipelines do with their modules) failed with
+    "'Upscaler' object has no attribute 'to'" before 2026-11-28. It works in place, returns the
+    upscaler, and gives the bits a fresh load at the new device / precision gives."""
+    from lua_fast.kernels import triton_support
+
+    if backend == "triton" and triton_support.unavailable_reason(torch.device("cpu")):
+        pytest.skip(triton_support.unavailable_reason(torch.device("cpu")))
+    x = torch.randn(2, 4, 9, 7, generator=torch.Generator().manual_seed(5))
+    up = lua_fast.load(sd, backend=backend)
+    up.max_cuda_graphs = 3
+    assert up.to("cpu") is up and up.to(torch.float32) is up  # no change: nothing rebuilt
+    model = up.model
+    for kwargs, args in [({"precision": "mixed"}, ()), ({"precision": "fp32"}, ()), ({"device": "cpu"}, (torch.float16,))]:
+        target = lua_fast.load(sd, backend=backend, **kwargs, **({"dtype": args[0]} if args else {}))
+        assert up.to(*args, **kwargs) is up and up.model is not model
+        model = up.model
+        assert (up.backend, up.precision, up.dtype, up.max_cuda_graphs) == (backend, target.precision, target.dtype, 3)
+        assert up.reference_model.conv_first.weight.dtype == target.dtype
+        assert torch.equal(up.upscale(x), target.upscale(x)), kwargs
+    meta = lua_fast.load(sd, backend=backend if backend != "triton" else "torch").to("meta")
+    assert meta.device.type == "meta" and meta.upscale(x.to("meta")).shape == (2, 4, 18, 14)
+
+
+def test_to_refuses_widening_weights_and_changes_nothing_when_it_fails(sd, monkeypatch):
+    x = torch.randn(1, 4, 8, 8)
+    up = lua_fast.load(sd, dtype=torch.bfloat16)
+    want, model = up.upscale(x), up.model
+    assert torch.equal(lua_fast.load(sd).to(torch.bfloat16).upscale(x), want)  # narrowing is a fresh load
+    for target in (torch.float32, torch.float16, torch.float64):
+        with pytest.raises(InputError, match=f"load the checkpoint again with dtype={target}"):
+            up.to(target)
+    with pytest.raises(InputError, match="load the checkpoint again with precision='mixed'"):
+        up.to(precision="mixed")
+    with pytest.raises(InputError, match="a device and/or a dtype"):
+        up.to("cpu", "cpu")
+    # a backend named at load time that cannot run at the target: nothing changes
+    ref = lua_fast.load(sd, backend="reference")
+    backends = lua_fast.dispatch.BACKENDS
+    monkeypatch.setitem(backends, "reference", dataclasses.replace(
+        backends["reference"], unavailable_reason=lambda device, precision: "stand-in: not here"))
+    with pytest.raises(lua_fast.BackendUnavailableError, match="stand-in"):
+        ref.to(torch.bfloat16)
+    assert ref.dtype == torch.float32 and up.model is model and torch.equal(up.upscale(x), want)
+    # "auto" chooses again for the new place
+    assert lua_fast.load(sd).to(torch.bfloat16).backend == lua_fast.load(sd, dtype=torch.bfloat16).backend
 
 
 @pytest.mark.parametrize("scale", [2, (2, 4)], ids=["one", "two"])
