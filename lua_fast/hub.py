@@ -1,4 +1,5 @@
-"""Checkpoints from the Hugging Face Hub: ``hf://owner/repo[@revision]/path/in/repo``.
+"""Checkpoints from the Hugging Face Hub: ``hf://owner/repo[@revision]/path/in/repo`` (huggingface_hub's
+own ``hf://`` syntax: ``datasets/`` or ``spaces/`` first for those repository types, ``@refs/pr/3``).
 
 Downloads go through ``huggingface_hub.hf_hub_download`` (the optional ``hub`` extra:
 ``pip install "lua_fast[hub]"``), so its cache (``HF_HOME`` / ``HF_HUB_CACHE``), its token and
@@ -7,6 +8,9 @@ read and validated like any local checkpoint.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
+from urllib.parse import unquote
 
 from .errors import HubError
 
@@ -18,21 +22,45 @@ def is_hub_path(source) -> bool:
     return isinstance(source, str) and source.startswith(PREFIX)
 
 
-def parse(spec: str) -> tuple[str, str, str | None]:
-    """``hf://owner/repo[@revision]/file`` -> (repo_id, filename, revision)."""
+class HubFile(NamedTuple):
+    repo_id: str
+    filename: str
+    revision: str | None
+    repo_type: str  # "model", "dataset" or "space"
+
+
+# huggingface_hub's own hf:// syntax (HfFileSystem): a leading repo-type folder, and a revision
+# that may be URL-encoded or one of the special three-segment refs.
+_REPO_TYPES = {"datasets": "dataset", "spaces": "space"}
+_SPECIAL_REFS = ("pr", "convert")  # refs/pr/N (a pull request's head), refs/convert/NAME
+
+
+def parse(spec: str) -> HubFile:
+    """``hf://[datasets/|spaces/]owner/repo[@revision]/file`` -> (repo_id, filename, revision, repo_type).
+
+    The revision is a branch, tag or commit, URL-encoded if it holds a slash (``@refs%2Fpr%2F3``), or
+    a pull request's or conversion's ref written out (``@refs/pr/3``)."""
     parts = spec[len(PREFIX):].split("/")
+    repo_type = _REPO_TYPES.get(parts[0], "model") if parts else "model"
+    if parts and parts[0] in _REPO_TYPES:
+        parts = parts[1:]
     if len(parts) < 3 or not all(parts):
         raise HubError(f"{spec!r} is not a hub path: expected hf://owner/repo[@revision]/path/to/file")
-    owner, repo, filename = parts[0], parts[1], "/".join(parts[2:])
+    owner, repo, rest = parts[0], parts[1], parts[2:]
     revision = None
     if "@" in repo:
         repo, revision = repo.split("@", 1)
-    return f"{owner}/{repo}", filename, revision
+        revision = unquote(revision)
+        if revision == "refs" and len(rest) >= 3 and rest[0] in _SPECIAL_REFS:
+            revision, rest = f"refs/{rest[0]}/{rest[1]}", rest[2:]
+        if not repo or not revision:
+            raise HubError(f"{spec!r} is not a hub path: an empty repository or revision around '@'")
+    return HubFile(f"{owner}/{repo}", "/".join(rest), revision, repo_type)
 
 
 def download(spec: str) -> str:
     """The local path of ``spec``, downloaded into (or found in) the Hugging Face cache."""
-    repo_id, filename, revision = parse(spec)
+    repo_id, filename, revision, repo_type = parse(spec)
     try:
         import huggingface_hub
         from huggingface_hub import constants
@@ -42,7 +70,8 @@ def download(spec: str) -> str:
             "or download the file yourself and pass its local path"
         ) from None
     try:
-        return huggingface_hub.hf_hub_download(repo_id, filename, revision=revision, library_name="lua_fast")
+        return huggingface_hub.hf_hub_download(repo_id, filename, revision=revision, repo_type=repo_type,
+                                               library_name="lua_fast")
     except Exception as exc:  # the hub's own error types differ across versions: classify by name
         name = type(exc).__name__
         if name == "LocalEntryNotFoundError" or constants.HF_HUB_OFFLINE:

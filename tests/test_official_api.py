@@ -66,7 +66,7 @@ def fake_hub(tmp_path, monkeypatch):
     calls = []
 
     def download(repo_id, filename, **kwargs):
-        calls.append((repo_id, filename, kwargs.get("revision")))
+        calls.append((repo_id, filename, kwargs.get("revision")) + ((kwargs["repo_type"],) if kwargs.get("repo_type", "model") != "model" else ()))
         return str(tmp_path / filename)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
@@ -85,6 +85,26 @@ def test_hf_paths_load_through_the_hub_cache(fake_hub):
     torch.save(sd, folder / "sub" / "w.pth")
     lua_fast.load("hf://owner/repo@v1.0/sub/w.pth")
     assert calls[-1] == ("owner/repo", "sub/w.pth", "v1.0")
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("hf://owner/repo@refs/pr/3/lua.pth", ("owner/repo", "lua.pth", "refs/pr/3")),
+    ("hf://owner/repo@refs%2Fpr%2F3/sub/lua.pth", ("owner/repo", "sub/lua.pth", "refs/pr/3")),
+    ("hf://owner/repo@refs/convert/safetensors/lua.pth", ("owner/repo", "lua.pth", "refs/convert/safetensors")),
+    ("hf://owner/repo@refs/lua.pth", ("owner/repo", "lua.pth", "refs")),  # a branch called refs
+    ("hf://datasets/owner/repo/lua.pth", ("owner/repo", "lua.pth", None, "dataset")),
+    ("hf://spaces/owner/repo@main/w/lua.pth", ("owner/repo", "w/lua.pth", "main", "space")),
+])
+def test_hub_paths_in_huggingface_hubs_own_syntax(fake_hub, spec, expected):
+    """A pull request's revision (refs/pr/N: how a checkpoint is tried before it is merged) was read
+    as revision "refs" and file "pr/N/..." before 2026-11-28, and dataset / space repositories
+    were looked up as model repositories."""
+    folder, calls = fake_hub
+    sd = random_state_dict(tiny_config(), seed=9)
+    (folder / expected[1]).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(sd, folder / expected[1])
+    lua_fast.load(spec)
+    assert calls == [expected]
 
 
 def test_load_model_without_a_path_fetches_the_release(fake_hub):
@@ -119,7 +139,8 @@ def test_missing_huggingface_hub(monkeypatch):
         lua_fast.load("hf://vaskers5/LUA-FLUX/lua_flux.pth")
 
 
-@pytest.mark.parametrize("spec", ["hf://", "hf://owner", "hf://owner/repo", "hf://owner//file"])
+@pytest.mark.parametrize("spec", ["hf://", "hf://owner", "hf://owner/repo", "hf://owner//file", "hf://datasets/owner/repo",
+                                  "hf://owner/repo@/file", "hf://owner/@v1/file"])
 def test_malformed_hub_paths(spec):
     with pytest.raises(HubError, match="not a hub path"):
         hub.parse(spec)
