@@ -175,6 +175,8 @@ def autocast(precision: Precision, device: torch.device):
 
 def without_autocast(device: torch.device):
     """The caller's autocast off for ``device`` (the precision mode decides every dtype)."""
-    if device.type in ("cpu", "cuda") and torch.is_autocast_enabled(device.type):
+    # Any device type autocast knows (MPS, XPU, ...), not only CPU and CUDA: a Mac pipeline's mps
+    # autocast would otherwise recast an fp32 upscaler's matmuls there.
+    if torch.amp.is_autocast_available(device.type) and torch.is_autocast_enabled(device.type):
         return torch.autocast(device_type=device.type, enabled=False)
     return contextlib.nullcontext()

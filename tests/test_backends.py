@@ -210,6 +210,23 @@ def test_the_callers_autocast_does_not_change_the_precision(weights, latents, ba
             assert all(torch.equal(got[s], want[s]) for s in scales), (mode, dtype)
 
 
+@pytest.mark.parametrize("device_type", ["cpu", "mps", "xpu"])
+def test_the_callers_autocast_is_switched_off_on_other_device_types_too(device_type):
+    """The eager backends' switch-off covered CPU and CUDA only: on a Mac (mps) a pipeline's
+    autocast region stayed on for an fp32 or bf16 upscaler. (Checked through autocast's state: this
+    machine has no MPS or XPU device to run a forward on.)"""
+    from lua_fast.precision import autocast, resolve
+
+    device = torch.device(device_type)
+    with torch.autocast(device_type, dtype=torch.float16):
+        for mode in ("fp32", "bf16"):
+            with autocast(resolve(mode, None), device):
+                assert not torch.is_autocast_enabled(device_type), mode
+            assert torch.is_autocast_enabled(device_type)
+    with autocast(resolve(None, torch.float32), torch.device("meta")):  # a type autocast does not know
+        pass
+
+
 @pytest.mark.parametrize("backend", ["reference", "torch"])
 def test_torch_compile_fullgraph_of_the_eager_backends(weights, backend):
     """The shift-mask caches take a lock Dynamo cannot enter: fullgraph compiles failed and plain
