@@ -40,6 +40,9 @@ def native_extension():
         return [], {}
 
     cpp = ["csrc/lua_fast_ops.cpp"]
+    # Headers as dependencies: setuptools skips an extension whose sources are older than the built
+    # library, so an edit to a header alone left a stale lua_fast._C after reinstalling.
+    headers = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.h"))
     cxx = ["-O3"]  # no -std: cpp_extension picks the standard the installed torch needs (C++20 from 2.14)
     with_cuda = torch.version.cuda is not None and CUDA_HOME is not None and not _flag("LUA_FAST_NO_CUDA_BUILD")
     if with_cuda:
@@ -48,10 +51,12 @@ def native_extension():
             cpp + ["csrc/window_ops_cuda.cu"],
             include_dirs=[str(ROOT / "csrc")],
             define_macros=[("WITH_CUDA", None)],
+            depends=headers,
             extra_compile_args={"cxx": cxx, "nvcc": ["-O3"]},
         )
     else:
-        ext = CppExtension("lua_fast._C", cpp, include_dirs=[str(ROOT / "csrc")], extra_compile_args={"cxx": cxx})
+        ext = CppExtension("lua_fast._C", cpp, include_dirs=[str(ROOT / "csrc")], depends=headers,
+                           extra_compile_args={"cxx": cxx})
     print(f"lua_fast: building the native extension ({'CUDA' if with_cuda else 'CPU-only'})", file=sys.stderr)
 
     class OptionalBuildExtension(BuildExtension.with_options(use_ninja=True)):

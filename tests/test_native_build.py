@@ -109,3 +109,28 @@ def test_info_reports_the_extension():
         assert cpu == "native"
     else:
         assert cpu.startswith("PyTorch fallback (native extension")
+
+
+def test_an_sdist_carries_every_native_source(tmp_path):
+    """An sdist held only the extension's listed sources (on a CPU machine: lua_fast_ops.cpp), not
+    the headers nor the CUDA sources, so a build from it (pip install of a source release) failed
+    with a warning pip hides and ran on the PyTorch fallbacks. Built from a copy of the tree (sdist
+    writes its release tree into the working directory), without the extension step."""
+    tree = tmp_path / "tree"
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(
+        ".git", ".gpu_carry", ".whl", "build", "dist", "*.so", "__pycache__", "*.egg-info", ".pytest_cache",
+        "results", "fixtures", ".benchmarks"))
+    env = {**os.environ, "LUA_FAST_NO_NATIVE_BUILD": "1"}
+    result = subprocess.run([sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(tmp_path / "dist")],
+                            cwd=tree, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    import tarfile
+
+    (archive,) = (tmp_path / "dist").glob("*.tar.gz")
+    with tarfile.open(archive) as tar:
+        shipped = {Path(*Path(name).parts[1:]).as_posix() for name in tar.getnames()}
+    native_sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "csrc").iterdir() if p.is_file()
+                      and p.suffix in (".h", ".cpp", ".cu", ".cuh")}
+    assert native_sources and native_sources <= shipped, sorted(native_sources - shipped)
+    assert {"setup.py", "pyproject.toml", "README.md", "lua_fast/upscaler.py"} <= shipped
+
