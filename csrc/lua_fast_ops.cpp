@@ -93,6 +93,7 @@ at::Tensor window_merge(const at::Tensor& windows, int64_t batch, int64_t height
   return out;
 }
 
+#ifdef WITH_CUDA  // (a CPU-only build has no caller: it warned "defined but not used")
 // Raw bits of -100 in the mask dtype, for the torch-free CUDA kernel.
 uint64_t masked_bits(at::ScalarType dtype) {
   switch (dtype) {
@@ -114,6 +115,7 @@ uint64_t masked_bits(at::ScalarType dtype) {
     }
   }
 }
+#endif
 
 std::tuple<at::Tensor, at::Tensor> window_mask(int64_t height, int64_t width, int64_t window, int64_t shift,
                                                at::ScalarType dtype, at::Device device) {
