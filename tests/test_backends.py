@@ -210,6 +210,24 @@ def test_the_callers_autocast_does_not_change_the_precision(weights, latents, ba
             assert all(torch.equal(got[s], want[s]) for s in scales), (mode, dtype)
 
 
+@pytest.mark.skipif(not TRITON_OK, reason="Triton unavailable on this machine")
+@pytest.mark.parametrize("mode", ["fp32", "bf16"])
+def test_triton_outputs_do_not_depend_on_the_rest_of_the_batch(weights, latents, mode, monkeypatch):
+    """Each Triton kernel program reduces over its own rows, pixels or window, in an order no batch
+    size changes (no split reductions, no batch-wide statistics), so for the same kernel configs a
+    latent gives the same bits alone or in any batch: what a server that batches requests
+    dynamically needs. (Library GEMMs may block by the batch: the eager backends, and the fp32
+    mode's cuBLAS GEMMs, hence LUA_FAST_TRITON_GEMMS=1 here.) A split-K GEMM or a cross-row
+    reduction added later fails this."""
+    monkeypatch.setenv("LUA_FAST_TRITON_GEMMS", "1")
+    up = lua_fast.load(weights, backend="triton", precision=mode)
+    x = latents[:, :, :5, :6]
+    together = up.upscale(x, scale=(2, 4))
+    for i in range(x.shape[0]):
+        alone = up.upscale(x[i:i + 1], scale=(2, 4))
+        assert all(torch.equal(together[s][i:i + 1], alone[s]) for s in (2, 4)), (mode, i)
+
+
 @pytest.mark.parametrize("device_type", ["cpu", "mps", "xpu"])
 def test_the_callers_autocast_is_switched_off_on_other_device_types_too(device_type):
     """The eager backends' switch-off covered CPU and CUDA only: on a Mac (mps) a pipeline's

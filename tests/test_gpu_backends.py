@@ -150,6 +150,19 @@ def test_to_offloads_to_the_cpu_and_back_to_the_fast_backend(released_random):
     assert torch.cuda.memory_allocated() < before - 50 * 2**20  # the bf16 weights (110 MB) and packs freed
 
 
+def test_untimed_triton_outputs_do_not_depend_on_the_rest_of_the_batch(released_random, monkeypatch):
+    """With LUA_FAST_AUTOTUNE=0 each kernel runs its first config that fits, whatever the batch, and
+    no kernel reduces across rows, pixels or windows: a latent alone and in a batch of three give
+    the same bits (timed tuning may pick other configs per batch size, so it is not asked there)."""
+    monkeypatch.setenv("LUA_FAST_AUTOTUNE", "0")
+    up = lua_fast.load(released_random, device="cuda", backend="triton", precision="bf16")
+    x = torch.randn(3, 16, 40, 72, device="cuda", generator=torch.Generator("cuda").manual_seed(6))
+    together = up.upscale(x, scale=(2, 4))
+    for i in range(3):
+        alone = up.upscale(x[i:i + 1], scale=(2, 4))
+        assert all(torch.equal(together[s][i:i + 1], alone[s]) for s in (2, 4)), i
+
+
 def test_programmatic_dependent_launch_changes_no_result(released_random, monkeypatch):
     """LUA_FAST_PDL=1 (sm_90+): the same kernels and configs, so the same bits, eager and replayed
     many times from a CUDA graph (a kernel reading before its predecessor finished would differ)."""
