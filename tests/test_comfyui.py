@@ -139,13 +139,33 @@ def test_loader_and_upscale_end_to_end(comfy, sd, tmp_path):
     assert spec["model_name"][0] == ["lua_tiny.pth", "lua_tiny.sft"]
     (model,) = mod.LUALoader().load("lua_tiny.sft", "auto", "fp32", "default")
     assert torch.equal(model.upscale(latent()["samples"]), lua_fast.load(sd).upscale(latent()["samples"]))
-    assert spec["precision"][0] == ["mixed", "bf16", "fp32"] and spec["device"][0][0] == "default"
+    assert spec["precision"][0] == ["mixed", "bf16", "fp16", "fp32"] and spec["device"][0][0] == "default"
     (model,) = mod.LUALoader().load("lua_tiny.pth", "auto", "fp32", "default")
     assert model.device == mm.get_torch_device() and model.config == CONFIG
     (out,) = mod.NODE_CLASS_MAPPINGS["LUAUpscaleLatent"]().upscale(model, latent(), "x2", "off", 64)
     assert torch.equal(out["samples"], lua_fast.load(sd).upscale(latent()["samples"], scale=2))
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         mod.LUALoader().load("missing.pth", "auto", "fp32", "default")
+
+
+@pytest.mark.parametrize("capability, want", [((7, 5), torch.float16), ((6, 1), torch.float16),
+                                               ((8, 6), torch.bfloat16), ((9, 0), torch.bfloat16)])
+def test_mixed_computes_in_float16_on_gpus_without_bfloat16_tensor_cores(comfy, sd, tmp_path, monkeypatch,
+                                                                         capability, want):
+    """The node's default, "mixed", computed in bfloat16 everywhere: PyTorch emulates it (slowly) on
+    a T4, V100, RTX 20xx or GTX 10xx, which have float16 tensor cores. (The GPU is a stand-in: the
+    load is recorded, not run.)"""
+    _, mm, _ = comfy
+    torch.save({"params_ema": sd}, tmp_path / "models" / "latent_upscale_models" / "lua_tiny.pth")
+    mod = nodes()
+    calls = []
+    monkeypatch.setattr(mod, "load", lambda path, **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(mm, "torch_device", torch.device("cuda", 0))
+    mod.LUALoader().load("lua_tiny.pth", "auto", "mixed", "default")
+    assert calls[-1]["mixed_dtype"] == want and calls[-1]["precision"] == "mixed"
+    mod.LUALoader().load("lua_tiny.pth", "auto", "mixed", "cpu")
+    assert calls[-1]["mixed_dtype"] == torch.bfloat16 and calls[-1]["device"] == torch.device("cpu")
 
 
 def test_install_writes_a_working_shim(tmp_path, comfy, capsys):
