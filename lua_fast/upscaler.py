@@ -152,6 +152,7 @@ class Upscaler:
             raise InputError(
                 f"latents are on {latents.device} but the upscaler is on {self.device}; "
                 f"move them with latents.to('{self.device}')"
+                + (f", or the upscaler with up.to('{latents.device}')" if self.reference_model is not None else "")
             )
         if check_finite and latents.device.type != "meta":
             self._check_finite_input(latents, latents)
