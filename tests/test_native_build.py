@@ -132,5 +132,5 @@ def test_an_sdist_carries_every_native_source(tmp_path):
     native_sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "csrc").iterdir() if p.is_file()
                       and p.suffix in (".h", ".cpp", ".cu", ".cuh")}
     assert native_sources and native_sources <= shipped, sorted(native_sources - shipped)
-    assert {"setup.py", "pyproject.toml", "README.md", "lua_fast/upscaler.py"} <= shipped
+    assert {"setup.py", "pyproject.toml", "README.md", "lua_fast/upscaler.py", "lua_fast/py.typed"} <= shipped
 
