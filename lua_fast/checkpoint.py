@@ -70,27 +70,27 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
-def _read_checkpoint_bytes(data: bytes | None, path: Path | None, origin: str) -> Any:
-    """Deserialise a checkpoint from ``path`` or from ``data`` (whichever is given)."""
-    if path is not None:
-        with open(path, "rb") as f:
+def _deserialise(source: Path | bytes, origin: str) -> Any:
+    """Deserialise a checkpoint file (a path) or its bytes, in the format its first bytes announce."""
+    if isinstance(source, Path):
+        with open(source, "rb") as f:
             head = f.read(16)
     else:
-        head = data[:16]
+        head = source[:16]
     kind = sniff_format(head)
-    if kind is None and path is not None and path.suffix == ".safetensors":
+    if kind is None and isinstance(source, Path) and source.suffix == ".safetensors":
         kind = "safetensors"  # let safetensors say what is wrong with the file
     if kind == "safetensors":
         from safetensors.torch import load, load_file
 
         try:
-            return load_file(str(path), device="cpu") if path is not None else load(data)
+            return load_file(str(source), device="cpu") if isinstance(source, Path) else load(source)
         except Exception as exc:  # safetensors raises its own error types
             raise CheckpointError(f"{origin} is not a readable safetensors file: {exc}") from exc
     try:
         # A file object, not the path: torch >= 2.13 hands any path ending in ".safetensors" to
         # safetensors whatever it holds.
-        with open(path, "rb") if path is not None else io.BytesIO(data) as f:
+        with open(source, "rb") if isinstance(source, Path) else io.BytesIO(source) as f:
             return torch.load(f, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(
@@ -110,7 +110,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    return unwrap(_read_checkpoint_bytes(None, path, str(path)), origin=str(path))
+    return unwrap(_deserialise(path, str(path)), origin=str(path))
 
 
 def read_checkpoint_stream(source: bytes | bytearray | memoryview | BinaryIO) -> dict[str, torch.Tensor]:
@@ -126,7 +126,7 @@ def read_checkpoint_stream(source: bytes | bytearray | memoryview | BinaryIO) ->
         data = bytes(data)
     if not data:
         raise CheckpointError(f"{origin} is empty")
-    return unwrap(_read_checkpoint_bytes(data, None, origin), origin=origin)
+    return unwrap(_deserialise(data, origin), origin=origin)
 
 
 def unwrap(obj: Any, origin: str = "state dict") -> dict[str, torch.Tensor]:

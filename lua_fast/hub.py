@@ -9,7 +9,7 @@ read and validated like any local checkpoint.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, TypeGuard
 from urllib.parse import unquote
 
 from .errors import HubError
@@ -18,7 +18,7 @@ PREFIX = "hf://"
 RELEASED = "hf://vaskers5/LUA-FLUX/lua_flux.pth"  # the released FLUX checkpoint
 
 
-def is_hub_path(source) -> bool:
+def is_hub_path(source: object) -> TypeGuard[str]:
     return isinstance(source, str) and source.startswith(PREFIX)
 
 
