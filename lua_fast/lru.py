@@ -58,18 +58,39 @@ def _used_on_this_stream(value):
     return value
 
 
+# Bytes a cache may hold. Shift masks grow with the latent (the released config's (nW, 256, 256)
+# fp32 mask is 1 KiB per latent pixel: 16 MiB at 128x128, 64 MiB at 256x256); bounded by count
+# alone, a service seeing many sizes kept GBs of them (64 sizes of 256x256: 4 GiB). A mask costs one
+# launch (CUDA) or a few ms per MiB (CPU) to rebuild, so a budget of a few sizes loses little.
+DEFAULT_MAX_BYTES = 256 << 20
+
+
+def _nbytes(value) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(v) for v in value)
+    return 0
+
+
 class LRUCache:
-    def __init__(self, capacity: int = 64) -> None:
+    """At most ``capacity`` entries and ``max_bytes`` bytes of tensors (None: no byte bound), least
+    recently used evicted first; the newest entry is always kept, whatever its size."""
+
+    def __init__(self, capacity: int = 64, max_bytes: int | None = DEFAULT_MAX_BYTES) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self._items: OrderedDict = OrderedDict()
+        self._sizes: dict = {}
+        self.nbytes = 0  # bytes of tensors held now
         self._lock = threading.Lock()
 
     # A copy (copy.deepcopy, pickle) starts empty: its values are derived, and rebuilt on demand.
     def __getstate__(self) -> dict:
-        return {"capacity": self.capacity}
+        return {"capacity": self.capacity, "max_bytes": self.max_bytes}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["capacity"])
+        self.__init__(state["capacity"], state.get("max_bytes", DEFAULT_MAX_BYTES))
 
     def get_or_create(self, key: Hashable, factory: Callable[[], V]) -> V:
         if torch.compiler.is_compiling():
@@ -86,14 +107,27 @@ class LRUCache:
             return _hand_out(value)
         with self._lock:
             kept = self._items.setdefault(key, value)
+            if kept is value:
+                self._sizes[key] = _nbytes(value)
+                self.nbytes += self._sizes[key]
             self._items.move_to_end(key)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
+            self._evict()
         return _hand_out(kept if kept is value else _used_on_this_stream(kept))  # (another thread's build won)
+
+    def _evict(self) -> None:
+        """Drop least recently used entries past the bounds (the lock held). A CUDA graph that read
+        one keeps its own reference (``hold_values``), and eager readers on other streams are
+        recorded on them, so an evicted tensor is never freed under a reader."""
+        while len(self._items) > 1 and (len(self._items) > self.capacity
+                                        or (self.max_bytes is not None and self.nbytes > self.max_bytes)):
+            key, _ = self._items.popitem(last=False)
+            self.nbytes -= self._sizes.pop(key)
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+            self._sizes.clear()
+            self.nbytes = 0
 
     def __len__(self) -> int:
         return len(self._items)

@@ -48,6 +48,46 @@ def test_mask_cache_keys_on_geometry_device_and_dtype():
     assert len(windows.mask_cache) == 3
 
 
+def test_a_cache_is_bounded_by_bytes_too_and_keeps_its_newest_entry():
+    """Bounded by count alone (64), the shift-mask caches kept GBs for a service seeing many latent
+    sizes (the released config's mask is 1 KiB per latent pixel in fp32: 64 MiB at 256x256)."""
+    from lua_fast.lru import LRUCache
+
+    cache = LRUCache(capacity=8, max_bytes=1000)
+    for i in range(5):
+        cache.get_or_create(i, lambda: torch.zeros(60))  # 240 bytes each: four fit
+    assert len(cache) == 4 and cache.nbytes == 960
+    assert cache.get_or_create(0, lambda: None) is None  # 0 was evicted: built again (by this factory)
+    cache.get_or_create(3, lambda: None)  # a hit: 3 is now the most recent
+    cache.get_or_create("big", lambda: (torch.zeros(500), torch.zeros(10, dtype=torch.uint8)))
+    assert list(cache._items) == ["big"] and cache.nbytes == 2010  # over the budget alone: kept
+    cache.get_or_create("small", lambda: torch.zeros(2))
+    assert list(cache._items) == ["small"] and cache.nbytes == 8
+    cache.clear()
+    assert cache.nbytes == 0 and len(cache) == 0
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_the_mask_caches_hold_their_byte_budget_across_many_sizes(backend):
+    import lua_fast
+    from conftest import random_state_dict, tiny_config
+
+    sd = random_state_dict(tiny_config(), seed=2)
+    up, fresh = lua_fast.load(sd, backend=backend), lua_fast.load(sd, backend=backend)
+    cache = windows.mask_cache if backend == "reference" else up.model.module._masks
+    cache.clear()
+    old = cache.max_bytes
+    cache.max_bytes = 20_000  # a few small masks (window 4: 1 KiB per 4x4 window)
+    try:
+        for h, w in [(8, 8), (16, 16), (24, 20), (40, 12), (8, 8), (32, 32)]:
+            x = torch.randn(1, 4, h, w, generator=torch.Generator().manual_seed(h * w))
+            assert torch.equal(up.upscale(x), fresh.upscale(x))
+            assert cache.nbytes <= 20_000 or len(cache) == 1, (h, w, cache.nbytes)
+            assert cache.nbytes == sum(m.numel() * m.element_size() for m in cache._items.values())
+    finally:
+        cache.max_bytes = old
+
+
 def test_partition_reverse_round_trip():
     x = torch.randn(2, 8, 12, 5)
     parts = windows.window_partition(x, 4)
