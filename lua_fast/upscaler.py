@@ -170,11 +170,6 @@ class Upscaler:
             f"latents {what} out of {latents.numel()}; the output would be meaningless", count=bad
         )
 
-    # no_grad, not inference_mode: inference tensors cannot be updated in place or used by autograd
-    # once the mode is left, and the caller owns these outputs (a hires-fix pass adds noise to them,
-    # a pipeline scales them in place). Called inside torch.inference_mode(), the caller gets that
-    # mode's slightly lower host cost per op, and inference tensors.
-    @torch.no_grad()
     # One scale gives a tensor, a tuple or list of them a dict: overloads, so a type checker reading
     # the package (py.typed) types ``up.upscale(z, scale=2).shape`` without a cast.
     @overload
@@ -189,6 +184,12 @@ class Upscaler:
                 overlap: int | None = None, memory_budget: int | None = None,
                 progress: bool | Callable[[int, int], None] = False) -> dict[Any, torch.Tensor]: ...
 
+    # no_grad, not inference_mode: inference tensors cannot be updated in place or used by autograd
+    # once the mode is left, and the caller owns these outputs (a hires-fix pass adds noise to them,
+    # a pipeline scales them in place). Called inside torch.inference_mode(), the caller gets that
+    # mode's slightly lower host cost per op, and inference tensors. (On the implementation: above
+    # the overloads, it decorated one of them and upscale ran with autograd on.)
+    @torch.no_grad()
     def upscale(
         self,
         latents: torch.Tensor,

@@ -294,6 +294,9 @@ def test_outputs_are_ordinary_tensors_the_caller_may_update_in_place(up, scale):
     out = up.upscale(x, scale=scale)
     for o in out.values() if isinstance(out, dict) else [out]:
         assert not o.is_inference() and not o.requires_grad
+    # no autograd graph even for an input that requires grad (no_grad is on the implementation)
+    for o in (lambda r: r.values() if isinstance(r, dict) else [r])(up.upscale(x.requires_grad_(), scale=scale)):
+        assert o.grad_fn is None and not o.requires_grad
         o.mul_(0.5)
         weight = torch.ones((), requires_grad=True)
         (o * weight).sum().backward()

@@ -44,3 +44,13 @@ def test_upscale_folder_on_a_local_ray_cluster(tmp_path, local_ray):
         out = read_latents(row["output"])
         assert out.shape == (z.shape[0], 4, 2 * z.shape[2], 2 * z.shape[3])
         assert rel_err(out, up.upscale(z, scale=2)) <= 1e-5  # same-size files share a batch (CPU GEMM blocking)
+
+
+def test_the_folder_listing_takes_sft_files(tmp_path):
+    """ComfyUI names safetensors ".sft"; the listing skipped them before 2026-11-28."""
+    from lua_fast.integrations.ray import latent_files
+
+    for name in ("a.sft", "b.safetensors", "c.pt", "d.pth", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.rsplit("/", 1)[-1] for p in latent_files(tmp_path)] == ["a.sft", "b.safetensors", "c.pt", "d.pth"]
+

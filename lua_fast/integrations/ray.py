@@ -2,8 +2,8 @@
 
 ``LatentUpscaler`` is a callable class for ``ray.data.Dataset.map_batches``: Ray builds one per
 actor (one model per actor; give each actor a GPU with ``num_gpus=1``), and each call receives a
-batch of rows with a ``path`` column naming latent files (``.safetensors`` or ``.pt``, read like
-``lua-fast upscale`` reads them). Latents of the same shape are stacked into one forward pass; each
+batch of rows with a ``path`` column naming latent files (``.safetensors``, ``.sft``, ``.pt`` or
+``.pth``, read by content like ``lua-fast upscale`` reads them). Latents of the same shape are stacked into one forward pass; each
 output is written to ``output_dir`` as ``<stem>.x<scale>.safetensors`` (atomically). Every row comes
 back with its ``output`` path, or its ``error`` when that file could not be upscaled: one bad file
 never loses the others. (Files with the same stem, ``a.pt`` and ``a.safetensors``, share an output
@@ -24,7 +24,7 @@ import torch
 
 from ..errors import LuaFastError
 
-LATENT_SUFFIXES = (".safetensors", ".pt", ".pth")
+LATENT_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth")  # either format under any of them (read by content)
 
 
 class LatentUpscaler:
