@@ -24,7 +24,7 @@ DTYPES = {
     "float64": torch.float64, "fp64": torch.float64, "double": torch.float64,
 }  # fmt: skip
 
-Source = Union[str, os.PathLike, bytes, BinaryIO, Mapping[str, torch.Tensor]]
+Source = Union[str, os.PathLike, bytes, BinaryIO, Mapping[str, torch.Tensor], torch.nn.Module]
 
 
 def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
@@ -358,7 +358,8 @@ def load(
     ``source``: a path to ``.pth``/``.pt`` (state dict, optionally under
     ``params_ema``/``params``) or ``.safetensors`` (the format is read from the content, so
     ``.sft``, ``.ckpt`` or ``.bin`` names work), the bytes of such a file or an open binary file
-    object (read to its end), a Hugging Face Hub file
+    object (read to its end), an ``nn.Module`` holding the released layout (its ``state_dict()``:
+    lua_fast's reference :class:`LUA`, the official model class), a Hugging Face Hub file
     ``hf://owner/repo[@revision]/file`` (``lua_fast.hub``: needs ``huggingface_hub``), an
     AOTInductor package ``.pt2`` written by ``lua_fast.export.export_package`` (device only), or an
     in-memory state dict.
@@ -384,6 +385,8 @@ def load(
         state_dict = checkpoint.read_checkpoint(source)
     elif isinstance(source, (bytes, bytearray, memoryview)) or callable(getattr(source, "read", None)):
         state_dict = checkpoint.read_checkpoint_stream(source)
+    elif isinstance(source, torch.nn.Module):  # a LUA module (lua_fast's reference, the official class)
+        state_dict = checkpoint.unwrap(source.state_dict(), origin=f"the given {type(source).__name__}'s state dict")
     else:
         state_dict = checkpoint.unwrap(source, origin="the given state dict")
     config, state_dict = checkpoint.validate_state_dict(state_dict)

@@ -122,6 +122,16 @@ def test_bytes_and_open_binary_files_load(tmp_path, tiny_sd, fmt):
         _assert_same_model(lua_fast.load(f), tiny_sd)
 
 
+def test_a_module_loads_from_its_state_dict(tiny_sd):
+    """A model object (lua_fast's reference LUA, or the official class with the same layout) was
+    refused as "found a LUA" before 2026-11-28."""
+    module = LUA(tiny_config())
+    module.load_state_dict(tiny_sd)
+    _assert_same_model(lua_fast.load(module), tiny_sd)
+    with pytest.raises(lua_fast.CheckpointError, match="not a LUA state dict"):
+        lua_fast.load(torch.nn.Linear(2, 2))
+
+
 def test_unreadable_streams_say_what_is_wrong(tmp_path, tiny_sd):
     with pytest.raises(lua_fast.CheckpointError, match="empty"):
         lua_fast.load(io.BytesIO())
