@@ -215,8 +215,9 @@ def main() -> None:
     up = lua_fast.load(random_state_dict(tiny_config(4), seed=5))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        cases = [(name, lambda p=path: lua_fast.load(p).upscale(z, scale=(2, 4)))
-                 for name, path in checkpoint_cases(rng, args.checkpoints, tmp)]
+        # Every third checkpoint arrives as bytes (the format sniffed from content, no suffix to go by).
+        cases = [(name, lambda p=path, b=(i % 3 == 0): lua_fast.load(p.read_bytes() if b else p).upscale(z, scale=(2, 4)))
+                 for i, (name, path) in enumerate(checkpoint_cases(rng, args.checkpoints, tmp))]
         cases += [(name, lambda p=path: up.upscale(read_latents(p).to(up.device)))
                   for name, path in latent_cases(rng, args.latents, tmp)]
         for name, fn in cases:
