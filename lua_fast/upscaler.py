@@ -45,9 +45,17 @@ def parse_device(device: torch.device | str) -> torch.device:
         raise ValueError(f"unknown device {device!r}: use cpu, cuda or cuda:N ({exc})") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device} requested but CUDA is not available in this PyTorch build")
+            if torch.version.cuda is None:
+                raise ValueError(f"device {device} requested but this PyTorch build has no CUDA "
+                                 f"(torch {torch.__version__}: a CPU wheel)")
+            raise ValueError(
+                f"device {device} requested but PyTorch (built with CUDA {torch.version.cuda}) sees no GPU: "
+                "check the NVIDIA driver (nvidia-smi) and CUDA_VISIBLE_DEVICES")
         if device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
+        elif device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device} requested but only {torch.cuda.device_count()} GPU(s) are visible "
+                             f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}; CUDA_VISIBLE_DEVICES renumbers them)")
     return device
 
 

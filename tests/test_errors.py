@@ -112,8 +112,25 @@ def test_bad_backend_dtype_device(sd):
     with pytest.raises(ValueError, match="unsupported model dtype"):
         lua_fast.load(sd, dtype=torch.int32)
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA is not available"):
+        with pytest.raises(ValueError, match="no CUDA|sees no GPU"):
             lua_fast.load(sd, device="cuda")
+
+
+def test_a_cuda_device_that_is_not_there_is_named(sd, monkeypatch):
+    """Before 2026-11-28 a CUDA build on a machine without a working driver was told "CUDA is not
+    available in this PyTorch build", and cuda:3 on a one-GPU machine failed later, in a copy, with
+    "invalid device ordinal". (Stand-ins for the CUDA queries: this machine has no GPU.)"""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    with pytest.raises(ValueError, match="has no CUDA .*CPU wheel"):
+        lua_fast.load(sd, device="cuda")
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    with pytest.raises(ValueError, match=r"built with CUDA 13.0\) sees no GPU: check the NVIDIA driver"):
+        lua_fast.load(sd, device="cuda:0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"cuda:3 requested but only 1 GPU\(s\) are visible \(cuda:0 to cuda:0"):
+        lua_fast.load(sd, device="cuda:3")
 
 
 # -------------------------------------------------------------------- latents
