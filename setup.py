@@ -43,7 +43,9 @@ def native_extension():
     # Headers as dependencies: setuptools skips an extension whose sources are older than the built
     # library, so an edit to a header alone left a stale lua_fast._C after reinstalling.
     headers = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.h"))
-    cxx = ["-O3"]  # no -std: cpp_extension picks the standard the installed torch needs (C++20 from 2.14)
+    # No -std: cpp_extension picks the standard the installed torch needs (C++20 from 2.14). MSVC
+    # (Windows) ignores "-O3" with warning D9002 and would build unoptimised: it takes /O2.
+    cxx = ["/O2"] if sys.platform == "win32" else ["-O3"]
     with_cuda = torch.version.cuda is not None and CUDA_HOME is not None and not _flag("LUA_FAST_NO_CUDA_BUILD")
     if with_cuda:
         ext = CUDAExtension(
