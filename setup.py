@@ -44,7 +44,7 @@ def native_extension():
     # library, so an edit to a header alone left a stale lua_fast._C after reinstalling.
     headers = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.h"))
     # No -std: cpp_extension picks the standard the installed torch needs (C++20 from 2.14). MSVC
-    # (Windows) ignores "-O3" with warning D9002 and would build unoptimised: it takes /O2.
+    # (Windows) does not know "-O3" (warning D9002 at every file); its own flag is /O2.
     cxx = ["/O2"] if sys.platform == "win32" else ["-O3"]
     with_cuda = torch.version.cuda is not None and CUDA_HOME is not None and not _flag("LUA_FAST_NO_CUDA_BUILD")
     if with_cuda:
