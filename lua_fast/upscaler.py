@@ -279,7 +279,7 @@ class Upscaler:
         raise NonFiniteOutputError(f"{self.precision} overflowed and the output holds NaN/Inf ({why})")
 
     def to(self, *args, device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
-           precision: str | None = None, mixed_dtype: torch.dtype | str = torch.bfloat16) -> "Upscaler":
+           precision: str | None = None, mixed_dtype: torch.dtype | str | None = None) -> "Upscaler":
         """Move this upscaler to another device and/or precision **in place** (as ``nn.Module.to``)
         and return it: ``up.to("cuda")``, ``up.to("cpu")`` (offload between uses),
         ``up.to(torch.bfloat16)``, ``up.to("cuda", precision="mixed")``.
@@ -304,9 +304,16 @@ class Upscaler:
                              "lua_fast.load(path, device=...) it again instead of to()")
         new_device = self.device if device is None else parse_device(device)
         if precision is None and dtype is None:
-            prec = self.precision
+            if mixed_dtype is None:
+                prec = self.precision
+            elif self.precision.mode == "mixed":
+                prec = resolve("mixed", None, parse_dtype(mixed_dtype))
+            else:
+                raise InputError(f"mixed_dtype is mixed precision's compute dtype; this upscaler runs "
+                                 f"{self.precision}: pass precision='mixed' too")
         else:
-            prec = resolve(precision, None if dtype is None else parse_dtype(dtype), parse_dtype(mixed_dtype))
+            prec = resolve(precision, None if dtype is None else parse_dtype(dtype),
+                           torch.bfloat16 if mixed_dtype is None else parse_dtype(mixed_dtype))
         old_storage, new_storage = self.precision.storage, prec.storage
         if new_storage.itemsize > old_storage.itemsize or (
                 new_storage != old_storage and old_storage.itemsize == 2):  # bf16 <-> fp16 loses range or bits

@@ -273,6 +273,11 @@ def test_to_refuses_widening_weights_and_changes_nothing_when_it_fails(sd, monke
         up.to(precision="mixed")
     with pytest.raises(InputError, match="a device and/or a dtype"):
         up.to("cpu", "cpu")
+    with pytest.raises(InputError, match="pass precision='mixed' too"):
+        up.to(mixed_dtype=torch.float16)  # not silently ignored
+    mixed = lua_fast.load(sd, precision="mixed")
+    assert mixed.to(mixed_dtype=torch.float16).precision == lua_fast.load(sd, precision="mixed",
+                                                                           mixed_dtype=torch.float16).precision
     # a backend named at load time that cannot run at the target: nothing changes
     ref = lua_fast.load(sd, backend="reference")
     backends = lua_fast.dispatch.BACKENDS
