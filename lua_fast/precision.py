@@ -173,10 +173,25 @@ def autocast(precision: Precision, device: torch.device):
     return without_autocast(device)
 
 
+def _autocast_device_types() -> frozenset:
+    found = set()
+    for name in ("cpu", "cuda", "mps", "xpu", "hpu", "mtia", "xla", torch._C._get_privateuse1_backend_name()):
+        try:
+            if torch.amp.is_autocast_available(name):
+                found.add(name)
+        except (RuntimeError, ValueError):
+            pass
+    return frozenset(found)
+
+
+# Any device type autocast knows (MPS, XPU, ...), not only CPU and CUDA: a Mac pipeline's mps
+# autocast would otherwise recast an fp32 upscaler's matmuls there. Asked once, here: Dynamo on
+# torch 2.11 cannot trace torch.amp.is_autocast_available (a fullgraph compile failed on it).
+AUTOCAST_DEVICE_TYPES = _autocast_device_types()
+
+
 def without_autocast(device: torch.device):
     """The caller's autocast off for ``device`` (the precision mode decides every dtype)."""
-    # Any device type autocast knows (MPS, XPU, ...), not only CPU and CUDA: a Mac pipeline's mps
-    # autocast would otherwise recast an fp32 upscaler's matmuls there.
-    if torch.amp.is_autocast_available(device.type) and torch.is_autocast_enabled(device.type):
+    if device.type in AUTOCAST_DEVICE_TYPES and torch.is_autocast_enabled(device.type):
         return torch.autocast(device_type=device.type, enabled=False)
     return contextlib.nullcontext()
