@@ -69,6 +69,15 @@ def resolve(precision: str | None, dtype: torch.dtype | None, mixed_dtype: torch
     return Precision(precision, storage, compute)
 
 
+def default_mixed_dtype(device: torch.device) -> torch.dtype:
+    """"mixed"'s compute dtype when none is given: bfloat16, but float16 on GPUs before Ampere
+    (GTX 10xx, RTX 20xx, T4, V100), which have float16 tensor cores and no bfloat16 ones (PyTorch
+    emulates bf16 there, slowly). A float16 overflow raises NonFiniteOutputError, never NaN out."""
+    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] < 8:
+        return torch.float16
+    return torch.bfloat16
+
+
 _tf32_lock = threading.RLock()
 # PyTorch >= 2.9 has per-backend ``fp32_precision`` switches ("ieee" / "tf32" / "none" = inherit).
 # Reading the legacy ``cudnn.allow_tf32`` raises once a caller has set conv and RNN differently

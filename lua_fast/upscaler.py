@@ -12,7 +12,7 @@ from . import checkpoint, dispatch, hub
 from .config import LUAConfig
 from .cuda_graphs import GraphRunner
 from .errors import InputError, NonFiniteInputError, NonFiniteOutputError
-from .precision import Precision, resolve
+from .precision import Precision, default_mixed_dtype, resolve
 from .reference import LUA
 from .tiling import run_tiled
 
@@ -313,7 +313,7 @@ class Upscaler:
                                  f"{self.precision}: pass precision='mixed' too")
         else:
             prec = resolve(precision, None if dtype is None else parse_dtype(dtype),
-                           torch.bfloat16 if mixed_dtype is None else parse_dtype(mixed_dtype))
+                           default_mixed_dtype(new_device) if mixed_dtype is None else parse_dtype(mixed_dtype))
         old_storage, new_storage = self.precision.storage, prec.storage
         if new_storage.itemsize > old_storage.itemsize or (
                 new_storage != old_storage and old_storage.itemsize == 2):  # bf16 <-> fp16 loses range or bits
@@ -366,7 +366,7 @@ def load(
     dtype: torch.dtype | str | None = None,
     backend: str = "auto",
     precision: str | None = None,
-    mixed_dtype: torch.dtype | str = torch.bfloat16,
+    mixed_dtype: torch.dtype | str | None = None,
 ) -> Upscaler:
     """Load LUA weights and return an :class:`Upscaler`.
 
@@ -382,7 +382,8 @@ def load(
 
     ``dtype`` (weights, residual stream, output; default float32) and ``precision``
     ("fp32", "tf32", "bf16", "fp16" or "mixed": see ``lua_fast.precision``) say how to
-    compute; give either, or both if they agree. ``mixed_dtype`` is "mixed"'s compute dtype.
+    compute; give either, or both if they agree. ``mixed_dtype`` is "mixed"'s compute dtype
+    (default: bfloat16, or float16 on CUDA GPUs before Ampere, which lack bfloat16 tensor cores).
     ``backend``: "auto" (or ``LUA_FAST_BACKEND``) picks triton > torch > reference.
     """
     if isinstance(source, (str, os.PathLike)) and str(source).endswith(".pt2"):
@@ -392,7 +393,8 @@ def load(
             raise ValueError("an exported .pt2 package fixes its backend and precision; pass only device=")
         return load_package(source, device)
     device = parse_device(device)
-    prec = resolve(precision, None if dtype is None else parse_dtype(dtype), parse_dtype(mixed_dtype))
+    prec = resolve(precision, None if dtype is None else parse_dtype(dtype),
+                   default_mixed_dtype(device) if mixed_dtype is None else parse_dtype(mixed_dtype))
     chosen = dispatch.select_backend(backend, device, prec)  # fail before reading weights
     if hub.is_hub_path(source):
         source = hub.download(source)

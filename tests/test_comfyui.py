@@ -153,19 +153,21 @@ def test_loader_and_upscale_end_to_end(comfy, sd, tmp_path):
 def test_mixed_computes_in_float16_on_gpus_without_bfloat16_tensor_cores(comfy, sd, tmp_path, monkeypatch,
                                                                          capability, want):
     """The node's default, "mixed", computed in bfloat16 everywhere: PyTorch emulates it (slowly) on
-    a T4, V100, RTX 20xx or GTX 10xx, which have float16 tensor cores. (The GPU is a stand-in: the
-    load is recorded, not run.)"""
+    a T4, V100, RTX 20xx or GTX 10xx, which have float16 tensor cores. lua_fast.load's default
+    mixed dtype now follows the GPU, and the node leaves it to load. (The GPU is a stand-in.)"""
+    from lua_fast.precision import default_mixed_dtype
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert default_mixed_dtype(torch.device("cuda", 0)) == want
+    assert default_mixed_dtype(torch.device("cpu")) == torch.bfloat16
     _, mm, _ = comfy
     torch.save({"params_ema": sd}, tmp_path / "models" / "latent_upscale_models" / "lua_tiny.pth")
     mod = nodes()
     calls = []
     monkeypatch.setattr(mod, "load", lambda path, **kwargs: calls.append(kwargs))
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setattr(mm, "torch_device", torch.device("cuda", 0))
     mod.LUALoader().load("lua_tiny.pth", "auto", "mixed", "default")
-    assert calls[-1]["mixed_dtype"] == want and calls[-1]["precision"] == "mixed"
-    mod.LUALoader().load("lua_tiny.pth", "auto", "mixed", "cpu")
-    assert calls[-1]["mixed_dtype"] == torch.bfloat16 and calls[-1]["device"] == torch.device("cpu")
+    assert calls[-1] == {"device": torch.device("cuda", 0), "backend": "auto", "precision": "mixed"}
 
 
 def test_install_writes_a_working_shim(tmp_path, comfy, capsys):

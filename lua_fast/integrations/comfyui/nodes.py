@@ -55,16 +55,8 @@ def load_lua_model(model_name: str, backend: str = "auto", precision: str = "mix
     if path is None:
         raise FileNotFoundError(f"LUA model {model_name!r} not found in models/{MODEL_FOLDER}")
     target = model_management.get_torch_device() if device == "default" else torch.device(device)
-    return load(path, device=target, backend=backend, precision=precision, mixed_dtype=mixed_dtype(target))
-
-
-def mixed_dtype(device: torch.device) -> torch.dtype:
-    """"mixed"'s compute dtype: bfloat16, but float16 on GPUs before Ampere (GTX 10xx, RTX 20xx,
-    T4, V100), which have float16 tensor cores and no bfloat16 ones (PyTorch emulates bf16 there,
-    slowly). A float16 overflow raises NonFiniteOutputError rather than passing on NaN."""
-    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] < 8:
-        return torch.float16
-    return torch.bfloat16
+    # ("mixed" computes in float16 on GPUs before Ampere: lua_fast.precision.default_mixed_dtype)
+    return load(path, device=target, backend=backend, precision=precision)
 
 
 def _check_samples(up: Upscaler, samples) -> None:
