@@ -70,8 +70,9 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
-def _deserialise(source: Path | bytes, origin: str) -> Any:
-    """Deserialise a checkpoint file (a path) or its bytes, in the format its first bytes announce."""
+def deserialise(source: Path | bytes, origin: str) -> Any:
+    """Deserialise a tensor file (a path) or its bytes, in the format its first bytes announce:
+    safetensors, or ``torch.save`` read with ``weights_only=True``. Checkpoints and latent files."""
     if isinstance(source, Path):
         with open(source, "rb") as f:
             head = f.read(16)
@@ -110,7 +111,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    return unwrap(_deserialise(path, str(path)), origin=str(path))
+    return unwrap(deserialise(path, str(path)), origin=str(path))
 
 
 def read_checkpoint_stream(source: bytes | bytearray | memoryview | BinaryIO) -> dict[str, torch.Tensor]:
@@ -126,7 +127,7 @@ def read_checkpoint_stream(source: bytes | bytearray | memoryview | BinaryIO) ->
         data = bytes(data)
     if not data:
         raise CheckpointError(f"{origin} is empty")
-    return unwrap(_deserialise(data, origin), origin=origin)
+    return unwrap(deserialise(data, origin), origin=origin)
 
 
 def unwrap(obj: Any, origin: str = "state dict") -> dict[str, torch.Tensor]:

@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from .checkpoint import sniff_format, storage_problem
+from .checkpoint import deserialise, storage_problem
 from .errors import InputError, UsageError
 
 LATENTS_KEY = "latents"
@@ -43,17 +43,10 @@ def read_latents(path: str | Path, key: str = LATENTS_KEY) -> torch.Tensor:
     if not path.exists():
         raise FileNotFoundError(f"latents file not found: {path}")
     try:
-        with open(path, "rb") as f:
-            kind = sniff_format(f.read(16))  # by content: a renamed file still reads
-        if kind == "safetensors" or (kind is None and path.suffix in SAFETENSORS_SUFFIXES):
-            from safetensors.torch import load_file
-
-            obj = load_file(str(path))
-        else:
-            with open(path, "rb") as f:  # not the path: torch >= 2.13 dispatches on its suffix
-                obj = torch.load(f, map_location="cpu", weights_only=True)
+        obj = deserialise(path, str(path))  # by content, as checkpoints are: a renamed file still reads
     except Exception as exc:  # truncated, empty, foreign or hostile files: each library has its own errors
-        raise InputError(f"{path} could not be read as a latents file ({_first_line(exc)})") from exc
+        cause = exc.__cause__ or exc  # the library's own error, not the checkpoint wording around it
+        raise InputError(f"{path} could not be read as a latents file ({_first_line(cause)})") from exc
     tensors = {key: obj} if isinstance(obj, torch.Tensor) else obj
     if not isinstance(tensors, dict):
         raise InputError(f"{path} holds a {type(obj).__name__}, not a tensor or a dict of tensors")
