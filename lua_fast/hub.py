@@ -40,10 +40,8 @@ def parse(spec: str) -> HubFile:
 
     The revision is a branch, tag or commit, URL-encoded if it holds a slash (``@refs%2Fpr%2F3``), or
     a pull request's or conversion's ref written out (``@refs/pr/3``)."""
-    parts = spec[len(PREFIX):].split("/")
-    repo_type = _REPO_TYPES.get(parts[0], "model") if parts else "model"
-    if parts and parts[0] in _REPO_TYPES:
-        parts = parts[1:]
+    parts = spec[len(PREFIX):].split("/")  # (never empty)
+    repo_type = _REPO_TYPES[parts.pop(0)] if parts[0] in _REPO_TYPES else "model"
     if len(parts) < 3 or not all(parts):
         raise HubError(f"{spec!r} is not a hub path: expected hf://owner/repo[@revision]/path/to/file")
     owner, repo, rest = parts[0], parts[1], parts[2:]
