@@ -9,6 +9,7 @@ read and validated like any local checkpoint.
 
 from __future__ import annotations
 
+import shlex
 from typing import NamedTuple, TypeGuard
 from urllib.parse import unquote
 
@@ -56,6 +57,22 @@ def parse(spec: str) -> HubFile:
     return HubFile(f"{owner}/{repo}", "/".join(rest), revision, repo_type)
 
 
+def download_command(hub_file: HubFile) -> str:
+    """The shell command that puts ``hub_file`` into the cache: ``hf download`` (huggingface_hub >= 0.34;
+    1.0 removed ``huggingface-cli``), with the repository type and revision the path names."""
+    try:
+        from huggingface_hub import __version__ as version
+        modern = tuple(int(p) for p in version.split(".")[:2] if p.isdigit()) >= (0, 34)
+    except (ImportError, ValueError):
+        modern = True
+    words = ["hf" if modern else "huggingface-cli", "download", hub_file.repo_id, hub_file.filename]
+    if hub_file.repo_type != "model":
+        words += ["--repo-type", hub_file.repo_type]
+    if hub_file.revision is not None:
+        words += ["--revision", hub_file.revision]
+    return " ".join(shlex.quote(w) for w in words)
+
+
 def download(spec: str) -> str:
     """The local path of ``spec``, downloaded into (or found in) the Hugging Face cache."""
     repo_id, filename, revision, repo_type = parse(spec)
@@ -76,7 +93,7 @@ def download(spec: str) -> str:
             raise HubError(
                 f"{spec} is not in the local Hugging Face cache and downloading is not possible "
                 f"({'HF_HUB_OFFLINE is set' if constants.HF_HUB_OFFLINE else 'no connection'}); download it "
-                f"once online (huggingface-cli download {repo_id} {filename}) or pass a local path"
+                f"once online ({download_command(parse(spec))}) or pass a local path"
             ) from exc
         if name in ("RepositoryNotFoundError", "EntryNotFoundError", "RemoteEntryNotFoundError",
                     "RevisionNotFoundError", "GatedRepoError"):

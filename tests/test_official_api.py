@@ -3,6 +3,9 @@
 No test touches the network: the hub download is monkeypatched to return files written here.
 """
 
+import re
+import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -131,6 +134,15 @@ def test_offline_with_an_empty_cache(monkeypatch):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
     with pytest.raises(HubError, match="not in the local Hugging Face cache .* pass a local path"):
         lua_fast.load("hf://vaskers5/LUA-FLUX/lua_flux.pth")
+    # The advice is a command that runs with the installed hub (1.0 removed huggingface-cli) and names
+    # the repository type and revision the path does.
+    with pytest.raises(HubError) as info:
+        lua_fast.load("hf://datasets/someone/latents@refs%2Fpr%2F3/sub/lua.pth")
+    command = re.search(r"once online \((.*)\) or pass", str(info.value)).group(1)
+    assert shlex.split(command)[1:] == ["download", "someone/latents", "sub/lua.pth", "--repo-type", "dataset",
+                                        "--revision", "refs/pr/3"]
+    cli = shlex.split(command)[0]  # the hub extra installs this CLI beside the interpreter
+    assert Path(sys.executable).with_name(cli).exists() or shutil.which(cli), command
 
 
 def test_missing_huggingface_hub(monkeypatch):
