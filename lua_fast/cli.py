@@ -86,7 +86,7 @@ def cmd_convert(args) -> int:
 
     from . import checkpoint
 
-    if Path(args.output).suffix not in SAFETENSORS_SUFFIXES:
+    if Path(args.output).suffix.lower() not in SAFETENSORS_SUFFIXES:
         raise UsageError(f"the output must end in .safetensors (or .sft), got {args.output}")
     check_output_path(args.output, reads=[("the source checkpoint", args.weights)], force=args.force,
                       option="output")
@@ -228,9 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--scale", type=int, default=2, help="upscaling factor, 2 or 4 (default: 2)")
 
     p = sub.add_parser("upscale", help="upscale a latents file")
-    p.add_argument("--weights", required=True, help="LUA checkpoint (.pth/.pt/.safetensors)")
-    p.add_argument("--input", required=True, help=f"latents (.safetensors or .pt) under key '{LATENTS_KEY}'")
-    p.add_argument("--output", required=True, help="where to write the upscaled latents (.safetensors or .pt)")
+    p.add_argument("--weights", required=True, help="LUA checkpoint: a torch.save or safetensors file (told apart by content), or hf://owner/repo/file")
+    p.add_argument("--input", required=True, help=f"latents (a safetensors or torch.save file) under key '{LATENTS_KEY}'")
+    p.add_argument("--output", required=True, help="where to write the upscaled latents (.safetensors or .sft: safetensors; else torch.save)")
     p.add_argument("--key", default=LATENTS_KEY, help=f"tensor key in the input/output files (default: {LATENTS_KEY})")
     p.add_argument("--no-check-finite", action="store_true", help="skip the NaN/Inf input check")
     p.add_argument("--tile", type=_tile, default=None, help="tile size in latent pixels, or 'auto' (see lua_fast.tiling)")
@@ -240,8 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_upscale)
 
     p = sub.add_parser("convert", help="convert a pickle checkpoint to .safetensors (round trip verified)")
-    p.add_argument("weights", help="source checkpoint (.pth/.pt)")
-    p.add_argument("output", help="destination .safetensors")
+    p.add_argument("weights", help="source checkpoint (a torch.save file)")
+    p.add_argument("output", help="destination (.safetensors or .sft)")
     p.add_argument("--force", action="store_true", help="allow the output to overwrite the source")
     p.set_defaults(func=cmd_convert)
 
@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("export", help="export to an AOTInductor package (.pt2) or ONNX (.onnx)")
-    p.add_argument("--weights", required=True, help="LUA checkpoint (.pth/.pt/.safetensors or hf://...)")
+    p.add_argument("--weights", required=True, help="LUA checkpoint: a torch.save or safetensors file, or hf://owner/repo/file")
     p.add_argument("--output", required=True, help="model.pt2 (AOTInductor, any backend) or model.onnx (reference)")
     p.add_argument("--device", default="cpu", help="the device the package will run on (default: cpu)")
     p.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: float32)")

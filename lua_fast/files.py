@@ -83,7 +83,7 @@ def write_latents(path: str | Path, latents: torch.Tensor, key: str = LATENTS_KE
     """Write ``{key: latents}`` as safetensors (a ``.safetensors`` or ``.sft`` suffix) or a
     ``torch.save`` file, atomically."""
     latents = latents.detach().cpu().contiguous()
-    if Path(path).suffix in SAFETENSORS_SUFFIXES:
+    if Path(path).suffix.lower() in SAFETENSORS_SUFFIXES:
         from safetensors.torch import save_file
 
         atomic_write(path, lambda tmp: save_file({key: latents}, tmp))

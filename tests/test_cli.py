@@ -100,13 +100,18 @@ def test_files_are_read_by_content_and_sft_is_safetensors(tmp_path, capsys):
     save_file({"latents": latents}, str(tmp_path / "in.bin"))
     torch.save({"latents": latents}, tmp_path / "in.safetensors")
     expected = lua_fast.load(sd).upscale(latents, scale=2)
-    for weights, inp, out in [("lua.sft", "in.bin", "a.sft"), ("lua_as.safetensors", "in.safetensors", "b.pt")]:
+    cases = [("lua.sft", "in.bin", "a.sft"), ("lua_as.safetensors", "in.safetensors", "b.pt"),
+             ("lua.sft", "in.bin", "UP.SafeTensors")]  # suffixes in any case (a Windows habit)
+    for weights, inp, out in cases:
         assert main(["upscale", "--weights", str(tmp_path / weights), "--input", str(tmp_path / inp),
                      "--output", str(tmp_path / out)]) == 0, capsys.readouterr().err
         assert torch.equal(lua_fast.cli.read_latents(tmp_path / out), expected)
     assert list(load_file(str(tmp_path / "a.sft"))) == ["latents"]  # .sft is written as safetensors
+    assert list(load_file(str(tmp_path / "UP.SafeTensors"))) == ["latents"]
     assert main(["convert", str(tmp_path / "lua_as.safetensors"), str(tmp_path / "c.sft")]) == 0
     assert set(load_file(str(tmp_path / "c.sft"))) == set(sd)
+    assert main(["convert", str(tmp_path / "lua_as.safetensors"), str(tmp_path / "D.SFT")]) == 0
+    assert set(load_file(str(tmp_path / "D.SFT"))) == set(sd)
 
 
 def test_cli_errors_are_reported_with_exit_code_2(tmp_path, capsys):

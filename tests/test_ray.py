@@ -50,7 +50,8 @@ def test_the_folder_listing_takes_sft_files(tmp_path):
     """ComfyUI names safetensors ".sft"; the listing skipped them before 2026-11-28."""
     from lua_fast.integrations.ray import latent_files
 
-    for name in ("a.sft", "b.safetensors", "c.pt", "d.pth", "notes.txt"):
+    for name in ("a.sft", "b.safetensors", "c.pt", "d.pth", "E.SafeTensors", "notes.txt"):
         (tmp_path / name).write_bytes(b"")
-    assert [p.rsplit("/", 1)[-1] for p in latent_files(tmp_path)] == ["a.sft", "b.safetensors", "c.pt", "d.pth"]
+    assert [p.rsplit("/", 1)[-1] for p in latent_files(tmp_path)] == ["E.SafeTensors", "a.sft", "b.safetensors",
+                                                                       "c.pt", "d.pth"]
 

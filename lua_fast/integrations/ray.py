@@ -78,7 +78,7 @@ class LatentUpscaler:
 
 def latent_files(input_dir: str | os.PathLike) -> list[str]:
     """The latent files of a folder, sorted by name."""
-    return sorted(str(p) for p in Path(input_dir).iterdir() if p.is_file() and p.suffix in LATENT_SUFFIXES)
+    return sorted(str(p) for p in Path(input_dir).iterdir() if p.is_file() and p.suffix.lower() in LATENT_SUFFIXES)
 
 
 def upscale_folder(input_dir, output_dir, weights, *, scale: int = 2, precision: str | None = None,
