@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import InputError
+
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "mixed")
 
 
@@ -56,15 +58,15 @@ def resolve(precision: str | None, dtype: torch.dtype | None, mixed_dtype: torch
             return Precision("fp64", torch.float64, torch.float64)
         return Precision(_BY_DTYPE[dtype], dtype, dtype)
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+        raise InputError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     storage = _STORAGE[precision]
     if dtype is not None and dtype != storage:
-        raise ValueError(
+        raise InputError(
             f"precision {precision!r} keeps weights and the residual stream in {storage}, "
             f"but dtype={dtype} was requested; pass only one of them or make them agree"
         )
     if mixed_dtype not in (torch.bfloat16, torch.float16):
-        raise ValueError(f"mixed precision computes in bfloat16 or float16, not {mixed_dtype}")
+        raise InputError(f"mixed precision computes in bfloat16 or float16, not {mixed_dtype}")
     compute = mixed_dtype if precision == "mixed" else storage
     return Precision(precision, storage, compute)
 

@@ -85,7 +85,7 @@ def upscale_tiled(
     each tile (e.g. a host application's progress hook).
     """
     if tile < 1 or not 0 <= overlap < tile:
-        raise ValueError(f"tiling needs tile >= 1 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
+        raise InputError(f"tiling needs tile >= 1 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
     b, c, height, width = latents.shape
     ys, xs = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
     acc = {s: torch.zeros(b, c, s * height, s * width, device=latents.device, dtype=torch.float32) for s in scales}

@@ -30,32 +30,42 @@ Source = Union[str, os.PathLike, bytes, BinaryIO, Mapping[str, torch.Tensor], to
 def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         if dtype not in DTYPES.values():
-            raise ValueError(f"unsupported model dtype {dtype}; use one of float32, bfloat16, float16, float64")
+            raise InputError(f"unsupported model dtype {dtype}; use one of float32, bfloat16, float16, float64")
         return dtype
     try:
         return DTYPES[str(dtype).lower().removeprefix("torch.")]
     except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}") from None
+        raise InputError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}") from None
 
 
 def parse_device(device: torch.device | str) -> torch.device:
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"unknown device {device!r}: use cpu, cuda or cuda:N ({exc})") from None
+        raise InputError(f"unknown device {device!r}: use cpu, cuda or cuda:N ({exc})") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             if torch.version.cuda is None:
-                raise ValueError(f"device {device} requested but this PyTorch build has no CUDA "
+                raise InputError(f"device {device} requested but this PyTorch build has no CUDA "
                                  f"(torch {torch.__version__}: a CPU wheel)")
-            raise ValueError(
+            raise InputError(
                 f"device {device} requested but PyTorch (built with CUDA {torch.version.cuda}) sees no GPU: "
                 "check the NVIDIA driver (nvidia-smi) and CUDA_VISIBLE_DEVICES")
         if device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
         elif device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device} requested but only {torch.cuda.device_count()} GPU(s) are visible "
+            raise InputError(f"device {device} requested but only {torch.cuda.device_count()} GPU(s) are visible "
                              f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}; CUDA_VISIBLE_DEVICES renumbers them)")
+    elif device.type not in ("cpu", "meta"):
+        # mps, xpu, ...: the eager backends are plain PyTorch, so any device PyTorch can allocate on
+        # may run them. Ask by allocating: each device module words "not here" differently (mps: a
+        # RuntimeError, xpu: an AssertionError), and it would otherwise surface mid-load.
+        try:
+            torch.empty(0, device=device)
+        except Exception as exc:  # noqa: BLE001 - any failure means the device cannot be used
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"device {device} is not usable with this PyTorch (torch {torch.__version__}): "
+                             f"{first}") from None
     return device
 
 
@@ -390,7 +400,7 @@ def load(
         from .export import load_package
 
         if backend != "auto" or precision is not None or dtype is not None:
-            raise ValueError("an exported .pt2 package fixes its backend and precision; pass only device=")
+            raise InputError("an exported .pt2 package fixes its backend and precision; pass only device=")
         return load_package(source, device)
     device = parse_device(device)
     prec = resolve(precision, None if dtype is None else parse_dtype(dtype),

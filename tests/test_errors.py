@@ -133,6 +133,44 @@ def test_a_cuda_device_that_is_not_there_is_named(sd, monkeypatch):
         lua_fast.load(sd, device="cuda:3")
 
 
+def _unusable_device_types():
+    """Device types PyTorch names but this build cannot allocate on (a CPU wheel: mps, xpu)."""
+    found = []
+    for kind in ("mps", "xpu", "hpu"):
+        try:
+            torch.empty(0, device=kind)
+        except Exception:  # noqa: BLE001
+            found.append(kind)
+    return found
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(dtype="float8"), "unknown dtype"),
+    (dict(dtype=torch.int32), "unsupported model dtype"),
+    (dict(device="npu"), "unknown device 'npu'"),
+    (dict(precision="fp8"), "unknown precision"),
+    (dict(precision="bf16", dtype=torch.float32), "make them agree"),
+    (dict(precision="mixed", mixed_dtype=torch.float32), "bfloat16 or float16"),
+] + [(dict(device=kind), f"device {kind} is not usable with this PyTorch") for kind in _unusable_device_types()])
+def test_argument_errors_are_lua_fast_errors(sd, kwargs, match):
+    """The README promises that every error derives from LuaFastError. Before 2026-11-28 load's
+    dtype, device and precision checks raised a bare ValueError, and a device type this PyTorch
+    build lacks failed mid-load with torch's own error (mps: RuntimeError, xpu: AssertionError)."""
+    with pytest.raises(InputError, match=match):
+        lua_fast.load(sd, **kwargs)
+
+
+def test_diffusers_helpers_raise_lua_fast_errors():
+    from lua_fast.integrations import diffusers as helpers
+
+    with pytest.raises(InputError, match="unknown pipeline family"):
+        helpers.to_raw_latents(torch.zeros(1, 16, 4, 4), {"scaling_factor": 1.0}, "sd9")
+    with pytest.raises(InputError, match="even latent sides"):
+        helpers.pack_flux_latents(torch.zeros(1, 16, 3, 4))
+    with pytest.raises(InputError, match="packed patches do not match"):
+        helpers.unpack_flux_latents(torch.zeros(1, 5, 64), 64, 64)
+
+
 # -------------------------------------------------------------------- latents
 @pytest.mark.parametrize(
     "latents, match",

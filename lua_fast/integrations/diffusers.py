@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from ..errors import InputError
+
 FAMILIES = ("flux", "sd3", "sdxl")
 
 
@@ -34,19 +36,19 @@ def _config(vae: Any):
 
 def _family(family: str) -> str:
     if family not in FAMILIES:
-        raise ValueError(f"unknown pipeline family {family!r}; choose one of {FAMILIES}")
+        raise InputError(f"unknown pipeline family {family!r}; choose one of {FAMILIES}")
     return family
 
 
 def unpack_flux_latents(packed: torch.Tensor, height: int, width: int, vae_scale_factor: int = 8) -> torch.Tensor:
     """FLUX's packed (B, (h/2)*(w/2), 4C) latents for an image of height x width -> (B, C, h, w)."""
     if packed.dim() != 3 or packed.shape[-1] % 4:
-        raise ValueError(f"packed FLUX latents must be (B, (h/2)*(w/2), 4C), got {tuple(packed.shape)}")
+        raise InputError(f"packed FLUX latents must be (B, (h/2)*(w/2), 4C), got {tuple(packed.shape)}")
     b, patches, channels = packed.shape
     h = 2 * (int(height) // (vae_scale_factor * 2))
     w = 2 * (int(width) // (vae_scale_factor * 2))
     if patches != (h // 2) * (w // 2):
-        raise ValueError(f"{patches} packed patches do not match a {height}x{width} image ({h // 2}x{w // 2} patches)")
+        raise InputError(f"{patches} packed patches do not match a {height}x{width} image ({h // 2}x{w // 2} patches)")
     x = packed.view(b, h // 2, w // 2, channels // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
     return x.reshape(b, channels // 4, h, w)
 
@@ -55,7 +57,7 @@ def pack_flux_latents(latents: torch.Tensor) -> torch.Tensor:
     """(B, C, h, w) -> FLUX's packed (B, (h/2)*(w/2), 4C); h and w must be even."""
     b, c, h, w = latents.shape
     if h % 2 or w % 2:
-        raise ValueError(f"FLUX packing needs even latent sides, got {h}x{w}")
+        raise InputError(f"FLUX packing needs even latent sides, got {h}x{w}")
     x = latents.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
     return x.reshape(b, (h // 2) * (w // 2), c * 4)
 
@@ -78,10 +80,10 @@ def to_raw_latents(latents: torch.Tensor, vae: Any, family: str, *, height: int 
     family, cfg = _family(family), _config(vae)
     if family == "flux" and latents.dim() == 3:
         if height is None or width is None:
-            raise ValueError("packed FLUX latents need the image height and width to unpack")
+            raise InputError("packed FLUX latents need the image height and width to unpack")
         latents = unpack_flux_latents(latents, height, width, vae_scale_factor)
     if latents.dim() != 4:
-        raise ValueError(f"latents must be (B, C, h, w) (or packed FLUX latents), got {tuple(latents.shape)}")
+        raise InputError(f"latents must be (B, C, h, w) (or packed FLUX latents), got {tuple(latents.shape)}")
     scaling = cfg.scaling_factor
     if family in ("flux", "sd3"):
         return latents / scaling + (getattr(cfg, "shift_factor", None) or 0.0)
