@@ -123,6 +123,16 @@ class LRUCache:
             key, _ = self._items.popitem(last=False)
             self.nbytes -= self._sizes.pop(key)
 
+    def discard(self, predicate: Callable[[Hashable], bool]) -> int:
+        """Drop every entry whose key satisfies ``predicate`` (e.g. one device's: an offloaded model's
+        masks); returns how many. Safe under readers for the reasons ``_evict`` is."""
+        with self._lock:
+            keys = [key for key in self._items if predicate(key)]
+            for key in keys:
+                del self._items[key]
+                self.nbytes -= self._sizes.pop(key)
+        return len(keys)
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()

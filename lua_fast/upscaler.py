@@ -13,7 +13,7 @@ from .config import LUAConfig
 from .cuda_graphs import GraphRunner
 from .errors import InputError, NonFiniteInputError, NonFiniteOutputError
 from .precision import Precision, default_mixed_dtype, resolve
-from .reference import LUA
+from .reference import LUA, windows
 from .tiling import run_tiled
 
 LATENT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -339,6 +339,8 @@ class Upscaler:
         runner = chosen.build(model, prec)
         max_graphs = self.max_cuda_graphs
         self._graphs.clear()
+        if new_device != self.device:  # the old device's shared reference masks (per-model caches go with the model)
+            windows.drop_cached_masks(self.device)
         self.reference_model, self.model, self.backend = model, runner, chosen.name
         self.device, self.precision, self.dtype = new_device, prec, prec.storage
         self._graphs = GraphRunner(runner, new_device, max_graphs)

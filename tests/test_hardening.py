@@ -261,6 +261,25 @@ def test_to_moves_and_recasts_in_place_like_a_fresh_load(sd, backend):
     assert meta.device.type == "meta" and meta.upscale(x.to("meta")).shape == (2, 4, 18, 14)
 
 
+def test_to_another_device_returns_the_shared_reference_masks_memory(sd):
+    """The reference model's shift masks live in one cache shared by every reference model, keyed
+    by device (up to 256 MiB). Before 2026-11-28 offloading (``up.to("cpu")`` from CUDA) left the old
+    device's masks there. (The CPU and meta devices stand in for CUDA and CPU.)"""
+    from lua_fast.reference import windows
+
+    up = lua_fast.load(sd, backend="reference")
+    up.upscale(torch.randn(1, 4, 21, 13))  # shifted blocks: masks cached for the CPU
+    on_cpu = [key for key in windows.mask_cache._items if key[4] == torch.device("cpu")]
+    assert on_cpu
+    bytes_before = windows.mask_cache.nbytes
+    up.to("meta")
+    assert not [key for key in windows.mask_cache._items if key[4] == torch.device("cpu")]
+    assert windows.mask_cache.nbytes < bytes_before
+    again = lua_fast.load(sd, backend="reference")  # another model on the old device rebuilds them
+    x = torch.randn(1, 4, 21, 13)
+    assert torch.equal(again.upscale(x), again.reference_model(x, (2,))[2])
+
+
 def test_to_refuses_widening_weights_and_changes_nothing_when_it_fails(sd, monkeypatch):
     x = torch.randn(1, 4, 8, 8)
     up = lua_fast.load(sd, dtype=torch.bfloat16)

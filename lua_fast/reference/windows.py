@@ -64,7 +64,15 @@ def build_shift_mask(height: int, width: int, window: int, shift: int, *, device
     return torch.where(differ, torch.full((), MASK_VALUE, device=labels.device, dtype=dtype), zero)
 
 
-mask_cache = LRUCache()
+mask_cache = LRUCache()  # shared by every reference model: keyed by device (see drop_cached_masks)
+
+
+def drop_cached_masks(device) -> int:
+    """Forget the cached masks on ``device`` (``Upscaler.to`` calls it when a model leaves a device,
+    so offloading to the CPU returns their memory: up to the cache's 256 MiB). Another model still
+    on ``device`` rebuilds what it needs (one launch per mask)."""
+    device = torch.device(device)
+    return mask_cache.discard(lambda key: key[4] == device)
 
 
 def shift_mask(height: int, width: int, window: int, shift: int, *, device, dtype) -> torch.Tensor:
