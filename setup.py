@@ -2,7 +2,8 @@
 
 The extension (csrc/) is built with torch.utils.cpp_extension and ninja:
 - a CUDA extension when torch has CUDA and nvcc is found (CUDA_HOME),
-- a CPU-only extension otherwise.
+- a CPU-only extension otherwise, or when the CUDA build fails (e.g. nvcc's CUDA major release
+  differs from torch's).
 
 Environment:
 - LUA_FAST_NO_NATIVE_BUILD=1   skip the extension (the package runs on its PyTorch fallbacks)
@@ -47,6 +48,11 @@ def native_extension():
     # (Windows) does not know "-O3" (warning D9002 at every file); its own flag is /O2.
     cxx = ["/O2"] if sys.platform == "win32" else ["-O3"]
     with_cuda = torch.version.cuda is not None and CUDA_HOME is not None and not _flag("LUA_FAST_NO_CUDA_BUILD")
+
+    def cpu_extension():
+        return CppExtension("lua_fast._C", cpp, include_dirs=[str(ROOT / "csrc")], depends=headers,
+                            extra_compile_args={"cxx": cxx})
+
     if with_cuda:
         ext = CUDAExtension(
             "lua_fast._C",
@@ -57,21 +63,50 @@ def native_extension():
             extra_compile_args={"cxx": cxx, "nvcc": ["-O3"]},
         )
     else:
-        ext = CppExtension("lua_fast._C", cpp, include_dirs=[str(ROOT / "csrc")], depends=headers,
-                           extra_compile_args={"cxx": cxx})
+        ext = cpu_extension()
     print(f"lua_fast: building the native extension ({'CUDA' if with_cuda else 'CPU-only'})", file=sys.stderr)
 
-    class OptionalBuildExtension(BuildExtension.with_options(use_ninja=True)):
-        """A broken native build warns instead of failing the install (unless required)."""
-
-        def build_extension(self, extension):
+    def warn(what: str, exc: Exception) -> None:
+        text = str(exc)
+        if len(exc.args) > 1 and isinstance(exc.args[0], str):  # torch's logging-style ("%s", values)
             try:
-                super().build_extension(extension)
-            except Exception as exc:  # compiler missing, header mismatch, ...
+                text = exc.args[0] % exc.args[1:]
+            except (TypeError, ValueError):
+                pass
+        print(f"lua_fast: WARNING: {what} ({type(exc).__name__}: {text})", file=sys.stderr)
+
+    class OptionalBuildExtension(BuildExtension.with_options(use_ninja=True)):
+        """A broken native build warns instead of failing the install (unless required). A broken
+        CUDA build falls back to the CPU-only extension first.
+
+        Failures are caught around ``build_extensions``, not only ``build_extension``: torch checks
+        the toolchain there, before building anything. An nvcc whose major version differs from
+        torch's CUDA (a cu128 wheel beside a CUDA 13 toolkit) or a host compiler outside nvcc's
+        bounds raised from it, and failed the whole install until 2026-11-28."""
+
+        def build_extensions(self):
+            try:
+                super().build_extensions()
+                return
+            except Exception as exc:  # nvcc/torch CUDA mismatch, compiler missing, header mismatch, ...
                 if _flag("LUA_FAST_REQUIRE_NATIVE"):
                     raise
-                print(f"lua_fast: WARNING: native extension build failed ({exc}); "
-                      "installing without it (PyTorch fallbacks will be used)", file=sys.stderr)
+                failure = exc
+            if with_cuda:
+                warn("the CUDA extension build failed; building the CPU-only one "
+                     "(set LUA_FAST_REQUIRE_NATIVE=1 to see the failure as an error)", failure)
+                # In place: setuptools has finalized this object (stub and path attributes).
+                cpu = cpu_extension()
+                for attr in ("sources", "include_dirs", "library_dirs", "runtime_library_dirs", "libraries",
+                             "define_macros", "extra_compile_args", "extra_link_args", "language"):
+                    setattr(self.extensions[0], attr, getattr(cpu, attr))
+                try:
+                    super().build_extensions()
+                    return
+                except Exception as exc:
+                    failure = exc
+            warn("native extension build failed; installing without it (PyTorch fallbacks will be used)",
+                 failure)
 
     return [ext], {"build_ext": OptionalBuildExtension}
 

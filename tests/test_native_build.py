@@ -111,15 +111,62 @@ def test_info_reports_the_extension():
         assert cpu.startswith("PyTorch fallback (native extension")
 
 
+def _copy_of_the_tree(tmp_path: Path) -> Path:
+    """The sources, without build outputs (setup.py commands write into their tree)."""
+    tree = tmp_path / "tree"
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(
+        ".git", ".gpu_carry", ".whl", "build", "dist", "*.so", "__pycache__", "*.egg-info", ".pytest_cache",
+        "results", "fixtures", ".benchmarks"))
+    return tree
+
+
+# setup.py run as if torch had CUDA 13.0 and CUDA_HOME held an nvcc of another major release (the
+# fake prints only its version): torch's toolchain check fails before anything is compiled.
+_MISMATCHED_CUDA_SETUP = """
+import runpy, sys, torch, torch.utils.cpp_extension as cpp_extension
+torch.version.cuda = "13.0"
+cpp_extension.CUDA_HOME = sys.argv[1]
+sys.argv = ["setup.py", "-q", "build_ext", "--inplace"]
+runpy.run_path("setup.py", run_name="__main__")
+"""
+
+
+@pytest.mark.skipif(shutil.which("c++") is None or shutil.which("ninja") is None, reason="needs c++ and ninja")
+def test_a_toolkit_that_does_not_match_torchs_cuda_builds_the_cpu_extension(tmp_path):
+    """torch checks nvcc against its own CUDA in ``build_extensions``, before any extension is built,
+    where setup.py caught nothing: a cu128 wheel beside a CUDA 13 toolkit failed the whole install
+    (seen with torch 2.11.0+cu130 and an nvcc reporting 12.4) until 2026-11-28. Now the CUDA build's
+    failure is a warning and the CPU-only extension is built instead."""
+    tree = _copy_of_the_tree(tmp_path)
+    cuda_home = tmp_path / "cuda"
+    (cuda_home / "bin").mkdir(parents=True)
+    nvcc = cuda_home / "bin" / "nvcc"
+    nvcc.write_text("#!/bin/sh\necho 'Cuda compilation tools, release 12.4, V12.4.131'\n")
+    nvcc.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUA_FAST_")}
+    run = [sys.executable, "-c", _MISMATCHED_CUDA_SETUP, str(cuda_home)]
+
+    required = subprocess.run(run, cwd=tree, env={**env, "LUA_FAST_REQUIRE_NATIVE": "1"}, capture_output=True,
+                              text=True)
+    assert required.returncode != 0 and "mismatches the version" in required.stderr  # the premise
+
+    result = subprocess.run(run, cwd=tree, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "the CUDA extension build failed; building the CPU-only one" in result.stderr
+    assert "The detected CUDA version (12.4) mismatches" in result.stderr  # torch's message, formatted
+    probe = subprocess.run([sys.executable, "-c", "from lua_fast import native; s = native.status(); "
+                            "print(s.loaded, s.cuda, s.path)"], cwd=tmp_path, env={**env, "PYTHONPATH": str(tree)},
+                           capture_output=True, text=True, check=True)
+    loaded, cuda, path = probe.stdout.split()
+    assert (loaded, cuda) == ("True", "False") and Path(path).parent == tree / "lua_fast", probe.stdout
+
+
 def test_an_sdist_carries_every_native_source(tmp_path):
     """An sdist held only the extension's listed sources (on a CPU machine: lua_fast_ops.cpp), not
     the headers nor the CUDA sources, so a build from it (pip install of a source release) failed
     with a warning pip hides and ran on the PyTorch fallbacks. Built from a copy of the tree (sdist
     writes its release tree into the working directory), without the extension step."""
-    tree = tmp_path / "tree"
-    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(
-        ".git", ".gpu_carry", ".whl", "build", "dist", "*.so", "__pycache__", "*.egg-info", ".pytest_cache",
-        "results", "fixtures", ".benchmarks"))
+    tree = _copy_of_the_tree(tmp_path)
     env = {**os.environ, "LUA_FAST_NO_NATIVE_BUILD": "1"}
     result = subprocess.run([sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(tmp_path / "dist")],
                             cwd=tree, env=env, capture_output=True, text=True)
