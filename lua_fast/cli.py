@@ -177,7 +177,9 @@ def cmd_export(args) -> int:
         if len(args.scales) != 1:
             raise UsageError("ONNX export takes one --scales value")
         export_onnx(up, args.output, scale=args.scales[0])
-        print(f"wrote {args.output}: ONNX, reference numerics, x{args.scales[0]}, dynamic batch and sizes")
+        print(f"wrote {args.output}: ONNX, reference numerics in {str(up.dtype).removeprefix('torch.')}"
+              f"{' (mixed precision has no ONNX form)' if up.precision.mode == 'mixed' else ''}, x{args.scales[0]}, "
+              "dynamic batch and sizes")
     else:
         export_package(up, args.output, scales=args.scales, max_batch=args.max_batch, max_side=args.max_side)
         print(f"wrote {args.output}: AOTInductor package, {up.backend} backend, {up.precision}, {up.device.type}, "

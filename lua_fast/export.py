@@ -167,11 +167,20 @@ def load_package(path: str | os.PathLike, device=None):
     return up
 
 
-def export_onnx(upscaler, path: str | os.PathLike, *, scale: int = 2, opset: int = 18) -> str:
+# ONNX's Conv takes bfloat16 from opset 22 on; before it, a bf16 export wrote a model that no ONNX
+# runtime loads ("Type 'tensor(bfloat16)' of input parameter ... of operator (Conv) ... is invalid").
+ONNX_OPSET = 18
+ONNX_OPSET_BF16 = 22
+
+
+def export_onnx(upscaler, path: str | os.PathLike, *, scale: int = 2, opset: int | None = None) -> str:
     """The reference numerics of ``upscaler``'s weights as ONNX: dynamic batch and any H, W >= 1
-    (the mirror padding to the window, the shift masks and the crop are computed in the graph).
-    Returns the path."""
+    (the mirror padding to the window, the shift masks and the crop are computed in the graph), in
+    the upscaler's storage dtype (a "mixed" upscaler exports float32: ONNX has no autocast).
+    ``opset``: default 18, or 22 for bfloat16 (the first with a bfloat16 Conv). The file is checked
+    with ``onnx.checker`` before this returns. Returns the path."""
     try:
+        import onnx
         import onnxscript  # noqa: F401  (the dynamo exporter needs it)
     except ImportError as exc:
         raise ExportError(f"ONNX export needs onnx and onnxscript ({exc}): pip install \"lua_fast[onnx]\"") from None
@@ -179,6 +188,12 @@ def export_onnx(upscaler, path: str | os.PathLike, *, scale: int = 2, opset: int
 
     if upscaler.reference_model is None:
         raise ExportError("ONNX export needs the model's weights: load the checkpoint, not a .pt2 package")
+    least = ONNX_OPSET_BF16 if upscaler.dtype == torch.bfloat16 else ONNX_OPSET
+    if opset is None:
+        opset = least
+    elif opset < least:
+        raise ExportError(f"a bfloat16 model needs ONNX opset >= {least} (Conv has no bfloat16 before it), "
+                          f"got opset={opset}; or export a float16 / float32 model")
     window = upscaler.config.window_size
     module = _Heads(upscaler.reference_model, (scale,)).eval()
     # Sides off the window grid: the padding gathers are traced (a window multiple would skip them).
@@ -193,4 +208,8 @@ def export_onnx(upscaler, path: str | os.PathLike, *, scale: int = 2, opset: int
             raise ExportError(f"ONNX export failed: {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
     program.save(str(path))
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the exported ONNX model at {path} is invalid: {str(exc).splitlines()[0]}") from exc
     return str(path)
