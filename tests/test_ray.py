@@ -55,3 +55,18 @@ def test_the_folder_listing_takes_sft_files(tmp_path):
     assert [p.rsplit("/", 1)[-1] for p in latent_files(tmp_path)] == ["E.SafeTensors", "a.sft", "b.safetensors",
                                                                        "c.pt", "d.pth"]
 
+
+
+def test_a_folder_job_that_would_lose_outputs_is_refused(tmp_path):
+    """Two files with one stem wrote one output, the last writer winning, and outputs written into
+    the input folder became inputs of the next run; both ran silently before 2026-11-28."""
+    from lua_fast import InputError
+    from lua_fast.integrations.ray import upscale_folder
+
+    for name in ("a.pt", "a.safetensors", "b.pt"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(InputError, match="same output .*a.pt, a.safetensors"):
+        upscale_folder(tmp_path, tmp_path / "out", tmp_path / "w.pth")
+    (tmp_path / "a.pt").unlink()
+    with pytest.raises(InputError, match="output_dir is the input folder"):
+        upscale_folder(tmp_path, tmp_path / "." , tmp_path / "w.pth")

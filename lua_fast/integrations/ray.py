@@ -6,8 +6,9 @@ batch of rows with a ``path`` column naming latent files (``.safetensors``, ``.s
 ``.pth``, read by content like ``lua-fast upscale`` reads them). Latents of the same shape are stacked into one forward pass; each
 output is written to ``output_dir`` as ``<stem>.x<scale>.safetensors`` (atomically). Every row comes
 back with its ``output`` path, or its ``error`` when that file could not be upscaled: one bad file
-never loses the others. (Files with the same stem, ``a.pt`` and ``a.safetensors``, share an output
-name: keep one format per folder.)
+never loses the others. ``upscale_folder`` refuses a folder where two files share a stem (``a.pt`` and
+``a.safetensors`` would write one output) and an output folder that is the input folder (a later
+run would take the outputs as inputs).
 
 ``upscale_folder(input_dir, output_dir, weights)`` runs the whole job over every latent file of a
 folder, in file order, across every GPU of the cluster (or ``num_cpus`` CPU actors), and returns
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import LuaFastError
+from ..errors import InputError, LuaFastError
 
 LATENT_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth")  # either format under any of them (read by content)
 
@@ -81,6 +82,22 @@ def latent_files(input_dir: str | os.PathLike) -> list[str]:
     return sorted(str(p) for p in Path(input_dir).iterdir() if p.is_file() and p.suffix.lower() in LATENT_SUFFIXES)
 
 
+def check_folder_job(files: list[str], input_dir, output_dir) -> None:
+    """Refuse what would silently lose outputs: two inputs with one output name (their stem), or
+    outputs written among the inputs. (Before 2026-11-28 both ran: the last writer won.)"""
+    if Path(output_dir).resolve() == Path(input_dir).resolve():
+        raise InputError(f"output_dir is the input folder {input_dir}: write the outputs elsewhere (a later run "
+                         "would take them as inputs)")
+    by_stem: dict[str, list[str]] = {}
+    for f in files:
+        by_stem.setdefault(Path(f).stem, []).append(Path(f).name)
+    shared = {stem: names for stem, names in by_stem.items() if len(names) > 1}
+    if shared:
+        raise InputError("these files would write the same output (<stem>.x<scale>.safetensors): "
+                         + "; ".join(", ".join(names) for names in shared.values())
+                         + ": keep one file per stem")
+
+
 def upscale_folder(input_dir, output_dir, weights, *, scale: int = 2, precision: str | None = None,
                    backend: str = "auto", batch_size: int = 8, actors: int | None = None,
                    num_gpus_per_actor: float | None = None) -> list[dict]:
@@ -96,6 +113,7 @@ def upscale_folder(input_dir, output_dir, weights, *, scale: int = 2, precision:
     files = latent_files(input_dir)
     if not files:
         return []
+    check_folder_job(files, input_dir, output_dir)
     if not ray.is_initialized():
         ray.init()
     gpus = int(ray.cluster_resources().get("GPU", 0))
