@@ -60,8 +60,10 @@ def test_upscale_node_latent_dict_semantics(comfy, up):
     original = dict(src)
     (out,) = node.upscale(up, src, "x2", "off", 64)
     assert out is not src and src == original  # the input dict is not modified
-    assert set(out) == {"samples", "batch_index", "extra"}  # noise_mask dropped
-    assert out["batch_index"] == [3, 7] and out["extra"] == "kept"
+    # Everything but samples kept, as ComfyUI's LatentUpscaleBy does: its samplers resize noise_mask
+    # to the latent (dropped before 2026-11-28: a masked second pass then denoised everything).
+    assert set(out) == {"samples", "batch_index", "noise_mask", "extra"}
+    assert out["batch_index"] == [3, 7] and out["extra"] == "kept" and out["noise_mask"] is src["noise_mask"]
     assert torch.equal(out["samples"], up.upscale(src["samples"], scale=2))  # no scaling applied
     (out4,) = node.upscale(up, src, "x4", "off", 64)
     assert out4["samples"].shape == (2, 4, 36, 40)

@@ -6,8 +6,10 @@
 
 ComfyUI's LATENT ``samples`` are raw VAE latents for FLUX, SD3 and SDXL (each ComfyUI model
 applies its own scale/shift when sampling), which is what LUA takes: no scaling is applied here.
-The output LATENT is a copy of the input dict with ``samples`` replaced, ``batch_index`` kept and
-``noise_mask`` dropped (it no longer matches the size). Latents are moved to the model's device
+The output LATENT is a copy of the input dict with ``samples`` replaced and everything else kept,
+as ComfyUI's own latent upscalers do: ``batch_index``, and ``noise_mask`` (an inpainting mask, at
+any resolution: ComfyUI's samplers resize it to the latent; dropping it, as this node did before
+2026-11-28, made a masked second pass denoise the whole image). Latents are moved to the model's device
 and the result comes back on ComfyUI's intermediate device in the input's dtype.
 """
 
@@ -136,7 +138,7 @@ def upscale_latent_dict(up: Upscaler, latent: dict, scale: str = "x2", tiling: s
                     continue
             else:
                 raise oom(f"LUA ran out of memory even with {size}x{size} tiles")
-    result = {k: v for k, v in latent.items() if k != "noise_mask"}
+    result = dict(latent)
     result["samples"] = out.to(model_management.intermediate_device(), dtype=samples.dtype)
     return result
 
