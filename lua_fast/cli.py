@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from .errors import LuaFastError, NonFiniteInputError, UsageError
-from .files import LATENTS_KEY, SAFETENSORS_SUFFIXES, atomic_write, check_output_path, read_latents, write_latents  # noqa: F401
+from .files import (LATENTS_KEY, SAFETENSORS_SUFFIXES, atomic_write, check_latents_suffix,  # noqa: F401
+                    check_output_path, read_latents, write_latents)
 
 
 # --------------------------------------------------------------------- commands
@@ -63,6 +64,7 @@ def cmd_upscale(args) -> int:
         raise UsageError("--overlap needs --tile (N or auto)")
     # Everything about the output is checked before the weights are read or anything runs.
     check_output_path(args.output, reads=[("--input", args.input), ("--weights", args.weights)], force=args.force)
+    check_latents_suffix(args.output)
     latents = read_latents(args.input, args.key)
     upscaler = load(args.weights, device=args.device, dtype=args.dtype, backend=args.backend,
                     precision=args.precision)

@@ -24,6 +24,16 @@ from .errors import InputError, UsageError
 
 LATENTS_KEY = "latents"
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")  # written with torch.save
+
+
+def check_latents_suffix(path: str | Path, option: str = "--output") -> None:
+    """Refuse an output name whose suffix promises a format lua-fast does not write (``.npy``,
+    ``.npz``, ``.png``): before 2026-11-28 any such name got a ``torch.save`` pickle."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in SAFETENSORS_SUFFIXES + TORCH_SUFFIXES:
+        raise UsageError(f"{option} {path}: lua-fast writes safetensors ({', '.join(SAFETENSORS_SUFFIXES)}) or "
+                         f"torch.save files ({', '.join(TORCH_SUFFIXES)}), not {suffix or 'a file without a suffix'}")
 
 
 def _first_line(exc: Exception) -> str:
