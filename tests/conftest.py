@@ -75,7 +75,7 @@ def cap_gpu_memory_per_worker() -> float | None:
 # their usual order; a stale list only costs time.
 SLOW_FILES_FIRST = ("test_triton_compile.py", "test_backends.py", "test_export.py", "test_gpu_scripts.py",
                     "test_host_launch.py", "test_window_attention.py", "test_autotune_configs.py",
-                    "test_official_parity.py", "test_upsample_heads.py")
+                    "test_official_parity.py", "test_opcheck.py", "test_upsample_heads.py")
 
 
 def pytest_configure(config):

@@ -188,8 +188,8 @@ class TritonBackendLUA(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
-        """Padded NCHW latent -> trunk features (B, H, W, D), channels-last, compute dtype, inside a
-        zero border (the heads read it with ``padded_input``)."""
+        """Padded NCHW latent -> trunk features, channels-last, compute dtype, inside a zero border:
+        (B, H+2, W+2, D) (the heads read it with ``padded_input``)."""
         compute, stream = self.precision.compute, self.precision.storage
         b, _, height, width = x.shape
         dim = self.config.embed_dim

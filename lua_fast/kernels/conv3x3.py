@@ -351,17 +351,28 @@ def _launch(x, w_packed, bias, residual, c_out, slope, has_leaky, pixel_shuffle,
     return out if result is None else result
 
 
+def _interior_shape(x_shape, padded_input: bool) -> tuple[int, ...]:
+    b, h, w, c = x_shape
+    return (b, h - 2, w - 2, c) if padded_input else (b, h, w, c)
+
+
 def _conv3x3_fake(x, w_packed, bias, residual, c_out, slope, has_leaky, pixel_shuffle, out_dtype, padded_input,
                   out_padded):
-    return x.new_empty(output_shape(x.shape, c_out, pixel_shuffle, out_padded), dtype=out_dtype)
+    return x.new_empty(output_shape(_interior_shape(x.shape, padded_input), c_out, pixel_shuffle, out_padded),
+                       dtype=out_dtype)
 
 
+# A bordered input is passed whole, (B, H+2, W+2, C), not as its interior view: an op may read only
+# its inputs. Until 2026-11-28 the op took the interior view and read the border around it in the
+# storage, which holds only while every caller hands over that exact view: torch.library.opcheck's
+# schema check (it copies the inputs) failed, and a tracer free to copy the view (functionalization,
+# Inductor) would have fed the kernel garbage borders, unchecked (the room was only checked eagerly).
 @kernel_op("conv3x3", _conv3x3_fake)
 def _conv3x3_op(x: torch.Tensor, w_packed: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None,
                 c_out: int, slope: float, has_leaky: bool, pixel_shuffle: bool, out_dtype: torch.dtype,
                 padded_input: bool, out_padded: bool) -> torch.Tensor:
-    return _launch(x, w_packed, bias, residual, c_out, slope, has_leaky, pixel_shuffle, out_dtype,
-                   padded_input=padded_input, out_padded=out_padded)
+    return _launch(x[:, 1:-1, 1:-1] if padded_input else x, w_packed, bias, residual, c_out, slope, has_leaky,
+                   pixel_shuffle, out_dtype, padded_input=padded_input, out_padded=out_padded)
 
 
 def has_zero_border_room(x: torch.Tensor) -> bool:
@@ -387,11 +398,17 @@ def conv3x3(x, weight, bias=None, *, leaky_slope=None, residual=None, pixel_shuf
     ``out_dtype`` (default: x's dtype; accumulation is fp32 either way, so an fp32 output of
     bf16 operands keeps the fp32 residual add exact).
 
-    Chaining convs without padding masks: ``out_padded=True`` writes the output inside a buffer
-    with a zero 1-pixel border and returns the interior view; a conv reading such a view with
-    ``padded_input=True`` loads its halo from the border instead of masking every tap (the
-    caller promises the border is zero; the room for it is checked).
+    Chaining convs without padding masks: ``out_padded=True`` returns the output inside a zero
+    1-pixel border, (B, Ho+2, Wo+2, Cout) (the output is ``[:, 1:-1, 1:-1]`` of it); a conv given
+    such a **bordered** tensor with ``padded_input=True`` convolves its interior (B, H, W) and
+    loads the halo from the border instead of masking every tap (the caller promises the border
+    is zero). Until 2026-11-28 both sides used the interior view, and the kernel read the border
+    outside it (see ``_conv3x3_op``).
     """
+    if padded_input and (x.dim() != 4 or x.shape[1] < 3 or x.shape[2] < 3):
+        raise ValueError(f"conv3x3: padded_input=True takes a bordered (B, H+2, W+2, Cin) tensor (from "
+                         f"conv3x3(..., out_padded=True)), got shape {tuple(x.shape)}")
+    inner = x[:, 1:-1, 1:-1] if padded_input else x  # what is convolved
     if isinstance(weight, PackedConv):
         if bias is not None:
             raise ValueError("conv3x3: a PackedConv carries its own bias; pass bias=None")
@@ -399,9 +416,9 @@ def conv3x3(x, weight, bias=None, *, leaky_slope=None, residual=None, pixel_shuf
             raise ValueError(f"conv3x3: weights packed with pixel_shuffle={weight.pixel_shuffle} used with "
                              f"pixel_shuffle={pixel_shuffle}")
         packed = weight
-        _check(x, packed.c_in, packed.c_out, residual, pixel_shuffle)
+        _check(inner, packed.c_in, packed.c_out, residual, pixel_shuffle)
     else:
-        _check(x, *_check_weight(x, weight, bias), residual, pixel_shuffle)
+        _check(inner, *_check_weight(inner, weight, bias), residual, pixel_shuffle)
         packed = None
     reason = unavailable_reason(x.device)
     if reason:
@@ -410,11 +427,10 @@ def conv3x3(x, weight, bias=None, *, leaky_slope=None, residual=None, pixel_shuf
         raise ValueError(f"conv3x3: dtype {x.dtype} not supported (float32, float16, bfloat16)")
     if packed is None:
         packed = pack_conv(weight, bias, x.dtype, pixel_shuffle=pixel_shuffle)
-    out = _conv3x3_op(
+    return _conv3x3_op(
         x, packed.weight, packed.bias, residual, packed.c_out, 0.0 if leaky_slope is None else float(leaky_slope),
         leaky_slope is not None, pixel_shuffle, out_dtype or x.dtype, padded_input, out_padded,
     )
-    return out[:, 1:-1, 1:-1] if out_padded else out
 
 
 # ------------------------------------------------- static description (kernel report)

@@ -90,7 +90,8 @@ def fused_head(features, head_weights, scale: int | None = None, *, height=None,
     Returns (B, C, s*H, s*W) as a view with channels-last memory layout, in ``out_dtype``
     (default: the features' dtype). Intermediate activations live in zero-bordered buffers so
     every conv after the first reads its halo without masks; ``padded_input=True`` says the
-    features are such a view already (the triton backend's trunk output).
+    features are such a bordered buffer already, (B, H+2, W+2, D) (the triton backend's trunk
+    output; ``conv3x3(..., out_padded=True)``).
     """
     x = _as_channels_last(features, height, width)
     head = head_weights if isinstance(head_weights, PackedHead) else PackedHead.from_weights(head_weights, x.dtype)
