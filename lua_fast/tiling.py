@@ -149,6 +149,15 @@ def estimate_peak_bytes(config: LUAConfig, height: int, width: int, scales, *, e
     return (trunk + head) * element_size
 
 
+def untiled(model, x: torch.Tensor, scales: tuple[int, ...], progress) -> dict[int, torch.Tensor]:
+    """One pass over the whole latent; a progress callable hears of it as one tile, (1, 1) (before
+    2026-11-28 a host application's hook was never called when no tiling happened)."""
+    out = model(x, scales)
+    if callable(progress):
+        progress(1, 1)
+    return out
+
+
 MIN_AUTO_TILE_WINDOWS = 2  # tile="auto" never goes below 2 x 2 windows
 
 
@@ -200,7 +209,7 @@ def run_tiled(model, x: torch.Tensor, scales: tuple[int, ...], config: LUAConfig
             )
     if size is None:
         try:
-            return model(x, scales)
+            return untiled(model, x, scales, progress)
         except torch.OutOfMemoryError:
             if not cuda:
                 raise

@@ -14,7 +14,7 @@ from .cuda_graphs import GraphRunner
 from .errors import InputError, NonFiniteInputError, NonFiniteOutputError
 from .precision import Precision, default_mixed_dtype, resolve
 from .reference import LUA, windows
-from .tiling import run_tiled
+from .tiling import run_tiled, untiled
 
 LATENT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 DTYPES = {
@@ -236,7 +236,8 @@ class Upscaler:
         estimated activation memory exceeds ``memory_budget`` bytes (default on CUDA: 90% of the
         free memory; on CPU only when a budget is given), and on CUDA also retries with smaller
         tiles after an out-of-memory error. ``progress=True`` shows a tqdm bar over tiles; a callable
-        ``progress(tiles_done, tiles_total)`` is called after each tile instead.
+        ``progress(tiles_done, tiles_total)`` is called after each tile instead, and once with
+        (1, 1) after an untiled pass (no ``tile``, or "auto" that did not tile).
         """
         keys, asked, single = self._scales(scale)
         scales = tuple(dict.fromkeys(asked))  # one trunk pass and one head run per distinct scale
@@ -268,8 +269,10 @@ class Upscaler:
             if self.device.type != "cuda":
                 raise InputError(f"cuda_graph=True needs a CUDA upscaler; this one is on {self.device}")
             outputs = self._graphs(x, scales)
+            if callable(progress):
+                progress(1, 1)
         else:
-            outputs = self.model(x, scales)
+            outputs = untiled(self.model, x, scales, progress)
         outputs = {s: outputs[s].contiguous() for s in scales}
         if check_finite:
             self._check_finite_output(outputs)

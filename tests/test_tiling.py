@@ -66,6 +66,20 @@ def test_auto_tiles_only_over_budget(small):
     assert torch.equal(up.upscale(x, tile="auto"), full[2])  # CPU without a budget: untiled
 
 
+def test_a_progress_hook_hears_of_every_pass(small):
+    """A host application's hook (ComfyUI's bar, a server's status) is told when the work is done
+    whether or not tiling happened; before 2026-11-28 an untiled pass never called it."""
+    up, x, full = small
+    need = estimate_peak_bytes(up.config, 64, 64, (2,))
+    for kwargs, calls in [({}, [(1, 1)]), ({"tile": "auto", "memory_budget": need}, [(1, 1)]),
+                          ({"tile": 48}, [(1, 4), (2, 4), (3, 4), (4, 4)])]:
+        seen = []
+        out = up.upscale(x, progress=lambda done, total: seen.append((done, total)), **kwargs)
+        assert seen == calls, kwargs
+        if "tile" not in kwargs or kwargs["tile"] == "auto":
+            assert torch.equal(out, full[2])
+
+
 def test_estimate_grows_with_size_and_scale():
     c = LUAConfig.flux()
     assert estimate_peak_bytes(c, 64, 64, (2,)) < estimate_peak_bytes(c, 128, 128, (2,))
