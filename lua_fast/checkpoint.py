@@ -32,6 +32,8 @@ from .config import LUAConfig
 from .errors import CheckpointError, ConfigError
 from .reference import windows
 
+# Names a checkpoint may carry (either format under any of them: the content decides).
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors", ".sft", ".ckpt", ".bin")
 WRAPPER_KEYS = ("params_ema", "params")
 # Prefixes that wrappers add to every key of a module's state dict: DataParallel / DDP ("module.",
 # which BasicSR's own loader strips too) and torch.compile's OptimizedModule ("_orig_mod.").
@@ -108,7 +110,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     suffix."""
     path = Path(path).expanduser()  # "~/models/lua_flux.pth" as a shell would read it
     if path.is_dir():
-        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
+        # (a downloaded hub repository is a folder: name the file to pass)
+        inside = sorted(p.name for p in path.iterdir() if p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES)
+        hint = f"; it holds {', '.join(inside[:5])}{', ...' if len(inside) > 5 else ''}: pass one of them" if inside else ""
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file{hint}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     return unwrap(deserialise(path, str(path)), origin=str(path))

@@ -104,6 +104,18 @@ def test_arbitrary_objects_are_refused_not_unpickled(tmp_path):
         lua_fast.load(tmp_path / "missing.pth")
 
 
+def test_a_directory_names_the_checkpoints_inside(tmp_path, sd):
+    """A downloaded hub repository is a folder; the error names the files to pass (before
+    2026-11-28 it only said "is a directory")."""
+    torch.save({"params_ema": sd}, tmp_path / "lua_flux.pth")
+    (tmp_path / "README.md").write_text("model card")
+    with pytest.raises(CheckpointError, match=r"is a directory, not a checkpoint file; it holds lua_flux.pth: pass"):
+        lua_fast.load(tmp_path)
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(CheckpointError, match=r"is a directory, not a checkpoint file$"):
+        lua_fast.load(tmp_path / "empty_dir")
+
+
 def test_bad_backend_dtype_device(sd):
     with pytest.raises(BackendUnavailableError, match="unknown backend 'nope'"):
         lua_fast.load(sd, backend="nope")

@@ -19,6 +19,7 @@ import os
 
 import torch
 
+from ...checkpoint import CHECKPOINT_SUFFIXES
 from ...errors import InputError
 from ...tiling import estimate_peak_bytes
 from ...upscaler import Upscaler, load
@@ -27,7 +28,7 @@ MODEL_FOLDER = "latent_upscale_models"
 MODEL_TYPE = "LUA_MODEL"
 # ComfyUI's own checkpoint suffixes (folder_paths.supported_pt_extensions): lua_fast reads either
 # format from any of them (by content), e.g. a ".sft" safetensors file.
-EXTENSIONS = {".pth", ".pt", ".safetensors", ".sft", ".ckpt", ".bin"}
+EXTENSIONS = set(CHECKPOINT_SUFFIXES)
 BACKENDS = ["auto", "triton", "torch", "reference"]
 PRECISIONS = ["mixed", "bf16", "fp16", "fp32"]
 DEVICES = ["default", "cuda", "cpu"]
