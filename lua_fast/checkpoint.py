@@ -32,8 +32,11 @@ from .config import LUAConfig
 from .errors import CheckpointError, ConfigError
 from .reference import windows
 
-# Names a checkpoint may carry (either format under any of them: the content decides).
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors", ".sft", ".ckpt", ".bin")
+# File names lua_fast reads (either format under any of them: the content decides) and writes
+# (safetensors under the first two, torch.save under the rest).
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+CHECKPOINT_SUFFIXES = SAFETENSORS_SUFFIXES + TORCH_SUFFIXES
 WRAPPER_KEYS = ("params_ema", "params")
 # Prefixes that wrappers add to every key of a module's state dict: DataParallel / DDP ("module.",
 # which BasicSR's own loader strips too) and torch.compile's OptimizedModule ("_orig_mod.").

@@ -19,19 +19,17 @@ from typing import Callable, Iterable
 
 import torch
 
-from .checkpoint import deserialise, storage_problem
+from .checkpoint import CHECKPOINT_SUFFIXES, SAFETENSORS_SUFFIXES, TORCH_SUFFIXES, deserialise, storage_problem
 from .errors import InputError, UsageError
 
 LATENTS_KEY = "latents"
-SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
-TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")  # written with torch.save
 
 
 def check_latents_suffix(path: str | Path, option: str = "--output") -> None:
     """Refuse an output name whose suffix promises a format lua-fast does not write (``.npy``,
     ``.npz``, ``.png``): before 2026-11-28 any such name got a ``torch.save`` pickle."""
     suffix = Path(path).suffix.lower()
-    if suffix not in SAFETENSORS_SUFFIXES + TORCH_SUFFIXES:
+    if suffix not in CHECKPOINT_SUFFIXES:
         raise UsageError(f"{option} {path}: lua-fast writes safetensors ({', '.join(SAFETENSORS_SUFFIXES)}) or "
                          f"torch.save files ({', '.join(TORCH_SUFFIXES)}), not {suffix or 'a file without a suffix'}")
 
