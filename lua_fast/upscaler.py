@@ -268,9 +268,7 @@ class Upscaler:
         elif cuda_graph:
             if self.device.type != "cuda":
                 raise InputError(f"cuda_graph=True needs a CUDA upscaler; this one is on {self.device}")
-            outputs = self._graphs(x, scales)
-            if callable(progress):
-                progress(1, 1)
+            outputs = untiled(self._graphs, x, scales, progress)
         else:
             outputs = untiled(self.model, x, scales, progress)
         outputs = {s: outputs[s].contiguous() for s in scales}
