@@ -13,7 +13,7 @@ import torch
 
 from .errors import LuaFastError, NonFiniteInputError, UsageError
 from .files import (LATENTS_KEY, SAFETENSORS_SUFFIXES, atomic_write, check_latents_suffix,  # noqa: F401
-                    check_output_path, read_latents, write_latents)
+                    check_output_path, one_latent_as_batch, read_latents, write_latents)
 
 
 # --------------------------------------------------------------------- commands
@@ -68,13 +68,14 @@ def cmd_upscale(args) -> int:
     latents = read_latents(args.input, args.key)
     upscaler = load(args.weights, device=args.device, dtype=args.dtype, backend=args.backend,
                     precision=args.precision)
-    latents = latents.to(upscaler.device)
+    batch, single = one_latent_as_batch(latents, upscaler.config.in_channels)
     try:
-        out = upscaler.upscale(latents, scale=args.scale, check_finite=not args.no_check_finite, tile=args.tile,
-                               overlap=args.overlap, progress=True)
+        out = upscaler.upscale(batch.to(upscaler.device), scale=args.scale, check_finite=not args.no_check_finite,
+                               tile=args.tile, overlap=args.overlap, progress=True)
     except NonFiniteInputError as exc:
         exc.opt_out = "--no-check-finite"
         raise
+    out = out[0] if single else out  # the rank it read
     write_latents(args.output, out, args.key)
     print(
         f"{tuple(latents.shape)} -> {tuple(out.shape)} x{args.scale} "
@@ -233,9 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("upscale", help="upscale a latents file")
     p.add_argument("--weights", required=True, help="LUA checkpoint: a torch.save or safetensors file (told apart by content), or hf://owner/repo/file")
-    p.add_argument("--input", required=True, help=f"latents (a safetensors or torch.save file) under key '{LATENTS_KEY}'")
-    p.add_argument("--output", required=True, help="where to write the upscaled latents (.safetensors or .sft: safetensors; else torch.save)")
-    p.add_argument("--key", default=LATENTS_KEY, help=f"tensor key in the input/output files (default: {LATENTS_KEY})")
+    p.add_argument("--input", required=True, help=f"latents (B, C, H, W) or (C, H, W): a safetensors or torch.save file, "
+                   f"under key '{LATENTS_KEY}', or a ComfyUI .latent file")
+    p.add_argument("--output", required=True, help="where to write the upscaled latents, in the input's rank (.safetensors "
+                   "or .sft: safetensors; .latent: ComfyUI's latent file; .pt, .pth, .bin, .ckpt: torch.save)")
+    p.add_argument("--key", default=LATENTS_KEY, help=f"tensor key in the input/output files (default: {LATENTS_KEY}; "
+                   "ComfyUI's latent_tensor is found without it)")
     p.add_argument("--no-check-finite", action="store_true", help="skip the NaN/Inf input check")
     p.add_argument("--tile", type=_tile, default=None, help="tile size in latent pixels, or 'auto' (see lua_fast.tiling)")
     p.add_argument("--overlap", type=int, default=None, help="tile overlap in latent pixels (default 2 windows)")

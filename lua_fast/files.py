@@ -3,6 +3,10 @@
 - ``read_latents``: a tensor from an untrusted safetensors / ``torch.save`` file (told apart by
   content, whatever the suffix); every way it can
   be malformed ends in :class:`InputError` (or ``FileNotFoundError``) naming the file.
+- ComfyUI's ``.latent`` files (its SaveLatent / LoadLatent nodes) are read and written in its
+  layout: the tensor under ``latent_tensor`` and an empty ``latent_format_version_0`` marker,
+  without which ComfyUI's LoadLatent divides the latents by SD 1.x's 0.18215 (so does
+  ``read_latents``, to read such a file as ComfyUI does).
 - ``check_output_path``: run *before* any computation, so a bad ``--output`` fails at once and
   no command overwrites a file it reads (input, weights) unless forced.
 - ``atomic_write``: writes go to a temporary file in the target directory and are renamed over
@@ -23,15 +27,21 @@ from .checkpoint import CHECKPOINT_SUFFIXES, SAFETENSORS_SUFFIXES, TORCH_SUFFIXE
 from .errors import InputError, UsageError
 
 LATENTS_KEY = "latents"
+# ComfyUI's latent files: safetensors named ".latent"; LATENT "samples" are raw VAE latents there.
+COMFYUI_SUFFIX = ".latent"
+COMFYUI_KEY, COMFYUI_VERSION_KEY = "latent_tensor", "latent_format_version_0"
+COMFYUI_LEGACY_SCALE = 0.18215  # files without the version marker hold SD 1.x-scaled latents
+LATENT_SUFFIXES = CHECKPOINT_SUFFIXES + (COMFYUI_SUFFIX,)  # what lua-fast reads and writes as latents
 
 
 def check_latents_suffix(path: str | Path, option: str = "--output") -> None:
     """Refuse an output name whose suffix promises a format lua-fast does not write (``.npy``,
     ``.npz``, ``.png``): before 2026-11-28 any such name got a ``torch.save`` pickle."""
     suffix = Path(path).suffix.lower()
-    if suffix not in CHECKPOINT_SUFFIXES:
-        raise UsageError(f"{option} {path}: lua-fast writes safetensors ({', '.join(SAFETENSORS_SUFFIXES)}) or "
-                         f"torch.save files ({', '.join(TORCH_SUFFIXES)}), not {suffix or 'a file without a suffix'}")
+    if suffix not in LATENT_SUFFIXES:
+        raise UsageError(f"{option} {path}: lua-fast writes safetensors ({', '.join(SAFETENSORS_SUFFIXES)}), "
+                         f"torch.save files ({', '.join(TORCH_SUFFIXES)}) or ComfyUI latents ({COMFYUI_SUFFIX}), "
+                         f"not {suffix or 'a file without a suffix'}")
 
 
 def _first_line(exc: Exception) -> str:
@@ -43,7 +53,10 @@ def read_latents(path: str | Path, key: str = LATENTS_KEY) -> torch.Tensor:
     """A latents tensor from ``.safetensors`` (under ``key``, or its only tensor) or ``.pt``.
 
     A ``.pt`` file may hold a tensor or a dict with the tensor under ``key``; pickles are read
-    with ``weights_only=True``.
+    with ``weights_only=True``. A ComfyUI latent file (a ``latent_tensor`` key) is read as
+    ComfyUI's LoadLatent reads it: without its ``latent_format_version_0`` marker, the latents
+    are divided by 0.18215 (float32). Before 2026-11-28 ComfyUI files needed ``--key latent_tensor``
+    and a file without the marker was read 5.49x too large.
     """
     path = Path(path)
     if path.is_dir():
@@ -58,6 +71,8 @@ def read_latents(path: str | Path, key: str = LATENTS_KEY) -> torch.Tensor:
     tensors = {key: obj} if isinstance(obj, torch.Tensor) else obj
     if not isinstance(tensors, dict):
         raise InputError(f"{path} holds a {type(obj).__name__}, not a tensor or a dict of tensors")
+    if key not in tensors and COMFYUI_KEY in tensors:
+        key = COMFYUI_KEY
     if key in tensors:
         latents = tensors[key]
     elif len(tensors) == 1:
@@ -70,7 +85,21 @@ def read_latents(path: str | Path, key: str = LATENTS_KEY) -> torch.Tensor:
     problem = storage_problem(latents)
     if problem:
         raise InputError(f"{path}: the latents under key {key!r} are {problem}")
+    if key == COMFYUI_KEY and COMFYUI_VERSION_KEY not in tensors:
+        if not latents.is_floating_point():
+            raise InputError(f"{path}: the latents under key {key!r} are {latents.dtype}, not floating point")
+        latents = latents.float() * (1.0 / COMFYUI_LEGACY_SCALE)  # ComfyUI's LoadLatent, op for op
     return latents
+
+
+def one_latent_as_batch(latents: torch.Tensor, channels: int) -> tuple[torch.Tensor, bool]:
+    """``(latents, False)``, or for one latent saved without its batch dimension, (C, H, W) with
+    C = ``channels`` (a pipeline's ``latents[0]``), ``(latents[None], True)``: the caller upscales a
+    batch of one and writes back ``out[0]``, the rank it read. Other 3-D tensors (FLUX's packed
+    (B, seq, 64)) stay as they are, for the upscaler's error that says how to unpack them."""
+    if latents.dim() == 3 and latents.shape[0] == channels:
+        return latents[None], True
+    return latents, False
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
@@ -89,9 +118,17 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
 
 def write_latents(path: str | Path, latents: torch.Tensor, key: str = LATENTS_KEY) -> None:
     """Write ``{key: latents}`` as safetensors (a ``.safetensors`` or ``.sft`` suffix) or a
-    ``torch.save`` file, atomically."""
+    ``torch.save`` file, atomically. A ``.latent`` file gets ComfyUI's layout whatever ``key``
+    says: ``latent_tensor`` and the ``latent_format_version_0`` marker (without the marker,
+    ComfyUI's LoadLatent would divide the latents by 0.18215)."""
     latents = latents.detach().cpu().contiguous()
-    if Path(path).suffix.lower() in SAFETENSORS_SUFFIXES:
+    suffix = Path(path).suffix.lower()
+    if suffix == COMFYUI_SUFFIX:
+        from safetensors.torch import save_file
+
+        tensors = {COMFYUI_KEY: latents, COMFYUI_VERSION_KEY: torch.zeros(0, dtype=torch.float32, device="cpu")}
+        atomic_write(path, lambda tmp: save_file(tensors, tmp))
+    elif suffix in SAFETENSORS_SUFFIXES:
         from safetensors.torch import save_file
 
         atomic_write(path, lambda tmp: save_file({key: latents}, tmp))

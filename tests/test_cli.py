@@ -128,3 +128,56 @@ def test_cli_errors_are_reported_with_exit_code_2(tmp_path, capsys):
     assert "no tensor under key 'latents'" in capsys.readouterr().err
     assert main(args + ["--key", "a", "--scale", "3"]) == 2
     assert "unsupported scale 3" in capsys.readouterr().err
+
+
+def _comfyui_load_latent(path):
+    """ComfyUI's LoadLatent node, as its source reads a .latent file."""
+    latent = load_file(str(path), device="cpu")
+    multiplier = 1.0
+    if "latent_format_version_0" not in latent:
+        multiplier = 1.0 / 0.18215
+    return latent["latent_tensor"].float() * multiplier
+
+
+def test_comfyui_latent_files_round_trip(tmp_path, capsys):
+    """ComfyUI's SaveLatent writes ``.latent`` safetensors: ``latent_tensor`` and an empty
+    ``latent_format_version_0`` marker; its LoadLatent divides a file without the marker by 0.18215.
+    Before 2026-11-28 lua-fast needed --key latent_tensor to read one, refused to write ``.latent``,
+    and read a marker-less (legacy) file 5.49x too large."""
+    sd = random_state_dict(tiny_config(), seed=4)
+    torch.save(sd, tmp_path / "w.pth")
+    latents = torch.randn(2, 4, 7, 9)
+    save_file({"latent_tensor": latents, "latent_format_version_0": torch.tensor([])}, str(tmp_path / "in.latent"))
+    up = lua_fast.load(sd)
+    args = ["upscale", "--weights", str(tmp_path / "w.pth"), "--input", str(tmp_path / "in.latent"),
+            "--output", str(tmp_path / "out.latent")]
+    assert main(args) == 0, capsys.readouterr().err
+    written = load_file(str(tmp_path / "out.latent"))
+    assert set(written) == {"latent_tensor", "latent_format_version_0"} and written["latent_format_version_0"].numel() == 0
+    assert torch.equal(_comfyui_load_latent(tmp_path / "out.latent"), up.upscale(latents))  # what ComfyUI loads
+    assert torch.equal(lua_fast.cli.read_latents(tmp_path / "out.latent"), up.upscale(latents))
+
+    # A legacy file (no marker) holds SD 1.x-scaled latents: read as ComfyUI reads it.
+    save_file({"latent_tensor": latents}, str(tmp_path / "old.latent"))
+    assert torch.equal(lua_fast.cli.read_latents(tmp_path / "old.latent"), _comfyui_load_latent(tmp_path / "old.latent"))
+    assert main(args[:4] + [str(tmp_path / "old.latent"), "--output", str(tmp_path / "old_up.safetensors")]) == 0
+    assert torch.equal(load_file(str(tmp_path / "old_up.safetensors"))["latents"],
+                       up.upscale(latents.float() * (1.0 / 0.18215)))
+
+
+def test_one_latent_without_its_batch_dimension_keeps_its_rank(tmp_path, capsys):
+    """A (C, H, W) file (a pipeline's ``latents[0]``) was refused by lua-fast upscale before
+    2026-11-28 ("wrong rank"); it is upscaled as a batch of one and written back as (C, sH, sW).
+    A 3-D tensor whose first side is not the channel count still gets the upscaler's error."""
+    sd = random_state_dict(tiny_config(), seed=4)
+    torch.save(sd, tmp_path / "w.pth")
+    one = torch.randn(4, 6, 5)
+    save_file({"latents": one}, str(tmp_path / "one.safetensors"))
+    args = ["upscale", "--weights", str(tmp_path / "w.pth"), "--input", str(tmp_path / "one.safetensors"),
+            "--output", str(tmp_path / "up.pt"), "--scale", "4"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert "(4, 6, 5) -> (4, 24, 20) x4" in capsys.readouterr().out
+    assert torch.equal(lua_fast.cli.read_latents(tmp_path / "up.pt"), lua_fast.load(sd).upscale(one[None], scale=4)[0])
+    save_file({"latents": torch.randn(1, 30, 16)}, str(tmp_path / "packed.safetensors"))  # FLUX-packed-like
+    assert main(args[:4] + [str(tmp_path / "packed.safetensors"), "--output", str(tmp_path / "p.pt")]) == 2
+    assert "latents must be 4-D" in capsys.readouterr().err

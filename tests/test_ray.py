@@ -70,3 +70,34 @@ def test_a_folder_job_that_would_lose_outputs_is_refused(tmp_path):
     (tmp_path / "a.pt").unlink()
     with pytest.raises(InputError, match="output_dir is the input folder"):
         upscale_folder(tmp_path, tmp_path / "." , tmp_path / "w.pth")
+
+
+def test_the_actor_writes_comfyui_files_and_keeps_the_rank(tmp_path):
+    """Called as Ray calls it (no cluster needed): a ComfyUI ``.latent`` input gives a ``.latent``
+    output in ComfyUI's layout, and a (C, H, W) input a (C, sH, sW) output. Before 2026-11-28
+    ``.latent`` files were not listed and a (C, H, W) input came back as (1, C, sH, sW)."""
+    import numpy as np
+    from safetensors.torch import load_file
+
+    from lua_fast.integrations.ray import LatentUpscaler, latent_files
+
+    sd = random_state_dict(tiny_config(4), seed=41)
+    torch.save({"params_ema": sd}, tmp_path / "w.pth")
+    src = tmp_path / "in"
+    src.mkdir()
+    gen = torch.Generator().manual_seed(1)
+    a, b = torch.randn(1, 4, 8, 8, generator=gen), torch.randn(4, 8, 8, generator=gen)
+    save_file({"latent_tensor": a, "latent_format_version_0": torch.tensor([])}, str(src / "a.latent"))
+    save_file({"latents": b}, str(src / "b.safetensors"))
+    files = latent_files(src)
+    assert [f.rsplit("/", 1)[-1] for f in files] == ["a.latent", "b.safetensors"]
+    rows = LatentUpscaler(str(tmp_path / "w.pth"), str(tmp_path / "out"))({"path": np.array(files, dtype=object)})
+    assert list(rows["error"]) == ["", ""]
+    assert [o.rsplit("/", 1)[-1] for o in rows["output"]] == ["a.x2.latent", "b.x2.safetensors"]
+    up = lua_fast.load(sd)
+    comfy = load_file(rows["output"][0])
+    assert set(comfy) == {"latent_tensor", "latent_format_version_0"}
+    assert rel_err(comfy["latent_tensor"], up.upscale(a)) <= 1e-5  # (stacked with b: CPU GEMM blocking)
+    out_b = load_file(rows["output"][1])["latents"]
+    assert out_b.shape == (4, 16, 16) and rows["shape"][1] == "4x16x16"
+    assert rel_err(out_b, up.upscale(b[None])[0]) <= 1e-5

@@ -2,9 +2,11 @@
 
 ``LatentUpscaler`` is a callable class for ``ray.data.Dataset.map_batches``: Ray builds one per
 actor (one model per actor; give each actor a GPU with ``num_gpus=1``), and each call receives a
-batch of rows with a ``path`` column naming latent files (``.safetensors``, ``.sft``, ``.pt`` or
-``.pth``, read by content like ``lua-fast upscale`` reads them). Latents of the same shape are stacked into one forward pass; each
-output is written to ``output_dir`` as ``<stem>.x<scale>.safetensors`` (atomically). Every row comes
+batch of rows with a ``path`` column naming latent files (``.safetensors``, ``.sft``, ``.pt``,
+``.pth`` or ComfyUI's ``.latent``, read by content like ``lua-fast upscale`` reads them), each
+(B, C, H, W) or one (C, H, W) latent. Latents of the same shape are stacked into one forward pass; each
+output is written to ``output_dir`` in its input's rank as ``<stem>.x<scale>.safetensors``, or
+``<stem>.x<scale>.latent`` in ComfyUI's layout for a ``.latent`` input (atomically). Every row comes
 back with its ``output`` path, or its ``error`` when that file could not be upscaled: one bad file
 never loses the others. ``upscale_folder`` refuses a folder where two files share a stem (``a.pt`` and
 ``a.safetensors`` would write one output) and an output folder that is the input folder (a later
@@ -25,7 +27,7 @@ import torch
 
 from ..errors import InputError, LuaFastError
 
-LATENT_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth")  # either format under any of them (read by content)
+LATENT_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth", ".latent")  # any format under any of them (read by content)
 
 
 class LatentUpscaler:
@@ -42,32 +44,31 @@ class LatentUpscaler:
         self.scale, self.key = scale, key
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from ..files import read_latents, write_latents
+        from ..files import one_latent_as_batch, read_latents, write_latents
 
         paths = [str(p) for p in batch["path"]]
         outputs, errors, shapes = [""] * len(paths), [""] * len(paths), [""] * len(paths)
-        groups: dict[tuple, list[tuple[int, torch.Tensor]]] = {}
+        groups: dict[tuple, list[tuple[int, torch.Tensor, bool]]] = {}
         for i, path in enumerate(paths):
             try:
-                z = read_latents(path, self.key)
-                if z.dim() == 3:  # one latent without a batch dimension
-                    z = z[None]
+                z, single = one_latent_as_batch(read_latents(path, self.key), self.up.config.in_channels)
                 self.up.check_latents(z.to(self.up.device), check_finite=False)
-                groups.setdefault((tuple(z.shape[1:]), z.dtype), []).append((i, z))
+                groups.setdefault((tuple(z.shape[1:]), z.dtype), []).append((i, z, single))
             except (LuaFastError, OSError, ValueError) as exc:
                 errors[i] = f"{type(exc).__name__}: {exc}"
         for items in groups.values():
-            stacked = torch.cat([z for _, z in items]).to(self.up.device)
+            stacked = torch.cat([z for _, z, _ in items]).to(self.up.device)
             try:
                 out = self.up.upscale(stacked, scale=self.scale)
             except (LuaFastError, FloatingPointError) as exc:  # e.g. NaN in one file: redo one by one
                 out = None
             start = 0
-            for i, z in items:
+            for i, z, single in items:
                 try:
                     result = out[start:start + z.shape[0]] if out is not None else \
                         self.up.upscale(z.to(self.up.device), scale=self.scale)
-                    target = self.output_dir / f"{Path(paths[i]).stem}.x{self.scale}.safetensors"
+                    result = result[0] if single else result  # the rank it read
+                    target = self.output_dir / output_name(paths[i], self.scale)
                     write_latents(target, result, self.key)
                     outputs[i], shapes[i] = str(target), "x".join(map(str, result.shape))
                 except (LuaFastError, FloatingPointError, OSError) as exc:
@@ -75,6 +76,12 @@ class LatentUpscaler:
                 start += z.shape[0]
         return {"path": np.array(paths, dtype=object), "output": np.array(outputs, dtype=object),
                 "error": np.array(errors, dtype=object), "shape": np.array(shapes, dtype=object)}
+
+
+def output_name(path: str, scale: int) -> str:
+    """``<stem>.x<scale>.safetensors``, or ``.latent`` (ComfyUI's layout) for a ``.latent`` input."""
+    suffix = ".latent" if Path(path).suffix.lower() == ".latent" else ".safetensors"
+    return f"{Path(path).stem}.x{scale}{suffix}"
 
 
 def latent_files(input_dir: str | os.PathLike) -> list[str]:
@@ -93,7 +100,7 @@ def check_folder_job(files: list[str], input_dir, output_dir) -> None:
         by_stem.setdefault(Path(f).stem, []).append(Path(f).name)
     shared = {stem: names for stem, names in by_stem.items() if len(names) > 1}
     if shared:
-        raise InputError("these files would write the same output (<stem>.x<scale>.safetensors): "
+        raise InputError("these files would write the same output (<stem>.x<scale>.safetensors or .latent): "
                          + "; ".join(", ".join(names) for names in shared.values())
                          + ": keep one file per stem")
 
