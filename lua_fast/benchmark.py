@@ -27,6 +27,18 @@ from .precision import PRECISIONS, tf32_switches
 
 
 # ------------------------------------------------------------------ plumbing
+def cpu_name() -> str:
+    """The CPU's model name (``platform.processor()`` is empty on Linux: JSON said "cpu")."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name") and ":" in line:
+                    return line.split(":", 1)[1].strip() or "cpu"
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def environment(device: torch.device) -> dict:
     env = {
         "lua_fast": __version__,
@@ -34,7 +46,8 @@ def environment(device: torch.device) -> dict:
         "cuda": torch.version.cuda,
         "python": platform.python_version(),
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the ISA PyTorch's CPU kernels use
         "cpu_threads": torch.get_num_threads(),
         # cuDNN's version and the TF32 switches outside lua_fast's own (each precision mode sets
         # its own inside a forward; eager comparisons and cuDNN's plan choice depend on these)

@@ -2,6 +2,8 @@
 
 import json
 
+import torch
+
 from lua_fast.cli import main
 
 
@@ -12,6 +14,14 @@ def test_bench_quick_on_cpu(tmp_path, capsys):
     report = json.loads((tmp_path / "bench.json").read_text())
     env = report["environment"]
     assert env["device"] == "cpu" and env["torch"] and "lua_fast" in env
+    # The CPU by name where the system says it (before 2026-11-28 Linux gave "cpu": platform.processor()
+    # is empty there), and the instruction set PyTorch's CPU kernels run.
+    from pathlib import Path
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists() and "model name" in cpuinfo.read_text():
+        assert env["device_name"] not in ("", "cpu")
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     from lua_fast.precision import tf32_switches
 
     assert env["tf32_switches"] == {"matmul": str(tf32_switches()[0]), "cudnn_conv": str(tf32_switches()[1])}
