@@ -23,22 +23,11 @@ import torch
 from . import __version__, dispatch
 from .config import LUAConfig
 from .flops import forward_flops
+from .info import cpu_name
 from .precision import PRECISIONS, tf32_switches
 
 
 # ------------------------------------------------------------------ plumbing
-def cpu_name() -> str:
-    """The CPU's model name (``platform.processor()`` is empty on Linux: JSON said "cpu")."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name") and ":" in line:
-                    return line.split(":", 1)[1].strip() or "cpu"
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
 def environment(device: torch.device) -> dict:
     env = {
         "lua_fast": __version__,

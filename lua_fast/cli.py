@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -25,12 +26,13 @@ def cmd_info(args) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(f"lua_fast {report['lua_fast']}  (python {report['python']}, {report['platform']})")
-    for name in ("torch", "torch_cuda", "triton", "triton_kernels", "numpy", "safetensors"):
+    for name in ("torch", "torch_cuda", "cudnn", "triton", "triton_kernels", "numpy", "safetensors"):
         untested = report["untested_versions"].get(name)
-        print(f"  {name:12s} {report[name] or ('none (CPU-only build)' if name == 'torch_cuda' else 'not installed')}"
+        print(f"  {name:12s} {report[name] or ('none (CPU-only build)' if name in ('torch_cuda', 'cudnn') else 'not installed')}"
               + (f"  (WARNING: {untested})" if untested else ""))
     print("devices:")
-    print("  cpu")
+    cpu = report["cpu"]
+    print(f"  cpu     {cpu['name']} ({cpu['capability']}, {cpu['threads']} threads)")
     for dev in report["cuda_devices"]:
         print(f"  cuda:{dev['index']}  {dev['name']} (sm {dev['capability']}, {dev['memory_gib']} GiB)")
         pdl = report["programmatic_dependent_launch"].get(f"cuda:{dev['index']}")
@@ -293,7 +295,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # (here, so that a closed pipe is caught below, not at exit)
+        return status
+    except BrokenPipeError:
+        # The reader went away (`lua-fast info | head`): not this command's error. Later writes,
+        # Python's own flush at exit included, go to /dev/null; the status is the shell's for a
+        # writer killed by SIGPIPE, as `yes | head` gives. (Before 2026-11-28: an error message, 2.)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13
     except (LuaFastError, OSError, ValueError) as exc:  # OSError: missing files, permissions, full disks
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"lua-fast {args.command}: error: {message}", file=sys.stderr)

@@ -57,6 +57,31 @@ def _module_version(name: str) -> str | None:
         return None
 
 
+def cpu_name() -> str:
+    """The CPU's model name (``platform.processor()`` is empty on Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name") and ":" in line:
+                    return line.split(":", 1)[1].strip() or "cpu"
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def cpu_report() -> dict:
+    """The CPU by name, the instruction set PyTorch's CPU kernels use, and its thread count."""
+    return {"name": cpu_name(), "capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads()}
+
+
+def _cudnn_version() -> int | None:
+    try:
+        return torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    except Exception:  # a broken cuDNN install reports itself here, not as a crash of `info`
+        return None
+
+
 def devices() -> list[torch.device]:
     found = [torch.device("cpu")]
     if torch.cuda.is_available():
@@ -86,6 +111,7 @@ def info() -> dict:
         "platform": platform.platform(),
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
+        "cudnn": _cudnn_version(),
         "triton": _module_version("triton"),
         "triton_kernels": _triton_report(),
         "untested_versions": {name: why for name in TESTED_VERSIONS
@@ -94,6 +120,7 @@ def info() -> dict:
         "programmatic_dependent_launch": _pdl_report(),
         "numpy": _module_version("numpy"),
         "safetensors": _module_version("safetensors"),
+        "cpu": cpu_report(),
         "cuda_devices": cuda,
         "native_extension": _native_report(),
         "ops": {

@@ -27,6 +27,10 @@ def test_info_json(capsys):
     assert report["auto_backend"]["cpu"] == "torch"
     assert "reason" in report["native_extension"]
     assert "cpu" not in report["programmatic_dependent_launch"]  # (a CUDA launch option)
+    # The CPU and cuDNN, new on 2026-11-28 (a bug report's first questions).
+    assert report["cpu"]["capability"] == torch.backends.cpu.get_cpu_capability()
+    assert report["cpu"]["threads"] == torch.get_num_threads() and report["cpu"]["name"]
+    assert report["cudnn"] == (torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None)
 
 
 def test_info_says_when_a_version_is_outside_the_tested_range(monkeypatch, capsys):
@@ -181,3 +185,15 @@ def test_one_latent_without_its_batch_dimension_keeps_its_rank(tmp_path, capsys)
     save_file({"latents": torch.randn(1, 30, 16)}, str(tmp_path / "packed.safetensors"))  # FLUX-packed-like
     assert main(args[:4] + [str(tmp_path / "packed.safetensors"), "--output", str(tmp_path / "p.pt")]) == 2
     assert "latents must be 4-D" in capsys.readouterr().err
+
+
+def test_a_reader_that_closes_the_pipe_is_not_an_error():
+    """``lua-fast info | head -1``: before 2026-11-28 the closed pipe was reported as
+    "lua-fast info: error: [Errno 32] Broken pipe" with status 2. Now nothing is printed and the
+    status is 141, a writer killed by SIGPIPE, as ``yes | head`` gives."""
+    proc = subprocess.Popen([sys.executable, "-m", "lua_fast", "info"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the child writes (its imports take a second)
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, stderr
+    assert stderr == ""
