@@ -14,7 +14,7 @@ import torch
 
 from .errors import LuaFastError, NonFiniteInputError, UsageError
 from .files import (LATENTS_KEY, SAFETENSORS_SUFFIXES, atomic_write, check_latents_suffix,  # noqa: F401
-                    check_output_path, one_latent_as_batch, read_latents, write_latents)
+                    check_output_path, one_latent_as_batch, output_name, read_latents, write_latents)
 
 
 # --------------------------------------------------------------------- commands
@@ -59,17 +59,66 @@ def cmd_info(args) -> int:
     return 0
 
 
+def upscale_targets(args) -> list[tuple[str, Path]]:
+    """(input, output) pairs: ``--output`` for one input, or ``--output-dir`` with each output named
+    ``<stem>.x<scale>.safetensors`` (``.latent`` for a ComfyUI file) as the Ray job names them.
+    Checked whole before anything is read: a name two inputs would share, an output that is a file
+    this command reads (an input, the weights; unless --force), a directory that cannot be written."""
+    if (args.output is None) == (args.output_dir is None):
+        raise UsageError("give --output (one input) or --output-dir (one or more inputs)")
+    if args.output is not None and len(args.input) != 1:
+        raise UsageError(f"--output takes one --input, got {len(args.input)}; for several, pass --output-dir")
+    if args.output is not None:
+        targets = [(args.input[0], Path(args.output))]
+        option = "--output"
+    else:
+        out_dir = Path(args.output_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UsageError(f"--output-dir {out_dir} is a file, not a directory")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        targets = [(inp, out_dir / output_name(inp, args.scale)) for inp in args.input]
+        option = "--output-dir"
+        by_target: dict[Path, list[str]] = {}
+        for inp, target in targets:
+            by_target.setdefault(target.resolve(), []).append(inp)
+        shared = [inputs for inputs in by_target.values() if len(inputs) > 1]
+        if shared:
+            raise UsageError("these inputs would write the same output (<stem>.x<scale>.<suffix>): "
+                             + "; ".join(", ".join(inputs) for inputs in shared))
+    reads = [("--input", inp) for inp in args.input] + [("--weights", args.weights)]
+    for _, target in targets:
+        check_output_path(target, reads=reads, force=args.force, option=option)
+        check_latents_suffix(target, option=option)
+    return targets
+
+
 def cmd_upscale(args) -> int:
     from . import load
 
     if args.overlap is not None and args.tile is None:
         raise UsageError("--overlap needs --tile (N or auto)")
-    # Everything about the output is checked before the weights are read or anything runs.
-    check_output_path(args.output, reads=[("--input", args.input), ("--weights", args.weights)], force=args.force)
-    check_latents_suffix(args.output)
-    latents = read_latents(args.input, args.key)
+    # Everything about the outputs is checked before the weights are read or anything runs.
+    targets = upscale_targets(args)
     upscaler = load(args.weights, device=args.device, dtype=args.dtype, backend=args.backend,
                     precision=args.precision)
+    failed = 0
+    for source, target in targets:
+        try:
+            upscale_file(upscaler, source, target, args)
+        except (LuaFastError, OSError, ValueError) as exc:
+            if len(targets) == 1:
+                raise
+            failed += 1  # one bad file does not lose the others (as in the Ray job)
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            print(f"lua-fast upscale: error: {source}: {message}", file=sys.stderr)
+    if failed:
+        print(f"lua-fast upscale: {failed} of {len(targets)} inputs failed", file=sys.stderr)
+        return 2
+    return 0
+
+
+def upscale_file(upscaler, source: str, target: Path, args) -> None:
+    latents = read_latents(source, args.key)
     batch, single = one_latent_as_batch(latents, upscaler.config.in_channels)
     try:
         out = upscaler.upscale(batch.to(upscaler.device), scale=args.scale, check_finite=not args.no_check_finite,
@@ -78,12 +127,11 @@ def cmd_upscale(args) -> int:
         exc.opt_out = "--no-check-finite"
         raise
     out = out[0] if single else out  # the rank it read
-    write_latents(args.output, out, args.key)
+    write_latents(target, out, args.key)
     print(
         f"{tuple(latents.shape)} -> {tuple(out.shape)} x{args.scale} "
-        f"[{upscaler.backend}, {upscaler.device}, {upscaler.precision}] -> {args.output}"
+        f"[{upscaler.backend}, {upscaler.device}, {upscaler.precision}] -> {target}"
     )
-    return 0
 
 
 def cmd_convert(args) -> int:
@@ -236,10 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("upscale", help="upscale a latents file")
     p.add_argument("--weights", required=True, help="LUA checkpoint: a torch.save or safetensors file (told apart by content), or hf://owner/repo/file")
-    p.add_argument("--input", required=True, help=f"latents (B, C, H, W) or (C, H, W): a safetensors or torch.save file, "
-                   f"under key '{LATENTS_KEY}', or a ComfyUI .latent file")
-    p.add_argument("--output", required=True, help="where to write the upscaled latents, in the input's rank (.safetensors "
+    p.add_argument("--input", required=True, nargs="+", help=f"one or more latents files, each (B, C, H, W) or "
+                   f"(C, H, W): safetensors or torch.save under key '{LATENTS_KEY}', or ComfyUI .latent files")
+    p.add_argument("--output", help="where to write the upscaled latents of one input, in the input's rank (.safetensors "
                    "or .sft: safetensors; .latent: ComfyUI's latent file; .pt, .pth, .bin, .ckpt: torch.save)")
+    p.add_argument("--output-dir", help="a folder for the outputs of one or more inputs (created if missing): "
+                   "<stem>.x<scale>.safetensors, or .latent for a .latent input; the model is loaded once")
     p.add_argument("--key", default=LATENTS_KEY, help=f"tensor key in the input/output files (default: {LATENTS_KEY}; "
                    "ComfyUI's latent_tensor is found without it)")
     p.add_argument("--no-check-finite", action="store_true", help="skip the NaN/Inf input check")

@@ -102,6 +102,13 @@ def one_latent_as_batch(latents: torch.Tensor, channels: int) -> tuple[torch.Ten
     return latents, False
 
 
+def output_name(path: str | Path, scale: int) -> str:
+    """``<stem>.x<scale>.safetensors``, or ``.latent`` (ComfyUI's layout) for a ``.latent`` input: the
+    name ``lua-fast upscale --output-dir`` and the Ray job give an input's output."""
+    suffix = COMFYUI_SUFFIX if Path(path).suffix.lower() == COMFYUI_SUFFIX else ".safetensors"
+    return f"{Path(path).stem}.x{scale}{suffix}"
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``."""
     path = Path(path)

@@ -197,3 +197,54 @@ def test_a_reader_that_closes_the_pipe_is_not_an_error():
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141, stderr
     assert stderr == ""
+
+
+def test_several_inputs_into_an_output_dir(tmp_path, capsys):
+    """``--input`` takes several files with ``--output-dir`` (the model loaded once; outputs named
+    as the Ray job names them); a bad file is reported and the others are still written (status 2).
+    New on 2026-11-28: one file per process before."""
+    sd = random_state_dict(tiny_config(), seed=4)
+    torch.save(sd, tmp_path / "w.pth")
+    gen = torch.Generator().manual_seed(2)
+    a, b, c = torch.randn(2, 4, 6, 7, generator=gen), torch.randn(4, 5, 9, generator=gen), torch.randn(1, 4, 8, 8, generator=gen)
+    save_file({"latents": a}, str(tmp_path / "a.safetensors"))
+    torch.save(b, tmp_path / "b.pt")
+    save_file({"latent_tensor": c, "latent_format_version_0": torch.tensor([])}, str(tmp_path / "c.latent"))
+    (tmp_path / "d.safetensors").write_bytes(b"not a safetensors file")
+    inputs = [str(tmp_path / n) for n in ("a.safetensors", "b.pt", "d.safetensors", "c.latent")]
+    out = tmp_path / "out" / "x2"  # created
+    assert main(["upscale", "--weights", str(tmp_path / "w.pth"), "--input", *inputs, "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {inputs[2]}: " in err and "1 of 4 inputs failed" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a.x2.safetensors", "b.x2.safetensors", "c.x2.latent"]
+    up = lua_fast.load(sd)
+    assert torch.equal(load_file(str(out / "a.x2.safetensors"))["latents"], up.upscale(a))
+    assert torch.equal(load_file(str(out / "b.x2.safetensors"))["latents"], up.upscale(b[None])[0])
+    assert torch.equal(load_file(str(out / "c.x2.latent"))["latent_tensor"], up.upscale(c))
+    # all good: status 0
+    assert main(["upscale", "--weights", str(tmp_path / "w.pth"), "--input", inputs[0], inputs[1],
+                 "--output-dir", str(out), "--scale", "4"]) == 0
+    assert (out / "a.x4.safetensors").exists() and (out / "b.x4.safetensors").exists()
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--output-dir", "OUT", "--output", "o.pt"], "give --output (one input) or --output-dir"),
+    ([], "give --output (one input) or --output-dir"),
+    (["--output", "o.pt", "+b.pt"], "--output takes one --input, got 2"),
+    (["--output-dir", "OUT", "+a.safetensors"], "would write the same output"),
+    (["--output-dir", "IN"], "is the same file as --input"),
+])
+def test_several_inputs_are_checked_before_anything_runs(tmp_path, capsys, extra, message):
+    """A name two inputs would share (a.pt, a.safetensors), an output over an input, and --output
+    with several inputs are refused before the weights are read (the weights file is missing)."""
+    (tmp_path / "a.pt").write_bytes(b"")
+    (tmp_path / "b.pt").write_bytes(b"")
+    (tmp_path / "a.safetensors").write_bytes(b"")
+    (tmp_path / "a.x2.safetensors").write_bytes(b"")  # IN: an input that a's output would overwrite
+    inputs = [str(tmp_path / "a.pt"), str(tmp_path / "a.x2.safetensors")] if "IN" in extra else [str(tmp_path / "a.pt")]
+    inputs += [str(tmp_path / e[1:]) for e in extra if e.startswith("+")]
+    options = [str(tmp_path) if e == "IN" else str(tmp_path / e) if e in ("OUT", "o.pt") else e
+               for e in extra if not e.startswith("+")]
+    args = ["upscale", "--weights", str(tmp_path / "missing.pth"), "--input", *inputs, *options]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err

@@ -44,7 +44,7 @@ class LatentUpscaler:
         self.scale, self.key = scale, key
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from ..files import one_latent_as_batch, read_latents, write_latents
+        from ..files import one_latent_as_batch, output_name, read_latents, write_latents
 
         paths = [str(p) for p in batch["path"]]
         outputs, errors, shapes = [""] * len(paths), [""] * len(paths), [""] * len(paths)
@@ -76,12 +76,6 @@ class LatentUpscaler:
                 start += z.shape[0]
         return {"path": np.array(paths, dtype=object), "output": np.array(outputs, dtype=object),
                 "error": np.array(errors, dtype=object), "shape": np.array(shapes, dtype=object)}
-
-
-def output_name(path: str, scale: int) -> str:
-    """``<stem>.x<scale>.safetensors``, or ``.latent`` (ComfyUI's layout) for a ``.latent`` input."""
-    suffix = ".latent" if Path(path).suffix.lower() == ".latent" else ".safetensors"
-    return f"{Path(path).stem}.x{scale}{suffix}"
 
 
 def latent_files(input_dir: str | os.PathLike) -> list[str]:
