@@ -3,8 +3,8 @@
     python benchmarks/bench_cpu_attention.py [--sizes 32 64] [--repeat 5] [--out results/cpu_attention_inplace.json]
 
 Variants, released FLUX config, random weights, batch 1, x2: the reference backend; the torch
-backend as it runs now (bias add, mask add and softmax in place on the (windows, heads, N, N)
-scores); the torch backend with that switched off (one new score-sized tensor per op: the path
+backend as it runs now (every block's (windows, heads, N, N) scores in one buffer per forward,
+bias add, mask add and softmax in place on them); the torch backend with that switched off (one new score-sized tensor per op: the path
 autograd and traced graphs take); and the torch backend as it was before 2026-11-28 (out of place,
 with the reference's permuted bias view). Calls of the three alternate, so
 a drift of the machine meets each alike. Every output is compared bit for bit with the

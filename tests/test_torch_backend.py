@@ -1,6 +1,6 @@
 """The torch backend's CPU attention: a contiguous bias and, in eager inference, the bias add, the
-mask add and the softmax in place on the scores, with the reference's bits (2026-11-28; timed in
-benchmarks/bench_cpu_attention.py)."""
+mask add and the softmax in place on scores that every block of a forward writes into one buffer,
+with the reference's bits (2026-11-28; timed in benchmarks/bench_cpu_attention.py)."""
 
 import pytest
 import torch
@@ -21,13 +21,18 @@ def weights():
 
 
 class OpLog(TorchDispatchMode):
+    """The ops a call runs, and the storages the scores GEMMs write into (``bmm`` with ``out=``)."""
+
     def __init__(self):
         super().__init__()
-        self.ops = []
+        self.ops, self.score_storages = [], []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
         self.ops.append(str(func))
-        return func(*args, **(kwargs or {}))
+        if func is torch.ops.aten.bmm.out:
+            self.score_storages.append(kwargs["out"].untyped_storage().data_ptr())
+        return func(*args, **kwargs)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
@@ -47,7 +52,8 @@ def test_the_contiguous_bias_is_the_references_bias(dtype, window):
 def test_cpu_inference_takes_the_scores_in_place_with_the_references_bits(weights, precision):
     """Odd sides (padding), batch 2, a channels-last input, both heads from one trunk: the same bits
     as the reference, in place or not; in place, one out= softmax per block and no new score-sized
-    tensor from an add. Before 2026-11-28 each block allocated three."""
+    tensor from an add, and the scores GEMMs of all blocks write into one buffer. Before 2026-11-28
+    each block allocated four score-sized tensors."""
     x = torch.randn(2, 4, 7, 10, generator=torch.Generator().manual_seed(3)).contiguous(
         memory_format=torch.channels_last)
     expected = lua_fast.load(weights, backend="reference", precision=precision).upscale(x, scale=(2, 4))
@@ -56,6 +62,8 @@ def test_cpu_inference_takes_the_scores_in_place_with_the_references_bits(weight
         got = up.upscale(x, scale=(2, 4))
     assert log.ops.count("aten._softmax.out") == BLOCKS and "aten._softmax.default" not in log.ops
     assert log.ops.count("aten.add_.Tensor") >= BLOCKS + SHIFTED
+    # One score buffer per forward, grown for the stage with more heads (CONFIG: 2 then 4)
+    assert len(log.score_storages) == BLOCKS and len(set(log.score_storages)) == len(set(CONFIG.num_heads))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(torch_backend, "_scores_in_place", lambda scores, bias: False)
         with OpLog() as log:

@@ -15,6 +15,8 @@ why (benchmarks/NOTES.md has the measurements).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -45,18 +47,35 @@ def relative_position_bias(attn: WindowAttention, dtype: torch.dtype) -> torch.T
     return bias.view(attn.num_heads, n, n)
 
 
-def _scores_in_place(scores: torch.Tensor, bias: torch.Tensor) -> bool:
-    """Whether the (windows, heads, N, N) scores may take the bias add, the mask add and the
-    softmax in place: the same ops in the same order (the same bits), without three score-sized
-    allocations. On the CPU each is fresh memory whose first touch costs page faults: in place
-    measured up to 2.2x faster for the attention and 1.2-1.4x for a whole forward
-    (benchmarks/NOTES.md). Only where nothing needs the scores for a backward (autograd refuses an
-    ``out=`` softmax) and nothing traces (graphs plan their own buffers); not on CUDA, whose
-    caching allocator has no such cost (and where this is untimed). Nor under autocast ("mixed")."""
-    return (scores.device.type == "cpu" and not scores.requires_grad and not bias.requires_grad
-            and scores.dtype == bias.dtype  # (else the add promotes: "mixed" adds an fp32 bias to bf16 scores)
-            and not torch.is_autocast_enabled("cpu")  # (autocast runs softmax in fp32; an out= softmax not)
+def _scores_in_place(q: torch.Tensor, bias: torch.Tensor) -> bool:
+    """Whether the (windows, heads, N, N) scores may be written into a buffer the forward reuses
+    and take the bias add, the mask add and the softmax in place: the same ops in the same order
+    (the same bits), without four score-sized allocations per block. On the CPU each allocation is
+    fresh memory whose first touch costs page faults (the scores GEMM of 16 windows x 12 heads:
+    7.4 ms into a reused buffer, 20.5 ms into a new one), so this measured 1.4-1.6x faster for a
+    whole fp32 forward (benchmarks/NOTES.md). Only where nothing needs the scores for a backward
+    (autograd refuses an ``out=`` softmax) and nothing traces (graphs plan their own buffers); not
+    under autocast ("mixed": the add promotes bf16 scores to fp32 and the softmax runs in fp32);
+    not on CUDA, whose caching allocator has no such cost (and where this is untimed)."""
+    return (q.device.type == "cpu" and not q.requires_grad and not bias.requires_grad
+            and q.dtype == bias.dtype and not torch.is_autocast_enabled("cpu")
             and not window_ops._traced())
+
+
+class ScoreBuffer:
+    """The attention scores' memory for one forward: every block's scores are written into it (the
+    largest block's size), so the pages are touched once per forward, not once per block. Not kept
+    across forwards: a 128x128 latent's fp32 scores are 200 MB that an idle upscaler should not hold."""
+
+    def __init__(self) -> None:
+        self.buffer: torch.Tensor | None = None
+
+    def take(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        numel = math.prod(shape)
+        buf = self.buffer
+        if buf is None or buf.numel() < numel or buf.dtype != like.dtype or buf.device != like.device:
+            buf = self.buffer = torch.empty(numel, dtype=like.dtype, device=like.device)
+        return buf[:numel].view(shape)
 
 
 class TorchBackendLUA(nn.Module):
@@ -76,7 +95,8 @@ class TorchBackendLUA(nn.Module):
         return self.model.upscale_with(x, scales, self.trunk)
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.trunk(x, run_block=self.block)
+        scratch = ScoreBuffer()  # one forward's, shared by its blocks, freed with it
+        return self.model.trunk(x, run_block=lambda block, t, h, w: self.block(block, t, h, w, scratch))
 
     def shift_mask(self, height, width, window, shift, device, dtype) -> torch.Tensor:
         if not (isinstance(height, int) and isinstance(width, int)):  # symbolic (export): no cache
@@ -86,16 +106,18 @@ class TorchBackendLUA(nn.Module):
             key, lambda: window_ops.window_mask(height, width, window, shift, dtype=dtype, device=device)[0]
         )
 
-    def block(self, block: SwinBlock, t: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    def block(self, block: SwinBlock, t: torch.Tensor, height: int, width: int,
+              scratch: "ScoreBuffer | None" = None) -> torch.Tensor:
         b, length, dim = t.shape
         window, shift = block.window, block.shift
         y = block.norm1(t).view(b, height, width, dim)
         windows = window_ops.window_partition(y, window, shift)
-        windows = self.attention(block.attn, windows, height, width, shift)
+        windows = self.attention(block.attn, windows, height, width, shift, scratch)
         t = t + window_ops.window_merge(windows, b, height, width, window, shift).view(b, length, dim)
         return t + block.mlp(block.norm2(t))
 
-    def attention(self, attn: WindowAttention, x: torch.Tensor, height: int, width: int, shift: int):
+    def attention(self, attn: WindowAttention, x: torch.Tensor, height: int, width: int, shift: int,
+                  scratch: "ScoreBuffer | None" = None):
         bw, n, dim = x.shape
         heads, head_dim = attn.num_heads, attn.head_dim
         q, k, v = attn.qkv(x).view(bw, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
@@ -111,16 +133,15 @@ class TorchBackendLUA(nn.Module):
         if impl == "sdpa":
             bias = bias if mask is None else bias.unsqueeze(0) + mask  # (nW, heads, N, N)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=attn.scale)
-        else:  # the reference's ops in its order: the bias, then the mask, then the softmax
-            scores = (q * attn.scale) @ k.transpose(-2, -1)
-            if _scores_in_place(scores, bias):
-                scores += bias
-                if mask is not None:
-                    scores += mask
-                attn_weights = torch.ops.aten._softmax.out(scores, -1, False, out=scores)
-            else:
-                scores = scores + bias
-                attn_weights = (scores if mask is None else scores + mask).softmax(dim=-1)
-            out = attn_weights @ v
+        elif _scores_in_place(q, bias):  # the reference's ops in its order: the bias, the mask, the softmax
+            scores = (scratch or ScoreBuffer()).take(q.shape[:-1] + (n,), q)
+            torch.matmul(q * attn.scale, k.transpose(-2, -1), out=scores)
+            scores += bias
+            if mask is not None:
+                scores += mask
+            out = torch.ops.aten._softmax.out(scores, -1, False, out=scores) @ v
+        else:
+            scores = (q * attn.scale) @ k.transpose(-2, -1) + bias
+            out = (scores if mask is None else scores + mask).softmax(dim=-1) @ v
         out = out.reshape(bw, heads, n, head_dim).transpose(1, 2).reshape(bw, n, dim)
         return attn.proj(out)
