@@ -1,14 +1,15 @@
-"""The torch backend's attention scores in place on the CPU, timed side by side in one process.
+"""The torch backend's reused memory on the CPU, timed side by side in one process.
 
     python benchmarks/bench_cpu_attention.py [--sizes 32 64] [--repeat 5] [--out results/cpu_attention_inplace.json]
 
 Variants, released FLUX config, random weights, batch 1, x2: the reference backend; the torch
-backend as it runs now (every block's (windows, heads, N, N) scores in one buffer per forward,
-bias add, mask add and softmax in place on them); the torch backend with that switched off (one new score-sized tensor per op: the path
-autograd and traced graphs take); and the torch backend as it was before 2026-11-28 (out of place,
-with the reference's permuted bias view). Calls of the three alternate, so
-a drift of the machine meets each alike. Every output is compared bit for bit with the
-reference's. CPU only: on CUDA the switch is off (lua_fast.backends.torch_backend._scores_in_place).
+backend as it runs now (every block's (windows, heads, N, N) scores, qkv and MLP hidden
+activations in buffers the forward reuses; bias add, mask add, softmax and GELU in place); the
+torch backend with that switched off (a new tensor per op: the path autograd and traced graphs
+take); and the torch backend as it was before 2026-11-28 (that, with the reference's permuted bias
+view). Calls of the four alternate, so a drift of the machine meets each alike. Every output is
+compared bit for bit with the reference's. CPU only: on CUDA the switch is off
+(lua_fast.backends.torch_backend._reuse_memory).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from common import environment, write_json
 
 
 def out_of_place():
-    return mock.patch.object(torch_backend, "_scores_in_place", lambda scores, bias: False)
+    return mock.patch.object(torch_backend, "_reuse_memory", lambda *tensors: False)
 
 
 def as_before():
@@ -59,8 +60,8 @@ def main() -> None:
         reference = lua_fast.load(state, backend="reference", dtype=dtype)
         backend = lua_fast.load(state, backend="torch", dtype=dtype)
         variants = {"reference": (reference, contextlib.nullcontext),
-                    "torch, scores in place": (backend, contextlib.nullcontext),
-                    "torch, scores out of place": (backend, out_of_place),
+                    "torch, memory reused": (backend, contextlib.nullcontext),
+                    "torch, memory not reused": (backend, out_of_place),
                     "torch before 2026-11-28 (permuted bias, out of place)": (backend, as_before)}
         for size in args.sizes:
             x = torch.randn(1, 16, size, size)
@@ -79,7 +80,7 @@ def main() -> None:
                     "variant": name, "dtype": dtype_name, "latent": [1, 16, size, size], "scale": 2,
                     "median_ms": round(medians[name], 1), "min_ms": round(min(t), 1), "max_ms": round(max(t), 1),
                     "vs_reference": round(medians["reference"] / medians[name], 3),
-                    "vs_out_of_place": round(medians["torch, scores out of place"] / medians[name], 3),
+                    "vs_out_of_place": round(medians["torch, memory not reused"] / medians[name], 3),
                     "vs_before": round(medians["torch before 2026-11-28 (permuted bias, out of place)"] / medians[name], 3),
                     "bit_equal_to_reference": bool(torch.equal(outputs[name], outputs["reference"])),
                 })

@@ -21,17 +21,20 @@ def weights():
 
 
 class OpLog(TorchDispatchMode):
-    """The ops a call runs, and the storages the scores GEMMs write into (``bmm`` with ``out=``)."""
+    """The ops a call runs, and the storages the scores GEMMs (``bmm``) and the qkv / fc1 GEMMs
+    (``addmm``) write into with ``out=``."""
 
     def __init__(self):
         super().__init__()
-        self.ops, self.score_storages = [], []
+        self.ops, self.score_storages, self.linear_storages = [], [], []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         self.ops.append(str(func))
         if func is torch.ops.aten.bmm.out:
             self.score_storages.append(kwargs["out"].untyped_storage().data_ptr())
+        if func is torch.ops.aten.addmm.out:
+            self.linear_storages.append(kwargs["out"].untyped_storage().data_ptr())
         return func(*args, **kwargs)
 
 
@@ -52,8 +55,9 @@ def test_the_contiguous_bias_is_the_references_bias(dtype, window):
 def test_cpu_inference_takes_the_scores_in_place_with_the_references_bits(weights, precision):
     """Odd sides (padding), batch 2, a channels-last input, both heads from one trunk: the same bits
     as the reference, in place or not; in place, one out= softmax per block and no new score-sized
-    tensor from an add, and the scores GEMMs of all blocks write into one buffer. Before 2026-11-28
-    each block allocated four score-sized tensors."""
+    tensor from an add, and the scores, qkv and fc1 GEMMs of all blocks write into one buffer each.
+    Before 2026-11-28 each block allocated four score-sized tensors, qkv, and the MLP's hidden
+    activations twice (fc1, GELU)."""
     x = torch.randn(2, 4, 7, 10, generator=torch.Generator().manual_seed(3)).contiguous(
         memory_format=torch.channels_last)
     expected = lua_fast.load(weights, backend="reference", precision=precision).upscale(x, scale=(2, 4))
@@ -64,11 +68,15 @@ def test_cpu_inference_takes_the_scores_in_place_with_the_references_bits(weight
     assert log.ops.count("aten.add_.Tensor") >= BLOCKS + SHIFTED
     # One score buffer per forward, grown for the stage with more heads (CONFIG: 2 then 4)
     assert len(log.score_storages) == BLOCKS and len(set(log.score_storages)) == len(set(CONFIG.num_heads))
+    # qkv and fc1 of every block into two buffers; the GELU in place
+    assert len(log.linear_storages) == 2 * BLOCKS and len(set(log.linear_storages)) == 2
+    assert log.ops.count("aten.gelu_.default") == BLOCKS and "aten.gelu.default" not in log.ops
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(torch_backend, "_scores_in_place", lambda scores, bias: False)
+        patch.setattr(torch_backend, "_reuse_memory", lambda *tensors: False)
         with OpLog() as log:
             out_of_place = up.upscale(x, scale=(2, 4))
     assert log.ops.count("aten._softmax.default") == BLOCKS and "aten._softmax.out" not in log.ops
+    assert "aten.addmm.out" not in log.ops and "aten.gelu_.default" not in log.ops
     for s in (2, 4):
         assert torch.equal(got[s], expected[s]) and torch.equal(out_of_place[s], expected[s])
 
@@ -80,11 +88,11 @@ def test_scores_stay_out_of_place_where_a_backward_or_autocast_needs_them(weight
     x = torch.randn(1, 4, 8, 8, dtype=torch.float64, requires_grad=True)
     with OpLog() as log:
         out = up.model(x, (2,))[2]
-    assert "aten._softmax.out" not in log.ops
+    assert "aten._softmax.out" not in log.ops and "aten.addmm.out" not in log.ops and "aten.gelu_.default" not in log.ops
     out.sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
     mixed = lua_fast.load(weights, backend="torch", precision="mixed")
     with OpLog() as log:
         mixed.upscale(x.detach().float())
-    assert "aten._softmax.out" not in log.ops
+    assert "aten._softmax.out" not in log.ops and "aten.addmm.out" not in log.ops

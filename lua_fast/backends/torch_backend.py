@@ -24,7 +24,7 @@ from torch import nn
 from .. import native
 from ..lru import LRUCache
 from ..ops import window_ops
-from ..reference.model import LUA, SwinBlock, WindowAttention
+from ..reference.model import LUA, Mlp, SwinBlock, WindowAttention
 
 # CPU: matmul measured faster than SDPA (released config, 32x32 latent, 2 cores: fp32 1.39 s vs
 # 1.79 s, bf16 0.62 s vs 1.51 s; benchmarks/NOTES.md). CUDA: not measured yet; SDPA with
@@ -47,35 +47,47 @@ def relative_position_bias(attn: WindowAttention, dtype: torch.dtype) -> torch.T
     return bias.view(attn.num_heads, n, n)
 
 
-def _scores_in_place(q: torch.Tensor, bias: torch.Tensor) -> bool:
-    """Whether the (windows, heads, N, N) scores may be written into a buffer the forward reuses
-    and take the bias add, the mask add and the softmax in place: the same ops in the same order
-    (the same bits), without four score-sized allocations per block. On the CPU each allocation is
-    fresh memory whose first touch costs page faults (the scores GEMM of 16 windows x 12 heads:
-    7.4 ms into a reused buffer, 20.5 ms into a new one), so this measured 1.4-1.6x faster for a
-    whole fp32 forward (benchmarks/NOTES.md). Only where nothing needs the scores for a backward
-    (autograd refuses an ``out=`` softmax) and nothing traces (graphs plan their own buffers); not
-    under autocast ("mixed": the add promotes bf16 scores to fp32 and the softmax runs in fp32);
-    not on CUDA, whose caching allocator has no such cost (and where this is untimed)."""
-    return (q.device.type == "cpu" and not q.requires_grad and not bias.requires_grad
-            and q.dtype == bias.dtype and not torch.is_autocast_enabled("cpu")
-            and not window_ops._traced())
+def _reuse_memory(x: torch.Tensor, *others: torch.Tensor) -> bool:
+    """Whether an op on ``x`` (with ``others``: weights, bias) may write into a buffer the forward
+    reuses, or into its input: the same ops in the same order (the same bits), without allocating.
+    On the CPU each large allocation is fresh memory whose first touch costs page faults (the
+    scores GEMM of 16 windows x 12 heads: 7.4 ms into a reused buffer, 20.5 ms into a new one;
+    benchmarks/NOTES.md has the forward's figures). Only where nothing needs the result for a
+    backward (autograd refuses ``out=`` ops) and nothing traces (graphs plan their own buffers);
+    not under autocast ("mixed": the adds promote bf16 scores to fp32 and the softmax runs in
+    fp32); not on CUDA, whose caching allocator has no such cost (and where this is untimed)."""
+    grads = torch.is_grad_enabled() and (x.requires_grad or any(o.requires_grad for o in others))
+    return (x.device.type == "cpu" and not grads and all(o.dtype == x.dtype for o in others)
+            and not torch.is_autocast_enabled("cpu") and not window_ops._traced())
 
 
-class ScoreBuffer:
-    """The attention scores' memory for one forward: every block's scores are written into it (the
-    largest block's size), so the pages are touched once per forward, not once per block. Not kept
-    across forwards: a 128x128 latent's fp32 scores are 200 MB that an idle upscaler should not hold."""
+class Workspace:
+    """One forward's memory for its largest per-block tensors (the attention scores, qkv, the MLP's
+    hidden activations): every block writes into the same buffers, grown to the largest block, so
+    their pages are touched once per forward, not once per block. Not kept across forwards: a
+    128x128 latent's fp32 scores alone are 200 MB that an idle upscaler should not hold."""
 
     def __init__(self) -> None:
-        self.buffer: torch.Tensor | None = None
+        self.buffers: dict[str, torch.Tensor] = {}
 
-    def take(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    def take(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
         numel = math.prod(shape)
-        buf = self.buffer
+        buf = self.buffers.get(name)
         if buf is None or buf.numel() < numel or buf.dtype != like.dtype or buf.device != like.device:
-            buf = self.buffer = torch.empty(numel, dtype=like.dtype, device=like.device)
+            buf = self.buffers[name] = torch.empty(numel, dtype=like.dtype, device=like.device)
         return buf[:numel].view(shape)
+
+
+def _linear_into(workspace: "Workspace | None", name: str, layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)``, written into the workspace's buffer ``name`` where memory may be reused (the
+    GEMM ``nn.Linear`` runs: addmm over the flattened rows, the same bits)."""
+    if workspace is None or layer.bias is None or not x.is_contiguous() or \
+            not _reuse_memory(x, layer.weight, layer.bias):
+        return layer(x)
+    rows = x.view(-1, x.shape[-1])
+    out = workspace.take(name, (rows.shape[0], layer.out_features), x)
+    torch.addmm(layer.bias, rows, layer.weight.t(), out=out)
+    return out.view(*x.shape[:-1], layer.out_features)
 
 
 class TorchBackendLUA(nn.Module):
@@ -95,8 +107,8 @@ class TorchBackendLUA(nn.Module):
         return self.model.upscale_with(x, scales, self.trunk)
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
-        scratch = ScoreBuffer()  # one forward's, shared by its blocks, freed with it
-        return self.model.trunk(x, run_block=lambda block, t, h, w: self.block(block, t, h, w, scratch))
+        workspace = Workspace()  # one forward's, shared by its blocks, freed with it
+        return self.model.trunk(x, run_block=lambda block, t, h, w: self.block(block, t, h, w, workspace))
 
     def shift_mask(self, height, width, window, shift, device, dtype) -> torch.Tensor:
         if not (isinstance(height, int) and isinstance(width, int)):  # symbolic (export): no cache
@@ -107,20 +119,28 @@ class TorchBackendLUA(nn.Module):
         )
 
     def block(self, block: SwinBlock, t: torch.Tensor, height: int, width: int,
-              scratch: "ScoreBuffer | None" = None) -> torch.Tensor:
+              workspace: Workspace | None = None) -> torch.Tensor:
         b, length, dim = t.shape
         window, shift = block.window, block.shift
         y = block.norm1(t).view(b, height, width, dim)
         windows = window_ops.window_partition(y, window, shift)
-        windows = self.attention(block.attn, windows, height, width, shift, scratch)
+        windows = self.attention(block.attn, windows, height, width, shift, workspace)
         t = t + window_ops.window_merge(windows, b, height, width, window, shift).view(b, length, dim)
-        return t + block.mlp(block.norm2(t))
+        return t + self.mlp(block.mlp, block.norm2(t), workspace)
+
+    @staticmethod
+    def mlp(mlp: Mlp, x: torch.Tensor, workspace: Workspace | None = None) -> torch.Tensor:
+        """The reference's ``fc2(GELU(fc1(x)))``; fc1 into the workspace and the GELU in place where
+        memory may be reused."""
+        hidden = _linear_into(workspace, "hidden", mlp.fc1, x)
+        return mlp.fc2(torch.ops.aten.gelu_(hidden) if _reuse_memory(hidden) else F.gelu(hidden))
 
     def attention(self, attn: WindowAttention, x: torch.Tensor, height: int, width: int, shift: int,
-                  scratch: "ScoreBuffer | None" = None):
+                  workspace: Workspace | None = None):
         bw, n, dim = x.shape
         heads, head_dim = attn.num_heads, attn.head_dim
-        q, k, v = attn.qkv(x).view(bw, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        qkv = _linear_into(workspace, "qkv", attn.qkv, x)
+        q, k, v = qkv.view(bw, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         bias = relative_position_bias(attn, x.dtype)  # (heads, N, N), gathered on the device
         mask = None
         if shift:
@@ -133,8 +153,8 @@ class TorchBackendLUA(nn.Module):
         if impl == "sdpa":
             bias = bias if mask is None else bias.unsqueeze(0) + mask  # (nW, heads, N, N)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=attn.scale)
-        elif _scores_in_place(q, bias):  # the reference's ops in its order: the bias, the mask, the softmax
-            scores = (scratch or ScoreBuffer()).take(q.shape[:-1] + (n,), q)
+        elif _reuse_memory(q, bias):  # the reference's ops in its order: the bias, the mask, the softmax
+            scores = (workspace or Workspace()).take("scores", q.shape[:-1] + (n,), q)
             torch.matmul(q * attn.scale, k.transpose(-2, -1), out=scores)
             scores += bias
             if mask is not None:
