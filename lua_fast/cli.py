@@ -32,7 +32,9 @@ def cmd_info(args) -> int:
               + (f"  (WARNING: {untested})" if untested else ""))
     print("devices:")
     cpu = report["cpu"]
-    print(f"  cpu     {cpu['name']} ({cpu['capability']}, {cpu['threads']} threads)")
+    ram = cpu.get("memory_available")
+    ram = f", {ram / 2**30:.1f} GiB RAM available" if ram is not None else ""
+    print(f"  cpu     {cpu['name']} ({cpu['capability']}, {cpu['threads']} threads{ram})")
     for dev in report["cuda_devices"]:
         print(f"  cuda:{dev['index']}  {dev['name']} (sm {dev['capability']}, {dev['memory_gib']} GiB)")
         pdl = report["programmatic_dependent_launch"].get(f"cuda:{dev['index']}")

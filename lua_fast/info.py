@@ -9,7 +9,7 @@ import sys
 
 import torch
 
-from . import dispatch, native
+from . import dispatch, host_memory, native
 from .precision import PRECISIONS
 from ._version import __version__
 
@@ -70,9 +70,10 @@ def cpu_name() -> str:
 
 
 def cpu_report() -> dict:
-    """The CPU by name, the instruction set PyTorch's CPU kernels use, and its thread count."""
+    """The CPU by name, the instruction set PyTorch's CPU kernels use, its thread count, and the RAM
+    this process can still take (None where unknown: tile="auto"'s CPU budget is 75% of it)."""
     return {"name": cpu_name(), "capability": torch.backends.cpu.get_cpu_capability(),
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "memory_available": host_memory.cpu_memory_available()}
 
 
 def _cudnn_version() -> int | None:

@@ -23,9 +23,19 @@ from typing import Callable
 
 import torch
 
+from . import host_memory
 from .config import LUAConfig
 from .errors import InputError
 from .padding import pad_amount
+
+# tile="auto"'s default budget, a share of what the process can still allocate. CUDA: the caching
+# allocator's own overhead is small. CPU: glibc keeps freed blocks in its heap, so the resident set
+# of a forward outgrows its live tensors: measured on the development CPU (released config, fp32
+# and bf16, x2 and x4, 64-192 latents; benchmarks/bench_cpu_memory.py) the peak RSS over the loaded
+# model was 0.60-1.05x estimate_peak_bytes. 0.75 leaves room for that and for the rest of the
+# process (the caller's tensors, other threads).
+CUDA_BUDGET_FRACTION = 0.9
+CPU_BUDGET_FRACTION = 0.75
 
 
 def cuda_memory_available(device: torch.device) -> int:
@@ -44,6 +54,32 @@ def cuda_memory_available(device: torch.device) -> int:
         fraction = 1.0
     new_segments = min(free, max(0, int(fraction * total) - reserved))
     return new_segments + max(0, reserved - allocated)
+
+
+def default_memory_budget(device: torch.device) -> int | None:
+    """tile="auto"'s budget when none is given: a share of the memory the process can still take on
+    ``device`` (CUDA: the driver and allocator figures above; CPU: RAM within the container's limit,
+    lua_fast.host_memory), or None where that is unknown (no tiling then)."""
+    if device.type == "cuda":
+        return int(CUDA_BUDGET_FRACTION * cuda_memory_available(device))
+    if device.type == "cpu":
+        available = host_memory.cpu_memory_available()
+        return None if available is None else int(CPU_BUDGET_FRACTION * available)
+    return None
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """An allocation failure: CUDA's ``torch.OutOfMemoryError``, or the CPU allocator's refusal, which
+    PyTorch raises as a plain RuntimeError ("DefaultCPUAllocator: can't allocate memory", e.g. under
+    ``ulimit -v`` or with overcommit off)."""
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "DefaultCPUAllocator" in str(exc) and "allocate" in str(exc))
+
+
+def blend_bytes(batch: int, channels: int, height: int, width: int, scales, element_size: int) -> int:
+    """Memory a tiled run holds besides its tile's forward: per scale, the full-size fp32 sum of
+    weighted tile outputs and of the weights, and the output they are divided into."""
+    return sum(s * s * height * width * (batch * channels * (4 + element_size) + 4) for s in scales)
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -188,38 +224,47 @@ def run_tiled(model, x: torch.Tensor, scales: tuple[int, ...], config: LUAConfig
         raise InputError(f"memory_budget must be a positive int (bytes), got {memory_budget!r}")
 
     cuda = x.device.type == "cuda"
-    if memory_budget is None and cuda:
-        memory_budget = int(0.9 * cuda_memory_available(x.device))
+    if memory_budget is None:
+        memory_budget = default_memory_budget(x.device)
 
     def estimate(h, w):
         return estimate_peak_bytes(config, h, w, scales, element_size=element_size, batch=x.shape[0],
                                    materialises_scores=materialises_scores)
 
+    # A tiled run also holds the full-size blend (before 2026-11-28 not counted: at x4 it is 20x
+    # the latent's own size in fp32).
+    blend = blend_bytes(x.shape[0], config.out_channels, height, width, scales, element_size)
     smallest = MIN_AUTO_TILE_WINDOWS * window
     size = None  # None: no tiling needed
     if memory_budget is not None and estimate(height, width) > memory_budget:
         size = max(height, width) // window * window
-        while size > window and estimate(size, size) > memory_budget:
+        while size > window and estimate(size, size) + blend > memory_budget:
             size -= window
         if size < smallest:  # tiles this small would see too little context (large seams)
             raise InputError(
                 f"memory_budget {memory_budget:,} bytes is below the estimated "
-                f"{estimate(smallest, smallest):,} bytes of the smallest automatic tile ({smallest}x{smallest}); "
+                f"{estimate(smallest, smallest) + blend:,} bytes of the smallest automatic tile "
+                f"({smallest}x{smallest}) with the full-size output it is blended into ({blend:,}); "
                 "raise the budget, or pass tile=N to choose a tile yourself"
             )
+
+    def release():  # after an allocation failure: hand the failed forward's blocks back
+        if cuda:
+            torch.cuda.empty_cache()
+
     if size is None:
         try:
             return untiled(model, x, scales, progress)
-        except torch.OutOfMemoryError:
-            if not cuda:
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if not is_out_of_memory(exc):
                 raise
-            torch.cuda.empty_cache()
+            release()
             size = max(smallest, (max(height, width) // 2) // window * window)
     while True:
         try:
             return upscale_tiled(model, x, scales, size, default_overlap(size), progress=progress)
-        except torch.OutOfMemoryError:
-            if not cuda or size <= smallest:
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if not is_out_of_memory(exc) or size <= smallest:
                 raise
-            torch.cuda.empty_cache()
+            release()
             size = max(smallest, (size // 2) // window * window)

@@ -233,9 +233,10 @@ class Upscaler:
 
         Tiling (``lua_fast.tiling``): ``tile=T`` upscales T x T latent tiles overlapping by
         ``overlap`` (default two windows, at most half a tile) and blends them; ``tile="auto"`` tiles only when the
-        estimated activation memory exceeds ``memory_budget`` bytes (default on CUDA: 90% of the
-        free memory; on CPU only when a budget is given), and on CUDA also retries with smaller
-        tiles after an out-of-memory error. ``progress=True`` shows a tqdm bar over tiles; a callable
+        estimated activation memory exceeds ``memory_budget`` bytes (default on CUDA: 90% of what
+        the process can still allocate; on the CPU: 75% of the RAM it can still take, within its
+        container's limit, where Linux tells it; ``lua_fast.tiling.default_memory_budget``), and
+        retries with smaller tiles after an allocation failure. ``progress=True`` shows a tqdm bar over tiles; a callable
         ``progress(tiles_done, tiles_total)`` is called after each tile instead, and once with
         (1, 1) after an untiled pass (no ``tile``, or "auto" that did not tile).
         """

@@ -30,6 +30,8 @@ def test_info_json(capsys):
     # The CPU and cuDNN, new on 2026-11-28 (a bug report's first questions).
     assert report["cpu"]["capability"] == torch.backends.cpu.get_cpu_capability()
     assert report["cpu"]["threads"] == torch.get_num_threads() and report["cpu"]["name"]
+    ram = report["cpu"]["memory_available"]  # tile="auto"'s CPU budget is a share of it
+    assert ram is None or (isinstance(ram, int) and ram > 0)
     assert report["cudnn"] == (torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None)
 
 

@@ -63,7 +63,7 @@ def test_auto_tiles_only_over_budget(small):
     assert torch.equal(up.upscale(x, tile="auto", memory_budget=need), full[2])  # fits: untiled
     tiled = up.upscale(x, tile="auto", memory_budget=need // 3, progress=True)
     assert not torch.equal(tiled, full[2]) and rel_err(tiled, full[2]) < 0.1
-    assert torch.equal(up.upscale(x, tile="auto"), full[2])  # CPU without a budget: untiled
+    assert torch.equal(up.upscale(x, tile="auto"), full[2])  # CPU with RAM to spare: untiled
 
 
 def test_a_progress_hook_hears_of_every_pass(small):
@@ -120,3 +120,137 @@ def test_auto_budget_counts_the_allocator_cache_and_the_process_cap(monkeypatch,
 
     monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", get_fraction)
     assert cuda_memory_available(torch.device("cuda")) == expected * gib
+
+
+# ------------------------------------------------------------------ tile="auto" on the CPU
+def _fake_host(tmp_path, meminfo_kib, cgroup_line, files=None):
+    """A /proc and a /sys/fs/cgroup holding what each test case's machine would show."""
+    proc, root = tmp_path / "proc", tmp_path / "cgroup"
+    (proc / "self").mkdir(parents=True)
+    (proc / "meminfo").write_text(f"MemTotal:       65000000 kB\nMemFree:  1000 kB\nMemAvailable:   {meminfo_kib} kB\n")
+    (proc / "self" / "cgroup").write_text(cgroup_line)
+    root.mkdir()
+    for rel, text in (files or {}).items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return proc, root
+
+
+GIB = 2**30
+_V2 = {"cgroup.controllers": "cpu memory"}
+
+
+_HOSTS = [
+    ("no cgroup limit (v2 'max')", 60, "0::/user.slice\n",
+     {**_V2, "user.slice/memory.max": "max", "user.slice/memory.current": str(5 * GIB)}, 60),
+    ("a container's 8 GiB (v2, namespaced: the path reads '/')", 60, "0::/\n",
+     {**_V2, "memory.max": str(8 * GIB), "memory.current": str(3 * GIB)}, 5),
+    ("its reclaimable page cache counts as free", 60, "0::/\n",
+     {**_V2, "memory.max": str(8 * GIB), "memory.current": str(3 * GIB),
+      "memory.stat": f"anon 123\ninactive_file {GIB}\nactive_file 7\n"}, 6),
+    ("a tighter limit on a parent cgroup", 60, "0::/pod/app\n",
+     {**_V2, "pod/memory.max": str(4 * GIB), "pod/memory.current": str(3 * GIB),
+      "pod/app/memory.max": "max", "pod/app/memory.current": str(2 * GIB)}, 1),
+    ("the host has less than the cgroup allows", 2, "0::/\n",
+     {**_V2, "memory.max": str(8 * GIB), "memory.current": str(GIB)}, 2),
+    ("cgroup v1 beside v2 (hybrid), with v1's 'unlimited' 2^63", 60,
+     "12:memory:/docker/abc\n0::/docker/abc\n",
+     {"memory/docker/abc/memory.limit_in_bytes": str(16 * GIB),
+      "memory/docker/abc/memory.usage_in_bytes": str(6 * GIB),
+      "memory/docker/abc/memory.stat": f"cache 1\ntotal_inactive_file {2 * GIB}\n",
+      "memory/docker/memory.limit_in_bytes": "9223372036854771712",
+      "memory/docker/memory.usage_in_bytes": str(6 * GIB)}, 12),
+    ("a v1 path from another mount namespace: the mount's root is the container's", 60,
+     "4:cpu,memory:/elsewhere/xyz\n",
+     {"memory/memory.limit_in_bytes": str(10 * GIB), "memory/memory.usage_in_bytes": str(4 * GIB)}, 6),
+    ("a usage over the limit leaves nothing", 60, "0::/\n",
+     {**_V2, "memory.max": str(GIB), "memory.current": str(2 * GIB)}, 0),
+]
+
+
+@pytest.mark.parametrize("name, meminfo_gib, cgroup_line, files, expected_gib", _HOSTS, ids=[h[0] for h in _HOSTS])
+def test_cpu_memory_available_reads_the_tightest_limit(tmp_path, name, meminfo_gib, cgroup_line, files,
+                                                       expected_gib):
+    """tile="auto"'s CPU budget is what the kernel lets the process take: MemAvailable, capped by its
+    memory cgroup and every cgroup above it (a container's limit), page cache reclaimable."""
+    from lua_fast.host_memory import cpu_memory_available
+
+    proc, root = _fake_host(tmp_path, meminfo_gib * GIB // 1024, cgroup_line, files)
+    assert cpu_memory_available(proc, root) == expected_gib * GIB, name
+
+
+def test_cpu_memory_is_unknown_without_procfs(tmp_path):
+    from lua_fast.host_memory import cpu_memory_available, meminfo_available
+
+    assert cpu_memory_available(tmp_path / "no-proc", tmp_path) is None  # macOS, Windows
+    assert meminfo_available("MemTotal: 1000 kB\nMemFree: 10 kB\n") is None  # kernels before 3.14
+    assert cpu_memory_available() is None or cpu_memory_available() > 0  # this machine's, read for real
+
+
+def _tiles_seen(up, x, **kwargs):
+    seen = []
+    out = up.upscale(x, tile="auto", progress=lambda done, total: seen.append(total), **kwargs)
+    return out, seen[-1]
+
+
+def test_auto_tiles_on_the_cpu_within_the_ram_it_can_take(small, monkeypatch):
+    """On the CPU an over-large forward is not an exception but the OOM killer ending the process;
+    before 2026-11-28 tile="auto" never tiled there without an explicit budget."""
+    from lua_fast import host_memory, tiling
+
+    up, x, full = small
+    need = estimate_peak_bytes(up.config, 64, 64, (2,))
+    monkeypatch.setattr(host_memory, "cpu_memory_available", lambda: need // 2)
+    assert tiling.default_memory_budget(torch.device("cpu")) == int(tiling.CPU_BUDGET_FRACTION * (need // 2))
+    out, tiles = _tiles_seen(up, x)
+    assert tiles > 1 and rel_err(out, full[2]) < 0.1
+    for plenty in (100 * need, None):  # enough RAM, or a machine that cannot tell: one pass
+        monkeypatch.setattr(host_memory, "cpu_memory_available", lambda: plenty)
+        out, tiles = _tiles_seen(up, x)
+        assert tiles == 1 and torch.equal(out, full[2])
+
+
+def test_auto_counts_the_full_size_blend_it_writes_into(small):
+    """A tiled run holds, besides one tile's forward, the full-size fp32 sums it blends into (at x4,
+    20x the latent in fp32): a budget that fits the tile but not the blend takes smaller tiles."""
+    from lua_fast.tiling import blend_bytes
+
+    up, x, full = small
+    estimate = lambda side: estimate_peak_bytes(up.config, side, side, (2,))  # noqa: E731
+    blend = blend_bytes(1, 16, 64, 64, (2,), 4)
+    assert blend == 4 * 64 * 64 * (16 * 8 + 4)
+    _, at_32 = _tiles_seen(up, x, memory_budget=estimate(32) + blend)
+    _, below_32 = _tiles_seen(up, x, memory_budget=estimate(32) + blend - 1)
+    assert at_32 == 9 and below_32 > at_32  # 32-pixel tiles overlapping by 16: 3 x 3
+    with pytest.raises(InputError, match=r"smallest automatic tile \(16x16\) with the full-size output"):
+        up.upscale(x, tile="auto", memory_budget=estimate(16) + blend - 1)
+
+
+def test_auto_retries_smaller_tiles_when_the_cpu_allocator_refuses(small):
+    """Under `ulimit -v` or with overcommit off, PyTorch's CPU allocator raises a plain RuntimeError;
+    tile="auto" now retries with smaller tiles there as it does after a CUDA out-of-memory error
+    (before 2026-11-28 it re-raised on the CPU). Other errors still surface."""
+    from lua_fast.tiling import run_tiled
+
+    up, x, _ = small
+    refused = RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                           "memory: you tried to allocate 8589934592 bytes. Error code 12 (Cannot allocate memory)")
+    sides = []
+
+    def model(z, scales):  # refuses latents wider than 32, as a capped process would
+        sides.append(z.shape[-1])
+        if z.shape[-1] > 32:
+            raise refused
+        return up.model(z, scales)
+
+    kwargs = dict(tile="auto", overlap=None, memory_budget=None, progress=None, element_size=4,
+                  materialises_scores=True)
+    out = run_tiled(model, x, (2,), up.config, **kwargs)
+    assert sides[0] == 64 and set(sides[1:]) == {32}
+    assert torch.equal(out[2], up.upscale(x, tile=32))
+
+    def broken(z, scales):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        run_tiled(broken, x, (2,), up.config, **kwargs)

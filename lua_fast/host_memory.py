@@ -1,0 +1,117 @@
+"""How much host memory (RAM) this process can still take: ``tile="auto"``'s default budget on the
+CPU, and ``lua-fast info``.
+
+On the CPU an over-large forward is not an exception: Linux overcommits, the allocation succeeds,
+and the kernel's OOM killer ends the whole process (a ComfyUI server, a Ray worker) once the pages
+are touched. So the budget has to be known before the forward runs.
+
+Linux only: ``/proc/meminfo``'s ``MemAvailable`` (free memory plus what the kernel can reclaim),
+capped by the memory cgroup of the process and of each cgroup above it (v2: ``memory.max`` -
+``memory.current``; v1: ``memory.limit_in_bytes`` - ``memory.usage_in_bytes``; the cgroup's
+reclaimable page cache, ``inactive_file``, counted as free). The cgroup is where a container's
+limit lies: a container limited to 8 GiB on a 64 GiB host reads about 60 GiB in ``MemAvailable``
+and is killed at 8. Elsewhere (macOS, Windows) the figure is unknown: ``None``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# A limit at or above this is "no limit" (cgroup v1 writes 2^63 rounded down to a page).
+_UNLIMITED = 1 << 60
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    if text == "max":
+        return _UNLIMITED
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _stat_value(path: Path, key: str) -> int:
+    try:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def meminfo_available(meminfo: str) -> int | None:
+    """Bytes of ``MemAvailable`` in the text of ``/proc/meminfo`` (None if absent: kernels before 3.14)."""
+    for line in meminfo.splitlines():
+        if line.startswith("MemAvailable:"):
+            fields = line.split()
+            return int(fields[1]) * 1024 if len(fields) >= 2 and fields[1].isdigit() else None
+    return None
+
+
+def _cgroup_dirs(proc_cgroup: str, cgroup_root: Path) -> list[tuple[Path, str]]:
+    """(directory, version) of the process's memory cgroup and each one above it, from the text of
+    ``/proc/self/cgroup``. Inside a cgroup namespace (most containers) the path reads ``/`` and the
+    container's own cgroup is mounted at the root."""
+    found = []
+    for line in proc_cgroup.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hierarchy, controllers, path = parts
+        if hierarchy == "0" and controllers == "":
+            # cgroup v2 alone, or the hybrid layout (v2 mounted at unified/ beside the v1 controllers)
+            unified = (cgroup_root / "cgroup.controllers").exists()
+            mount, version = (cgroup_root if unified else cgroup_root / "unified"), "v2"
+        elif "memory" in controllers.split(","):
+            mount, version = cgroup_root / "memory", "v1"
+        else:
+            continue
+        leaf = mount / path.lstrip("/")
+        if not leaf.is_dir():  # a path from outside this mount namespace
+            leaf = mount
+        for directory in [leaf, *leaf.parents]:
+            found.append((directory, version))
+            if directory == mount:
+                break
+    return found
+
+
+def cgroup_headroom(proc_cgroup: str, cgroup_root: Path) -> int | None:
+    """Bytes left under the tightest memory-cgroup limit on the process, or None without a limit."""
+    headroom = None
+    for directory, version in _cgroup_dirs(proc_cgroup, cgroup_root):
+        if version == "v2":
+            limit, usage = _read_int(directory / "memory.max"), _read_int(directory / "memory.current")
+            reclaimable = _stat_value(directory / "memory.stat", "inactive_file")
+        else:
+            limit, usage = _read_int(directory / "memory.limit_in_bytes"), _read_int(directory / "memory.usage_in_bytes")
+            reclaimable = _stat_value(directory / "memory.stat", "total_inactive_file")
+        if limit is None or usage is None or limit >= _UNLIMITED:
+            continue
+        left = max(0, limit - usage + min(reclaimable, usage))
+        headroom = left if headroom is None else min(headroom, left)
+    return headroom
+
+
+def cpu_memory_available(proc: Path = Path("/proc"), cgroup_root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Bytes of RAM this process can still take before the kernel refuses or kills it (Linux), or None
+    where that cannot be read."""
+    try:
+        meminfo = (proc / "meminfo").read_text()
+    except OSError:
+        return None
+    available = meminfo_available(meminfo)
+    if available is None:
+        return None
+    try:
+        proc_cgroup = (proc / "self" / "cgroup").read_text()
+    except OSError:
+        return available
+    headroom = cgroup_headroom(proc_cgroup, cgroup_root)
+    return available if headroom is None else min(available, headroom)
