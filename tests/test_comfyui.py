@@ -12,7 +12,7 @@ import lua_fast
 from lua_fast import InputError
 from lua_fast.cli import main
 from lua_fast.tiling import estimate_peak_bytes
-from conftest import random_state_dict, tiny_config
+from conftest import random_state_dict, rel_err, tiny_config
 
 STUBS = Path(__file__).parent / "comfy_stubs"
 CONFIG = tiny_config(4)
@@ -101,7 +101,7 @@ def test_tiling_modes_and_progress_bar(comfy, up):
     assert torch.equal(out["samples"], up.upscale(src["samples"], scale=2, tile=16))
     bar = utils.bars[-1]
     assert bar.total > 1 and bar.updates[-1] == bar.total and bar.updates == sorted(bar.updates)
-    auto = nodes().upscale_latent_dict(up, src, "x2", "auto", 16)  # CPU, no budget: one pass
+    auto = nodes().upscale_latent_dict(up, src, "x2", "auto", 16)  # CPU with RAM to spare: one pass
     assert torch.equal(auto["samples"], up.upscale(src["samples"], scale=2))
     with pytest.raises(InputError, match="tile must be an int >= the window size 4"):
         nodes().upscale_latent_dict(up, src, "x2", "size", 2)
@@ -128,6 +128,54 @@ def test_out_of_memory_retries_with_tiles(comfy, sd, monkeypatch):
     assert mm.cache_clears >= clears + 2 and utils.bars  # emptied the cache per retry, showed progress
     monkeypatch.setattr(up.model, "forward", real)
     assert torch.equal(out["samples"], up.upscale(src["samples"], scale=2, tile=8))
+
+
+def test_a_pass_too_large_for_the_ram_tiles_on_the_cpu_whatever_the_tiling(comfy, up, monkeypatch):
+    """With ComfyUI on the CPU (--cpu) a pass too large for the RAM raises nothing: the kernel's OOM
+    killer ends ComfyUI. Before 2026-11-28 "auto" never tiled there and "off" ran the pass; both now
+    tile within tile="auto"'s CPU budget."""
+    from lua_fast import host_memory
+
+    _, _, utils = comfy
+    src = latent(batch=1, h=24, w=40)
+    untiled = up.upscale(src["samples"], scale=2)
+    activations = estimate_peak_bytes(up.config, 24, 40, (2,), batch=1, element_size=4)
+    monkeypatch.setattr(host_memory, "cpu_memory_available", lambda: activations // 2)
+    for tiling in ("off", "auto"):
+        bars = len(utils.bars)
+        out = nodes().upscale_latent_dict(up, src, "x2", tiling, 64)["samples"]
+        assert out.shape == untiled.shape and not torch.equal(out, untiled), tiling
+        # (a tiny random model with 4-pixel windows: small tiles, large seams)
+        assert rel_err(out, untiled) < 0.25 and len(utils.bars) == bars + 1 and utils.bars[-1].total > 1, tiling
+    monkeypatch.setattr(host_memory, "cpu_memory_available", lambda: 100 * activations)
+    assert torch.equal(nodes().upscale_latent_dict(up, src, "x2", "off", 64)["samples"], untiled)
+
+
+def test_the_cpu_allocators_refusal_retries_with_tiles(comfy, sd, monkeypatch):
+    """Under `ulimit -v` PyTorch's CPU allocator raises a plain RuntimeError, not ComfyUI's
+    OOM_EXCEPTION: "off" retries it with tiles too (before 2026-11-28 it surfaced); other errors
+    still do."""
+    up = lua_fast.load(sd)
+    real = up.model.forward
+
+    def limited(x, scales):
+        if x.shape[-1] * x.shape[-2] > 16 * 16:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
+                               "allocate memory: you tried to allocate 123456789 bytes. Error code 12")
+        return real(x, scales)
+
+    monkeypatch.setattr(up.model, "forward", limited)
+    src = latent(batch=1, h=40, w=40)
+    out = nodes().upscale_latent_dict(up, src, "x2", "off", 64)
+    monkeypatch.setattr(up.model, "forward", real)
+    assert torch.equal(out["samples"], up.upscale(src["samples"], scale=2, tile=8))
+
+    def broken(x, scales):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(up.model, "forward", broken)
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        nodes().upscale_latent_dict(up, src, "x2", "off", 64)
 
 
 def test_loader_and_upscale_end_to_end(comfy, sd, tmp_path):

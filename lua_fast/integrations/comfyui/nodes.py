@@ -21,7 +21,7 @@ import torch
 
 from ...checkpoint import CHECKPOINT_SUFFIXES
 from ...errors import InputError
-from ...tiling import estimate_peak_bytes
+from ...tiling import default_memory_budget, estimate_peak_bytes, is_out_of_memory
 from ...upscaler import Upscaler, load
 
 MODEL_FOLDER = "latent_upscale_models"
@@ -101,6 +101,17 @@ def _retry_sizes(up: Upscaler, height: int, width: int) -> list[int]:
     return sizes or [2 * window]
 
 
+def _over_the_cpu_budget(device: torch.device, activations: int) -> bool:
+    """Whether an untiled pass on the CPU would exceed tile="auto"'s budget there. On a GPU "off"
+    means: one pass, tiles only after an out-of-memory error. On the CPU that error rarely comes:
+    the allocation succeeds and the kernel's OOM killer ends ComfyUI when the pages are touched
+    (before 2026-11-28 "off" ran such a pass). So "off" tiles there as "auto" does."""
+    if device.type != "cpu":
+        return False
+    budget = default_memory_budget(device)
+    return budget is not None and activations > budget
+
+
 def upscale_latent_dict(up: Upscaler, latent: dict, scale: str = "x2", tiling: str = "off",
                         tile_size: int = 64) -> dict:
     """The upscale node's work on a LATENT dict (see the module docstring)."""
@@ -114,20 +125,24 @@ def upscale_latent_dict(up: Upscaler, latent: dict, scale: str = "x2", tiling: s
     factor = dict(up.config.heads).get(scale, scale)
     b, _, h, w = z.shape
     # Tell ComfyUI what this pass needs so it can unload other models first.
-    need = estimate_peak_bytes(up.config, h, w, (factor,), element_size=up.precision.compute.itemsize, batch=b,
-                               materialises_scores=up.backend != "triton")
-    need += b * up.config.out_channels * factor * factor * h * w * up.dtype.itemsize
+    activations = estimate_peak_bytes(up.config, h, w, (factor,), element_size=up.precision.compute.itemsize,
+                                      batch=b, materialises_scores=up.backend != "triton")
+    need = activations + b * up.config.out_channels * factor * factor * h * w * up.dtype.itemsize
     model_management.free_memory(need, up.device)
     oom = getattr(model_management, "OOM_EXCEPTION", torch.cuda.OutOfMemoryError)
 
     if tiling == "size":
         out = up.upscale(z, scale=scale, tile=int(tile_size), progress=_progress_hook())
-    elif tiling == "auto":
+    elif tiling == "auto" or _over_the_cpu_budget(up.device, activations):
         out = up.upscale(z, scale=scale, tile="auto", progress=_progress_hook())
     else:
+        # ComfyUI's OOM_EXCEPTION (CUDA's), or the CPU allocator's refusal (a plain RuntimeError)
+        allocation_failed = (oom, RuntimeError)
         try:
             out = up.upscale(z, scale=scale)
-        except oom:
+        except allocation_failed as exc:
+            if not (isinstance(exc, oom) or is_out_of_memory(exc)):
+                raise
             out = None
         if out is None:  # retried outside the except block so the failed pass's memory is released
             for size in _retry_sizes(up, h, w):
@@ -135,8 +150,9 @@ def upscale_latent_dict(up: Upscaler, latent: dict, scale: str = "x2", tiling: s
                 try:
                     out = up.upscale(z, scale=scale, tile=size, progress=_progress_hook())
                     break
-                except oom:
-                    continue
+                except allocation_failed as exc:
+                    if not (isinstance(exc, oom) or is_out_of_memory(exc)):
+                        raise
             else:
                 raise oom(f"LUA ran out of memory even with {size}x{size} tiles")
     result = dict(latent)
