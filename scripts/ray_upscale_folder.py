@@ -23,13 +23,15 @@ def main() -> int:
     parser.add_argument("--scale", type=int, default=2)
     parser.add_argument("--precision", default=None, help="fp32, bf16, fp16 or mixed (default: fp32)")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--tile", type=lambda v: v if v == "auto" else int(v), default=None,
+                        help="tile size in latent pixels, or 'auto' (default: untiled)")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: start a local one)")
     args = parser.parse_args()
     import ray
 
     ray.init(address=args.address)
     rows = upscale_folder(args.input_dir, args.output_dir, args.weights, scale=args.scale,
-                          precision=args.precision, batch_size=args.batch_size)
+                          precision=args.precision, batch_size=args.batch_size, tile=args.tile)
     failed = [r for r in rows if r["error"]]
     for r in rows:
         print(f"{r['path']} -> {r['output'] or 'FAILED: ' + r['error']}")

@@ -101,3 +101,76 @@ def test_the_actor_writes_comfyui_files_and_keeps_the_rank(tmp_path):
     out_b = load_file(rows["output"][1])["latents"]
     assert out_b.shape == (4, 16, 16) and rows["shape"][1] == "4x16x16"
     assert rel_err(out_b, up.upscale(b[None])[0]) <= 1e-5
+
+
+def _actor_on_files(tmp_path, count=3, side=12, **kwargs):
+    import numpy as np
+    from safetensors.torch import save_file
+
+    from lua_fast.integrations.ray import LatentUpscaler, latent_files
+
+    sd = random_state_dict(tiny_config(4), seed=43)
+    torch.save({"params_ema": sd}, tmp_path / "w.pth")
+    src = tmp_path / "in"
+    src.mkdir()
+    gen = torch.Generator().manual_seed(2)
+    for k in range(count):
+        save_file({"latents": torch.randn(1, 4, side, side, generator=gen)}, str(src / f"{k}.safetensors"))
+    actor = LatentUpscaler(str(tmp_path / "w.pth"), str(tmp_path / "out"), **kwargs)
+    return actor, {"path": np.array(latent_files(src), dtype=object)}
+
+
+def test_a_group_that_runs_out_of_memory_runs_file_by_file(tmp_path, monkeypatch):
+    """Same-shape files are stacked into one forward. Before 2026-11-28 an out-of-memory error there
+    (CUDA's, or the CPU allocator's refusal) failed the whole Ray task and each of its retries; now the
+    group runs file by file, and a file that alone does not fit gets an error row saying so."""
+    actor, batch = _actor_on_files(tmp_path)
+    real, batches = actor.up.model.forward, []
+
+    def holds_two(x, scales):  # a device with room for two latents at once
+        batches.append(x.shape[0])
+        if x.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        return real(x, scales)
+
+    monkeypatch.setattr(actor.up.model, "forward", holds_two)
+    rows = actor(batch)
+    assert batches == [3, 1, 1, 1] and list(rows["error"]) == ["", "", ""]
+
+    def holds_none(x, scales):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(actor.up.model, "forward", holds_none)
+    rows = actor(batch)
+    assert all(e.startswith("OutOfMemoryError: [enforce fail") and "tile='auto'" in e for e in rows["error"])
+
+    def broken(x, scales):  # not an allocation failure: still raised
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(actor.up.model, "forward", broken)
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        actor(batch)
+
+
+def test_on_the_cpu_a_stack_over_the_ram_budget_is_not_run(tmp_path, monkeypatch):
+    """On the CPU the failure of an over-large forward is the OOM killer ending the worker, not an
+    exception: a stack whose estimate exceeds tile="auto"'s RAM budget runs file by file instead;
+    with tile="auto" each file tiles within it."""
+    from lua_fast import host_memory
+    from lua_fast.tiling import CPU_BUDGET_FRACTION, estimate_peak_bytes
+
+    actor, batch = _actor_on_files(tmp_path, side=24)
+    real, batches = actor.up.model.forward, []
+
+    def counted(x, scales):
+        batches.append(tuple(x.shape))
+        return real(x, scales)
+
+    monkeypatch.setattr(actor.up.model, "forward", counted)
+    one = estimate_peak_bytes(actor.up.config, 24, 24, (2,), batch=1)
+    monkeypatch.setattr(host_memory, "cpu_memory_available", lambda: int(2 * one / CPU_BUDGET_FRACTION))
+    assert list(actor(batch)["error"]) == ["", "", ""] and batches == [(1, 4, 24, 24)] * 3
+    monkeypatch.setattr(host_memory, "cpu_memory_available", lambda: int(one / 2 / CPU_BUDGET_FRACTION))
+    batches.clear()
+    actor.tile = "auto"
+    assert list(actor(batch)["error"]) == ["", "", ""] and len(batches) > 3 and max(b[-1] for b in batches) < 24

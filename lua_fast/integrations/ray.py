@@ -8,7 +8,10 @@ batch of rows with a ``path`` column naming latent files (``.safetensors``, ``.s
 output is written to ``output_dir`` in its input's rank as ``<stem>.x<scale>.safetensors``, or
 ``<stem>.x<scale>.latent`` in ComfyUI's layout for a ``.latent`` input (atomically). Every row comes
 back with its ``output`` path, or its ``error`` when that file could not be upscaled: one bad file
-never loses the others. ``upscale_folder`` refuses a folder where two files share a stem (``a.pt`` and
+never loses the others. A stacked group that runs out of memory (or, on the CPU, whose estimate
+exceeds ``tile="auto"``'s RAM budget: there the failure would be the OOM killer ending the worker)
+is run file by file; a file that alone runs out of memory gets an error row saying so, and
+``tile="auto"`` (or a tile size) upscales such files in tiles. ``upscale_folder`` refuses a folder where two files share a stem (``a.pt`` and
 ``a.safetensors`` would write one output) and an output folder that is the input folder (a later
 run would take the outputs as inputs).
 
@@ -26,6 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, LuaFastError
+from ..tiling import default_memory_budget, estimate_peak_bytes, is_out_of_memory
 
 LATENT_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth", ".latent")  # any format under any of them (read by content)
 
@@ -34,14 +38,49 @@ class LatentUpscaler:
     """``map_batches`` callable: ``{"path": [...]} -> {"path", "output", "error", "shape"}``."""
 
     def __init__(self, weights: str, output_dir: str, *, scale: int = 2, device: str | None = None,
-                 precision: str | None = None, backend: str = "auto", key: str = "latents") -> None:
+                 precision: str | None = None, backend: str = "auto", key: str = "latents",
+                 tile: int | str | None = None) -> None:
         import lua_fast
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.up = lua_fast.load(weights, device=device, precision=precision, backend=backend)
         self.output_dir = Path(output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.scale, self.key = scale, key
+        self.scale, self.key, self.tile = scale, key, tile
+
+    def _upscale(self, z: torch.Tensor) -> torch.Tensor:
+        return self.up.upscale(z, scale=self.scale, tile=self.tile)
+
+    def _over_the_cpu_budget(self, stacked: torch.Tensor) -> bool:
+        if self.up.device.type != "cpu" or self.tile is not None:  # (tiled runs plan their own memory)
+            return False
+        budget = default_memory_budget(self.up.device)
+        factor = dict(self.up.config.heads).get(self.scale, self.scale)
+        need = estimate_peak_bytes(self.up.config, *stacked.shape[-2:], (factor,), batch=stacked.shape[0],
+                                   element_size=self.up.precision.compute.itemsize,
+                                   materialises_scores=self.up.backend != "triton")
+        return budget is not None and need > budget
+
+    def _together(self, stacked: torch.Tensor) -> torch.Tensor | None:
+        """A group of same-shape files in one forward, or None to run them one by one: a NaN in one
+        file (its error stays its own), an allocation failure (before 2026-11-28 a CUDA out-of-memory
+        error failed the whole Ray task, and each retry of it), or, on the CPU, a stack over
+        tile="auto"'s RAM budget."""
+        if stacked.shape[0] > 1 and self._over_the_cpu_budget(stacked):
+            return None
+        try:
+            return self._upscale(stacked)
+        except (LuaFastError, FloatingPointError):
+            return None
+        except RuntimeError as exc:  # torch.OutOfMemoryError included
+            if not is_out_of_memory(exc):
+                raise
+        self._release()
+        return None
+
+    def _release(self) -> None:
+        if self.up.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from ..files import one_latent_as_batch, output_name, read_latents, write_latents
@@ -57,22 +96,24 @@ class LatentUpscaler:
             except (LuaFastError, OSError, ValueError) as exc:
                 errors[i] = f"{type(exc).__name__}: {exc}"
         for items in groups.values():
-            stacked = torch.cat([z for _, z, _ in items]).to(self.up.device)
-            try:
-                out = self.up.upscale(stacked, scale=self.scale)
-            except (LuaFastError, FloatingPointError) as exc:  # e.g. NaN in one file: redo one by one
-                out = None
+            out = self._together(torch.cat([z for _, z, _ in items]).to(self.up.device))
             start = 0
             for i, z, single in items:
                 try:
-                    result = out[start:start + z.shape[0]] if out is not None else \
-                        self.up.upscale(z.to(self.up.device), scale=self.scale)
+                    result = out[start:start + z.shape[0]] if out is not None else self._upscale(z.to(self.up.device))
                     result = result[0] if single else result  # the rank it read
                     target = self.output_dir / output_name(paths[i], self.scale)
                     write_latents(target, result, self.key)
                     outputs[i], shapes[i] = str(target), "x".join(map(str, result.shape))
                 except (LuaFastError, FloatingPointError, OSError) as exc:
                     errors[i] = f"{type(exc).__name__}: {exc}"
+                except RuntimeError as exc:
+                    if not is_out_of_memory(exc):
+                        raise
+                    self._release()
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    errors[i] = (f"OutOfMemoryError: {first[:300]} (a {tuple(z.shape)} latent; tile='auto' or a "
+                                 "tile size upscales it in tiles)")
                 start += z.shape[0]
         return {"path": np.array(paths, dtype=object), "output": np.array(outputs, dtype=object),
                 "error": np.array(errors, dtype=object), "shape": np.array(shapes, dtype=object)}
@@ -101,12 +142,12 @@ def check_folder_job(files: list[str], input_dir, output_dir) -> None:
 
 def upscale_folder(input_dir, output_dir, weights, *, scale: int = 2, precision: str | None = None,
                    backend: str = "auto", batch_size: int = 8, actors: int | None = None,
-                   num_gpus_per_actor: float | None = None) -> list[dict]:
+                   num_gpus_per_actor: float | None = None, tile: int | str | None = None) -> list[dict]:
     """Upscale every latent file of ``input_dir`` into ``output_dir`` with Ray Data; returns one row per
     file (``path``, ``output``, ``error``, ``shape``) in file order. Connects to the running Ray
     cluster (``ray.init()`` first to choose one; a local one is started otherwise). ``actors``
     defaults to the cluster's GPU count (or 1 without GPUs); each actor gets one GPU when there are
-    GPUs."""
+    GPUs. ``tile`` is passed to ``Upscaler.upscale`` (None: untiled, the exact result)."""
     try:
         import ray
     except ImportError as exc:
@@ -127,6 +168,6 @@ def upscale_folder(input_dir, output_dir, weights, *, scale: int = 2, precision:
     ds = ds.map_batches(
         LatentUpscaler, batch_size=batch_size, concurrency=actors, num_gpus=num_gpus_per_actor,
         fn_constructor_kwargs={"weights": str(weights), "output_dir": str(output_dir), "scale": scale,
-                               "precision": precision, "backend": backend},
+                               "precision": precision, "backend": backend, "tile": tile},
     )
     return [{k: str(v) for k, v in row.items()} for row in ds.take_all()]
