@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import LuaFastError, NonFiniteInputError, UsageError
+from .errors import LuaFastError, NonFiniteInputError, UsageError, first_line
 from .files import (LATENTS_KEY, SAFETENSORS_SUFFIXES, atomic_write, check_latents_suffix,  # noqa: F401
                     check_output_path, one_latent_as_batch, output_name, read_latents, write_latents)
 
@@ -119,7 +119,14 @@ def cmd_upscale(args) -> int:
     return 0
 
 
+class _OutOfMemory(LuaFastError, RuntimeError):
+    """An input the device could not hold, reported as one line (and, among several inputs, as that
+    input's failure) instead of a traceback that ends the run."""
+
+
 def upscale_file(upscaler, source: str, target: Path, args) -> None:
+    from .tiling import is_out_of_memory
+
     latents = read_latents(source, args.key)
     batch, single = one_latent_as_batch(latents, upscaler.config.in_channels)
     try:
@@ -128,6 +135,15 @@ def upscale_file(upscaler, source: str, target: Path, args) -> None:
     except NonFiniteInputError as exc:
         exc.opt_out = "--no-check-finite"
         raise
+    except RuntimeError as exc:  # torch.OutOfMemoryError, or the CPU allocator's refusal
+        if not is_out_of_memory(exc):
+            raise
+        if upscaler.device.type == "cuda":
+            torch.cuda.empty_cache()  # for the inputs after this one
+        hint = ("even with --tile auto's smallest tiles" if args.tile == "auto" else
+                "pass a smaller --tile" if args.tile is not None else "pass --tile auto to upscale it in tiles")
+        raise _OutOfMemory(f"out of memory upscaling a {tuple(batch.shape)} latent x{args.scale} on "
+                           f"{upscaler.device} ({first_line(exc)}): {hint}") from None
     out = out[0] if single else out  # the rank it read
     write_latents(target, out, args.key)
     print(

@@ -78,3 +78,10 @@ class BackendUnavailableError(LuaFastError, RuntimeError):
     def __init__(self, message: str, reasons: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.reasons = dict(reasons or {})
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's first line, for a one-line report (PyTorch's out-of-memory messages run on
+    for several lines of allocator statistics)."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:limit]

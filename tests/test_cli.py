@@ -229,6 +229,36 @@ def test_several_inputs_into_an_output_dir(tmp_path, capsys):
     assert (out / "a.x4.safetensors").exists() and (out / "b.x4.safetensors").exists()
 
 
+def test_an_input_the_device_cannot_hold_is_reported_and_the_others_written(tmp_path, capsys, monkeypatch):
+    """An out-of-memory error (CUDA's, or the CPU allocator's refusal) ended `lua-fast upscale` with a
+    traceback before 2026-11-28, losing the inputs after it; now it is that input's one-line error,
+    naming --tile auto."""
+    from lua_fast.upscaler import Upscaler
+
+    real = Upscaler.upscale
+
+    def small_device(self, latents, *args, tile=None, **kwargs):  # holds 8x8 latents, or tiles
+        if tile is None and latents.shape[-1] > 8:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated)\nmore")
+        return real(self, latents, *args, tile=tile, **kwargs)
+
+    monkeypatch.setattr(Upscaler, "upscale", small_device)
+    torch.save(random_state_dict(tiny_config(), seed=4), tmp_path / "w.pth")
+    gen = torch.Generator().manual_seed(2)
+    save_file({"latents": torch.randn(1, 4, 16, 16, generator=gen)}, str(tmp_path / "big.safetensors"))
+    save_file({"latents": torch.randn(1, 4, 8, 8, generator=gen)}, str(tmp_path / "small.safetensors"))
+    inputs = [str(tmp_path / "big.safetensors"), str(tmp_path / "small.safetensors")]
+    base = ["upscale", "--weights", str(tmp_path / "w.pth"), "--input"]
+    assert main([*base, *inputs, "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert (f"error: {inputs[0]}: out of memory upscaling a (1, 4, 16, 16) latent x2 on cpu (CUDA out of memory. "
+            "Tried to allocate 20.00 GiB (simulated)): pass --tile auto to upscale it in tiles") in err
+    assert "Traceback" not in err and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["small.x2.safetensors"]
+    assert main([*base, inputs[0], "--output", str(tmp_path / "big.x2.safetensors")]) == 2  # one input: status 2
+    assert "out of memory upscaling" in capsys.readouterr().err
+    assert main([*base, inputs[0], "--output", str(tmp_path / "big.x2.safetensors"), "--tile", "auto"]) == 0
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--output-dir", "OUT", "--output", "o.pt"], "give --output (one input) or --output-dir"),
     ([], "give --output (one input) or --output-dir"),

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import InputError, LuaFastError
+from ..errors import InputError, LuaFastError, first_line
 from ..tiling import default_memory_budget, estimate_peak_bytes, is_out_of_memory
 
 LATENT_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth", ".latent")  # any format under any of them (read by content)
@@ -111,8 +111,7 @@ class LatentUpscaler:
                     if not is_out_of_memory(exc):
                         raise
                     self._release()
-                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                    errors[i] = (f"OutOfMemoryError: {first[:300]} (a {tuple(z.shape)} latent; tile='auto' or a "
+                    errors[i] = (f"OutOfMemoryError: {first_line(exc)} (a {tuple(z.shape)} latent; tile='auto' or a "
                                  "tile size upscales it in tiles)")
                 start += z.shape[0]
         return {"path": np.array(paths, dtype=object), "output": np.array(outputs, dtype=object),
