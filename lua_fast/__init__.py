@@ -14,6 +14,7 @@ from .errors import (
     ConfigError,
     HubError,
     InputError,
+    LowMemoryWarning,
     LuaFastError,
     NonFiniteInputError,
     NonFiniteOutputError,
@@ -39,4 +40,5 @@ __all__ = [
     "NotDifferentiableError",
     "UsageError",
     "BackendUnavailableError",
+    "LowMemoryWarning",
 ]

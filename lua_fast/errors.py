@@ -80,6 +80,11 @@ class BackendUnavailableError(LuaFastError, RuntimeError):
         self.reasons = dict(reasons or {})
 
 
+class LowMemoryWarning(UserWarning):
+    """An untiled CPU pass estimated to need more RAM than the process can still take: on Linux its
+    failure is the kernel's OOM killer ending the process, with no Python error to read."""
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """An exception's first line, for a one-line report (PyTorch's out-of-memory messages run on
     for several lines of allocator statistics)."""

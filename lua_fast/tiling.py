@@ -19,13 +19,14 @@ on a bound.
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
 
 from . import host_memory
 from .config import LUAConfig
-from .errors import InputError
+from .errors import InputError, LowMemoryWarning
 from .padding import pad_amount
 
 # tile="auto"'s default budget, a share of what the process can still allocate. CUDA: the caching
@@ -183,6 +184,30 @@ def estimate_peak_bytes(config: LUAConfig, height: int, width: int, scales, *, e
             biggest = max(biggest, pixels * f + pixels * 4 * f + pixels * 4 * f)  # in, pre-shuffle, shuffled
         head = max(head, biggest + tokens * s * s * config.out_channels)
     return (trunk + head) * element_size
+
+
+# Below this estimate an untiled CPU pass is not checked against the RAM (no files read).
+RAM_CHECK_FLOOR = 256 * 2**20
+
+
+def warn_if_over_the_ram(config: LUAConfig, x: torch.Tensor, scales, *, element_size: int,
+                         materialises_scores: bool) -> None:
+    """Before an untiled pass on the CPU: warn (``LowMemoryWarning``) where its estimate exceeds all
+    the RAM the process can still take. It may still fit (the resident peak measured 0.60-1.05x the
+    estimate), so it runs; but if it does not, the kernel's OOM killer ends the process with no
+    Python error, and this warning is then the only message saying why."""
+    if x.device.type != "cpu" or torch.compiler.is_compiling():
+        return
+    need = estimate_peak_bytes(config, x.shape[-2], x.shape[-1], scales, element_size=element_size,
+                               batch=x.shape[0], materialises_scores=materialises_scores)
+    if need < RAM_CHECK_FLOOR:
+        return
+    available = host_memory.cpu_memory_available()
+    if available is not None and need > available:
+        warnings.warn(
+            f"lua_fast: this untiled pass over a {tuple(x.shape)} latent needs an estimated {need / 2**30:.1f} GiB "
+            f"of RAM and the process can still take {available / 2**30:.1f} GiB: the kernel may end the process. "
+            "Pass tile='auto' to upscale in tiles that fit.", LowMemoryWarning, stacklevel=4)
 
 
 def untiled(model, x: torch.Tensor, scales: tuple[int, ...], progress) -> dict[int, torch.Tensor]:

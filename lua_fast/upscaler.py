@@ -14,7 +14,7 @@ from .cuda_graphs import GraphRunner
 from .errors import InputError, NonFiniteInputError, NonFiniteOutputError
 from .precision import Precision, default_mixed_dtype, resolve
 from .reference import LUA, windows
-from .tiling import run_tiled, untiled
+from .tiling import run_tiled, untiled, warn_if_over_the_ram
 
 LATENT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 DTYPES = {
@@ -271,6 +271,8 @@ class Upscaler:
                 raise InputError(f"cuda_graph=True needs a CUDA upscaler; this one is on {self.device}")
             outputs = untiled(self._graphs, x, scales, progress)
         else:
+            warn_if_over_the_ram(self.config, x, scales, element_size=self.precision.compute.itemsize,
+                                 materialises_scores=self.backend != "triton")
             outputs = untiled(self.model, x, scales, progress)
         outputs = {s: outputs[s].contiguous() for s in scales}
         if check_finite:

@@ -254,3 +254,28 @@ def test_auto_retries_smaller_tiles_when_the_cpu_allocator_refuses(small):
 
     with pytest.raises(RuntimeError, match="cannot be multiplied"):
         run_tiled(broken, x, (2,), up.config, **kwargs)
+
+
+def test_an_untiled_cpu_pass_over_the_ram_is_warned_before_it_runs(small, monkeypatch):
+    """If it does not fit, the OOM killer ends the process with no Python error: the warning, printed
+    before the pass, is then the only message saying why (new on 2026-11-28). It still runs: the
+    resident peak measured 0.60-1.05x the estimate, so it may fit."""
+    import warnings
+
+    from lua_fast import LowMemoryWarning, host_memory, tiling
+
+    up, x, full = small
+    need = estimate_peak_bytes(up.config, 64, 64, (2,))
+    monkeypatch.setattr(tiling, "RAM_CHECK_FLOOR", 0)  # (the small config's pass is below the floor)
+    monkeypatch.setattr(host_memory, "cpu_memory_available", lambda: need - 1)
+    with pytest.warns(LowMemoryWarning, match=r"\(1, 16, 64, 64\) latent needs an estimated .* tile='auto'"):
+        assert torch.equal(up.upscale(x), full[2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        up.upscale(x, tile="auto")  # tiled runs plan within the budget instead
+        for available in (need, None):  # enough, or unknown: no warning
+            monkeypatch.setattr(host_memory, "cpu_memory_available", lambda: available)
+            up.upscale(x)
+        monkeypatch.setattr(tiling, "RAM_CHECK_FLOOR", need + 1)  # small passes read no files
+        monkeypatch.setattr(host_memory, "cpu_memory_available", lambda: 1 / 0)
+        up.upscale(x)
