@@ -19,6 +19,7 @@ from .errors import (
     NonFiniteInputError,
     NonFiniteOutputError,
     NotDifferentiableError,
+    SlowPrecisionWarning,
     UsageError,
 )
 from .info import info
@@ -41,4 +42,5 @@ __all__ = [
     "UsageError",
     "BackendUnavailableError",
     "LowMemoryWarning",
+    "SlowPrecisionWarning",
 ]

@@ -35,6 +35,9 @@ def cmd_info(args) -> int:
     ram = cpu.get("memory_available")
     ram = f", {ram / 2**30:.1f} GiB RAM available" if ram is not None else ""
     print(f"  cpu     {cpu['name']} ({cpu['capability']}, {cpu['threads']} threads{ram})")
+    slow = [k for k, native in cpu.get("native_kernels", {}).items() if native is False]
+    if slow:
+        print(f"          no native {' / '.join(slow)} kernels: PyTorch's fallback loops, about 40x slower than fp32")
     for dev in report["cuda_devices"]:
         print(f"  cuda:{dev['index']}  {dev['name']} (sm {dev['capability']}, {dev['memory_gib']} GiB)")
         pdl = report["programmatic_dependent_launch"].get(f"cuda:{dev['index']}")

@@ -85,6 +85,11 @@ class LowMemoryWarning(UserWarning):
     failure is the kernel's OOM killer ending the process, with no Python error to read."""
 
 
+class SlowPrecisionWarning(UserWarning):
+    """A bf16/fp16 computing precision on a CPU without native kernels for it (PyTorch's fallback
+    loops: about 40x slower than fp32)."""
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """An exception's first line, for a one-line report (PyTorch's out-of-memory messages run on
     for several lines of allocator statistics)."""

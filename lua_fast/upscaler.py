@@ -12,7 +12,7 @@ from . import checkpoint, dispatch, hub
 from .config import LUAConfig
 from .cuda_graphs import GraphRunner
 from .errors import InputError, NonFiniteInputError, NonFiniteOutputError
-from .precision import Precision, default_mixed_dtype, resolve
+from .precision import Precision, default_mixed_dtype, resolve, warn_if_slow_on_the_cpu
 from .reference import LUA, windows
 from .tiling import run_tiled, untiled, warn_if_over_the_ram
 
@@ -339,6 +339,7 @@ class Upscaler:
             return self
         requested = getattr(self, "_requested_backend", self.backend)  # (a copy pickled before it existed)
         chosen = dispatch.select_backend(requested, new_device, prec)  # before any change
+        warn_if_slow_on_the_cpu(prec, new_device)
         model = _materialize(self.reference_model.state_dict(), self.config, new_device, prec)
         runner = chosen.build(model, prec)
         max_graphs = self.max_cuda_graphs
@@ -412,6 +413,7 @@ def load(
     prec = resolve(precision, None if dtype is None else parse_dtype(dtype),
                    default_mixed_dtype(device) if mixed_dtype is None else parse_dtype(mixed_dtype))
     chosen = dispatch.select_backend(backend, device, prec)  # fail before reading weights
+    warn_if_slow_on_the_cpu(prec, device)
     if hub.is_hub_path(source):
         source = hub.download(source)
     if isinstance(source, (str, os.PathLike)):

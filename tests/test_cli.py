@@ -32,6 +32,7 @@ def test_info_json(capsys):
     assert report["cpu"]["threads"] == torch.get_num_threads() and report["cpu"]["name"]
     ram = report["cpu"]["memory_available"]  # tile="auto"'s CPU budget is a share of it
     assert ram is None or (isinstance(ram, int) and ram > 0)
+    assert set(report["cpu"]["native_kernels"]) == {"bf16", "fp16"}
     assert report["cudnn"] == (torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None)
 
 

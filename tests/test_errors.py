@@ -292,3 +292,32 @@ def test_inside_a_cuda_graph_capture_of_the_callers_the_checks_say_what_to_turn_
     with pytest.raises(InputError, match="captured into a CUDA graph of yours"):
         up.upscale(z, check_finite=False, cuda_graph=True)
     assert up.upscale(z, check_finite=False).shape == (1, 4, 16, 16)
+
+
+def test_a_precision_without_native_cpu_kernels_is_warned_when_the_upscaler_is_made(monkeypatch):
+    """bf16/fp16 on a CPU without oneDNN kernels for them runs PyTorch's fallback loops, about 40x
+    slower than fp32 (fp16 here: 43.6 s against 1.08 s at 32x32): warned by load and to(), not
+    discovered after a forward (new on 2026-11-28). Nothing else changes."""
+    import warnings
+
+    from lua_fast import SlowPrecisionWarning, precision
+    from lua_fast.config import LUAConfig
+    from lua_fast.reference import LUA
+
+    sd = LUA(LUAConfig.small()).state_dict()
+    native = {torch.bfloat16: True, torch.float16: False}
+    monkeypatch.setattr(precision, "cpu_native_kernels", lambda dtype: native.get(dtype, True))
+    with pytest.warns(SlowPrecisionWarning, match=r"precision fp16 computes in float16, and this CPU .* 40x slower"):
+        up = lua_fast.load(sd, dtype=torch.float16)
+    assert up.dtype == torch.float16
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SlowPrecisionWarning)
+        up = lua_fast.load(sd, precision="mixed")  # bfloat16: native here
+        lua_fast.load(sd, dtype=torch.float16, device="meta")  # not the CPU
+        native[torch.bfloat16] = None  # unknown: no warning
+        up.to(torch.bfloat16)
+    native[torch.bfloat16] = False
+    with pytest.warns(SlowPrecisionWarning, match=r"mixed\(bfloat16\) computes in bfloat16"):
+        lua_fast.load(sd, precision="mixed")
+    assert precision.cpu_native_kernels(torch.float32) is True
+    assert monkeypatch.undo() or precision.cpu_native_kernels(torch.bfloat16) in (True, False, None)
