@@ -256,8 +256,8 @@ def run_tiled(model, x: torch.Tensor, scales: tuple[int, ...], config: LUAConfig
         return estimate_peak_bytes(config, h, w, scales, element_size=element_size, batch=x.shape[0],
                                    materialises_scores=materialises_scores)
 
-    # A tiled run also holds the full-size blend (before 2026-11-28 not counted: at x4 it is 20x
-    # the latent's own size in fp32).
+    # A tiled run also holds the full-size blend (before 2026-11-28 not counted: at x4 in fp32 it is
+    # 33x the latent's own size).
     blend = blend_bytes(x.shape[0], config.out_channels, height, width, scales, element_size)
     smallest = MIN_AUTO_TILE_WINDOWS * window
     size = None  # None: no tiling needed

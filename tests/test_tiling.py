@@ -212,7 +212,7 @@ def test_auto_tiles_on_the_cpu_within_the_ram_it_can_take(small, monkeypatch):
 
 def test_auto_counts_the_full_size_blend_it_writes_into(small):
     """A tiled run holds, besides one tile's forward, the full-size fp32 sums it blends into (at x4,
-    20x the latent in fp32): a budget that fits the tile but not the blend takes smaller tiles."""
+    33x the latent in fp32): a budget that fits the tile but not the blend takes smaller tiles."""
     from lua_fast.tiling import blend_bytes
 
     up, x, full = small
