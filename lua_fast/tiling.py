@@ -69,6 +69,16 @@ def default_memory_budget(device: torch.device) -> int | None:
     return None
 
 
+def over_the_cpu_budget(device: torch.device, need: int) -> bool:
+    """Whether ``need`` bytes exceed tile="auto"'s default budget on the CPU (False on other devices,
+    or where the RAM is unknown): for callers about to run one untiled pass, whose failure on the CPU
+    would be the kernel's OOM killer ending the process, not an exception to catch."""
+    if device.type != "cpu":
+        return False
+    budget = default_memory_budget(device)
+    return budget is not None and need > budget
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """An allocation failure: CUDA's ``torch.OutOfMemoryError``, or the CPU allocator's refusal, which
     PyTorch raises as a plain RuntimeError ("DefaultCPUAllocator: can't allocate memory", e.g. under

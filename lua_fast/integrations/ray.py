@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, LuaFastError, first_line
-from ..tiling import default_memory_budget, estimate_peak_bytes, is_out_of_memory
+from ..tiling import estimate_peak_bytes, is_out_of_memory, over_the_cpu_budget
 
 LATENT_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth", ".latent")  # any format under any of them (read by content)
 
@@ -54,12 +54,11 @@ class LatentUpscaler:
     def _over_the_cpu_budget(self, stacked: torch.Tensor) -> bool:
         if self.up.device.type != "cpu" or self.tile is not None:  # (tiled runs plan their own memory)
             return False
-        budget = default_memory_budget(self.up.device)
         factor = dict(self.up.config.heads).get(self.scale, self.scale)
         need = estimate_peak_bytes(self.up.config, *stacked.shape[-2:], (factor,), batch=stacked.shape[0],
                                    element_size=self.up.precision.compute.itemsize,
                                    materialises_scores=self.up.backend != "triton")
-        return budget is not None and need > budget
+        return over_the_cpu_budget(self.up.device, need)
 
     def _together(self, stacked: torch.Tensor) -> torch.Tensor | None:
         """A group of same-shape files in one forward, or None to run them one by one: a NaN in one

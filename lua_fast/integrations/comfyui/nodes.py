@@ -22,7 +22,7 @@ import torch
 from ...checkpoint import CHECKPOINT_SUFFIXES
 from ...errors import InputError
 from ... import precision as precision_modes
-from ...tiling import default_memory_budget, estimate_peak_bytes, is_out_of_memory
+from ...tiling import estimate_peak_bytes, is_out_of_memory, over_the_cpu_budget
 from ...upscaler import Upscaler, load
 
 MODEL_FOLDER = "latent_upscale_models"
@@ -109,17 +109,6 @@ def _retry_sizes(up: Upscaler, height: int, width: int) -> list[int]:
     return sizes or [2 * window]
 
 
-def _over_the_cpu_budget(device: torch.device, activations: int) -> bool:
-    """Whether an untiled pass on the CPU would exceed tile="auto"'s budget there. On a GPU "off"
-    means: one pass, tiles only after an out-of-memory error. On the CPU that error rarely comes:
-    the allocation succeeds and the kernel's OOM killer ends ComfyUI when the pages are touched
-    (before 2026-11-28 "off" ran such a pass). So "off" tiles there as "auto" does."""
-    if device.type != "cpu":
-        return False
-    budget = default_memory_budget(device)
-    return budget is not None and activations > budget
-
-
 def upscale_latent_dict(up: Upscaler, latent: dict, scale: str = "x2", tiling: str = "off",
                         tile_size: int = 64) -> dict:
     """The upscale node's work on a LATENT dict (see the module docstring)."""
@@ -141,7 +130,10 @@ def upscale_latent_dict(up: Upscaler, latent: dict, scale: str = "x2", tiling: s
 
     if tiling == "size":
         out = up.upscale(z, scale=scale, tile=int(tile_size), progress=_progress_hook())
-    elif tiling == "auto" or _over_the_cpu_budget(up.device, activations):
+    # On a GPU "off" means one pass, tiled only after an out-of-memory error. On the CPU that error
+    # rarely comes: the kernel's OOM killer ends ComfyUI instead (before 2026-11-28 "off" ran such a
+    # pass), so there "off" tiles as "auto" does once the pass exceeds the budget.
+    elif tiling == "auto" or over_the_cpu_budget(up.device, activations):
         out = up.upscale(z, scale=scale, tile="auto", progress=_progress_hook())
     else:
         # ComfyUI's OOM_EXCEPTION (CUDA's), or the CPU allocator's refusal (a plain RuntimeError)
