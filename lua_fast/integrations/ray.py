@@ -65,7 +65,7 @@ class LatentUpscaler:
         file (its error stays its own), an allocation failure (before 2026-11-28 a CUDA out-of-memory
         error failed the whole Ray task, and each retry of it), or, on the CPU, a stack over
         tile="auto"'s RAM budget."""
-        if stacked.shape[0] > 1 and self._over_the_cpu_budget(stacked):
+        if self._over_the_cpu_budget(stacked):
             return None
         try:
             return self._upscale(stacked)
@@ -95,7 +95,8 @@ class LatentUpscaler:
             except (LuaFastError, OSError, ValueError) as exc:
                 errors[i] = f"{type(exc).__name__}: {exc}"
         for items in groups.values():
-            out = self._together(torch.cat([z for _, z, _ in items]).to(self.up.device))
+            # (a file alone is run once, below: a failure there is its own, with nothing to retry)
+            out = self._together(torch.cat([z for _, z, _ in items]).to(self.up.device)) if len(items) > 1 else None
             start = 0
             for i, z, single in items:
                 try:
