@@ -88,7 +88,7 @@ def test_the_released_codes_per_call_mask_is_caught(monkeypatch):
     """The check can fail: the released code builds each shift mask on the CPU and copies it over
     in every shifted block (bench_e2e's released-style row does the same)."""
 
-    def released_mask(height, width, window, shift, *, device, dtype):
+    def released_mask(height, width, window, shift, *, device, dtype, cache=None):
         return windows.build_shift_mask(height, width, window, shift, dtype=dtype).to(device)
 
     monkeypatch.setattr(windows, "shift_mask", released_mask)

@@ -28,7 +28,7 @@ import torch
 
 import lua_fast
 from lua_fast import LUAConfig, cuda_graphs, lru
-from lua_fast.reference import LUA, windows
+from lua_fast.reference import LUA
 from conftest import run_in_threads
 
 
@@ -123,8 +123,8 @@ def small_weights():
 
 
 def mask_caches(up):
-    """The backend's shift-mask cache (torch: per model; reference: the module's, shared)."""
-    return up.model.module._masks if up.backend == "torch" else windows.mask_cache
+    """The backend's shift-mask cache (each model's own)."""
+    return up.model.module._masks if up.backend == "torch" else up.model.module.masks
 
 
 @pytest.mark.parametrize("backend", ["torch", "reference"])

@@ -265,20 +265,24 @@ def test_to_moves_and_recasts_in_place_like_a_fresh_load(sd, backend):
     assert meta.device.type == "meta" and meta.upscale(x.to("meta")).shape == (2, 4, 18, 14)
 
 
-def test_to_another_device_returns_the_shared_reference_masks_memory(sd):
-    """The reference model's shift masks live in one cache shared by every reference model, keyed
-    by device (up to 256 MiB). Before 2026-11-28 offloading (``up.to("cpu")`` from CUDA) left the old
-    device's masks there. (The CPU and meta devices stand in for CUDA and CPU.)"""
-    from lua_fast.reference import windows
+def test_to_another_device_returns_the_reference_masks_memory(sd):
+    """Before 2026-11-28 offloading (``up.to("cpu")`` from CUDA) left the old device's shift masks in
+    a cache shared by every reference model (up to 256 MiB); since 2026-11-29 each model owns its
+    masks, and ``to`` builds a new model. (The CPU and meta devices stand in for CUDA and CPU.)"""
+    import gc
+    import weakref
+
+    from lua_fast.lru import hold_values
 
     up = lua_fast.load(sd, backend="reference")
-    up.upscale(torch.randn(1, 4, 21, 13))  # shifted blocks: masks cached for the CPU
-    on_cpu = [key for key in windows.mask_cache._items if key[4] == torch.device("cpu")]
-    assert on_cpu
-    bytes_before = windows.mask_cache.nbytes
+    with hold_values() as held:
+        up.upscale(torch.randn(1, 4, 21, 13))  # shifted blocks: masks cached for the CPU
+    masks = [weakref.ref(v) for v in held if isinstance(v, torch.Tensor) and v.device.type == "cpu"]
+    assert masks
+    del held
     up.to("meta")
-    assert not [key for key in windows.mask_cache._items if key[4] == torch.device("cpu")]
-    assert windows.mask_cache.nbytes < bytes_before
+    gc.collect()
+    assert [m for m in masks if m() is not None] == []
     again = lua_fast.load(sd, backend="reference")  # another model on the old device rebuilds them
     x = torch.randn(1, 4, 21, 13)
     assert torch.equal(again.upscale(x), again.reference_model(x, (2,))[2])

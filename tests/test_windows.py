@@ -74,7 +74,7 @@ def test_the_mask_caches_hold_their_byte_budget_across_many_sizes(backend):
 
     sd = random_state_dict(tiny_config(), seed=2)
     up, fresh = lua_fast.load(sd, backend=backend), lua_fast.load(sd, backend=backend)
-    cache = windows.mask_cache if backend == "reference" else up.model.module._masks
+    cache = up.model.module.masks if backend == "reference" else up.model.module._masks
     cache.clear()
     old = cache.max_bytes
     cache.max_bytes = 20_000  # a few small masks (window 4: 1 KiB per 4x4 window)
@@ -170,3 +170,24 @@ def test_flop_count_matches_the_published_figure():
     # Issue 6 quotes 1.82 TFLOP for the released model, x2 head, 128x128 latent.
     assert abs(forward_flops(LUAConfig.flux(), 128, 128, (2,)) / 1e12 - 1.82) < 0.005
     assert forward_flops(LUAConfig.flux(), 120, 127, (2,)) == forward_flops(LUAConfig.flux(), 128, 128, (2,))
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_deleting_an_upscaler_frees_its_shift_masks(backend):
+    """Each model owns its mask cache. Before 2026-11-29 the reference model's masks sat in one cache
+    shared by every reference model, so ``del up`` left up to 256 MiB of them on the GPU."""
+    import gc
+    import weakref
+
+    import lua_fast
+    from conftest import random_state_dict, tiny_config
+    from lua_fast.lru import hold_values
+
+    up = lua_fast.load(random_state_dict(tiny_config(), seed=3), backend=backend)
+    with hold_values() as held:
+        up.upscale(torch.randn(2, 4, 13, 21))
+    masks = [weakref.ref(v) for v in held if isinstance(v, torch.Tensor)]
+    assert masks, "the shifted blocks read no cached mask"
+    del held, up
+    gc.collect()
+    assert [m for m in masks if m() is not None] == []

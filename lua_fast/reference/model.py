@@ -5,7 +5,8 @@ checkpoint's state-dict keys and shapes exactly, derived buffers included
 (``relative_position_index`` and the training-size ``attn_mask`` of shifted
 blocks), so ``load_state_dict(released, strict=True)`` works. The derived buffers
 are kept only for that compatibility: the forward pass recomputes masks for the
-actual input size (cached per device and dtype, see ``windows.py``).
+actual input size, cached per size, device and dtype in the model's own ``masks`` (so they go
+with the model; see ``windows.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import LUAConfig
+from ..lru import LRUCache
 from ..padding import pad_to_window_multiple
 from . import windows
 
@@ -90,13 +92,15 @@ class SwinBlock(nn.Module):
         else:
             self.register_buffer("attn_mask", None)
 
-    def forward(self, t: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    def forward(self, t: torch.Tensor, height: int, width: int, masks: LRUCache | None = None) -> torch.Tensor:
+        """``masks``: the model's shift-mask cache (None: the shared one)."""
         b, _, dim = t.shape
         y = self.norm1(t).view(b, height, width, dim)
         mask = None
         if self.shift:
             y = torch.roll(y, shifts=(-self.shift, -self.shift), dims=(1, 2))
-            mask = windows.shift_mask(height, width, self.window, self.shift, device=t.device, dtype=t.dtype)
+            mask = windows.shift_mask(height, width, self.window, self.shift, device=t.device, dtype=t.dtype,
+                                      cache=masks)
         y = windows.window_partition(y, self.window)
         y = self.attn(y, mask)
         y = windows.window_reverse(y, self.window, height, width)
@@ -181,6 +185,9 @@ class LUA(nn.Module):
                 for name, scale in config.heads
             }
         )
+        # Shift masks for the sizes seen, on their devices (not state: a copy starts empty). Owned
+        # by the model so that they are freed with it.
+        self.masks = LRUCache()
 
     def trunk(self, x: torch.Tensor, run_block=None) -> torch.Tensor:
         """(B, C, H, W) with H, W window multiples -> features g (B, D, H, W).
@@ -189,6 +196,8 @@ class LUA(nn.Module):
         (backends swap in fused attention while sharing everything else).
         """
         height, width = x.shape[-2:]
+        if run_block is None:
+            run_block = lambda block, t, h, w: block(t, h, w, self.masks)  # noqa: E731
         f = self.conv_first(x)
         t = self.patch_embed.norm(tokens(f))
         for layer in self.layers:

@@ -64,24 +64,29 @@ def build_shift_mask(height: int, width: int, window: int, shift: int, *, device
     return torch.where(differ, torch.full((), MASK_VALUE, device=labels.device, dtype=dtype), zero)
 
 
-mask_cache = LRUCache()  # shared by every reference model: keyed by device (see drop_cached_masks)
+# The cache of callers that own none: a SwinBlock run outside a LUA model, and the window-attention
+# kernel's PyTorch twin. A LUA model keeps its own (``LUA.masks``), so deleting the model frees its
+# masks; before 2026-11-29 every reference model shared this one, and up to 256 MiB of masks stayed
+# on the GPU after ``del upscaler``.
+mask_cache = LRUCache()
 
 
 def drop_cached_masks(device) -> int:
-    """Forget the cached masks on ``device`` (``Upscaler.to`` calls it when a model leaves a device,
-    so offloading to the CPU returns their memory: up to the cache's 256 MiB). Another model still
-    on ``device`` rebuilds what it needs (one launch per mask)."""
+    """Forget the shared cache's masks on ``device`` (``Upscaler.to`` calls it when a model leaves a
+    device). Another caller still on ``device`` rebuilds what it needs (one launch per mask)."""
     device = torch.device(device)
     return mask_cache.discard(lambda key: key[4] == device)
 
 
-def shift_mask(height: int, width: int, window: int, shift: int, *, device, dtype) -> torch.Tensor:
-    """Cached :func:`build_shift_mask` on ``device`` in ``dtype``. Symbolic sizes (torch.export with
-    dynamic shapes) build the mask inside the traced graph instead: it then follows the input size."""
+def shift_mask(height: int, width: int, window: int, shift: int, *, device, dtype,
+               cache: LRUCache | None = None) -> torch.Tensor:
+    """:func:`build_shift_mask` on ``device`` in ``dtype``, kept in ``cache`` (the shared one when
+    None). Symbolic sizes (torch.export with dynamic shapes) build the mask inside the traced graph
+    instead: it then follows the input size."""
     device = torch.device(device)
     if not (isinstance(height, int) and isinstance(width, int)):
         return build_shift_mask(height, width, window, shift, device=device, dtype=dtype)
-    return mask_cache.get_or_create(
+    return (mask_cache if cache is None else cache).get_or_create(
         (height, width, window, shift, device, dtype),
         lambda: build_shift_mask(height, width, window, shift, device=device, dtype=dtype),
     )
