@@ -82,6 +82,21 @@ def _capturing(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
 
 
+def _whole_number_hint(bad, scales) -> str:
+    """For 2.0 or tensor(2), where the int would do: the message listed 2 as a head beside
+    "unsupported scale 2.0", which read as a contradiction."""
+    for s in bad:
+        if isinstance(s, bool) or isinstance(s, str):
+            continue
+        try:
+            value = float(s)
+        except (TypeError, ValueError, RuntimeError):  # (a tensor of many elements: RuntimeError)
+            continue
+        if value.is_integer() and int(value) in scales:
+            return f"; scales are ints: pass {int(value)}, not {type(s).__name__} {s!r}"
+    return ""
+
+
 class Upscaler:
     """A loaded LUA model bound to a device, precision and backend.
 
@@ -140,8 +155,7 @@ class Upscaler:
         if bad or not scales:
             raise InputError(
                 f"unsupported scale {scale!r}: this model has heads {self.config.heads} (pass a scale or a "
-                "head name, or a tuple of them)"
-            )
+                "head name, or a tuple of them)" + _whole_number_hint(bad, self.config.scales))
         return keys, scales, single
 
     def check_latents(self, latents: torch.Tensor, *, check_finite: bool = True) -> None:

@@ -211,6 +211,14 @@ def test_unsupported_scale(up, scale):
         up.upscale(torch.randn(1, 4, 8, 8), scale=scale)
 
 
+@pytest.mark.parametrize("scale", [2.0, (4.0, 2), torch.tensor(2)])
+def test_a_whole_number_that_is_not_an_int_is_named(up, scale):
+    """Before 2026-11-29 "unsupported scale 2.0: this model has heads (('x2', 2), ...)" named no
+    reason: 2.0 == 2. Floats stay refused (a float scale is usually a resize factor, not a head)."""
+    with pytest.raises(InputError, match="unsupported scale .*scales are ints: pass [24], not (float|Tensor)"):
+        up.upscale(torch.randn(1, 4, 8, 8), scale=scale)
+
+
 def test_integral_scales_of_other_types_are_scales(up):
     """NumPy integers (a scale read from an array or a config) count as the int they hold; the
     result is keyed by what was asked for."""
