@@ -7,6 +7,10 @@ builtin class that describes it best (``ValueError``, ``RuntimeError``), so gene
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+
 
 class LuaFastError(Exception):
     """Base class of every lua_fast error."""
@@ -88,6 +92,25 @@ class LowMemoryWarning(UserWarning):
 class SlowPrecisionWarning(UserWarning):
     """A bf16/fp16 computing precision on a CPU without native kernels for it (PyTorch's fallback
     loops: about 40x slower than fp32)."""
+
+
+def _not_the_caller() -> tuple[str, ...]:
+    """Folders whose frames are not the caller's: lua_fast's own (its official API, integrations and
+    wrappers call each other) and torch's (``torch.no_grad`` wraps ``upscale`` in a frame of its own)."""
+    import torch
+
+    return tuple(os.path.dirname(os.path.abspath(m)) + os.sep for m in (__file__, torch.__file__))
+
+
+def warn_the_caller(message: str, category: type[Warning]) -> None:
+    """``warnings.warn`` attributed to the first frame outside lua_fast and torch: the user's line,
+    whichever entry point (``upscale``, ``official.upscale_latent``, ``load``, ``to``) led there. A
+    fixed stacklevel named lua_fast's own wrapper when the call came through one, and a warning
+    filter on the caller's module (``-W ignore::...:mymodule``) then never matched."""
+    folders, frame, level = _not_the_caller(), sys._getframe(1), 2  # (level 1: this function)
+    while frame is not None and frame.f_code.co_filename.startswith(folders):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:

@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import warnings
 from dataclasses import dataclass
 
 import torch
 
-from .errors import InputError, SlowPrecisionWarning
+from .errors import InputError, SlowPrecisionWarning, warn_the_caller
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "mixed")
 
@@ -97,18 +96,18 @@ def cpu_native_kernels(dtype: torch.dtype) -> bool | None:
         return None
 
 
-def warn_if_slow_on_the_cpu(precision: Precision, device: torch.device, stacklevel: int = 3) -> None:
+def warn_if_slow_on_the_cpu(precision: Precision, device: torch.device) -> None:
     """A bf16/fp16 computing mode on a CPU without native kernels for it: warned (``SlowPrecisionWarning``)
     when the upscaler is made, not after a forward 40x slower than fp32."""
     if device.type != "cpu" or precision.compute not in (torch.bfloat16, torch.float16):
         return
     if cpu_native_kernels(precision.compute) is False:
         name = str(precision.compute).removeprefix("torch.")
-        warnings.warn(
+        warn_the_caller(
             f"lua_fast: precision {precision} computes in {name}, and this CPU "
             f"({torch.backends.cpu.get_cpu_capability()}) has no native {name} kernels: PyTorch runs its fallback "
             f"loops, about 40x slower than fp32 (lua_fast.precision.cpu_native_kernels). precision='fp32' is the "
-            "fast choice here.", SlowPrecisionWarning, stacklevel=stacklevel)
+            "fast choice here.", SlowPrecisionWarning)
 
 
 _tf32_lock = threading.RLock()

@@ -19,14 +19,13 @@ on a bound.
 
 from __future__ import annotations
 
-import warnings
 from typing import Callable
 
 import torch
 
 from . import host_memory
 from .config import LUAConfig
-from .errors import InputError, LowMemoryWarning
+from .errors import InputError, LowMemoryWarning, warn_the_caller
 from .padding import pad_amount
 
 # tile="auto"'s default budget, a share of what the process can still allocate. CUDA: the caching
@@ -214,10 +213,10 @@ def warn_if_over_the_ram(config: LUAConfig, x: torch.Tensor, scales, *, element_
         return
     available = host_memory.cpu_memory_available()
     if available is not None and need > available:
-        warnings.warn(
+        warn_the_caller(
             f"lua_fast: this untiled pass over a {tuple(x.shape)} latent needs an estimated {need / 2**30:.1f} GiB "
             f"of RAM and the process can still take {available / 2**30:.1f} GiB: the kernel may end the process. "
-            "Pass tile='auto' to upscale in tiles that fit.", LowMemoryWarning, stacklevel=4)
+            "Pass tile='auto' to upscale in tiles that fit.", LowMemoryWarning)
 
 
 def untiled(model, x: torch.Tensor, scales: tuple[int, ...], progress) -> dict[int, torch.Tensor]:

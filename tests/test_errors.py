@@ -329,3 +329,34 @@ def test_a_precision_without_native_cpu_kernels_is_warned_when_the_upscaler_is_m
         lua_fast.load(sd, precision="mixed")
     assert precision.cpu_native_kernels(torch.float32) is True
     assert monkeypatch.undo() or precision.cpu_native_kernels(torch.bfloat16) in (True, False, None)
+
+
+def test_warnings_name_the_callers_line_whatever_the_entry_point(monkeypatch):
+    """A warning names the user's line, so ``-W ignore::...:module`` filters and the printed location
+    work. Before 2026-11-29 a fixed stacklevel named lua_fast's own wrapper when the call came
+    through one (``official.upscale_latent``: lua_fast/official.py; ``up.to``: lua_fast/upscaler.py)."""
+    import warnings
+
+    from lua_fast import LowMemoryWarning, SlowPrecisionWarning, host_memory, official, precision, tiling
+    from lua_fast.config import LUAConfig
+    from lua_fast.reference import LUA
+
+    sd = LUA(LUAConfig.small()).state_dict()
+    monkeypatch.setattr(precision, "cpu_native_kernels", lambda dtype: dtype == torch.float32)
+    monkeypatch.setattr(tiling, "RAM_CHECK_FLOOR", 0)
+    monkeypatch.setattr(host_memory, "cpu_memory_available", lambda: 1)
+    up, x = lua_fast.load(sd), torch.randn(1, 16, 8, 8)
+    calls = [
+        (SlowPrecisionWarning, lambda: lua_fast.load(sd, precision="mixed")),
+        (SlowPrecisionWarning, lambda: lua_fast.load(sd).to(torch.bfloat16)),
+        (SlowPrecisionWarning, lambda: official.load_model(sd, dtype=torch.float16)),
+        (LowMemoryWarning, lambda: up.upscale(x)),
+        (LowMemoryWarning, lambda: up.upscale(x, scale=(2, 4))),
+        (LowMemoryWarning, lambda: official.upscale_latent(up, x)),
+    ]
+    for category, call in calls:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            call()
+        assert [w.filename for w in seen if issubclass(w.category, category)] == [__file__], \
+            [(w.category.__name__, w.filename, w.lineno) for w in seen]
