@@ -8,7 +8,7 @@ from typing import Any, BinaryIO, Callable, Mapping, SupportsIndex, Union, overl
 
 import torch
 
-from . import checkpoint, dispatch, hub
+from . import checkpoint, dispatch, forking, hub
 from .config import LUAConfig
 from .cuda_graphs import GraphRunner
 from .errors import InputError, NonFiniteInputError, NonFiniteOutputError
@@ -257,6 +257,9 @@ class Upscaler:
         keys, asked, single = self._scales(scale)
         scales = tuple(dict.fromkeys(asked))  # one trunk pass and one head run per distinct scale
         self.check_latents(latents, check_finite=False)
+        if self.device.type == "cpu":
+            forking.note_cpu_work()
+            forking.warn_if_made_single_threaded()
         check_finite = check_finite and self.device.type != "meta"  # (meta: shapes only, no values to check)
         if (check_finite or cuda_graph) and _capturing(self.device):
             # The caller's own torch.cuda.graph: a read-back would fail with "operation not permitted
@@ -424,6 +427,7 @@ def load(
             raise InputError("an exported .pt2 package fixes its backend and precision; pass only device=")
         return load_package(source, device)
     device = parse_device(device)
+    forking.note_cpu_work()  # (the weights are validated on the CPU, whatever the device)
     prec = resolve(precision, None if dtype is None else parse_dtype(dtype),
                    default_mixed_dtype(device) if mixed_dtype is None else parse_dtype(mixed_dtype))
     chosen = dispatch.select_backend(backend, device, prec)  # fail before reading weights
