@@ -3,8 +3,9 @@
 PyTorch's Linux wheels run their CPU thread pool on GNU OpenMP (libgomp), which cannot restart its
 worker threads in a child made by ``fork()``: the child's first parallel op (a conv, a GEMM, a large
 elementwise op) waits forever for threads that only exist in the parent (GCC bug 60035). Measured
-here (torch 2.13 CPU wheel, 2 threads): with plain PyTorch ops and with ``upscale``, a
-``multiprocessing`` "fork" child hung after its parent had run one such op; with one thread it ran.
+here (2 threads; torch 2.13.0 CPU and 2.14.1+cu130 wheels): with plain PyTorch ops and with
+``upscale``, a ``multiprocessing`` "fork" child hung after its parent had run one such op; with one
+thread it ran.
 "fork" is ``multiprocessing``'s default on Linux before Python 3.14, and Celery's prefork pool and
 ``gunicorn --preload`` fork too: a CPU upscaler loaded in the parent hung in every worker, with no
 error. PyTorch's DataLoader gives its workers one thread for the same reason.
@@ -12,7 +13,9 @@ error. PyTorch's DataLoader gives its workers one thread for the same reason.
 So a child forked from a process where lua_fast has done CPU work (``load`` validates the weights
 on the CPU; an upscale on the CPU) runs PyTorch with one thread when libgomp is loaded, and its
 first ``upscale`` warns once, saying how to get every core back (the "spawn" or "forkserver" start
-method). A child that calls ``torch.set_num_threads(n > 1)`` itself takes the hang back.
+method). A child that calls ``torch.set_num_threads(n > 1)`` itself takes the hang back, and a
+parent whose own code ran PyTorch CPU ops before lua_fast did anything is not detected (call
+``torch.set_num_threads(1)`` in such a child).
 """
 
 from __future__ import annotations
