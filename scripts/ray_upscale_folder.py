@@ -3,8 +3,8 @@
     python scripts/ray_upscale_folder.py latents/ upscaled/ --weights lua_flux.pth --scale 2 \
         [--address auto] [--precision bf16] [--batch-size 8]
 
-Each Ray actor loads the model once (one GPU per actor); latents of the same size run as one
-batch; outputs are written as <stem>.x<scale>.safetensors. Files that cannot be upscaled are
+Each Ray actor loads the model once (one GPU per actor; without GPUs, one actor per node with
+its cores); latents of the same size run as one batch; outputs are written as <stem>.x<scale>.safetensors. Files that cannot be upscaled are
 listed at the end with the reason; the others are written regardless. See
 lua_fast.integrations.ray.
 """
@@ -25,13 +25,18 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--tile", type=lambda v: v if v == "auto" else int(v), default=None,
                         help="tile size in latent pixels, or 'auto' (default: untiled)")
+    parser.add_argument("--actors", type=int, default=None,
+                        help="actors (default: one per GPU; without GPUs, one per node)")
+    parser.add_argument("--cpus-per-actor", type=float, default=None,
+                        help="CPUs each actor reserves without GPUs, its PyTorch threads (default: its node's cores)")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: start a local one)")
     args = parser.parse_args()
     import ray
 
     ray.init(address=args.address)
     rows = upscale_folder(args.input_dir, args.output_dir, args.weights, scale=args.scale,
-                          precision=args.precision, batch_size=args.batch_size, tile=args.tile)
+                          precision=args.precision, batch_size=args.batch_size, tile=args.tile,
+                          actors=args.actors, num_cpus_per_actor=args.cpus_per_actor)
     failed = [r for r in rows if r["error"]]
     for r in rows:
         print(f"{r['path']} -> {r['output'] or 'FAILED: ' + r['error']}")

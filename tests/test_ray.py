@@ -18,9 +18,18 @@ def local_ray():
     ray.shutdown()
 
 
-def test_upscale_folder_on_a_local_ray_cluster(tmp_path, local_ray):
+def test_upscale_folder_on_a_local_ray_cluster(tmp_path, local_ray, monkeypatch):
     from lua_fast.files import read_latents
     from lua_fast.integrations.ray import upscale_folder
+
+    asked = {}
+    map_batches = ray.data.Dataset.map_batches
+
+    def recorded(self, fn, **kwargs):
+        asked.update(kwargs)
+        return map_batches(self, fn, **kwargs)
+
+    monkeypatch.setattr(ray.data.Dataset, "map_batches", recorded)
 
     sd = random_state_dict(tiny_config(4), seed=41)
     torch.save({"params_ema": sd}, tmp_path / "w.pth")
@@ -33,6 +42,9 @@ def test_upscale_folder_on_a_local_ray_cluster(tmp_path, local_ray):
         save_file({"latents": latents[name]}, str(src / f"{name}.safetensors"))
     (src / "d.safetensors").write_bytes(b"not a safetensors file")  # one bad file among good ones
     rows = upscale_folder(src, tmp_path / "out", tmp_path / "w.pth", scale=2, batch_size=8)
+    # No GPU: one actor with the node's 2 CPUs, so Ray runs its PyTorch on 2 threads (before
+    # 2026-11-29: Ray's default of 1 CPU, OMP_NUM_THREADS=1, on any cluster)
+    assert asked["num_cpus"] == 2 and asked["num_gpus"] == 0 and asked["compute"].min_size == asked["compute"].max_size == 1
 
     assert [r["path"].rsplit("/", 1)[1] for r in rows] == [f"{n}.safetensors" for n in "abcde"]  # order kept
     by_name = {r["path"].rsplit("/", 1)[1][0]: r for r in rows}
@@ -174,3 +186,19 @@ def test_on_the_cpu_a_stack_over_the_ram_budget_is_not_run(tmp_path, monkeypatch
     batches.clear()
     actor.tile = "auto"
     assert list(actor(batch)["error"]) == ["", "", ""] and len(batches) > 3 and max(b[-1] for b in batches) < 24
+
+
+@pytest.mark.parametrize("nodes, actors, cpus, expected", [
+    ([2.0], None, None, (1, 2)),  # one node: one actor with every core
+    ([16.0, 16.0, 0.0], None, None, (2, 16)),  # a CPU-less head node holds no actor
+    ([16.0, 8.0], None, None, (2, 8)),  # each actor fits on any node
+    ([16.0], 4, None, (4, 4)),  # more actors share a node's cores
+    ([16.0, 16.0], 3, None, (3, 8)),
+    ([4.0], 8, None, (8, 1)),  # at least one CPU each
+    ([16.0], 2, 3, (2, 3)),  # the caller's choice stands
+    ([], None, None, (1, 1)),
+])
+def test_cpu_actors_get_the_cores_of_their_node(nodes, actors, cpus, expected):
+    from lua_fast.integrations.ray import cpu_actor_plan
+
+    assert cpu_actor_plan(nodes, actors, cpus) == expected

@@ -16,7 +16,7 @@ is run file by file; a file that alone runs out of memory gets an error row sayi
 run would take the outputs as inputs).
 
 ``upscale_folder(input_dir, output_dir, weights)`` runs the whole job over every latent file of a
-folder, in file order, across every GPU of the cluster (or ``num_cpus`` CPU actors), and returns
+folder, in file order, across every GPU of the cluster (or one CPU actor per node, with its cores), and returns
 the rows. ``scripts/ray_upscale_folder.py`` is the command-line form.
 """
 
@@ -139,14 +139,35 @@ def check_folder_job(files: list[str], input_dir, output_dir) -> None:
                          + ": keep one file per stem")
 
 
+def cpu_actor_plan(node_cpus: list[float], actors: int | None = None,
+                   num_cpus_per_actor: float | None = None) -> tuple[int, float]:
+    """(actors, CPUs per actor) for a cluster without GPUs, from its nodes' CPU counts.
+
+    Ray runs an actor's PyTorch with ``OMP_NUM_THREADS`` = the actor's ``num_cpus``, which is 1
+    unless given: before 2026-11-29 a CPU job ran one actor on one thread (measured on a local
+    2-CPU cluster: ``torch.get_num_threads()`` 1 in the actor, 2 in the driver), whatever the
+    cluster's size. By default one actor per node, each with the smallest node's CPUs (divided
+    among the actors a node must hold when more actors are asked for), so every actor fits on any
+    node and they do not oversubscribe its cores."""
+    nodes = [c for c in node_cpus if c >= 1] or [1]
+    actors = actors or len(nodes)
+    if num_cpus_per_actor is None:
+        per_node = -(-actors // len(nodes))  # actors a node must hold
+        num_cpus_per_actor = max(1, int(min(nodes)) // per_node)
+    return actors, num_cpus_per_actor
+
+
 def upscale_folder(input_dir, output_dir, weights, *, scale: int = 2, precision: str | None = None,
                    backend: str = "auto", batch_size: int = 8, actors: int | None = None,
-                   num_gpus_per_actor: float | None = None, tile: int | str | None = None) -> list[dict]:
+                   num_gpus_per_actor: float | None = None, num_cpus_per_actor: float | None = None,
+                   tile: int | str | None = None) -> list[dict]:
     """Upscale every latent file of ``input_dir`` into ``output_dir`` with Ray Data; returns one row per
     file (``path``, ``output``, ``error``, ``shape``) in file order. Connects to the running Ray
-    cluster (``ray.init()`` first to choose one; a local one is started otherwise). ``actors``
-    defaults to the cluster's GPU count (or 1 without GPUs); each actor gets one GPU when there are
-    GPUs. ``tile`` is passed to ``Upscaler.upscale`` (None: untiled, the exact result)."""
+    cluster (``ray.init()`` first to choose one; a local one is started otherwise). With GPUs,
+    ``actors`` defaults to the cluster's GPU count and each actor gets one GPU (and Ray's default
+    CPU); without, to one actor per node with that node's cores (``cpu_actor_plan``: Ray gives an
+    actor as many PyTorch threads as CPUs). ``tile`` is passed to ``Upscaler.upscale`` (None:
+    untiled, the exact result)."""
     try:
         import ray
     except ImportError as exc:
@@ -158,14 +179,20 @@ def upscale_folder(input_dir, output_dir, weights, *, scale: int = 2, precision:
     if not ray.is_initialized():
         ray.init()
     gpus = int(ray.cluster_resources().get("GPU", 0))
-    actors = actors or max(1, gpus)
+    if gpus:
+        actors = actors or gpus
+    else:
+        node_cpus = [n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
+        actors, num_cpus_per_actor = cpu_actor_plan(node_cpus, actors, num_cpus_per_actor)
     if num_gpus_per_actor is None:
         num_gpus_per_actor = 1 if gpus else 0
+    resources = {} if num_cpus_per_actor is None else {"num_cpus": num_cpus_per_actor}
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # rows come back in file order
     ds = ray.data.from_items([{"path": f} for f in files])
     ds = ds.map_batches(
-        LatentUpscaler, batch_size=batch_size, concurrency=actors, num_gpus=num_gpus_per_actor,
+        LatentUpscaler, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
+        num_gpus=num_gpus_per_actor, **resources,
         fn_constructor_kwargs={"weights": str(weights), "output_dir": str(output_dir), "scale": scale,
                                "precision": precision, "backend": backend, "tile": tile},
     )
