@@ -1,7 +1,8 @@
 """Offline batch upscaling on a Ray cluster (``pip install "lua_fast[ray]"``).
 
 ``LatentUpscaler`` is a callable class for ``ray.data.Dataset.map_batches``: Ray builds one per
-actor (one model per actor; give each actor a GPU with ``num_gpus=1``), and each call receives a
+actor (one model per actor; give each actor a GPU with ``num_gpus=1``, or on CPUs its cores with
+``num_cpus=N``: Ray runs an actor's PyTorch on as many threads as its CPUs, one by default), and each call receives a
 batch of rows with a ``path`` column naming latent files (``.safetensors``, ``.sft``, ``.pt``,
 ``.pth`` or ComfyUI's ``.latent``, read by content like ``lua-fast upscale`` reads them), each
 (B, C, H, W) or one (C, H, W) latent. Latents of the same shape are stacked into one forward pass; each
