@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -35,6 +36,11 @@ def cmd_info(args) -> int:
     ram = cpu.get("memory_available")
     ram = f", {ram / 2**30:.1f} GiB RAM available" if ram is not None else ""
     print(f"  cpu     {cpu['name']} ({cpu['capability']}, {cpu['threads']} threads{ram})")
+    quota = cpu.get("quota")
+    if quota is not None and cpu["threads"] > math.ceil(quota):
+        print(f"          WARNING: a CPU quota of {quota:g} CPUs (cgroup) and {cpu['threads']} PyTorch threads: the kernel "
+              f"throttles the extra threads; torch.set_num_threads({max(1, math.ceil(quota))}) or OMP_NUM_THREADS="
+              f"{max(1, math.ceil(quota))}")
     slow = [k for k, native in cpu.get("native_kernels", {}).items() if native is False]
     if slow:
         print(f"          no native {' / '.join(slow)} kernels: PyTorch's fallback loops, about 40x slower than fp32")

@@ -11,6 +11,10 @@ capped by the memory cgroup of the process and of each cgroup above it (v2: ``me
 reclaimable page cache, ``inactive_file``, counted as free). The cgroup is where a container's
 limit lies: a container limited to 8 GiB on a 64 GiB host reads about 60 GiB in ``MemAvailable``
 and is killed at 8. Elsewhere (macOS, Windows) the figure is unknown: ``None``.
+
+The same cgroups hold a container's CPU quota (``cpu_quota``), which PyTorch does not read: it
+starts one thread per core of the host, so a container limited to 4 CPUs on a 64-core host runs
+64 threads that the kernel throttles. ``lua-fast info`` reports it.
 """
 
 from __future__ import annotations
@@ -54,10 +58,10 @@ def meminfo_available(meminfo: str) -> int | None:
     return None
 
 
-def _cgroup_dirs(proc_cgroup: str, cgroup_root: Path) -> list[tuple[Path, str]]:
-    """(directory, version) of the process's memory cgroup and each one above it, from the text of
-    ``/proc/self/cgroup``. Inside a cgroup namespace (most containers) the path reads ``/`` and the
-    container's own cgroup is mounted at the root."""
+def _cgroup_dirs(proc_cgroup: str, cgroup_root: Path, controller: str = "memory") -> list[tuple[Path, str]]:
+    """(directory, version) of the process's ``controller`` cgroup and each one above it, from the
+    text of ``/proc/self/cgroup``. Inside a cgroup namespace (most containers) the path reads ``/``
+    and the container's own cgroup is mounted at the root."""
     found = []
     for line in proc_cgroup.splitlines():
         parts = line.split(":", 2)
@@ -68,8 +72,8 @@ def _cgroup_dirs(proc_cgroup: str, cgroup_root: Path) -> list[tuple[Path, str]]:
             # cgroup v2 alone, or the hybrid layout (v2 mounted at unified/ beside the v1 controllers)
             unified = (cgroup_root / "cgroup.controllers").exists()
             mount, version = (cgroup_root if unified else cgroup_root / "unified"), "v2"
-        elif "memory" in controllers.split(","):
-            mount, version = cgroup_root / "memory", "v1"
+        elif controller in controllers.split(","):
+            mount, version = cgroup_root / controller, "v1"
         else:
             continue
         leaf = mount / path.lstrip("/")
@@ -115,3 +119,27 @@ def cpu_memory_available(proc: Path = Path("/proc"), cgroup_root: Path = Path("/
         return available
     headroom = cgroup_headroom(proc_cgroup, cgroup_root)
     return available if headroom is None else min(available, headroom)
+
+
+def _quota_cpus(directory: Path, version: str) -> float | None:
+    if version == "v2":  # cpu.max: "<quota> <period>" in microseconds, or "max <period>"
+        try:
+            quota, _, period = (directory / "cpu.max").read_text().strip().partition(" ")
+            return None if quota == "max" else int(quota) / int(period or 100000)
+        except (OSError, ValueError, ZeroDivisionError):
+            return None
+    quota, period = _read_int(directory / "cpu.cfs_quota_us"), _read_int(directory / "cpu.cfs_period_us")
+    if quota is None or period is None or quota <= 0 or period <= 0:  # (-1: no quota)
+        return None
+    return quota / period
+
+
+def cpu_quota(proc: Path = Path("/proc"), cgroup_root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs' worth of time per second the process's cgroups allow (the tightest, e.g. 4.0 for a
+    container run with ``--cpus 4``), or None without a quota or off Linux."""
+    try:
+        proc_cgroup = (proc / "self" / "cgroup").read_text()
+    except OSError:
+        return None
+    quotas = [q for d, v in _cgroup_dirs(proc_cgroup, cgroup_root, "cpu") if (q := _quota_cpus(d, v)) is not None]
+    return min(quotas) if quotas else None

@@ -71,10 +71,11 @@ def cpu_name() -> str:
 
 def cpu_report() -> dict:
     """The CPU by name, the instruction set PyTorch's CPU kernels use, its thread count, the RAM this
-    process can still take (None where unknown: tile="auto"'s CPU budget is 75% of it), and whether
-    it has native bf16 / fp16 kernels."""
+    process can still take (None where unknown: tile="auto"'s CPU budget is 75% of it), its cgroup
+    CPU quota (None: none), and whether it has native bf16 / fp16 kernels."""
     return {"name": cpu_name(), "capability": torch.backends.cpu.get_cpu_capability(),
             "threads": torch.get_num_threads(), "memory_available": host_memory.cpu_memory_available(),
+            "quota": host_memory.cpu_quota(),  # a container's CPU limit: PyTorch's threads ignore it
             # bf16 / fp16 without native kernels run PyTorch's fallback loops, ~40x slower than fp32
             "native_kernels": {"bf16": cpu_native_kernels(torch.bfloat16),
                                "fp16": cpu_native_kernels(torch.float16)}}

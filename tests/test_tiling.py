@@ -179,6 +179,29 @@ def test_cpu_memory_available_reads_the_tightest_limit(tmp_path, name, meminfo_g
     assert cpu_memory_available(proc, root) == expected_gib * GIB, name
 
 
+_QUOTAS = [
+    ("no quota (v2 'max')", "0::/\n", {**_V2, "cpu.max": "max 100000"}, None),
+    ("a container run with --cpus 4 (v2)", "0::/\n", {**_V2, "cpu.max": "400000 100000"}, 4.0),
+    ("a tighter quota on a parent cgroup (v2)", "0::/pod/app\n",
+     {**_V2, "pod/cpu.max": "150000 100000", "pod/app/cpu.max": "max 100000"}, 1.5),
+    ("v1 without a quota (-1)", "3:cpu,cpuacct:/docker/abc\n0::/docker/abc\n",
+     {"cpu/docker/abc/cpu.cfs_quota_us": "-1", "cpu/docker/abc/cpu.cfs_period_us": "100000"}, None),
+    ("v1 with a quota, beside a v2 tree without one (hybrid)", "3:cpu,cpuacct:/docker/abc\n0::/docker/abc\n",
+     {"cpu/docker/abc/cpu.cfs_quota_us": "50000", "cpu/docker/abc/cpu.cfs_period_us": "100000",
+      "unified/docker/abc/cpu.max": "max 100000"}, 0.5),
+    ("no cpu controller listed", "4:memory:/x\n", {"memory/x/memory.limit_in_bytes": "1"}, None),
+]
+
+
+@pytest.mark.parametrize("name, cgroup_line, files, expected", _QUOTAS, ids=[q[0] for q in _QUOTAS])
+def test_cpu_quota_reads_the_tightest_cgroup(tmp_path, name, cgroup_line, files, expected):
+    from lua_fast.host_memory import cpu_quota
+
+    proc, root = _fake_host(tmp_path, 1, cgroup_line, files)
+    assert cpu_quota(proc, root) == expected, name
+    assert cpu_quota(tmp_path / "no-proc", root) is None
+
+
 def test_cpu_memory_is_unknown_without_procfs(tmp_path):
     from lua_fast.host_memory import cpu_memory_available, meminfo_available
 
