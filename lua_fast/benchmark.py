@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, dispatch
+from . import __version__, dispatch, host_memory
 from .config import LUAConfig
 from .flops import forward_flops
 from .info import cpu_name
@@ -38,6 +38,7 @@ def environment(device: torch.device) -> dict:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the ISA PyTorch's CPU kernels use
         "cpu_threads": torch.get_num_threads(),
+        "cpu_quota": host_memory.cpu_quota(),  # a container's CPU limit (None: none): CPU figures depend on it
         # cuDNN's version and the TF32 switches outside lua_fast's own (each precision mode sets
         # its own inside a forward; eager comparisons and cuDNN's plan choice depend on these)
         "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,

@@ -22,6 +22,9 @@ def test_bench_quick_on_cpu(tmp_path, capsys):
     if cpuinfo.exists() and "model name" in cpuinfo.read_text():
         assert env["device_name"] not in ("", "cpu")
     assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    from lua_fast.host_memory import cpu_quota
+
+    assert env["cpu_quota"] == cpu_quota() and env["cpu_threads"] == torch.get_num_threads()
     from lua_fast.precision import tf32_switches
 
     assert env["tf32_switches"] == {"matmul": str(tf32_switches()[0]), "cudnn_conv": str(tf32_switches()[1])}
