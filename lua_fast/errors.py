@@ -60,7 +60,8 @@ class NonFiniteInputError(InputError):
 
 
 class UsageError(LuaFastError, ValueError):
-    """A command-line argument or file path cannot be used as given (the CLI exits with 2)."""
+    """A command-line argument, file path or environment switch cannot be used as given (the CLI
+    exits with 2)."""
 
 
 class NonFiniteOutputError(LuaFastError, FloatingPointError):

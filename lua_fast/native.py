@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from . import env
+
 DISABLE_ENV = "LUA_FAST_DISABLE_NATIVE"
 
 
@@ -47,7 +49,7 @@ def _built_for_another_python(package: Path = Path(__file__).resolve().parent) -
 
 
 def _load() -> NativeStatus:
-    if os.environ.get(DISABLE_ENV, "").strip() not in ("", "0"):
+    if env.flag(DISABLE_ENV, False):
         return NativeStatus(False, f"disabled by {DISABLE_ENV}={os.environ[DISABLE_ENV]}")
     spec = importlib.util.find_spec("lua_fast._C")
     if spec is None or not spec.origin:

@@ -360,3 +360,39 @@ def test_warnings_name_the_callers_line_whatever_the_entry_point(monkeypatch):
             call()
         assert [w.filename for w in seen if issubclass(w.category, category)] == [__file__], \
             [(w.category.__name__, w.filename, w.lineno) for w in seen]
+
+
+def test_every_switch_reads_the_same_on_and_off_values(monkeypatch):
+    """Before 2026-11-29 each switch had its own reading: LUA_FAST_PDL=false turned PDL on,
+    LUA_FAST_DISABLE_NATIVE=false disabled the extension, LUA_FAST_AUTOTUNE=off kept timed tuning,
+    and LUA_FAST_FUSED_MLP=maybe meant on. Now 1/true/yes/on and 0/false/no/off everywhere, any
+    other value an error naming the variable."""
+    from lua_fast import UsageError, env, native
+    from lua_fast.kernels import fused_mlp, triton_support
+
+    name = "LUA_FAST_SOME_SWITCH"
+    monkeypatch.delenv(name, raising=False)
+    assert env.flag(name, True) is True and env.flag(name, False) is False
+    for value, expected in [("", None), ("1", True), ("true", True), (" YES ", True), ("On", True),
+                            ("0", False), ("false", False), ("No", False), ("OFF ", False)]:
+        monkeypatch.setenv(name, value)
+        assert env.flag(name, True) is (True if expected is None else expected), value
+        assert env.flag(name, False) is (False if expected is None else expected), value
+    monkeypatch.setenv(name, "2")
+    with pytest.raises(UsageError, match="LUA_FAST_SOME_SWITCH='2' is not a switch value"):
+        env.flag(name, False)
+
+    cpu = torch.device("cpu")
+    monkeypatch.setenv(triton_support.PDL_ENV, "false")
+    assert triton_support.pdl_reason(cpu).startswith("off by default")
+    monkeypatch.setenv(triton_support.AUTOTUNE_ENV, "off")
+    assert triton_support.autotuning() is False
+    monkeypatch.setenv(triton_support.DISABLE_ENV, "no")
+    assert not (triton_support.unavailable_reason(cpu) or "").startswith("disabled by")
+    monkeypatch.setenv(native.DISABLE_ENV, "false")
+    assert not (native._load().reason or "").startswith("disabled by")
+    monkeypatch.setenv(native.DISABLE_ENV, "yes")
+    assert native._load().reason == "disabled by LUA_FAST_DISABLE_NATIVE=yes"
+    monkeypatch.setenv(fused_mlp.FUSED_MLP_ENV, "maybe")
+    with pytest.raises(UsageError, match="LUA_FAST_FUSED_MLP='maybe'"):
+        fused_mlp.fused_mlp_enabled()

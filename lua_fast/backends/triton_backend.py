@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import env
 from ..kernels.conv3x3 import conv3x3, pack_conv
 from ..kernels.fused_linear import PackedLinear, check_args as check_linear, fused_linear, pack_linear
 from ..kernels.attention_proj import (attention_proj, attention_proj_enabled, attention_proj_reason,
@@ -56,9 +57,8 @@ def fused_gemms_enabled(precision: Precision) -> bool:
     """``LUA_FAST_TRITON_GEMMS=1/0`` decides; by default the fused Triton GEMMs run in bf16/fp16
     compute (tensor cores) and cuBLAS in fp32/tf32, where the Triton GEMMs would run on FMA units
     (IEEE) and the kernel report puts them at 65 ms of issue bound per 128x128 forward."""
-    value = os.environ.get(GEMMS_ENV, "").strip().lower()
-    if value:
-        return value not in ("0", "false", "no", "off")
+    if os.environ.get(GEMMS_ENV, "").strip():
+        return env.flag(GEMMS_ENV, False)
     return precision.compute in (torch.float16, torch.bfloat16)
 
 

@@ -28,10 +28,10 @@ mixed) until a GPU has timed it against the two launches.
 
 from __future__ import annotations
 
-import os
 
 import torch
 
+from .. import env
 from .conv3x3 import alignment
 from .fused_linear import Outputs, PackedLinear, resident_split, torch_fused_linear
 from .triton_support import (INTERPRET, autotuned, cdiv, dot_precision, dot_upcast, fp32_operands, grid_dependency_sync,
@@ -46,7 +46,7 @@ ALL_KEYS_MAX = 256  # the all-keys configs hold a (BLOCK_M, keys) score tile: up
 
 def attention_proj_enabled() -> bool:
     """``LUA_FAST_FUSED_ATTN_PROJ=1``: the triton backend runs attention + proj + residual as one launch."""
-    return os.environ.get(FUSED_ATTN_PROJ_ENV, "0").strip().lower() not in ("", "0", "false", "no", "off")
+    return env.flag(FUSED_ATTN_PROJ_ENV, False)
 
 
 def attention_proj_reason(proj: PackedLinear, heads: int, pad: int) -> str | None:

@@ -34,10 +34,10 @@ computation in PyTorch (fallback and test oracle).
 
 from __future__ import annotations
 
-import os
 
 import torch
 
+from .. import env
 from .conv3x3 import alignment
 from .fused_linear import K_PAD_ROWS, Outputs, PackedLinear, check_args, resident_split, torch_fused_linear
 from .triton_support import (INTERPRET, autotuned, cdiv, dot_precision, dot_upcast, fp32_operands, grid_dependency_sync,
@@ -50,7 +50,7 @@ MAX_DIM = 512  # widest residual stream the fc2 accumulator holds (two tiles, O0
 
 def fused_mlp_enabled() -> bool:
     """``LUA_FAST_FUSED_MLP=1``: the triton backend runs each block's MLP as one launch."""
-    return os.environ.get(FUSED_MLP_ENV, "0").strip().lower() not in ("", "0", "false", "no", "off")
+    return env.flag(FUSED_MLP_ENV, False)
 
 
 def mlp_reason(fc1: PackedLinear, fc2: PackedLinear) -> str | None:

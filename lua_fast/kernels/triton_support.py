@@ -14,6 +14,8 @@ import threading
 import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
 
+from .. import env
+
 try:  # torch's switch between a traceable launch (higher-order op) and a direct kernel call
     from torch._library.triton import is_wrap_triton_enabled, set_wrap_triton_enabled
 except ImportError:  # (present in torch 2.6-2.14; without it kernel ops always go through the op)
@@ -61,7 +63,7 @@ def autotuning() -> bool:
     on noise and differ in the last bits; the untimed choice is the same in every process with the
     same GPU and software. (No kernel uses atomics or split reductions: one config gives the same
     bits at every call.)"""
-    return os.environ.get(AUTOTUNE_ENV, "1").strip() != "0" and not torch.are_deterministic_algorithms_enabled()
+    return env.flag(AUTOTUNE_ENV, True) and not torch.are_deterministic_algorithms_enabled()
 
 
 _AUTOTUNERS: list = []  # every tuned kernel (autotuned()), for forget_choices_of_another_mode()
@@ -136,7 +138,7 @@ def autotune_cache() -> bool:
     tuned before. Triton keys each entry on its version, the target (arch), the kernel's source, its
     TRITON_* environment, the tuning key and the configs kept by the prune hook. Read when the
     kernels are decorated (at import), like Triton's own TRITON_CACHE_AUTOTUNING."""
-    return os.environ.get(AUTOTUNE_CACHE_ENV, "1").strip() != "0"
+    return env.flag(AUTOTUNE_CACHE_ENV, True)
 
 
 def autotuned(kernel, configs: list, prune, key: list[str]):
@@ -176,7 +178,7 @@ def _traced(named_args: dict) -> bool:
 
 def unavailable_reason(device: torch.device) -> str | None:
     """None if this process's Triton kernels can run on tensors of ``device``, else why not."""
-    if os.environ.get(DISABLE_ENV, "").strip() not in ("", "0"):
+    if env.flag(DISABLE_ENV, False):
         return f"disabled by {DISABLE_ENV}={os.environ[DISABLE_ENV]}"
     if triton is None:
         return f"triton is not importable ({IMPORT_ERROR})"
@@ -251,7 +253,7 @@ def _capability(index: int) -> tuple[int, int]:
 def pdl_reason(device: torch.device) -> str | None:
     """None if this process's kernel launches on ``device`` use programmatic dependent launch,
     else why not."""
-    if os.environ.get(PDL_ENV, "0").strip() in ("", "0"):
+    if not env.flag(PDL_ENV, False):
         return f"off by default (set {PDL_ENV}=1; not yet measured on a GPU)"
     if triton is None or INTERPRET:
         return "needs compiled Triton kernels (not the interpreter)"
