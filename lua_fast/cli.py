@@ -37,10 +37,10 @@ def cmd_info(args) -> int:
     ram = f", {ram / 2**30:.1f} GiB RAM available" if ram is not None else ""
     print(f"  cpu     {cpu['name']} ({cpu['capability']}, {cpu['threads']} threads{ram})")
     quota = cpu.get("quota")
-    if quota is not None and cpu["threads"] > math.ceil(quota):
+    fits = None if quota is None else max(1, math.ceil(quota))
+    if fits is not None and cpu["threads"] > fits:
         print(f"          WARNING: a CPU quota of {quota:g} CPUs (cgroup) and {cpu['threads']} PyTorch threads: the kernel "
-              f"throttles the extra threads; torch.set_num_threads({max(1, math.ceil(quota))}) or OMP_NUM_THREADS="
-              f"{max(1, math.ceil(quota))}")
+              f"throttles the extra threads; torch.set_num_threads({fits}) or OMP_NUM_THREADS={fits}")
     slow = [k for k, native in cpu.get("native_kernels", {}).items() if native is False]
     if slow:
         print(f"          no native {' / '.join(slow)} kernels: PyTorch's fallback loops, about 40x slower than fp32")

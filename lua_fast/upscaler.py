@@ -86,7 +86,7 @@ def _whole_number_hint(bad, scales) -> str:
     """For 2.0 or tensor(2), where the int would do: the message listed 2 as a head beside
     "unsupported scale 2.0", which read as a contradiction."""
     for s in bad:
-        if isinstance(s, bool) or isinstance(s, str):
+        if isinstance(s, (bool, str)):
             continue
         try:
             value = float(s)
