@@ -8,8 +8,9 @@ The extension (csrc/) is built with torch.utils.cpp_extension and ninja:
 Environment:
 - LUA_FAST_NO_NATIVE_BUILD=1   skip the extension (the package runs on its PyTorch fallbacks)
 - LUA_FAST_NO_CUDA_BUILD=1     build the CPU-only extension even when CUDA is available
-- LUA_FAST_REQUIRE_NATIVE=1    make a failed extension build fail the install (CI uses this
-                               through tests instead; by default a failure only warns)
+- LUA_FAST_REQUIRE_NATIVE=1    make a failed or impossible extension build (torch not importable
+                               at build time) fail the install; by default it only warns
+Each reads 1/true/yes/on or 0/false/no/off (unset or empty: off); any other value stops the build.
 
 A failed or skipped build leaves the package importable: lua_fast.info() says why
 the extension is missing.
@@ -24,20 +25,37 @@ from setuptools import setup
 ROOT = Path(__file__).resolve().parent
 
 
+# The vocabulary of lua_fast/env.py's runtime switches (setup.py cannot import the package before
+# it is built). Before 2026-11-29 any other value read as off: LUA_FAST_NO_CUDA_BUILD=y built CUDA.
+ON = ("1", "true", "yes", "on")
+OFF = ("0", "false", "no", "off")
+
+
 def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+    value = os.environ.get(name, "").strip().lower()
+    if not value or value in OFF:
+        return False
+    if value in ON:
+        return True
+    raise SystemExit(f"lua_fast: {name}={os.environ[name]!r} is not a switch value: use one of {ON} or {OFF}")
 
 
 def native_extension():
-    if _flag("LUA_FAST_NO_NATIVE_BUILD"):
+    # Every switch read up front: a bad value fails at once, not only on the path that reads it.
+    skip, cpu_only, required = (_flag(name) for name in ("LUA_FAST_NO_NATIVE_BUILD", "LUA_FAST_NO_CUDA_BUILD",
+                                                         "LUA_FAST_REQUIRE_NATIVE"))
+    if skip:
         print("lua_fast: LUA_FAST_NO_NATIVE_BUILD set, skipping the native extension", file=sys.stderr)
         return [], {}
     try:
         import torch
         from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
     except ImportError as exc:
-        print(f"lua_fast: torch not importable at build time ({exc}); skipping the native extension. "
-              "Install torch first and build without isolation (--no-build-isolation).", file=sys.stderr)
+        text = (f"lua_fast: torch not importable at build time ({exc}); "
+                "install torch first and build without isolation (--no-build-isolation)")
+        if required:  # before 2026-11-29 this skipped the extension even with LUA_FAST_REQUIRE_NATIVE=1
+            raise SystemExit(f"{text}. LUA_FAST_REQUIRE_NATIVE is set: not installing without the extension.")
+        print(f"{text}. Skipping the native extension.", file=sys.stderr)
         return [], {}
 
     cpp = ["csrc/lua_fast_ops.cpp"]
@@ -47,7 +65,7 @@ def native_extension():
     # No -std: cpp_extension picks the standard the installed torch needs (C++20 from 2.14). MSVC
     # (Windows) does not know "-O3" (warning D9002 at every file); its own flag is /O2.
     cxx = ["/O2"] if sys.platform == "win32" else ["-O3"]
-    with_cuda = torch.version.cuda is not None and CUDA_HOME is not None and not _flag("LUA_FAST_NO_CUDA_BUILD")
+    with_cuda = torch.version.cuda is not None and CUDA_HOME is not None and not cpu_only
 
     def cpu_extension():
         return CppExtension("lua_fast._C", cpp, include_dirs=[str(ROOT / "csrc")], depends=headers,
@@ -89,7 +107,7 @@ def native_extension():
                 super().build_extensions()
                 return
             except Exception as exc:  # nvcc/torch CUDA mismatch, compiler missing, header mismatch, ...
-                if _flag("LUA_FAST_REQUIRE_NATIVE"):
+                if required:
                     raise
                 failure = exc
             if with_cuda:

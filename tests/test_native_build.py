@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import lua_fast
 from lua_fast import native
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,3 +182,33 @@ def test_an_sdist_carries_every_native_source(tmp_path):
     assert native_sources and native_sources <= shipped, sorted(native_sources - shipped)
     assert {"setup.py", "pyproject.toml", "README.md", "lua_fast/upscaler.py", "lua_fast/py.typed"} <= shipped
 
+
+
+def _setup_version(*, torch_importable: bool = True, **switches) -> subprocess.CompletedProcess:
+    """``setup.py --version`` (nothing built or written) with the given build switches; torch hidden
+    from the import system when ``torch_importable`` is False, as in pip's isolated build env."""
+    hide = "" if torch_importable else "sys.modules['torch'] = None\n"
+    code = f"import runpy, sys\n{hide}sys.argv = ['setup.py', '--version']\nrunpy.run_path('setup.py', run_name='__main__')\n"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUA_FAST_")}
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, **switches}, capture_output=True,
+                          text=True)
+
+
+@pytest.mark.parametrize("switch", ["LUA_FAST_NO_NATIVE_BUILD", "LUA_FAST_NO_CUDA_BUILD", "LUA_FAST_REQUIRE_NATIVE"])
+def test_a_build_switch_with_a_value_that_is_not_one_stops_the_build(switch):
+    """setup.py read anything but 1/true/yes/on as off: LUA_FAST_NO_NATIVE_BUILD=y built the
+    extension, and on a CPU torch LUA_FAST_NO_CUDA_BUILD was never read at all."""
+    bad = _setup_version(**{switch: "y"})
+    assert bad.returncode != 0 and f"{switch}='y' is not a switch value" in bad.stderr, bad.stderr[-2000:]
+    good = _setup_version(**{switch: "Off"})
+    assert good.returncode == 0 and good.stdout.strip().splitlines()[-1] == lua_fast.__version__, good.stderr[-2000:]
+
+
+def test_require_native_fails_an_install_that_cannot_import_torch():
+    """pip's default isolated build has no torch, so setup.py skips the extension (pip hides the
+    message). LUA_FAST_REQUIRE_NATIVE=1 promised a failed install instead, but skipped too."""
+    skipped = _setup_version(torch_importable=False)
+    assert skipped.returncode == 0 and "Skipping the native extension" in skipped.stderr, skipped.stderr[-2000:]
+    required = _setup_version(torch_importable=False, LUA_FAST_REQUIRE_NATIVE="1")
+    assert required.returncode != 0 and "not installing without the extension" in required.stderr, \
+        required.stderr[-2000:]
