@@ -75,23 +75,66 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
+class UnreadableFile(ValueError):
+    """Why a file holds no readable tensors, in plain words (the cause of the CheckpointError a
+    reader raises; the latents reader quotes it as it stands)."""
+
+
+def foreign_content(head: bytes) -> str | None:
+    """Why a file whose first bytes are ``head`` holds no tensors, when its start tells: what a failed
+    download or a clone without Git LFS leaves behind. None when it may be a tensor file."""
+    if not head:
+        return "the file is empty (0 bytes; an interrupted download or copy?)"
+    if head.startswith(b"version https://git-lfs"):
+        return ("it is a Git LFS pointer, not the tensors: fetch the file itself (`git lfs pull` in the "
+                "clone, or download it)")
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")):
+        return ("it is a web page, not a tensor file (a download link that returned HTML? On the Hugging "
+                "Face Hub download .../resolve/main/<file>, not .../blob/main/<file>)")
+    return None
+
+
+def _looks_truncated(message: str) -> bool:
+    """The readers' words for a file cut short (torch's zip reader, safetensors' header check)."""
+    return any(words in message for words in ("central directory", "incomplete metadata", "not fully covered"))
+
+
+def _unreadable(origin: str, reason: str, exc: Exception | None = None) -> CheckpointError:
+    cause = UnreadableFile(reason)
+    cause.__cause__ = exc
+    error = CheckpointError(f"{origin}: {reason}")
+    error.__cause__ = cause
+    return error
+
+
 def deserialise(source: Path | bytes, origin: str) -> Any:
     """Deserialise a tensor file (a path) or its bytes, in the format its first bytes announce:
-    safetensors, or ``torch.save`` read with ``weights_only=True``. Checkpoints and latent files."""
+    safetensors, or ``torch.save`` read with ``weights_only=True``. Checkpoints and latent files.
+
+    Content that is recognisably not a tensor file (empty, a Git LFS pointer, a web page) is named
+    as such before either reader runs, and a truncated file as truncated: the readers' own errors
+    ("EOFError", "KeyError: 101", "failed finding central directory") said only that before
+    2026-11-29."""
     if isinstance(source, Path):
         with open(source, "rb") as f:
-            head = f.read(16)
+            head = f.read(64)
+        size = source.stat().st_size
     else:
-        head = source[:16]
+        head, size = source[:64], len(source)
+    foreign = foreign_content(head)
+    if foreign:
+        raise _unreadable(origin, foreign)
     kind = sniff_format(head)
-    if kind is None and isinstance(source, Path) and source.suffix == ".safetensors":
-        kind = "safetensors"  # let safetensors say what is wrong with the file
     if kind == "safetensors":
         from safetensors.torch import load, load_file
 
         try:
             return load_file(str(source), device="cpu") if isinstance(source, Path) else load(source)
         except Exception as exc:  # safetensors raises its own error types
+            if _looks_truncated(str(exc)):
+                raise _unreadable(origin, f"the safetensors file looks truncated ({size} bytes; an interrupted "
+                                          f"download or copy?): {exc}", exc)
             raise CheckpointError(f"{origin} is not a readable safetensors file: {exc}") from exc
     try:
         # A file object, not the path: torch >= 2.13 hands any path ending in ".safetensors" to
@@ -99,9 +142,17 @@ def deserialise(source: Path | bytes, origin: str) -> Any:
         with open(source, "rb") if isinstance(source, Path) else io.BytesIO(source) as f:
             return torch.load(f, map_location="cpu", weights_only=True)
     except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        if kind is None:  # no format's signature, and torch.load could not read it either (safetensors'
+            # own error for such a file, whatever its name, was "header too large")
+            raise _unreadable(origin, f"it is neither a safetensors nor a torch.save file (it begins "
+                                      f"{head[:16]!r})", exc)
+        if _looks_truncated(first):
+            raise _unreadable(origin, f"the torch.save file looks truncated ({size} bytes; an interrupted "
+                                      f"download or copy?): {first.split('. ')[0]}", exc)
         raise CheckpointError(
             f"{origin} could not be read as a weights-only PyTorch checkpoint ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}). lua_fast only loads tensors, never "
+            f"{first}). lua_fast only loads tensors, never "
             "arbitrary pickled objects; convert other formats to .safetensors."
         ) from exc
 

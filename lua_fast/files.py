@@ -23,7 +23,8 @@ from typing import Callable, Iterable
 
 import torch
 
-from .checkpoint import CHECKPOINT_SUFFIXES, SAFETENSORS_SUFFIXES, TORCH_SUFFIXES, deserialise, storage_problem
+from .checkpoint import (CHECKPOINT_SUFFIXES, SAFETENSORS_SUFFIXES, TORCH_SUFFIXES, UnreadableFile, deserialise,
+                         storage_problem)
 from .errors import InputError, UsageError
 
 LATENTS_KEY = "latents"
@@ -67,7 +68,8 @@ def read_latents(path: str | Path, key: str = LATENTS_KEY) -> torch.Tensor:
         obj = deserialise(path, str(path))  # by content, as checkpoints are: a renamed file still reads
     except Exception as exc:  # truncated, empty, foreign or hostile files: each library has its own errors
         cause = exc.__cause__ or exc  # the library's own error, not the checkpoint wording around it
-        raise InputError(f"{path} could not be read as a latents file ({_first_line(cause)})") from exc
+        reason = str(cause) if isinstance(cause, UnreadableFile) else _first_line(cause)  # plain words as they are
+        raise InputError(f"{path} could not be read as a latents file ({reason})") from exc
     tensors = {key: obj} if isinstance(obj, torch.Tensor) else obj
     if not isinstance(tensors, dict):
         raise InputError(f"{path} holds a {type(obj).__name__}, not a tensor or a dict of tensors")

@@ -1,6 +1,7 @@
 """Released checkpoint format: keys, shapes, wrappers, safetensors, derived buffers."""
 
 import io
+import re
 
 import pytest
 import torch
@@ -142,8 +143,47 @@ def test_unreadable_streams_say_what_is_wrong(tmp_path, tiny_sd):
     data = path.read_bytes()
     with pytest.raises(lua_fast.CheckpointError, match="safetensors"):
         lua_fast.load(data[: len(data) // 2])  # truncated
-    with pytest.raises(lua_fast.CheckpointError, match="weights-only"):
+    with pytest.raises(lua_fast.CheckpointError, match="neither a safetensors nor a torch.save file"):
         lua_fast.load(b"not a checkpoint at all")
+
+
+def _cut_short(fmt, sd, tmp_path):
+    path = tmp_path / f"whole.{fmt}"
+    _write(fmt, sd, path)
+    data = path.read_bytes()
+    return data[: len(data) * 2 // 3]
+
+
+LFS_POINTER = b"version https://git-lfs.github.com/spec/v1\noid sha256:4d7a21\nsize 219676532\n"
+WEB_PAGE = b"\n<!DOCTYPE html>\n<html lang='en'><head><title>lua_flux.safetensors</title></head></html>\n"
+
+
+@pytest.mark.parametrize("content, says", [
+    (b"", "the file is empty (0 bytes"),
+    (LFS_POINTER, "it is a Git LFS pointer, not the tensors"),
+    (WEB_PAGE, "it is a web page, not a tensor file"),
+    (b"epoch,loss\n1,0.5\n", "it is neither a safetensors nor a torch.save file (it begins b'epoch,loss"),
+    ("pth", "the torch.save file looks truncated"),
+    ("safetensors", "the safetensors file looks truncated"),
+], ids=["empty", "lfs-pointer", "web-page", "text", "truncated-pth", "truncated-safetensors"])
+@pytest.mark.parametrize("name", ["lua.safetensors", "lua.pth"])
+def test_a_file_that_holds_no_tensors_is_named_for_what_it_is(content, says, name, tmp_path, tiny_sd):
+    """What failed downloads and clones without Git LFS leave behind. Before 2026-11-29 the readers'
+    own words reached the user: "EOFError", "KeyError: 101", safetensors' "header too large",
+    torch's "failed finding central directory"; the latents reader quoted the same."""
+    from lua_fast.files import read_latents
+
+    if isinstance(content, str):
+        content = _cut_short(content, tiny_sd, tmp_path)
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(lua_fast.CheckpointError, match=re.escape(f"{path}: {says}")):
+        lua_fast.load(path)
+    if content:  # (empty bytes are refused before they are read)
+        with pytest.raises(lua_fast.CheckpointError, match=re.escape(says)):
+            lua_fast.load(content)
+    with pytest.raises(lua_fast.InputError, match=re.escape(f"could not be read as a latents file ({says}")):
+        read_latents(path)
 
 
 def test_derived_buffers_are_optional(tiny_sd):
