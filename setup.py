@@ -8,15 +8,18 @@ The extension (csrc/) is built with torch.utils.cpp_extension and ninja:
 Environment:
 - LUA_FAST_NO_NATIVE_BUILD=1   skip the extension (the package runs on its PyTorch fallbacks)
 - LUA_FAST_NO_CUDA_BUILD=1     build the CPU-only extension even when CUDA is available
+- TORCH_CUDA_ARCH_LIST         (PyTorch's) the GPU archs to build for; default: those of the visible GPUs,
+                               or, with none visible, every arch the installed torch supports
 - LUA_FAST_REQUIRE_NATIVE=1    make a failed or impossible extension build (torch not importable
                                at build time) fail the install; by default it only warns
-Each reads 1/true/yes/on or 0/false/no/off (unset or empty: off); any other value stops the build.
+Each LUA_FAST_ switch reads 1/true/yes/on or 0/false/no/off (unset or empty: off); any other value stops the build.
 
 A failed or skipped build leaves the package importable: lua_fast.info() says why
 the extension is missing.
 """
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -38,6 +41,22 @@ def _flag(name: str) -> bool:
     if value in ON:
         return True
     raise SystemExit(f"lua_fast: {name}={os.environ[name]!r} is not a switch value: use one of {ON} or {OFF}")
+
+
+def default_cuda_arch_list(torch) -> str | None:
+    """The archs the installed torch ships kernels for ("7.5;8.0;...;12.0+PTX"), for a CUDA build on
+    a machine that sees no GPU: a `docker build`, a CI builder, a cluster's login node. There,
+    torch's own arch detection finds no device and fails (torch 2.11-2.14: an IndexError in
+    _get_cuda_arch_flags), so until 2026-11-29 such builds fell back to the CPU-only extension with a
+    warning pip hides. None when torch cannot say."""
+    try:
+        flags = torch._C._cuda_getArchFlags() or ""
+    except (AttributeError, RuntimeError):
+        return None
+    archs = sorted({(int(m[0]), int(m[1])) for m in re.findall(r"\bsm_(\d+?)(\d)\b", flags)})
+    if not archs:
+        return None
+    return ";".join(f"{major}.{minor}" for major, minor in archs) + "+PTX"  # PTX: newer GPUs JIT it
 
 
 def native_extension():
@@ -66,6 +85,14 @@ def native_extension():
     # (Windows) does not know "-O3" (warning D9002 at every file); its own flag is /O2.
     cxx = ["/O2"] if sys.platform == "win32" else ["-O3"]
     with_cuda = torch.version.cuda is not None and CUDA_HOME is not None and not cpu_only
+
+    if with_cuda and not os.environ.get("TORCH_CUDA_ARCH_LIST") and torch.cuda.device_count() == 0:
+        archs = default_cuda_arch_list(torch)
+        if archs:
+            os.environ["TORCH_CUDA_ARCH_LIST"] = archs
+            print(f"lua_fast: no GPU visible at build time; building the CUDA kernels for the archs this torch "
+                  f"supports ({archs}). Set TORCH_CUDA_ARCH_LIST to choose (e.g. 9.0 for H100/H200 only).",
+                  file=sys.stderr)
 
     def cpu_extension():
         return CppExtension("lua_fast._C", cpp, include_dirs=[str(ROOT / "csrc")], depends=headers,

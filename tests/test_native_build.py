@@ -212,3 +212,36 @@ def test_require_native_fails_an_install_that_cannot_import_torch():
     required = _setup_version(torch_importable=False, LUA_FAST_REQUIRE_NATIVE="1")
     assert required.returncode != 0 and "not installing without the extension" in required.stderr, \
         required.stderr[-2000:]
+
+
+# setup.py as on a machine with a CUDA torch and nvcc but no visible GPU (a `docker build`, a login
+# node): the arch list torch reports, and the device count, stand in for that machine's.
+_NO_GPU_SETUP = """
+import os, runpy, sys, torch, torch.utils.cpp_extension as cpp_extension
+torch.version.cuda = "13.0"
+cpp_extension.CUDA_HOME = "/usr/local/cuda"
+torch._C._cuda_getArchFlags = lambda: "sm_75 sm_80 sm_86 sm_90 sm_100 sm_120"
+gpus = int(sys.argv[1])
+torch.cuda.device_count = lambda: gpus
+sys.argv = ["setup.py", "--version"]
+runpy.run_path("setup.py", run_name="__main__")
+print("TORCH_CUDA_ARCH_LIST=" + os.environ.get("TORCH_CUDA_ARCH_LIST", ""))
+"""
+
+
+@pytest.mark.parametrize("gpus, given, want", [(0, None, "7.5;8.0;8.6;9.0;10.0;12.0+PTX"), (1, None, ""),
+                                               (0, "9.0", "9.0")], ids=["no-gpu", "gpu", "given"])
+def test_a_cuda_build_without_a_visible_gpu_targets_the_archs_torch_supports(gpus, given, want):
+    """torch's arch detection needs a visible GPU: without one (a container build) it raised an
+    IndexError, and setup.py fell back to the CPU-only extension with a warning pip hides, so the
+    image ran its GPUs on the PyTorch fallbacks. Seen with torch 2.14.1+cu130 and nvcc 13.0 here;
+    with the list below the CUDA extension built for all six archs in 27 s. A visible GPU, or a
+    list the user gives, is left to torch."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUA_FAST_") and k != "TORCH_CUDA_ARCH_LIST"}
+    if given:
+        env["TORCH_CUDA_ARCH_LIST"] = given
+    result = subprocess.run([sys.executable, "-c", _NO_GPU_SETUP, str(gpus)], cwd=ROOT, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == f"TORCH_CUDA_ARCH_LIST={want}", result.stdout
+    assert ("no GPU visible at build time" in result.stderr) == (gpus == 0 and not given), result.stderr
