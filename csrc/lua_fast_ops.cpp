@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
+#include <torch/version.h>
 
 #include <cstring>
 #include <tuple>
@@ -150,9 +151,15 @@ std::tuple<at::Tensor, at::Tensor> window_mask(int64_t height, int64_t width, in
   return {mask, labels};
 }
 
+// The torch release whose headers compiled this library. PyTorch's C++ ABI may change between
+// releases, so lua_fast.native refuses a library built against another one (torch upgraded after
+// lua_fast was installed: it loaded and ran, undefined behaviour, until 2026-11-29).
+std::vector<int64_t> built_against() { return {TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR}; }
+
 }  // namespace
 
 TORCH_LIBRARY(lua_fast, m) {
+  m.def("built_against() -> int[]", &built_against);
   m.def("window_partition(Tensor x, int window, int shift) -> Tensor");
   // Sizes are SymInt so torch.export / torch.compile with dynamic shapes keep them symbolic (an
   // `int` argument would specialise the graph to the traced size); the kernels receive int64_t.

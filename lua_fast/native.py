@@ -67,7 +67,32 @@ def _load() -> NativeStatus:
         torch.ops.load_library(spec.origin)
     except Exception as exc:  # ABI mismatch with the installed torch, missing symbols, ...
         return NativeStatus(False, f"failed to load {spec.origin}: {exc}".strip(), spec.origin)
+    mismatch = _built_against_another_torch()
+    if mismatch:
+        return NativeStatus(False, f"{mismatch}: reinstall lua_fast with this torch ({REBUILD})", spec.origin)
     return NativeStatus(True, None, spec.origin, _has_kernel("lua_fast::window_partition", "CUDA"))
+
+
+REBUILD = "in the lua_fast source tree: pip install --no-build-isolation -e ."
+
+
+def _torch_release() -> tuple[int, int]:
+    major, minor = torch.__version__.split(".")[:2]
+    return int(major), int(minor)
+
+
+def _built_against_another_torch() -> str | None:
+    """Why the loaded library must not run with this torch, or None. PyTorch's C++ ABI may change
+    between releases: a library built against torch 2.13 loaded under 2.14 (a torch upgraded after
+    the install) and ran until 2026-11-29, with nothing to say its calls were sound."""
+    try:
+        built = tuple(torch.ops.lua_fast.built_against())
+    except (AttributeError, RuntimeError):  # a library from before the build record existed
+        return "the library predates lua_fast's record of the torch it was built against"
+    if built != _torch_release():
+        return (f"built against torch {'.'.join(map(str, built))}, but this is torch {torch.__version__} "
+                "(PyTorch's C++ ABI may change between releases)")
+    return None
 
 
 def status() -> NativeStatus:

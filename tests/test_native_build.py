@@ -100,6 +100,26 @@ def test_a_library_built_for_another_python_is_named(tmp_path, monkeypatch):
     assert reason.startswith("built for another Python") and foreign in reason and "reinstall" in reason
 
 
+def test_a_library_built_against_another_torch_is_refused():
+    """A torch upgraded after lua_fast was built: the library still loaded (seen: a build against
+    2.13.0 under 2.14.1+cu130) and ran with no check that PyTorch's C++ ABI still matched. The
+    library records the torch release whose headers built it; another release is refused with a
+    reason, and the backends run on the PyTorch fallbacks."""
+    if not native.status().loaded:
+        pytest.skip(f"native extension not loaded: {native.status().reason}")
+    built = ".".join(map(str, torch.ops.lua_fast.built_against()))
+    assert built == ".".join(torch.__version__.split(".")[:2])
+    code = ("import torch\ntorch.__version__ = '2.99.0'\nimport lua_fast\nfrom lua_fast import native\n"
+            "from lua_fast.reference import LUA\n"
+            "up = lua_fast.load(LUA(lua_fast.LUAConfig.small()), backend='torch')\n"
+            "print(native.status().loaded, tuple(up.upscale(torch.randn(1, 16, 9, 9)).shape))\n"
+            "print(native.status().reason)\n")
+    result = _run(code)
+    loaded, reason = result.stdout.strip().splitlines()[-2:]
+    assert loaded == "False (1, 16, 18, 18)"
+    assert reason.startswith(f"built against torch {built}, but this is torch 2.99.0") and "pip install" in reason
+
+
 def test_info_reports_the_extension():
     report = __import__("lua_fast").info()
     ext = report["native_extension"]
