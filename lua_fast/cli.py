@@ -252,6 +252,7 @@ def cmd_export(args) -> int:
     if suffix not in (".pt2", ".onnx"):
         raise UsageError(f"the output must end in .pt2 (AOTInductor) or .onnx, got {args.output}")
     check_output_path(args.output, reads=[("--weights", args.weights)], force=args.force)
+    args.scales = [2, 4] if args.scales is None else args.scales
     up = load(args.weights, device=args.device, dtype=args.dtype, backend=args.backend, precision=args.precision)
     if suffix == ".onnx":
         if len(args.scales) != 1:
@@ -311,7 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("upscale", help="upscale a latents file")
     p.add_argument("--weights", required=True, help="LUA checkpoint: a torch.save or safetensors file (told apart by content), or hf://owner/repo/file")
-    p.add_argument("--input", required=True, nargs="+", help=f"one or more latents files, each (B, C, H, W) or "
+    # "extend": `--input a --input b` is both files (with argparse's default "store" only b was read,
+    # and a was skipped without a word, before 2026-11-29)
+    p.add_argument("--input", required=True, nargs="+", action="extend", help=f"one or more latents files, each (B, C, H, W) or "
                    f"(C, H, W): safetensors or torch.save under key '{LATENTS_KEY}', or ComfyUI .latent files")
     p.add_argument("--output", help="where to write the upscaled latents of one input, in the input's rank (.safetensors "
                    "or .sft: safetensors; .latent: ComfyUI's latent file; .pt, .pth, .bin, .ckpt: torch.save)")
@@ -346,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: float32)")
     p.add_argument("--precision", default=None, help="fp32, bf16, fp16 or mixed (instead of --dtype)")
     p.add_argument("--backend", default="auto", help="auto or a backend name from 'lua-fast info'")
-    p.add_argument("--scales", type=int, nargs="+", default=[2, 4], help="heads to include (default: 2 4)")
+    p.add_argument("--scales", type=int, nargs="+", action="extend", default=None,  # (None: extend adds to a default)
+                   help="heads to include (default: 2 4)")
     p.add_argument("--max-batch", type=int, default=16, help="largest batch the package accepts (default: 16)")
     p.add_argument("--max-side", type=int, default=512, help="largest padded latent side (default: 512)")
     p.add_argument("--force", action="store_true", help="allow --output to overwrite --weights")

@@ -231,6 +231,21 @@ def test_several_inputs_into_an_output_dir(tmp_path, capsys):
     assert (out / "a.x4.safetensors").exists() and (out / "b.x4.safetensors").exists()
 
 
+def test_a_repeated_list_option_gathers_every_value(tmp_path, capsys):
+    """``--input a --input b`` read only b (argparse's "store" keeps the last), and a was skipped
+    with status 0; ``--scales 2 --scales 4`` the same. Both now gather every value."""
+    torch.save(random_state_dict(tiny_config(), seed=4), tmp_path / "w.pth")
+    for name in ("a", "b"):
+        save_file({"latents": torch.randn(1, 4, 6, 7)}, str(tmp_path / f"{name}.safetensors"))
+    out = tmp_path / "out"
+    assert main(["upscale", "--weights", str(tmp_path / "w.pth"), "--input", str(tmp_path / "a.safetensors"),
+                 "--input", str(tmp_path / "b.safetensors"), "--output-dir", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.x2.safetensors", "b.x2.safetensors"]
+    assert main(["export", "--weights", str(tmp_path / "w.pth"), "--output", str(tmp_path / "m.onnx"),
+                 "--scales", "2", "--scales", "4"]) == 2
+    assert "ONNX export takes one --scales value" in capsys.readouterr().err
+
+
 def test_an_input_the_device_cannot_hold_is_reported_and_the_others_written(tmp_path, capsys, monkeypatch):
     """An out-of-memory error (CUDA's, or the CPU allocator's refusal) ended `lua-fast upscale` with a
     traceback before 2026-11-28, losing the inputs after it; now it is that input's one-line error,
