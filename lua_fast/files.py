@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
@@ -111,13 +112,41 @@ def output_name(path: str | Path, scale: int) -> str:
     return f"{Path(path).stem}.x{scale}{suffix}"
 
 
+def _umask() -> int:
+    """The process's umask. Linux shows it in /proc (read-only); elsewhere it can only be read by
+    setting it and setting it back (a moment in which another thread's new files would get 0o022)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _open_mode(path: Path) -> int:
+    """The permission bits ``open(path, "w")`` would leave: an existing file keeps its own, a new one
+    gets 0o666 less the umask (0o644 under the usual 0o022)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode) & 0o777
+    except (FileNotFoundError, NotADirectoryError):
+        return 0o666 & ~_umask()
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
+
+    The result has the permissions ``open(path, "w")`` would give it (the temporary file is created
+    0o600, private; before 2026-11-29 every output kept that mode, so other users, e.g. a ComfyUI
+    or web service, could not read it). A symbolic link is written through, like ``open``: its
+    target is replaced and the link stays."""
+    path = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
+    mode = _open_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, mode)  # after the write: a read-only mode would refuse it
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

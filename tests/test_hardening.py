@@ -2,7 +2,9 @@
 contract, dtype/layout refusals, non-finite outputs, layout-independent bits, tiling arguments."""
 
 import dataclasses
+import os
 import re
+import stat
 import time
 from pathlib import Path
 
@@ -87,6 +89,31 @@ def test_interrupted_writes_leave_no_half_file(tmp_path, monkeypatch):
         files.write_latents(target, torch.zeros(1, 4, 2, 2))
     assert target.read_bytes() == b"previous result"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.pt"]  # no temporary left behind
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+@pytest.mark.parametrize("name", ["out.safetensors", "out.pt", "out.latent"])
+def test_written_files_get_the_permissions_open_would_give(tmp_path, umask, name):
+    """A new output gets 0o666 less the umask, an overwritten one keeps its mode, and a symbolic
+    link is written through. Before 2026-11-29 every output kept its temporary file's 0o600: other
+    users (a ComfyUI or web service reading lua-fast's outputs) could not read them."""
+    previous = os.umask(umask)
+    try:
+        files.write_latents(tmp_path / name, torch.ones(1, 4, 2, 2))
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask
+        (tmp_path / name).chmod(0o640)
+        files.write_latents(tmp_path / name, torch.zeros(1, 4, 2, 2))
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o640
+        assert files.read_latents(tmp_path / name).sum() == 0
+        link = tmp_path / ("link" + Path(name).suffix)
+        link.symlink_to(tmp_path / name)
+        files.write_latents(link, torch.ones(1, 4, 2, 2))
+        assert link.is_symlink()
+        assert files.read_latents(tmp_path / name).sum() == 16  # through the link
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o640
+        assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    finally:
+        os.umask(previous)
 
 
 @pytest.mark.parametrize("bad_output, message", [
