@@ -157,4 +157,8 @@ def native_extension():
 
 
 ext_modules, cmdclass = native_extension()
-setup(ext_modules=ext_modules, cmdclass=cmdclass)
+# The license is given here, not in pyproject.toml: setuptools >= 77 deprecates the table form
+# `license = {text = ...}` (builds fail after 2027-02-18, it says), and the SPDX string that replaces
+# it is an error before setuptools 77. This keyword works from 64 to 84 without a warning (checked
+# with 64.0, 68.2, 76.1, 77.0 and 84.2).
+setup(ext_modules=ext_modules, cmdclass=cmdclass, license="Apache-2.0")

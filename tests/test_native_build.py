@@ -201,6 +201,12 @@ def test_an_sdist_carries_every_native_source(tmp_path):
                       and p.suffix in (".h", ".cpp", ".cu", ".cuh")}
     assert native_sources and native_sources <= shipped, sorted(native_sources - shipped)
     assert {"setup.py", "pyproject.toml", "README.md", "lua_fast/upscaler.py", "lua_fast/py.typed"} <= shipped
+    # The metadata keeps its license, and setuptools (>= 77) has no deprecation to report: the table
+    # form `license = {text = ...}` it warned about before 2026-11-29 stops building after 2027-02-18.
+    assert "SetuptoolsDeprecationWarning" not in result.stderr, result.stderr[-3000:]
+    with tarfile.open(archive) as tar:
+        pkg_info = tar.extractfile(next(n for n in tar.getnames() if n.count("/") == 1 and n.endswith("/PKG-INFO")))
+        assert "License: Apache-2.0" in pkg_info.read().decode().splitlines()
 
 
 
