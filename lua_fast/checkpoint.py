@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping
 
@@ -150,11 +151,32 @@ def deserialise(source: Path | bytes, origin: str) -> Any:
         if _looks_truncated(first):
             raise _unreadable(origin, f"the torch.save file looks truncated ({size} bytes; an interrupted "
                                       f"download or copy?): {first.split('. ')[0]}", exc)
+        pickled = _PICKLED_GLOBAL.search(str(exc))
+        if pickled:
+            raise _unreadable(origin, _pickled_objects(pickled.group(1)), exc)
         raise CheckpointError(
             f"{origin} could not be read as a weights-only PyTorch checkpoint ({type(exc).__name__}: "
-            f"{first}). lua_fast only loads tensors, never "
+            f"{_ANSI.sub('', first)}). lua_fast only loads tensors, never "
             "arbitrary pickled objects; convert other formats to .safetensors."
         ) from exc
+
+
+# torch's weights-only unpickler names the first class or function a file needs (torch 2.4 to 2.14:
+# "Unsupported global: GLOBAL pkg.module.Name was not an allowed global by default"); its message
+# also carries terminal escapes (bold) that a log or ComfyUI's error box shows as "[1m".
+_PICKLED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _pickled_objects(name: str) -> str:
+    """Why a torch.save file that needs ``name`` to unpickle is refused, and what to do instead. Before
+    2026-11-29 torch's own first line came through ("Weights only load failed. This file can still be
+    loaded, to do so you have two options, [1mdo those steps only if ..."), the options cut off."""
+    return (f"it holds pickled Python objects, not only tensors: loading it needs {name} (a whole model "
+            "or a training checkpoint saved with torch.save?). lua_fast reads torch.save files with "
+            "weights_only=True and never runs a file's code. If you trust the file, load it yourself with "
+            "torch.load(path, weights_only=False) and keep only its tensors: a state dict (or the module) "
+            "can go to lua_fast.load, any tensors to a .safetensors file")
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -186,6 +186,33 @@ def test_a_file_that_holds_no_tensors_is_named_for_what_it_is(content, says, nam
         read_latents(path)
 
 
+class _Pickled:  # any class: torch.load(weights_only=True) refuses what it needs to import
+    pass
+
+
+@pytest.mark.parametrize("holds", ["module", "extras"])
+def test_a_file_of_pickled_objects_says_so_and_what_to_do(holds, tmp_path, tiny_sd):
+    """A whole model saved with torch.save, or a training checkpoint with other objects beside the
+    tensors. Before 2026-11-29 torch's first line came through, escape codes and all: "Weights only
+    load failed. This file can still be loaded, to do so you have two options, \x1b[1mdo those
+    steps only if you trust the source of the checkpoint\x1b[0m." (the options cut off)."""
+    from lua_fast.files import read_latents
+
+    if holds == "module":
+        obj, needs = LUA(tiny_config(4)), "lua_fast.reference.model.LUA"
+    else:
+        obj, needs = {"params_ema": tiny_sd, "latents": torch.ones(1, 4, 2, 2), "opt": _Pickled()}, \
+            f"{__name__}._Pickled"
+    path = tmp_path / "lua.pth"
+    torch.save(obj, path)
+    says = f"it holds pickled Python objects, not only tensors: loading it needs {needs} "
+    with pytest.raises(lua_fast.CheckpointError, match=re.escape(f"{path}: {says}")) as caught:
+        lua_fast.load(path)
+    assert "\x1b" not in str(caught.value) and "weights_only=False" in str(caught.value)
+    with pytest.raises(lua_fast.InputError, match=re.escape(f"could not be read as a latents file ({says}")):
+        read_latents(path)
+
+
 def test_derived_buffers_are_optional(tiny_sd):
     learned = {k: v for k, v in tiny_sd.items() if not k.endswith(("relative_position_index", "attn_mask"))}
     assert len(learned) < len(tiny_sd)

@@ -90,7 +90,7 @@ def test_arbitrary_objects_are_refused_not_unpickled(tmp_path):
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:
         pickle.dump({"params": NotATensor()}, f, protocol=2)
-    with pytest.raises(CheckpointError, match="weights-only"):
+    with pytest.raises(CheckpointError, match="pickled Python objects.*needs test_errors.NotATensor.*never runs"):
         lua_fast.load(path)
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"this is not a checkpoint")
