@@ -97,8 +97,10 @@ def foreign_content(head: bytes) -> str | None:
 
 
 def _looks_truncated(message: str) -> bool:
-    """The readers' words for a file cut short (torch's zip reader, safetensors' header check)."""
-    return any(words in message for words in ("central directory", "incomplete metadata", "not fully covered"))
+    """The readers' words for a file cut short (torch's zip reader, safetensors' header check:
+    "MetadataIncompleteBuffer" up to 0.4, "incomplete metadata, file not fully covered" after)."""
+    return any(words in message for words in ("central directory", "incomplete metadata", "not fully covered",
+                                              "MetadataIncompleteBuffer"))
 
 
 def _unreadable(origin: str, reason: str, exc: Exception | None = None) -> CheckpointError:

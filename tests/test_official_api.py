@@ -126,10 +126,11 @@ def test_a_hub_file_that_is_not_a_lua_checkpoint(fake_hub):
 
 def test_offline_with_an_empty_cache(monkeypatch):
     huggingface_hub = pytest.importorskip("huggingface_hub")
-    from huggingface_hub import errors
+    # (huggingface_hub.errors is 0.24's; utils has the class from 0.20, the oldest the hub extra allows)
+    from huggingface_hub.utils import LocalEntryNotFoundError
 
     def offline(*args, **kwargs):
-        raise errors.LocalEntryNotFoundError("Cannot find the requested files in the disk cache")
+        raise LocalEntryNotFoundError("Cannot find the requested files in the disk cache")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
     with pytest.raises(HubError, match="not in the local Hugging Face cache .* pass a local path"):
