@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--scale", type=int, default=2, help="upscaling factor, 2 or 4 (default: 2)")
 
     p = sub.add_parser("upscale", help="upscale a latents file")
-    p.add_argument("--weights", required=True, help="LUA checkpoint: a torch.save or safetensors file (told apart by content), or hf://owner/repo/file")
+    p.add_argument("--weights", required=True, help="LUA checkpoint: a torch.save or safetensors file (told apart by content), or hf://owner/repo/file (or that file's https://huggingface.co link)")
     # "extend": `--input a --input b` is both files (with argparse's default "store" only b was read,
     # and a was skipped without a word, before 2026-11-29)
     p.add_argument("--input", required=True, nargs="+", action="extend", help=f"one or more latents files, each (B, C, H, W) or "
@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("export", help="export to an AOTInductor package (.pt2) or ONNX (.onnx)")
-    p.add_argument("--weights", required=True, help="LUA checkpoint: a torch.save or safetensors file, or hf://owner/repo/file")
+    p.add_argument("--weights", required=True, help="LUA checkpoint: a torch.save or safetensors file, or hf://owner/repo/file (or that file's https://huggingface.co link)")
     p.add_argument("--output", required=True, help="model.pt2 (AOTInductor, any backend) or model.onnx (reference)")
     p.add_argument("--device", default="cpu", help="the device the package will run on (default: cpu)")
     p.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: float32)")

@@ -4,11 +4,14 @@ own ``hf://`` syntax: ``datasets/`` or ``spaces/`` first for those repository ty
 Downloads go through ``huggingface_hub.hf_hub_download`` (the optional ``hub`` extra:
 ``pip install "lua_fast[hub]"``), so its cache (``HF_HOME`` / ``HF_HUB_CACHE``), its token and
 its offline mode (``HF_HUB_OFFLINE=1``: cache only) apply unchanged. The downloaded file is then
-read and validated like any local checkpoint.
+read and validated like any local checkpoint. A Hub file's https link (its ``/resolve/`` download
+link or its ``/blob/`` page, as copied from the browser) is read as the ``hf://`` path it names;
+other URLs are refused with what to pass instead.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 from typing import NamedTuple, TypeGuard
 from urllib.parse import unquote
@@ -21,6 +24,40 @@ RELEASED = "hf://vaskers5/LUA-FLUX/lua_flux.pth"  # the released FLUX checkpoint
 
 def is_hub_path(source: object) -> TypeGuard[str]:
     return isinstance(source, str) and source.startswith(PREFIX)
+
+
+# A file's page or download link on the Hub, as its "copy link" and download buttons give them:
+# https://huggingface.co/[datasets/|spaces/]owner/repo/(resolve|blob)/revision/path[?download=true]
+_HUB_URL = re.compile(r"^https?://(?:www\.)?(?:huggingface\.co|hf\.co)/((?:datasets/|spaces/)?[^/?#]+/[^/?#]+)"
+                      r"/(?:resolve|blob)/([^/?#]+)/([^?#]+)")
+_HUB_REPO_URL = re.compile(r"^https?://(?:www\.)?(?:huggingface\.co|hf\.co)/((?:datasets/|spaces/)?[^/?#]+/[^/?#]+)"
+                           r"(?:/tree/[^?#]*)?/?(?:[?#].*)?$")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def from_url(source: object) -> str | None:
+    """The ``hf://`` path of a Hub file's URL (its ``/resolve/`` download link or its ``/blob/`` page),
+    or None for anything else. A revision holding a slash is URL-encoded in such links
+    (``refs%2Fpr%2F3``), as ``hf://`` paths take it."""
+    match = _HUB_URL.match(source) if isinstance(source, str) else None
+    if not match:
+        return None
+    repo, revision, path = match.groups()
+    return f"{PREFIX}{repo}{'' if revision == 'main' else '@' + revision}/{path}"
+
+
+def refuse_url(source: object) -> None:
+    """Raise :class:`HubError` for a URL that is not a Hub file's (``https://...``, ``s3://...``): a
+    path that cannot exist locally (before 2026-11-29: "checkpoint not found: https:/example.com/...")."""
+    if not (isinstance(source, str) and _URL.match(source)) or is_hub_path(source):
+        return
+    repo = _HUB_REPO_URL.match(source)
+    if repo:
+        raise HubError(f"{source} names a Hub repository, not a file in it: pass hf://{repo.group(1)}/<file> "
+                       f"(the released checkpoint: {RELEASED})")
+    raise HubError(f"{source} is a URL: lua_fast reads local files, bytes or file objects, and Hub files as "
+                   "hf://owner/repo/file (or their https://huggingface.co/.../resolve/... links); download "
+                   "this one first, e.g. curl -L -o lua.pth URL, or pass its bytes")
 
 
 class HubFile(NamedTuple):

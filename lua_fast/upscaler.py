@@ -432,6 +432,8 @@ def load(
                    default_mixed_dtype(device) if mixed_dtype is None else parse_dtype(mixed_dtype))
     chosen = dispatch.select_backend(backend, device, prec)  # fail before reading weights
     warn_if_slow_on_the_cpu(prec, device)
+    source = hub.from_url(source) or source  # a Hub file's https link goes through its cache too
+    hub.refuse_url(source)
     if hub.is_hub_path(source):
         source = hub.download(source)
     if isinstance(source, (str, os.PathLike)):

@@ -110,6 +110,35 @@ def test_hub_paths_in_huggingface_hubs_own_syntax(fake_hub, spec, expected):
     assert calls == [expected]
 
 
+@pytest.mark.parametrize("url, expected", [
+    ("https://huggingface.co/vaskers5/LUA-FLUX/resolve/main/lua_flux.pth?download=true",
+     ("vaskers5/LUA-FLUX", "lua_flux.pth", None)),  # the download button's link
+    ("https://huggingface.co/owner/repo/blob/v1.0/sub/lua.pth", ("owner/repo", "sub/lua.pth", "v1.0")),  # the page
+    ("https://hf.co/datasets/owner/repo/resolve/refs%2Fpr%2F3/lua.pth", ("owner/repo", "lua.pth", "refs/pr/3", "dataset")),
+])
+def test_a_hub_files_https_link_loads_through_the_hub_cache(fake_hub, url, expected):
+    """Before 2026-11-29 a URL was read as a local path: "checkpoint not found: https:/huggingface.co/..."."""
+    folder, calls = fake_hub
+    (folder / expected[1]).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(random_state_dict(tiny_config(), seed=9), folder / expected[1])
+    lua_fast.load(url)
+    assert calls == [expected]
+
+
+@pytest.mark.parametrize("url, says", [
+    ("https://huggingface.co/vaskers5/LUA-FLUX", "names a Hub repository, not a file in it: pass "
+                                                  "hf://vaskers5/LUA-FLUX/<file>"),
+    ("https://huggingface.co/datasets/owner/repo/tree/main", "pass hf://datasets/owner/repo/<file>"),
+    ("https://example.com/lua_flux.pth", "is a URL: lua_fast reads local files"),
+    ("s3://bucket/lua_flux.pth", "is a URL: lua_fast reads local files"),
+])
+def test_other_urls_are_refused_with_what_to_pass(fake_hub, url, says):
+    _, calls = fake_hub
+    with pytest.raises(HubError, match=re.escape(says)):
+        lua_fast.load(url)
+    assert calls == []
+
+
 def test_load_model_without_a_path_fetches_the_release(fake_hub):
     folder, calls = fake_hub
     torch.save({"params_ema": random_state_dict(tiny_config(16), seed=9)}, folder / "lua_flux.pth")
