@@ -193,8 +193,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         hint = f"; it holds {', '.join(inside[:5])}{', ...' if len(inside) > 5 else ''}: pass one of them" if inside else ""
         raise CheckpointError(f"{path} is a directory, not a checkpoint file{hint}")
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise FileNotFoundError(f"checkpoint not found: {path}{_repo_id_hint(str(path))}")
     return unwrap(deserialise(path, str(path)), origin=str(path))
+
+
+def _repo_id_hint(name: str) -> str:
+    """For a missing path shaped like a Hub repository id ("owner/repo"): how to name a file in it."""
+    parts = name.split("/")
+    if len(parts) == 2 and all(parts) and not name.startswith((".", "~")) and not Path(name).suffix:
+        return f" (a Hugging Face Hub repository? name a file in it: hf://{name}/<file>)"
+    return ""
 
 
 def read_checkpoint_stream(source: bytes | bytearray | memoryview | BinaryIO) -> dict[str, torch.Tensor]:

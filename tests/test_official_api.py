@@ -139,6 +139,15 @@ def test_other_urls_are_refused_with_what_to_pass(fake_hub, url, says):
     assert calls == []
 
 
+def test_a_missing_path_shaped_like_a_repository_id_says_how_to_name_a_hub_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=re.escape("vaskers5/LUA-FLUX (a Hugging Face Hub repository? "
+                                                          "name a file in it: hf://vaskers5/LUA-FLUX/<file>)")):
+        lua_fast.load("vaskers5/LUA-FLUX")
+    with pytest.raises(FileNotFoundError, match=r"checkpoint not found: models/lua\.pth$"):
+        lua_fast.load("models/lua.pth")  # a file's path: no hint
+
+
 def test_load_model_without_a_path_fetches_the_release(fake_hub):
     folder, calls = fake_hub
     torch.save({"params_ema": random_state_dict(tiny_config(16), seed=9)}, folder / "lua_flux.pth")
