@@ -50,6 +50,16 @@ _STORAGE = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16
 _BY_DTYPE = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64"}
 
 
+# A dtype's name for the mode that computes in it, as ``dtype=`` takes names: precision="bfloat16" or
+# "BF16" read as "bf16" (before 2026-11-29 they were refused while dtype="bfloat16" / "BF16" worked).
+_ALIASES = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
+
+
+def _canonical(precision) -> str:
+    name = str(precision).strip().lower().removeprefix("torch.")
+    return _ALIASES.get(name, name) if name else precision
+
+
 def resolve(precision: str | None, dtype: torch.dtype | None, mixed_dtype: torch.dtype = torch.bfloat16) -> Precision:
     """The precision for ``load(dtype=..., precision=...)``: either may be given; they must agree."""
     if precision is None:
@@ -57,6 +67,7 @@ def resolve(precision: str | None, dtype: torch.dtype | None, mixed_dtype: torch
         if dtype == torch.float64:
             return Precision("fp64", torch.float64, torch.float64)
         return Precision(_BY_DTYPE[dtype], dtype, dtype)
+    precision = _canonical(precision)
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     storage = _STORAGE[precision]

@@ -415,7 +415,8 @@ def load(
     The config is inferred from keys and shapes and the weights validated strictly.
 
     ``dtype`` (weights, residual stream, output; default float32) and ``precision``
-    ("fp32", "tf32", "bf16", "fp16" or "mixed": see ``lua_fast.precision``) say how to
+    ("fp32", "tf32", "bf16", "fp16" or "mixed", in any case, or a dtype's name such as "bfloat16":
+    see ``lua_fast.precision``) say how to
     compute; give either, or both if they agree. ``mixed_dtype`` is "mixed"'s compute dtype
     (default: bfloat16, or float16 on CUDA GPUs before Ampere, which lack bfloat16 tensor cores).
     ``backend``: "auto" (or ``LUA_FAST_BACKEND``) picks triton > torch > reference.

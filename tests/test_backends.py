@@ -82,6 +82,10 @@ def test_precision_and_dtype_must_agree(weights):
     with pytest.raises(ValueError, match="unknown precision"):
         lua_fast.load(weights, precision="int8")
     assert lua_fast.load(weights, dtype="bf16").precision.mode == "bf16"
+    # Spelled as dtype= takes it (before 2026-11-29 "BF16" and "bfloat16" were unknown precisions)
+    for spelling, mode in [("BF16", "bf16"), ("bfloat16", "bf16"), (torch.bfloat16, "bf16"), (" Mixed", "mixed"),
+                           ("float32", "fp32"), ("half", "fp16"), ("FP16", "fp16")]:
+        assert lua_fast.load(weights, precision=spelling).precision.mode == mode, spelling
     mixed = lua_fast.load(weights, precision="mixed", mixed_dtype="fp16")
     assert mixed.dtype == torch.float32 and mixed.precision.compute == torch.float16
 
