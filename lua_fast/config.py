@@ -203,6 +203,13 @@ class LUAConfig:
 
         fc1 = shape(block_key(0, 0, "mlp.fc1.weight"), 2)
         mlp_ratio = fc1[0] / embed_dim
+        # int(embed_dim * ratio) must give the width back. The quotient can land one ulp low of it
+        # (7 * (61 / 7) = 60.99999...: 58 367 of the pairs up to 600 x 2400), and a model built with,
+        # say, mlp_ratio 8.75 was refused as inconsistent before 2026-11-29: step up to the width.
+        for _ in range(4):
+            if int(embed_dim * mlp_ratio) >= fc1[0]:
+                break
+            mlp_ratio = math.nextafter(mlp_ratio, math.inf)
         if int(embed_dim * mlp_ratio) != fc1[0]:
             raise ConfigError(f"mlp.fc1 width {fc1[0]} is not int(embed_dim * ratio) for embed_dim {embed_dim}")
         if float(mlp_ratio).is_integer():

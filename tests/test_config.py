@@ -46,6 +46,18 @@ def test_from_state_dict_round_trip(config):
     assert inferred == config
 
 
+@pytest.mark.parametrize("embed_dim, mlp_ratio", [(7, 8.75), (15, 1.5), (7, 16.5), (33, 4.9), (360, 2.0)])
+def test_any_mlp_width_reads_back(embed_dim, mlp_ratio):
+    """The ratio is read back as fc1's width / embed_dim; for 7 and 61 (mlp_ratio 8.75) the quotient
+    is one ulp short (int(7 * (61 / 7)) is 60), and before 2026-11-29 such a checkpoint was refused
+    ("mlp.fc1 width 61 is not int(embed_dim * ratio)"). The ratio itself cannot be recovered, only
+    a ratio that gives the same width."""
+    config = tiny_config(4, embed_dim=embed_dim, num_heads=(1, 1), mlp_ratio=mlp_ratio)
+    inferred = LUAConfig.from_state_dict(meta_state_dict(config))
+    assert inferred.mlp_hidden == config.mlp_hidden
+    assert LUAConfig(**{**inferred.to_dict(), "mlp_ratio": mlp_ratio}) == config
+
+
 def test_derived_buffers_are_not_needed_for_inference():
     config = LUAConfig.small()
     sd = {k: v for k, v in meta_state_dict(config).items() if not k.endswith(("_index", "attn_mask"))}
