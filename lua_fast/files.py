@@ -195,6 +195,9 @@ def check_output_path(path: str | Path, *, reads: Iterable[tuple[str, str | Path
         raise UsageError(f"{option} {path}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise UsageError(f"{option} {path}: directory {parent} is not writable")
+    if path.exists() and not os.access(path, os.W_OK):  # (the rename would replace it regardless)
+        raise UsageError(f"{option} {path} is read-only; it stays as it is (make it writable to replace it, "
+                         "or choose another path)")
     for what, read in reads:
         if _same_file(path, Path(read)) and not force:
             raise UsageError(

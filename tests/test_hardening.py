@@ -116,6 +116,20 @@ def test_written_files_get_the_permissions_open_would_give(tmp_path, umask, name
         os.umask(previous)
 
 
+def test_a_read_only_output_is_refused_not_replaced(files_dir, capsys, monkeypatch):
+    """Outputs are renamed over their target, which a read-only file does not stop (only its folder's
+    permissions count), so a result the user had protected was replaced. (Root may write any file, as
+    with open(); the test stands in for another user by answering os.access for the file.)"""
+    target = files_dir / "protected.pt"
+    target.write_bytes(b"kept")
+    access = os.access
+    monkeypatch.setattr(files.os, "access", lambda p, mode: False if Path(p) == target else access(p, mode))
+    code, err = run_cli(["upscale", "--weights", files_dir / "weights.pth", "--input", files_dir / "in.pt",
+                         "--key", "a", "--output", target], capsys)
+    assert code == 2 and len(err) == 1 and "is read-only; it stays as it is" in err[0], err
+    assert target.read_bytes() == b"kept"
+
+
 @pytest.mark.parametrize("bad_output, message", [
     ("missing_dir/out.pt", "does not exist"), ("a_directory", "is a directory"),
     # a suffix promising a format lua-fast does not write (before 2026-11-28: a torch.save pickle)
