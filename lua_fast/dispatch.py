@@ -144,8 +144,9 @@ def availability(device: torch.device | str, precision: Precision | str | torch.
 def select_backend(name: str, device: torch.device | str, precision: Precision | str | torch.dtype) -> Backend:
     """Resolve ``name`` ("auto" or a registered backend) for (device, precision)."""
     device, precision = torch.device(device), _as_precision(precision)
+    name = name.strip().lower() if isinstance(name, str) else name  # any case, as dtype= and precision=
     if name == "auto" and os.environ.get(ENV_BACKEND, "").strip():
-        name = os.environ[ENV_BACKEND].strip()
+        name = os.environ[ENV_BACKEND].strip().lower()
         if name not in BACKENDS and name != "auto":
             raise BackendUnavailableError(f"{ENV_BACKEND}={name!r} is not one of {list(BACKENDS)} or 'auto'")
     if name == "auto":

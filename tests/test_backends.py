@@ -86,6 +86,7 @@ def test_precision_and_dtype_must_agree(weights):
     for spelling, mode in [("BF16", "bf16"), ("bfloat16", "bf16"), (torch.bfloat16, "bf16"), (" Mixed", "mixed"),
                            ("float32", "fp32"), ("half", "fp16"), ("FP16", "fp16")]:
         assert lua_fast.load(weights, precision=spelling).precision.mode == mode, spelling
+    assert lua_fast.load(weights, backend="Torch").backend == "torch"  # (and backends: "TRITON" was unknown)
     mixed = lua_fast.load(weights, precision="mixed", mixed_dtype="fp16")
     assert mixed.dtype == torch.float32 and mixed.precision.compute == torch.float16
 
