@@ -88,8 +88,10 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def blend_bytes(batch: int, channels: int, height: int, width: int, scales, element_size: int) -> int:
     """Memory a tiled run holds besides its tile's forward: per scale, the full-size fp32 sum of
-    weighted tile outputs and of the weights, and the output they are divided into."""
-    return sum(s * s * height * width * (batch * channels * (4 + element_size) + 4) for s in scales)
+    weighted tile outputs and of the weights (float64 for a float64 model), and the output they are
+    divided into."""
+    wide = 8 if element_size == 8 else 4
+    return sum(s * s * height * width * (batch * channels * (wide + element_size) + wide) for s in scales)
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -103,15 +105,16 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     return starts
 
 
-def _ramp(length: int, overlap_before: int, overlap_after: int, device: torch.device) -> torch.Tensor:
-    """1 inside, linear ramps (never reaching 0) over the overlaps shared with neighbours (fp32, on
-    ``device``: neither torch.set_default_dtype nor set_default_device applies)."""
-    w = torch.ones(length, device=device, dtype=torch.float32)
+def _ramp(length: int, overlap_before: int, overlap_after: int, device: torch.device,
+          dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """1 inside, linear ramps (never reaching 0) over the overlaps shared with neighbours (in ``dtype``
+    on ``device``, explicitly: neither torch.set_default_dtype nor set_default_device applies)."""
+    w = torch.ones(length, device=device, dtype=dtype)
     if overlap_before:
-        w[:overlap_before] = torch.linspace(0, 1, overlap_before + 2, device=device, dtype=torch.float32)[1:-1]
+        w[:overlap_before] = torch.linspace(0, 1, overlap_before + 2, device=device, dtype=dtype)[1:-1]
     if overlap_after:
         w[length - overlap_after:] = torch.minimum(
-            w[length - overlap_after:], torch.linspace(1, 0, overlap_after + 2, device=device, dtype=torch.float32)[1:-1]
+            w[length - overlap_after:], torch.linspace(1, 0, overlap_after + 2, device=device, dtype=dtype)[1:-1]
         )
     return w
 
@@ -134,8 +137,11 @@ def upscale_tiled(
         raise InputError(f"tiling needs tile >= 1 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
     b, c, height, width = latents.shape
     ys, xs = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
-    acc = {s: torch.zeros(b, c, s * height, s * width, device=latents.device, dtype=torch.float32) for s in scales}
-    wsum = {s: torch.zeros(1, 1, s * height, s * width, device=latents.device, dtype=torch.float32) for s in scales}
+    # The blend sums in fp32, or in float64 for a float64 model (summed in fp32 before 2026-11-29, its
+    # tiled outputs were fp32 numbers: ~1e-7 off where the reference is exact to ~1e-16).
+    wide = torch.float64 if latents.dtype == torch.float64 else torch.float32
+    acc = {s: torch.zeros(b, c, s * height, s * width, device=latents.device, dtype=wide) for s in scales}
+    wsum = {s: torch.zeros(1, 1, s * height, s * width, device=latents.device, dtype=wide) for s in scales}
     out_dtype = None
     boxes = [(y0, x0) for y0 in ys for x0 in xs]
     bar = None
@@ -154,10 +160,10 @@ def upscale_tiled(
         ox0 = xs[ix - 1] + tile - x0 if ix > 0 else 0
         ox1 = x0 + tw - xs[ix + 1] if ix + 1 < len(xs) else 0
         for s in scales:
-            w = _ramp(s * th, s * oy0, s * oy1, latents.device)[:, None] * \
-                _ramp(s * tw, s * ox0, s * ox1, latents.device)[None, :]
+            w = _ramp(s * th, s * oy0, s * oy1, latents.device, wide)[:, None] * \
+                _ramp(s * tw, s * ox0, s * ox1, latents.device, wide)[None, :]
             region = (..., slice(s * y0, s * (y0 + th)), slice(s * x0, s * (x0 + tw)))
-            acc[s][region] += outs[s].float() * w
+            acc[s][region] += outs[s].to(wide) * w
             wsum[s][region] += w
             out_dtype = outs[s].dtype
         if bar is not None:

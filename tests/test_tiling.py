@@ -39,6 +39,18 @@ def test_ramps_never_vanish_and_blend_a_constant_exactly():
     torch.testing.assert_close(out[2], torch.full((1, 1, 74, 90), 3.0))
 
 
+def test_a_float64_blend_keeps_float64_values():
+    """A stand-in model whose outputs are not fp32 numbers: the blended float64 result must keep their
+    bits where one tile covers a pixel, and blend in float64 where tiles overlap. Before 2026-11-29 the
+    blend summed in fp32, so every tiled float64 output was an fp32 number."""
+    x = torch.rand(1, 1, 37, 45, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    third = 1 / 3  # not an fp32 number
+    out = upscale_tiled(lambda t, scales: {s: torch.full((1, 1, s * t.shape[-2], s * t.shape[-1]), third,
+                                                         dtype=torch.float64) for s in scales}, x, (2,), 16, 6)
+    assert out[2].dtype == torch.float64
+    torch.testing.assert_close(out[2], torch.full_like(out[2], third), rtol=1e-15, atol=0)
+
+
 def test_one_tile_is_the_untiled_result(small):
     up, x, full = small
     out = up.upscale(x, scale=(2, 4), tile=64)
