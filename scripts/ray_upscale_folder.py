@@ -30,17 +30,21 @@ def main() -> int:
     parser.add_argument("--cpus-per-actor", type=float, default=None,
                         help="CPUs each actor reserves without GPUs, its PyTorch threads (default: its node's cores)")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: start a local one)")
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="resume: keep outputs already in output_dir and do not run their inputs again")
     args = parser.parse_args()
     import ray
 
     ray.init(address=args.address)
     rows = upscale_folder(args.input_dir, args.output_dir, args.weights, scale=args.scale,
                           precision=args.precision, batch_size=args.batch_size, tile=args.tile,
-                          actors=args.actors, num_cpus_per_actor=args.cpus_per_actor)
+                          actors=args.actors, num_cpus_per_actor=args.cpus_per_actor,
+                          skip_existing=args.skip_existing)
     failed = [r for r in rows if r["error"]]
     for r in rows:
-        print(f"{r['path']} -> {r['output'] or 'FAILED: ' + r['error']}")
-    print(f"{len(rows) - len(failed)} of {len(rows)} files upscaled")
+        print(f"{r['path']} -> {r['output'] or 'FAILED: ' + r['error']}" + (" (existing)" if r["skipped"] else ""))
+    kept = sum(1 for r in rows if r["skipped"])
+    print(f"{len(rows) - len(failed)} of {len(rows)} files upscaled" + (f" ({kept} kept from before)" if kept else ""))
     return 1 if failed else 0
 
 

@@ -58,6 +58,40 @@ def test_upscale_folder_on_a_local_ray_cluster(tmp_path, local_ray, monkeypatch)
         assert rel_err(out, up.upscale(z, scale=2)) <= 1e-5  # same-size files share a batch (CPU GEMM blocking)
 
 
+def test_skip_existing_resumes_an_interrupted_job(tmp_path, local_ray, monkeypatch):
+    """A job over many files that stops part way (a preempted node, a killed driver) ran every file
+    again before 2026-11-29. With skip_existing, outputs already written (whole: writes are atomic)
+    are kept and their inputs not run; an output that does not read is run again."""
+    from lua_fast.files import read_latents, write_latents
+    from lua_fast.integrations.ray import upscale_folder
+
+    sd = random_state_dict(tiny_config(4), seed=41)
+    torch.save({"params_ema": sd}, tmp_path / "w.pth")
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    gen = torch.Generator().manual_seed(2)
+    for name in "abcd":
+        save_file({"latents": torch.randn(1, 4, 6, 6, generator=gen)}, str(src / f"{name}.safetensors"))
+    torch.save({"latents": torch.randn(4, 5, 7, generator=gen)}, src / "e.pt")  # (C, H, W)
+    marker = torch.full((1, 4, 12, 12), 7.0)  # "a" and "c" were done before the interruption
+    write_latents(out / "a.x2.safetensors", marker)
+    write_latents(out / "c.x2.safetensors", marker)
+    (out / "d.x2.safetensors").write_bytes(b"")  # not a readable output: run again
+    rows = upscale_folder(src, out, tmp_path / "w.pth", scale=2, skip_existing=True)
+    assert [(r["path"].rsplit("/", 1)[1], r["skipped"], r["error"]) for r in rows] == [
+        ("a.safetensors", "existing", ""), ("b.safetensors", "", ""), ("c.safetensors", "existing", ""),
+        ("d.safetensors", "", ""), ("e.pt", "", "")]
+    assert rows[0]["shape"] == "1x4x12x12" and rows[4]["shape"] == "4x10x14"
+    assert torch.equal(read_latents(out / "a.x2.safetensors"), marker)  # kept, not run again
+    up = lua_fast.load(sd)
+    assert rel_err(read_latents(out / "d.x2.safetensors"), up.upscale(read_latents(src / "d.safetensors"))) <= 1e-5
+    # Everything done: no Ray work at all, the same rows
+    monkeypatch.setattr(ray.data, "from_items", lambda *a, **k: pytest.fail("a job with nothing to do ran"))
+    again = upscale_folder(src, out, tmp_path / "w.pth", scale=2, skip_existing=True)
+    assert [r["skipped"] for r in again] == ["existing"] * 5 and again[0] == rows[0]
+
+
 def test_the_folder_listing_takes_sft_files(tmp_path):
     """ComfyUI names safetensors ".sft"; the listing skipped them before 2026-11-28."""
     from lua_fast.integrations.ray import latent_files

@@ -23,6 +23,7 @@ the rows. ``scripts/ray_upscale_folder.py`` is the command-line form.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -161,14 +162,19 @@ def cpu_actor_plan(node_cpus: list[float], actors: int | None = None,
 def upscale_folder(input_dir, output_dir, weights, *, scale: int = 2, precision: str | None = None,
                    backend: str = "auto", batch_size: int = 8, actors: int | None = None,
                    num_gpus_per_actor: float | None = None, num_cpus_per_actor: float | None = None,
-                   tile: int | str | None = None) -> list[dict]:
+                   tile: int | str | None = None, skip_existing: bool = False) -> list[dict]:
     """Upscale every latent file of ``input_dir`` into ``output_dir`` with Ray Data; returns one row per
     file (``path``, ``output``, ``error``, ``shape``) in file order. Connects to the running Ray
     cluster (``ray.init()`` first to choose one; a local one is started otherwise). With GPUs,
     ``actors`` defaults to the cluster's GPU count and each actor gets one GPU (and Ray's default
     CPU); without, to one actor per node with that node's cores (``cpu_actor_plan``: Ray gives an
     actor as many PyTorch threads as CPUs). ``tile`` is passed to ``Upscaler.upscale`` (None:
-    untiled, the exact result)."""
+    untiled, the exact result).
+
+    ``skip_existing=True`` resumes an interrupted job: a file whose output is already in
+    ``output_dir`` and readable (outputs are written atomically, so one that exists is whole) is not
+    upscaled again; its row has ``skipped`` "existing" and the output's shape. Every row has the
+    ``skipped`` key ("" where the file ran)."""
     try:
         import ray
     except ImportError as exc:
@@ -177,6 +183,10 @@ def upscale_folder(input_dir, output_dir, weights, *, scale: int = 2, precision:
     if not files:
         return []
     check_folder_job(files, input_dir, output_dir)
+    done = {f: row for f in files if skip_existing and (row := existing_output(f, output_dir, scale)) is not None}
+    todo = [f for f in files if f not in done]
+    if not todo:
+        return [done[f] for f in files]
     if not ray.is_initialized():
         ray.init()
     gpus = int(ray.cluster_resources().get("GPU", 0))
@@ -190,11 +200,32 @@ def upscale_folder(input_dir, output_dir, weights, *, scale: int = 2, precision:
     resources = {} if num_cpus_per_actor is None else {"num_cpus": num_cpus_per_actor}
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # rows come back in file order
-    ds = ray.data.from_items([{"path": f} for f in files])
+    ds = ray.data.from_items([{"path": f} for f in todo])
     ds = ds.map_batches(
         LatentUpscaler, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
         num_gpus=num_gpus_per_actor, **resources,
         fn_constructor_kwargs={"weights": str(weights), "output_dir": str(output_dir), "scale": scale,
                                "precision": precision, "backend": backend, "tile": tile},
     )
-    return [{k: str(v) for k, v in row.items()} for row in ds.take_all()]
+    ran = iter({**{k: str(v) for k, v in row.items()}, "skipped": ""} for row in ds.take_all())
+    return [done[f] if f in done else next(ran) for f in files]  # (file order: ran rows keep todo's)
+
+
+def existing_output(path: str, output_dir, scale: int) -> dict | None:
+    """The row of ``path`` if its output is already in ``output_dir`` and its header reads, else None."""
+    from safetensors import safe_open
+
+    from ..files import output_name
+
+    target = Path(output_dir) / output_name(path, scale)
+    if not target.is_file():
+        return None
+    try:
+        with safe_open(str(target), "pt") as f:  # the latents: the largest tensor (a .latent file has a marker too)
+            shape = max((f.get_slice(k).get_shape() for k in f.keys()), key=math.prod, default=None)
+    except Exception:  # noqa: BLE001 - not a readable safetensors file: run the input again
+        return None
+    if not shape or not math.prod(shape):
+        return None
+    return {"path": path, "output": str(target), "error": "", "shape": "x".join(map(str, shape)),
+            "skipped": "existing"}
