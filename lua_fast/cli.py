@@ -15,7 +15,8 @@ import torch
 
 from .errors import LuaFastError, NonFiniteInputError, UsageError, first_line
 from .files import (LATENTS_KEY, SAFETENSORS_SUFFIXES, atomic_write, check_latents_suffix,  # noqa: F401
-                    check_output_path, one_latent_as_batch, output_name, read_latents, write_latents)
+                    check_output_path, one_latent_as_batch, output_name, read_latents, write_latents,
+                    written_shape)
 
 
 # --------------------------------------------------------------------- commands
@@ -108,8 +109,17 @@ def cmd_upscale(args) -> int:
 
     if args.overlap is not None and args.tile is None:
         raise UsageError("--overlap needs --tile (N or auto)")
+    if args.skip_existing and args.output_dir is None:
+        raise UsageError("--skip-existing resumes an --output-dir run; with --output, leave the file out instead")
     # Everything about the outputs is checked before the weights are read or anything runs.
     targets = upscale_targets(args)
+    if args.skip_existing:  # outputs are written atomically: one that reads is whole
+        kept = [(source, target) for source, target in targets if written_shape(target) is not None]
+        for source, target in kept:
+            print(f"{source} -> {target} exists (--skip-existing)")
+        targets = [pair for pair in targets if pair not in kept]
+        if not targets:
+            return 0
     upscaler = load(args.weights, device=args.device, dtype=args.dtype, backend=args.backend,
                     precision=args.precision)
     failed = 0
@@ -326,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=_tile, default=None, help="tile size in latent pixels, or 'auto' (see lua_fast.tiling)")
     p.add_argument("--overlap", type=int, default=None, help="tile overlap in latent pixels (default 2 windows)")
     p.add_argument("--force", action="store_true", help="allow --output to overwrite --input or --weights")
+    p.add_argument("--skip-existing", action="store_true", help="with --output-dir: keep outputs already there "
+                   "(a rerun after an interruption) and upscale only the other inputs")
     runtime_options(p)
     p.set_defaults(func=cmd_upscale)
 

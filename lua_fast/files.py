@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import stat
 import tempfile
@@ -131,6 +132,22 @@ def _open_mode(path: Path) -> int:
         return stat.S_IMODE(os.stat(path).st_mode) & 0o777
     except (FileNotFoundError, NotADirectoryError):
         return 0o666 & ~_umask()
+
+
+def written_shape(path: str | Path) -> tuple[int, ...] | None:
+    """The shape of the latents in an output lua-fast wrote (safetensors or ``.latent``: the largest
+    tensor, a ``.latent`` file holding a marker beside it), read from the header alone; None if there
+    is no such file or it does not read (outputs are written atomically: one that reads is whole)."""
+    from safetensors import safe_open
+
+    if not Path(path).is_file():
+        return None
+    try:
+        with safe_open(str(path), "pt") as f:
+            shape = max((tuple(f.get_slice(k).get_shape()) for k in f.keys()), key=math.prod, default=None)
+    except Exception:  # noqa: BLE001 - not a readable safetensors file (torch.save outputs are not read)
+        return None
+    return shape if shape and math.prod(shape) else None
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:

@@ -231,6 +231,35 @@ def test_several_inputs_into_an_output_dir(tmp_path, capsys):
     assert (out / "a.x4.safetensors").exists() and (out / "b.x4.safetensors").exists()
 
 
+def test_skip_existing_resumes_an_output_dir_run(tmp_path, capsys, monkeypatch):
+    """A run over many inputs that stopped part way redid every input before 2026-11-29; with
+    --skip-existing, outputs already in --output-dir (whole: writes are atomic) are kept, an output
+    that does not read is made again, and with nothing left to do the weights are not even read."""
+    torch.save(random_state_dict(tiny_config(), seed=4), tmp_path / "w.pth")
+    gen = torch.Generator().manual_seed(5)
+    for name in "abc":
+        save_file({"latents": torch.randn(1, 4, 6, 7, generator=gen)}, str(tmp_path / f"{name}.safetensors"))
+    save_file({"latent_tensor": torch.randn(1, 4, 5, 5, generator=gen), "latent_format_version_0": torch.tensor([])},
+              str(tmp_path / "d.latent"))
+    out = tmp_path / "out"
+    out.mkdir()
+    kept = torch.full((1, 4, 12, 14), 3.0)
+    save_file({"latents": kept}, str(out / "a.x2.safetensors"))
+    (out / "b.x2.safetensors").write_bytes(b"cut short")
+    run = ["upscale", "--weights", str(tmp_path / "w.pth"), "--output-dir", str(out), "--skip-existing", "--input",
+           *(str(tmp_path / n) for n in ("a.safetensors", "b.safetensors", "c.safetensors", "d.latent"))]
+    assert main(run) == 0
+    printed = capsys.readouterr().out
+    assert "a.x2.safetensors exists (--skip-existing)" in printed and printed.count("exists") == 1
+    assert torch.equal(load_file(str(out / "a.x2.safetensors"))["latents"], kept)
+    assert load_file(str(out / "b.x2.safetensors"))["latents"].shape == (1, 4, 12, 14)  # made again
+    monkeypatch.setattr(lua_fast, "load", lambda *a, **k: pytest.fail("the weights were read with nothing to do"))
+    assert main(run) == 0 and capsys.readouterr().out.count("exists (--skip-existing)") == 4
+    assert main(["upscale", "--weights", "w.pth", "--input", str(tmp_path / "a.safetensors"), "--output",
+                 str(tmp_path / "o.safetensors"), "--skip-existing"]) == 2
+    assert "--skip-existing resumes an --output-dir run" in capsys.readouterr().err
+
+
 def test_a_repeated_list_option_gathers_every_value(tmp_path, capsys):
     """``--input a --input b`` read only b (argparse's "store" keeps the last), and a was skipped
     with status 0; ``--scales 2 --scales 4`` the same. Both now gather every value."""

@@ -23,7 +23,6 @@ the rows. ``scripts/ray_upscale_folder.py`` is the command-line form.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -212,20 +211,12 @@ def upscale_folder(input_dir, output_dir, weights, *, scale: int = 2, precision:
 
 
 def existing_output(path: str, output_dir, scale: int) -> dict | None:
-    """The row of ``path`` if its output is already in ``output_dir`` and its header reads, else None."""
-    from safetensors import safe_open
-
-    from ..files import output_name
+    """The row of ``path`` if its output is already in ``output_dir`` and reads, else None."""
+    from ..files import output_name, written_shape
 
     target = Path(output_dir) / output_name(path, scale)
-    if not target.is_file():
-        return None
-    try:
-        with safe_open(str(target), "pt") as f:  # the latents: the largest tensor (a .latent file has a marker too)
-            shape = max((f.get_slice(k).get_shape() for k in f.keys()), key=math.prod, default=None)
-    except Exception:  # noqa: BLE001 - not a readable safetensors file: run the input again
-        return None
-    if not shape or not math.prod(shape):
+    shape = written_shape(target)
+    if shape is None:
         return None
     return {"path": path, "output": str(target), "error": "", "shape": "x".join(map(str, shape)),
             "skipped": "existing"}
