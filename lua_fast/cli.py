@@ -401,6 +401,11 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"lua-fast {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C: one line and the shell's status for SIGINT, not a traceback through torch (before
+        # 2026-11-29). Outputs already written stay whole (atomic writes); --skip-existing resumes.
+        print(f"lua-fast {args.command}: interrupted", file=sys.stderr)
+        return 128 + 2
 
 
 if __name__ == "__main__":

@@ -260,6 +260,21 @@ def test_skip_existing_resumes_an_output_dir_run(tmp_path, capsys, monkeypatch):
     assert "--skip-existing resumes an --output-dir run" in capsys.readouterr().err
 
 
+def test_ctrl_c_ends_with_one_line_and_status_130(tmp_path, capsys, monkeypatch):
+    torch.save(random_state_dict(tiny_config(), seed=4), tmp_path / "w.pth")
+    save_file({"latents": torch.randn(1, 4, 6, 7)}, str(tmp_path / "a.safetensors"))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lua_fast.Upscaler, "upscale", interrupted)
+    code = main(["upscale", "--weights", str(tmp_path / "w.pth"), "--input", str(tmp_path / "a.safetensors"),
+                 "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 130 and err.strip() == "lua-fast upscale: interrupted"
+    assert list((tmp_path / "out").iterdir()) == []  # nothing half written
+
+
 def test_a_repeated_list_option_gathers_every_value(tmp_path, capsys):
     """``--input a --input b`` read only b (argparse's "store" keeps the last), and a was skipped
     with status 0; ``--scales 2 --scales 4`` the same. Both now gather every value."""
