@@ -114,9 +114,10 @@ def cmd_upscale(args) -> int:
     # Everything about the outputs is checked before the weights are read or anything runs.
     targets = upscale_targets(args)
     if args.skip_existing:  # outputs are written atomically: one that reads is whole
-        kept = [(source, target) for source, target in targets if written_shape(target) is not None]
-        for source, target in kept:
-            print(f"{source} -> {target} exists (--skip-existing)")
+        kept = {(source, target) for source, target in targets if written_shape(target) is not None}
+        for source, target in targets:
+            if (source, target) in kept:
+                print(f"{source} -> {target} exists (--skip-existing)")
         targets = [pair for pair in targets if pair not in kept]
         if not targets:
             return 0

@@ -409,7 +409,8 @@ def load(
     ``.sft``, ``.ckpt`` or ``.bin`` names work), the bytes of such a file or an open binary file
     object (read to its end), an ``nn.Module`` holding the released layout (its ``state_dict()``:
     lua_fast's reference :class:`LUA`, the official model class), a Hugging Face Hub file
-    ``hf://owner/repo[@revision]/file`` (``lua_fast.hub``: needs ``huggingface_hub``), an
+    ``hf://owner/repo[@revision]/file`` or its ``https://huggingface.co/.../resolve/...`` link
+    (``lua_fast.hub``: needs ``huggingface_hub``; other URLs are refused), an
     AOTInductor package ``.pt2`` written by ``lua_fast.export.export_package`` (device only), or an
     in-memory state dict.
     The config is inferred from keys and shapes and the weights validated strictly.
