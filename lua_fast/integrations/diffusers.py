@@ -35,9 +35,11 @@ def _config(vae: Any):
 
 
 def _family(family: str) -> str:
-    if family not in FAMILIES:
-        raise InputError(f"unknown pipeline family {family!r}; choose one of {FAMILIES}")
-    return family
+    """The family's name in lower case ("FLUX" and "SDXL" as the model cards write them)."""
+    name = family.lower() if isinstance(family, str) else family
+    if name not in FAMILIES:
+        raise InputError(f"unknown pipeline family {family!r}; choose one of {FAMILIES} (any case)")
+    return name
 
 
 def unpack_flux_latents(packed: torch.Tensor, height: int, width: int, vae_scale_factor: int = 8) -> torch.Tensor:
@@ -142,12 +144,20 @@ def upscale_pipeline_latents(upscaler, latents: torch.Tensor, vae: Any, family: 
 
     Returns the raw upscaled latents (B, C, s*h, s*w) in the upscaler's dtype, or
     ``(raw, image)`` with ``decode_image=True`` (``vae`` must then be the AutoencoderKL;
-    ``upcast_vae`` is :func:`decode`'s ``upcast``).
+    ``upcast_vae`` is :func:`decode`'s ``upcast``). Several scales (``scale=(2, 4)``) give dicts
+    keyed by scale, of latents and of images, as ``Upscaler.upscale`` does.
     Extra keyword arguments go to ``Upscaler.upscale`` (``tile=``, ``cuda_graph=``, ...).
+
+    The scale and shift run in the wider of the latents' and the upscaler's dtypes: a bfloat16
+    pipeline's latents feeding an fp32 upscaler are not rounded to bfloat16 after the shift (which
+    cost 2.5e-3 relative error in the raw latents before 2026-11-29, 4e-8 in fp32).
     """
-    raw = to_raw_latents(latents, vae, family, height=height, width=width)
+    wide = torch.promote_types(latents.dtype, upscaler.dtype) if latents.is_floating_point() else latents.dtype
+    raw = to_raw_latents(latents.to(wide), vae, family, height=height, width=width)
     raw = raw.to(device=upscaler.device)
     upscaled = upscaler.upscale(raw, scale=scale, **upscale_kwargs)
-    if decode_image:
-        return upscaled, decode(vae, upscaled, upcast=upcast_vae)
-    return upscaled
+    if not decode_image:
+        return upscaled
+    if isinstance(upscaled, dict):  # several scales (before 2026-11-29: AttributeError in decode)
+        return upscaled, {s: decode(vae, z, upcast=upcast_vae) for s, z in upscaled.items()}
+    return upscaled, decode(vae, upscaled, upcast=upcast_vae)
