@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import InputError, SlowPrecisionWarning, warn_the_caller
+from . import untraced
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "mixed")
 
@@ -155,11 +156,11 @@ def _needs_switches(precision: Precision, device: torch.device) -> bool:
     return device.type == "cuda" and precision.storage == torch.float32 and precision.mode != "mixed"
 
 
-@torch.compiler.disable(reason=(
+@untraced.register(reason=(
     "lua_fast: PyTorch's TF32 switches (which an fp32/tf32 model on CUDA sets for its cuBLAS GEMMs and "
     "cuDNN convs) cannot be set inside a compiled graph. For one graph, call the compiled model inside "
     "`with lua_fast.precision.backend_flags(up.precision, up.device):`"))
-def _switch_outside_the_graph() -> None:
+def switch_tf32_outside_the_graph() -> None:
     """A graph break where the switches are not held yet (a non-fullgraph compile then runs the
     switching frame eagerly, as PyTorch does for any graph break in a context manager)."""
 
@@ -184,18 +185,18 @@ def backend_flags(precision: Precision, device: torch.device):
         return
     if _dynamo_compiling():  # (non-strict torch.export runs this Python for real: it switches as eager)
         if _switched[0] != precision.mode:
-            _switch_outside_the_graph()
+            untraced.switch_tf32_outside_the_graph()
         yield
         return
-    held = _hold_switches(precision.mode)
+    held = untraced.hold_tf32_switches(precision.mode)
     try:
         yield
     finally:
-        _release_switches(held)
+        untraced.release_tf32_switches(held)
 
 
-@torch.compiler.disable  # (eager: where a graph break left the switching frame, Dynamo need not look in)
-def _hold_switches(mode: str) -> tuple:
+@untraced.register()  # (eager: where a graph break left the switching frame, Dynamo need not look in)
+def hold_tf32_switches(mode: str) -> tuple:
     _tf32_lock.acquire()
     try:
         held = tf32_switches(), _switched[0]
@@ -207,8 +208,8 @@ def _hold_switches(mode: str) -> tuple:
     return held
 
 
-@torch.compiler.disable
-def _release_switches(held: tuple) -> None:
+@untraced.register()
+def release_tf32_switches(held: tuple) -> None:
     try:
         set_tf32_switches(held[0])
         _switched[0] = held[1]

@@ -8,7 +8,7 @@ from typing import Any, BinaryIO, Callable, Mapping, SupportsIndex, Union, overl
 
 import torch
 
-from . import checkpoint, dispatch, forking, hub
+from . import checkpoint, dispatch, forking, hub, untraced
 from .config import LUAConfig
 from .cuda_graphs import GraphRunner
 from .errors import InputError, NonFiniteInputError, NonFiniteOutputError
@@ -71,10 +71,37 @@ def parse_device(device: torch.device | str) -> torch.device:
 
 # The NaN/Inf checks read a count back from the device: a compiled ``upscale`` runs them eagerly
 # between its graphs, and with fullgraph=True the compile fails with this reason, not with
-# Dynamo's "could not guard on data-dependent expression".
-_READS_DATA = torch.compiler.disable(reason=(
-    "lua_fast: upscale(check_finite=True) reads a NaN/Inf count back from the device, which a graph cannot; "
-    "for one graph pass check_finite=False, or compile up.model"))
+# Dynamo's "could not guard on data-dependent expression". (Called as ``untraced.<name>``.)
+_READS_DATA = ("lua_fast: upscale(check_finite=True) reads a NaN/Inf count back from the device, which a graph "
+               "cannot; for one graph pass check_finite=False, or compile up.model")
+
+
+@untraced.register(reason=_READS_DATA)
+def check_finite_input(up: "Upscaler", latents: torch.Tensor, x: torch.Tensor) -> None:
+    """NaN/Inf in ``x`` (the latents cast to the model dtype) raise NonFiniteInputError."""
+    bad = (~torch.isfinite(x)).sum().item()
+    if not bad:
+        return
+    before = bad if x is latents else (~torch.isfinite(latents)).sum().item()
+    what = (f"contain {bad} NaN/Inf value(s)" if before else
+            f"have {bad} value(s) too large for {up.dtype} (they become Inf in the cast)")
+    raise NonFiniteInputError(
+        f"latents {what} out of {latents.numel()}; the output would be meaningless", count=bad
+    )
+
+
+@untraced.register(reason=_READS_DATA)
+def check_finite_output(up: "Upscaler", outputs: dict) -> None:
+    """Finite latents must give finite outputs: an overflow inside the model raises."""
+    if all(bool(torch.isfinite(o).all()) for o in outputs.values()):
+        return
+    if up.precision.guards_overflow:
+        why = ("the SwinIR residual stream exceeds float16's range of 65504 for these latents; use "
+               "precision='mixed' with bfloat16 or dtype=torch.bfloat16")
+    else:
+        why = (f"activations exceed {up.dtype}'s range for these latents, far outside what LUA was "
+               "trained on; raw VAE latents are O(1): check their scale")
+    raise NonFiniteOutputError(f"{up.precision} overflowed and the output holds NaN/Inf ({why})")
 
 
 def _capturing(device: torch.device) -> bool:
@@ -187,20 +214,7 @@ class Upscaler:
                 + (f", or the upscaler with up.to('{latents.device}')" if self.reference_model is not None else "")
             )
         if check_finite and latents.device.type != "meta":
-            self._check_finite_input(latents, latents)
-
-    @_READS_DATA
-    def _check_finite_input(self, latents: torch.Tensor, x: torch.Tensor) -> None:
-        """NaN/Inf in ``x`` (the latents cast to the model dtype) raise NonFiniteInputError."""
-        bad = (~torch.isfinite(x)).sum().item()
-        if not bad:
-            return
-        before = bad if x is latents else (~torch.isfinite(latents)).sum().item()
-        what = (f"contain {bad} NaN/Inf value(s)" if before else
-                f"have {bad} value(s) too large for {self.dtype} (they become Inf in the cast)")
-        raise NonFiniteInputError(
-            f"latents {what} out of {latents.numel()}; the output would be meaningless", count=bad
-        )
+            untraced.check_finite_input(self, latents, latents)
 
     # One scale gives a tensor, a tuple or list of them a dict: overloads, so a type checker reading
     # the package (py.typed) types ``up.upscale(z, scale=2).shape`` without a cast.
@@ -273,7 +287,7 @@ class Upscaler:
         # as its contiguous copy.
         x = latents.to(self.dtype, memory_format=torch.contiguous_format)
         if check_finite:  # after the cast: finite float64 latents can overflow the model dtype
-            self._check_finite_input(latents, x)
+            untraced.check_finite_input(self, latents, x)
         if tile is None and (overlap is not None or memory_budget is not None):
             raise InputError("overlap and memory_budget only apply to tiled runs; pass tile=N or tile='auto'")
         if tile is not None:
@@ -293,21 +307,8 @@ class Upscaler:
             outputs = untiled(self.model, x, scales, progress)
         outputs = {s: outputs[s].contiguous() for s in scales}
         if check_finite:
-            self._check_finite_output(outputs)
+            untraced.check_finite_output(self, outputs)
         return outputs[scales[0]] if single else {k: outputs[s] for k, s in zip(keys, asked)}
-
-    @_READS_DATA
-    def _check_finite_output(self, outputs: dict) -> None:
-        """Finite latents must give finite outputs: an overflow inside the model raises."""
-        if all(bool(torch.isfinite(o).all()) for o in outputs.values()):
-            return
-        if self.precision.guards_overflow:
-            why = ("the SwinIR residual stream exceeds float16's range of 65504 for these latents; use "
-                   "precision='mixed' with bfloat16 or dtype=torch.bfloat16")
-        else:
-            why = (f"activations exceed {self.dtype}'s range for these latents, far outside what LUA was "
-                   "trained on; raw VAE latents are O(1): check their scale")
-        raise NonFiniteOutputError(f"{self.precision} overflowed and the output holds NaN/Inf ({why})")
 
     def to(self, *args, device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
            precision: str | None = None, mixed_dtype: torch.dtype | str | None = None) -> "Upscaler":

@@ -36,7 +36,8 @@ class WindowAttention(nn.Module):
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
-        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        if self.relative_position_bias_table.device.type != "meta":  # (torch 2.11's meta trunc_normal_
+            nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)  # imports Dynamo: windows._shapes_only)
         self.register_buffer("relative_position_index", windows.relative_position_index(window))
         self.qkv = nn.Linear(dim, 3 * dim, bias=True)
         self.proj = nn.Linear(dim, dim)

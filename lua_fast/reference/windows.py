@@ -15,8 +15,18 @@ from ..lru import LRUCache
 MASK_VALUE = -100.0  # the released value for token pairs from different regions (not -inf)
 
 
+def _shapes_only(device) -> bool:
+    """Whether a tensor made for ``device`` (None: the default one, ``with torch.device("meta")``
+    included) holds no data. Index math on meta tensors runs torch's Python meta kernels, and the
+    first of those imports torch._dynamo: 1.2 s of every ``lua_fast.load``, which builds its model on
+    meta first. An empty tensor of the right shape is all a meta model needs."""
+    return torch.empty(0, device=device).device.type == "meta"
+
+
 def relative_position_index(window: int, device: torch.device | str | None = None) -> torch.Tensor:
     """(N, N) int64: ``(ya - yb + ws - 1) * (2ws - 1) + (xa - xb + ws - 1)``."""
+    if _shapes_only(device):
+        return torch.empty(window**2, window**2, dtype=torch.long, device=device)
     ys, xs = torch.meshgrid(
         torch.arange(window, device=device), torch.arange(window, device=device), indexing="ij"
     )
@@ -57,6 +67,8 @@ def window_reverse(windows: torch.Tensor, window: int, height: int, width: int) 
 
 def build_shift_mask(height: int, width: int, window: int, shift: int, *, device=None, dtype=torch.float32):
     """(nW, N, N) additive mask: 0 within a region, -100 across regions."""
+    if _shapes_only(device):
+        return torch.empty((height // window) * (width // window), window**2, window**2, dtype=dtype, device=device)
     labels = region_labels(height, width, window, shift, device)  # already in the rolled frame
     labels = window_partition(labels[None, :, :, None], window).squeeze(-1)  # (nW, N)
     differ = labels[:, :, None] != labels[:, None, :]
