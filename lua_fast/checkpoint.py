@@ -239,8 +239,26 @@ def unwrap(obj: Any, origin: str = "state dict") -> dict[str, torch.Tensor]:
             f"{origin} is not a LUA checkpoint: expected a dict of tensors (optionally under "
             f"'params_ema' or 'params'); "
             + (f"entries that are not tensors: {_listing([str(k) for k in not_tensors])}" if obj else "it is empty")
+            + _nested_hint(obj)
         )
     return strip_framework_prefixes(obj)
+
+
+def _nested_hint(obj: Mapping) -> str:
+    """Where the weights may be in a training checkpoint (Lightning's ``state_dict``, a trainer's
+    ``model`` / ``net_g`` / ``ema``): the entries that hold dicts of tensors, and how to load one."""
+    nested = {k: v for k, v in obj.items() if isinstance(v, Mapping)
+              and any(isinstance(t, torch.Tensor) for t in v.values())}
+    if not nested:
+        return ""
+    counts = "; ".join(f"{k!r} holds {sum(isinstance(t, torch.Tensor) for t in v.values())} tensors"
+                       for k, v in list(nested.items())[:_MAX_LISTED])
+    key = next(iter(nested))
+    prefix = _wrapper_prefix(nested[key])
+    weights = (f"sd = torch.load(path, weights_only=True)[{key!r}]; lua_fast.load(sd)" if prefix is None else
+               f"sd = torch.load(path, weights_only=True)[{key!r}]; "
+               f"lua_fast.load({{k.removeprefix({prefix!r}): v for k, v in sd.items()}})")
+    return f" ({counts}: a training checkpoint? Load the model's weights from it, e.g. {weights})"
 
 
 def strip_framework_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -255,13 +273,20 @@ def strip_framework_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str
         state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
 
 
+def _wrapper_prefix(state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """The prefix every key carries when the keys seem to sit under one (a training wrapper's
+    attribute: ``model.``, ``net.``), else None."""
+    anchors = [k for k in state_dict if isinstance(k, str) and k.endswith(".conv_first.weight")]
+    if len(anchors) != 1:
+        return None
+    prefix = anchors[0][: -len("conv_first.weight")]
+    return prefix if all(isinstance(k, str) and k.startswith(prefix) for k in state_dict) else None
+
+
 def _prefix_hint(state_dict: Mapping[str, torch.Tensor]) -> str:
     """A hint when every key seems to sit under one other prefix (a training wrapper's attribute)."""
-    anchors = [k for k in state_dict if k.endswith(".conv_first.weight")]
-    if len(anchors) != 1:
-        return ""
-    prefix = anchors[0][: -len("conv_first.weight")]
-    if not all(k.startswith(prefix) for k in state_dict):
+    prefix = _wrapper_prefix(state_dict)
+    if prefix is None:
         return ""
     return (f"; every key starts with {prefix!r} (a training wrapper's attribute?): load "
             f"{{k.removeprefix({prefix!r}): v for k, v in state_dict.items()}}")

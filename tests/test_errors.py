@@ -396,3 +396,22 @@ def test_every_switch_reads_the_same_on_and_off_values(monkeypatch):
     monkeypatch.setenv(fused_mlp.FUSED_MLP_ENV, "maybe")
     with pytest.raises(UsageError, match="LUA_FAST_FUSED_MLP='maybe'"):
         fused_mlp.fused_mlp_enabled()
+
+
+@pytest.mark.parametrize("wrapper, prefix", [("state_dict", "model."), ("net_g", ""), ("ema", "")])
+def test_a_training_checkpoint_says_where_its_weights_are_and_how_to_load_them(tmp_path, wrapper, prefix):
+    """Lightning keeps the weights under 'state_dict' with its module's attribute ('model.') on every
+    key; other trainers under 'net_g' or 'ema'. Before 2026-11-29 the error only listed the entries
+    that are not tensors; now it names the one holding tensors and the line that loads it, which is
+    then checked to work."""
+    weights = random_state_dict(tiny_config(), seed=3)
+    path = tmp_path / "trained.ckpt"
+    torch.save({wrapper: {prefix + k: v for k, v in weights.items()}, "epoch": 7, "optimizer": {"lr": 1e-4}}, path)
+    with pytest.raises(CheckpointError) as info:
+        lua_fast.load(path)
+    message = str(info.value)
+    assert f"{wrapper!r} holds {len(weights)} tensors: a training checkpoint?" in message, message
+    line = message.split("e.g. ", 1)[1][:-1]  # the suggested Python, run as a user would paste it
+    scope = {"torch": torch, "lua_fast": lua_fast, "path": path}
+    exec(line.replace("lua_fast.load(", "up = lua_fast.load(", 1), scope)
+    assert scope["up"].config == lua_fast.load(weights).config
