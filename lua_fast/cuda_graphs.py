@@ -44,7 +44,6 @@ import torch
 
 from . import lru
 from .errors import InputError
-from .kernels.triton_support import autotuning
 
 # Read per forward or per launch (tests/test_cuda_graph_keys.py checks these names against the modules).
 SWITCHES = ("LUA_FAST_FUSED_MLP", "LUA_FAST_FUSED_ATTN_PROJ", "LUA_FAST_PDL", "LUA_FAST_FP32_DOTS")
@@ -109,6 +108,8 @@ class GraphRunner:
     def key(self, x: torch.Tensor, scales: tuple[int, ...]) -> tuple:
         # The tuning mode too: under torch.use_deterministic_algorithms(True) (or LUA_FAST_AUTOTUNE=0)
         # the kernels run other configs than the timed ones a graph may have captured.
+        from .kernels.triton_support import autotuning  # (here: importing Triton costs a CPU-only process 0.25 s)
+
         return (tuple(x.shape), x.dtype, scales, tuple(os.environ.get(name, "").strip() for name in SWITCHES),
                 autotuning())
 

@@ -18,10 +18,12 @@ from typing import Callable
 import torch
 from torch import nn
 
+from . import env
 from .errors import BackendUnavailableError
 from .precision import Precision, autocast, backend_flags, resolve
 
 ENV_BACKEND = "LUA_FAST_BACKEND"
+TRITON_OFF = "LUA_FAST_DISABLE_TRITON"  # (triton_support.DISABLE_ENV, read here without importing Triton)
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,9 @@ def _build_torch(model: nn.Module, precision: Precision) -> nn.Module:
 
 
 def _triton_reason(device: torch.device, precision: Precision) -> str | None:
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1" and not env.flag(TRITON_OFF, False):
+        # (triton_support's answer, without importing Triton: 0.25 s of a CPU-only process's start)
+        return f"Triton kernels need CUDA tensors (got {device}; set TRITON_INTERPRET=1 to interpret on CPU)"
     from .kernels import triton_support
 
     reason = triton_support.unavailable_reason(device)

@@ -1,12 +1,14 @@
-"""``import lua_fast`` and eager use do not import torch._dynamo; compiles still find the graph breaks.
+"""``import lua_fast`` and eager use import neither torch._dynamo nor Triton; compiles find the graph breaks.
 
 ``torch.compiler.disable`` imports Dynamo, and so do torch's Python meta kernels (a model built on
 the meta device): before 2026-11-29 that was 1.2 s of every ``import lua_fast`` and every
 ``lua-fast`` command (3.2 s -> 2.2 s for the import, 3.5 s -> 2.2 s for ``lua-fast info`` on the
 development CPU). ``lua_fast.untraced`` hands out the disabled functions once Dynamo is imported.
+Triton's import (0.25 s) waits for a CUDA device, ``TRITON_INTERPRET=1`` or ``lua-fast info``.
 Each check runs in a fresh interpreter: in this one, other tests have long imported Dynamo.
 """
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -24,14 +26,17 @@ z = torch.randn(2, 4, 9, 7)
 """
 
 
-def run_fresh(code: str, backend: str = "torch") -> str:
+def run_fresh(code: str, backend: str = "torch", interpret: bool = True) -> str:
+    """``code`` after PRELUDE in a new interpreter; ``interpret=False``: as a user's CPU machine runs,
+    without the suite's TRITON_INTERPRET=1."""
     script = textwrap.dedent(PRELUDE.format(backend=backend)) + textwrap.dedent(code)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    env = {k: v for k, v in os.environ.items() if interpret or k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
 
-@pytest.mark.parametrize("backend", ["torch", "reference"])
+@pytest.mark.parametrize("backend", ["auto", "reference"])
 def test_import_load_and_eager_upscales_leave_dynamo_unimported(backend):
     out = run_fresh("""
         up.upscale(z)
@@ -39,8 +44,23 @@ def test_import_load_and_eager_upscales_leave_dynamo_unimported(backend):
         up.upscale(torch.randn(1, 4, 40, 24), tile=16)
         up.upscale(z.double())                                   # the cast's overflow check
         print("dynamo" if "torch._dynamo" in sys.modules else "no dynamo")
-    """, backend)
-    assert out.strip() == "no dynamo"
+        print("triton" if "triton" in sys.modules else "no triton")  # (a CPU upscaler never runs its kernels)
+    """, backend, interpret=False)
+    assert out.split() == ["no", "dynamo", "no", "triton"]
+
+
+def test_the_cpu_reason_for_triton_is_the_kernels_own():
+    """dispatch answers "not on a CPU" without importing Triton (0.25 s); the words are triton_support's."""
+    out = run_fresh("""
+        from lua_fast import dispatch
+        assert up.backend == "torch" and "triton" not in sys.modules
+        got = [dispatch._triton_reason(torch.device(d), up.precision) for d in ("cpu", "meta")]
+        from lua_fast.kernels import triton_support
+        if triton_support.triton is not None:
+            assert got == [triton_support.unavailable_reason(torch.device(d)) for d in ("cpu", "meta")], got
+        print(got[0])
+    """, "auto", interpret=False)
+    assert out.startswith("Triton kernels need CUDA tensors (got cpu;"), out
 
 
 def test_graph_breaks_hold_when_dynamo_comes_after_eager_calls():
