@@ -306,6 +306,14 @@ def _tile(value: str):
         raise argparse.ArgumentTypeError(f"expected a tile size in latent pixels or 'auto', got {value!r}") from None
 
 
+def _device(value: str) -> str:
+    """``auto``: the first CUDA device when PyTorch sees one, else the CPU (the default stays the
+    CPU, as ``lua_fast.load``'s does)."""
+    if value.strip().lower() == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lua-fast", description="Fast LUA latent upscaling.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -315,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     def runtime_options(p):
-        p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
+        p.add_argument("--device", default="cpu", type=_device,
+                       help="cpu, cuda, cuda:1, ..., or auto: cuda when a GPU is visible, else cpu (default: cpu)")
         p.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: float32)")
         p.add_argument("--precision", default=None, help="fp32, tf32, bf16, fp16 or mixed (instead of --dtype)")
         p.add_argument("--backend", default="auto", help="auto or a backend name from 'lua-fast info'")

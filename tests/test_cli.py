@@ -357,3 +357,19 @@ def test_info_warns_when_pytorch_runs_more_threads_than_the_cpu_quota(monkeypatc
             "torch.set_num_threads(2) or OMP_NUM_THREADS=2") in capsys.readouterr().out
     monkeypatch.setattr(host_memory, "cpu_quota", lambda: 8.0)
     assert main(["info"]) == 0 and "CPU quota" not in capsys.readouterr().out
+
+
+def test_device_auto_picks_cuda_when_a_gpu_is_visible(monkeypatch, capsys):
+    """--device auto: a GPU box need not name it (the default stays cpu, as load's does)."""
+    from lua_fast.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["demo", "--device", "auto"]).device == ("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for value in ("auto", "AUTO"):
+        assert parse(["demo", "--device", value]).device == "cuda"
+        assert parse(["upscale", "--weights", "w", "--input", "z", "--device", value]).device == "cuda"
+    assert parse(["demo"]).device == "cpu" and parse(["demo", "--device", "cuda:1"]).device == "cuda:1"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["demo", "--small", "--device", "auto", "--repeat", "1"]) == 0
+    assert "backend: torch on cpu" in capsys.readouterr().out
