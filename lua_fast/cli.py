@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ._version import __version__
 from .errors import LuaFastError, NonFiniteInputError, UsageError, first_line
 from .files import (LATENTS_KEY, SAFETENSORS_SUFFIXES, atomic_write, check_latents_suffix,  # noqa: F401
                     check_output_path, one_latent_as_batch, output_name, read_latents, write_latents,
@@ -316,6 +317,8 @@ def _device(value: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lua-fast", description="Fast LUA latent upscaling.")
+    parser.add_argument("--version", action="version",
+                        version=f"lua-fast {__version__} (torch {torch.__version__}; `lua-fast info` for the rest)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("info", help="versions, devices, backends and why not")

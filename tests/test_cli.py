@@ -373,3 +373,11 @@ def test_device_auto_picks_cuda_when_a_gpu_is_visible(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main(["demo", "--small", "--device", "auto", "--repeat", "1"]) == 0
     assert "backend: torch on cpu" in capsys.readouterr().out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == (f"lua-fast {lua_fast.__version__} (torch {torch.__version__}; "
+                                               "`lua-fast info` for the rest)")
