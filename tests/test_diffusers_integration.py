@@ -161,3 +161,31 @@ def test_bf16_pipeline_latents_are_not_rounded_for_an_fp32_upscaler():
     for dtype, low, high in ((torch.float32, 0, 1e-7), (torch.bfloat16, 1e-4, 1e-2)):
         raw = integ.to_raw_latents(packed.to(dtype), vae, "flux", height=48, width=32).double()
         assert low <= (raw - exact).norm() / exact.norm() <= high, dtype
+
+
+@pytest.mark.parametrize("family,vae_config", [
+    ("flux", FLUX_VAE),
+    ("sdxl", dict(latent_channels=4, scaling_factor=0.13025)),
+    ("sdxl", dict(latent_channels=4, scaling_factor=0.13025, latents_mean=SDXL_MEAN, latents_std=SDXL_STD)),
+], ids=["flux", "sdxl", "sdxl-mean-std"])
+def test_the_family_is_read_from_the_vae_and_a_wrong_one_raises(family, vae_config):
+    """family=None follows the VAE's config; a named family that does not match it raises (before
+    2026-11-29 "sdxl" with FLUX's VAE dropped its shift_factor: every raw latent 0.1159 off, silently)."""
+    vae = tiny_vae(**vae_config)
+    c = vae.config.latent_channels
+    z = torch.randn(1, c, 4, 6, dtype=torch.float64)
+    assert torch.equal(integ.to_raw_latents(z, vae), integ.to_raw_latents(z, vae, family))
+    assert torch.equal(integ.from_raw_latents(z, vae), integ.from_raw_latents(z, vae, family))
+    if family == "flux":
+        packed = integ.pack_flux_latents(z)
+        assert torch.equal(integ.to_raw_latents(packed, vae, height=32, width=48),
+                           integ.to_raw_latents(packed, vae, "flux", height=32, width=48))
+        assert torch.equal(integ.from_raw_latents(z, vae, pack=True), integ.from_raw_latents(z, vae, "flux", pack=True))
+        with pytest.raises(ValueError, match="has shift_factor=0.1159"):
+            integ.to_raw_latents(z, vae, "sdxl")
+    elif vae.config.latents_mean is not None:
+        for wrong in ("flux", "sd3"):
+            with pytest.raises(ValueError, match="ignores latents_mean / latents_std"):
+                integ.from_raw_latents(z, vae, wrong)
+    up = upscaler(c)
+    assert torch.equal(integ.upscale_pipeline_latents(up, z.float(), vae), integ.upscale_pipeline_latents(up, z.float(), vae, family))

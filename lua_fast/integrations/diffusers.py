@@ -9,6 +9,10 @@ LUA works on *raw* VAE latents (what ``vae.decode`` takes):
 | sd3    | ``z / scaling_factor + shift_factor`` |
 | sdxl   | ``z * latents_std / scaling_factor + latents_mean`` when the VAE config has both, else ``z / scaling_factor`` |
 
+``family=None`` (the default) reads the rule from the VAE's config: ``latents_mean`` / ``latents_std``
+-> sdxl's, ``shift_factor`` -> flux's (3-D latents, unpacked) or sd3's; a named family the config
+contradicts raises ``InputError`` instead of silently dropping the shift or the statistics.
+
 ``from_raw_latents`` is the reverse (for feeding an img2img refinement pass, which encodes
 to the pipeline's space), and ``pack_flux_latents`` re-packs for FLUX's transformer.
 
@@ -34,11 +38,30 @@ def _config(vae: Any):
     return cfg if not isinstance(cfg, dict) else type("Config", (), cfg)
 
 
-def _family(family: str) -> str:
-    """The family's name in lower case ("FLUX" and "SDXL" as the model cards write them)."""
+def _family(family: str | None, cfg, packed: bool = False) -> str:
+    """The family's name in lower case ("FLUX" and "SDXL" as the model cards write them), checked
+    against the VAE's config; ``None``: read from it (``packed``: 3-D latents, or ``pack=True``).
+
+    A family that does not match the VAE was silently wrong before 2026-11-29: "sdxl" with FLUX's
+    VAE left out its ``shift_factor`` (every raw latent off by 0.1159), "flux" with a VAE that has
+    ``latents_mean`` / ``latents_std`` left those out."""
+    shift = getattr(cfg, "shift_factor", None)
+    has_stats = getattr(cfg, "latents_mean", None) is not None and getattr(cfg, "latents_std", None) is not None
+    if family is None:
+        if shift and has_stats:
+            raise InputError("this VAE's config has both shift_factor and latents_mean / latents_std: name the "
+                             f"pipeline family, one of {FAMILIES}")
+        return ("flux" if packed else "sd3") if shift else "sdxl"
     name = family.lower() if isinstance(family, str) else family
     if name not in FAMILIES:
-        raise InputError(f"unknown pipeline family {family!r}; choose one of {FAMILIES} (any case)")
+        raise InputError(f"unknown pipeline family {family!r}; choose one of {FAMILIES} (any case), or None "
+                         "to read it from the VAE's config")
+    if name == "sdxl" and shift:
+        raise InputError(f"family {family!r} ignores a shift_factor, but this VAE's config has shift_factor={shift} "
+                         "(FLUX's or SD3's VAE): pass 'flux' or 'sd3', or None to read it from the config")
+    if name != "sdxl" and has_stats:
+        raise InputError(f"family {family!r} ignores latents_mean / latents_std, which this VAE's config has: "
+                         "pass 'sdxl' (its rule uses them), or None to read it from the config")
     return name
 
 
@@ -73,13 +96,16 @@ def _mean_std(cfg, like: torch.Tensor):
             torch.tensor(std, device=like.device, dtype=like.dtype).view(shape))
 
 
-def to_raw_latents(latents: torch.Tensor, vae: Any, family: str, *, height: int | None = None,
+def to_raw_latents(latents: torch.Tensor, vae: Any, family: str | None = None, *, height: int | None = None,
                    width: int | None = None, vae_scale_factor: int = 8) -> torch.Tensor:
     """Pipeline-space latents (``output_type="latent"``) -> raw VAE latents (B, C, h, w).
 
     FLUX latents may be packed (3-D); then ``height`` and ``width`` (image pixels) are needed.
+    ``family=None`` reads the rule from the VAE's config (see the table above); a named family
+    that does not match the config raises ``InputError``.
     """
-    family, cfg = _family(family), _config(vae)
+    cfg = _config(vae)
+    family = _family(family, cfg, packed=latents.dim() == 3)
     if family == "flux" and latents.dim() == 3:
         if height is None or width is None:
             raise InputError("packed FLUX latents need the image height and width to unpack")
@@ -96,12 +122,13 @@ def to_raw_latents(latents: torch.Tensor, vae: Any, family: str, *, height: int 
     return latents / scaling
 
 
-def from_raw_latents(raw: torch.Tensor, vae: Any, family: str, *, pack: bool = False) -> torch.Tensor:
+def from_raw_latents(raw: torch.Tensor, vae: Any, family: str | None = None, *, pack: bool = False) -> torch.Tensor:
     """Raw VAE latents -> the pipeline's space (the inverse of :func:`to_raw_latents`).
 
     For an img2img refinement pass that takes latents; ``pack=True`` re-packs for FLUX.
     """
-    family, cfg = _family(family), _config(vae)
+    cfg = _config(vae)
+    family = _family(family, cfg, packed=pack)
     scaling = cfg.scaling_factor
     if family in ("flux", "sd3"):
         z = (raw - (getattr(cfg, "shift_factor", None) or 0.0)) * scaling
@@ -137,7 +164,7 @@ def decode(vae, raw: torch.Tensor, *, upcast: bool | None = None) -> torch.Tenso
         torch.nn.Module.to(vae, dtype=dtype)
 
 
-def upscale_pipeline_latents(upscaler, latents: torch.Tensor, vae: Any, family: str, *, scale: int = 2,
+def upscale_pipeline_latents(upscaler, latents: torch.Tensor, vae: Any, family: str | None = None, *, scale: int = 2,
                              height: int | None = None, width: int | None = None, decode_image: bool = False,
                              upcast_vae: bool | None = None, **upscale_kwargs):
     """A pipeline's ``output_type="latent"`` result -> upscaled raw latents (and the decoded image).
