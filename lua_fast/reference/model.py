@@ -36,8 +36,10 @@ class WindowAttention(nn.Module):
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
-        if self.relative_position_bias_table.device.type != "meta":  # (torch 2.11's meta trunc_normal_
-            nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)  # imports Dynamo: windows._shapes_only)
+        # (not on meta, where it has no values to draw: torch 2.11's meta trunc_normal_ imports Dynamo,
+        # 1.2 s of every load; see windows._shapes_only)
+        if self.relative_position_bias_table.device.type != "meta":
+            nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
         self.register_buffer("relative_position_index", windows.relative_position_index(window))
         self.qkv = nn.Linear(dim, 3 * dim, bias=True)
         self.proj = nn.Linear(dim, dim)
