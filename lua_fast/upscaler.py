@@ -189,6 +189,9 @@ class Upscaler:
         """Raise :class:`InputError` if ``latents`` cannot be upscaled as given."""
         if not isinstance(latents, torch.Tensor):
             raise InputError(f"latents must be a torch.Tensor, got {type(latents).__name__}")
+        if latents.is_nested:  # (a strided nested tensor reports layout strided; its sizes raise a RuntimeError)
+            raise InputError("latents must be a dense tensor, got a nested tensor: upscale each latent on its "
+                             "own (up.upscale(t[None]) for t in nested.unbind()), or pad them to one size first")
         if latents.dim() != 4:
             raise InputError(
                 f"latents must be 4-D (batch, channels, height, width), got shape {tuple(latents.shape)}"

@@ -219,6 +219,16 @@ def test_fp8_and_sparse_latents_are_input_errors(up, latents, match):
         up.upscale(latents)
 
 
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype stage")
+@pytest.mark.parametrize("layout", [torch.strided, torch.jagged])
+def test_nested_latents_are_input_errors(up, layout):
+    # A strided nested tensor passed the layout check, then failed inside torch with
+    # "Internal error: NestedTensorImpl doesn't support sizes".
+    latents = torch.nested.nested_tensor([torch.randn(4, 6, 6), torch.randn(4, 6, 8)], layout=layout)
+    with pytest.raises(InputError, match="got a nested tensor.*unbind"):
+        up.upscale(latents)
+
+
 # ----------------------------------------------------------- 5. non-finite outputs
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_latents_that_overflow_in_the_cast_are_refused(sd, precision):
