@@ -38,13 +38,17 @@ and the four large convs of 2026-11-26 ran at 6.6-7.6 TB/s of these bytes). ``mo
 bound, L2 model, or the memory floor where no model exists), and its per-forward sum takes the
 config with the lowest one per site.
 Writes ``benchmarks/results/kernel_report_sm90.json`` (per --arch) and prints a markdown table
-for ``benchmarks/NOTES.md``. Must run without TRITON_INTERPRET.
+for ``benchmarks/NOTES.md``. Must run without TRITON_INTERPRET. Like Triton's compiles, the
+disassemblies are cached (``LUA_FAST_SASS_CACHE``, default ``~/.cache/lua_fast/sass``; see
+``sass_text``).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import hashlib
 import json
 import math
 import os
@@ -53,6 +57,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from unittest import mock
@@ -293,12 +298,52 @@ SASS_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*
 
 def sass(cubin: bytes) -> list[tuple[int, str, str]]:
     """(address, opcode with modifiers, operands) of every instruction."""
+    return [(int(m.group(1), 16), m.group(3), m.group(4)) for m in SASS_LINE.finditer(sass_text(cubin))]
+
+
+def sass_cache_dir() -> Path | None:
+    """Where disassemblies are kept: ``LUA_FAST_SASS_CACHE`` ("" or "0": nowhere), by default
+    ``$XDG_CACHE_HOME/lua_fast/sass`` (``~/.cache/lua_fast/sass``)."""
+    where = os.environ.get("LUA_FAST_SASS_CACHE")
+    if where is None:
+        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lua_fast" / "sass"
+    return Path(where) if where not in ("", "0") else None
+
+
+@functools.cache
+def disassembler_id() -> str:
+    """cuobjdump's version line (3 ms): another disassembler may print another text."""
+    return subprocess.run([str(BIN / "cuobjdump"), "--version"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def sass_text(cubin: bytes) -> str:
+    """``cuobjdump -sass`` of ``cubin``, kept in ``sass_cache_dir()`` like Triton keeps its cubins.
+
+    Why a cache: each call costs 0.4-0.6 s on the development CPU whatever the cubin's size (the
+    disassembler's start-up), and the bf16 128x128 report reads 146 cubins: 70 of its 75 s. The key
+    is the cubin's bytes and the disassembler's version, so a changed kernel or tool reads afresh;
+    an unreadable entry is disassembled again and rewritten."""
+    folder = sass_cache_dir()
+    path = None
+    if folder is not None:
+        key = hashlib.sha256(disassembler_id().encode() + b"\0" + cubin).hexdigest()
+        path = folder / key[:2] / f"{key}.sass.zlib"
+        with contextlib.suppress(OSError, zlib.error, UnicodeDecodeError):
+            return zlib.decompress(path.read_bytes()).decode()
     with tempfile.NamedTemporaryFile(suffix=".cubin") as fh:
         fh.write(cubin)
         fh.flush()
         text = subprocess.run([str(BIN / "cuobjdump"), "-sass", fh.name], capture_output=True, text=True,
                               check=True).stdout
-    return [(int(m.group(1), 16), m.group(3), m.group(4)) for m in SASS_LINE.finditer(text)]
+    if path is not None:
+        with contextlib.suppress(OSError):  # (a read-only home: no cache, same answer)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # a unique temporary name, then an atomic rename: forked workers may write one key at once
+            with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
+                tmp.write(zlib.compress(text.encode(), 6))
+            os.replace(tmp.name, path)
+    return text
 
 
 def resources(cubin: bytes) -> dict:

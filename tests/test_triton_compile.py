@@ -166,6 +166,63 @@ print(json.dumps([ck.mma_flops(op, operands) for op, operands in cases] + [line.
     assert (op, operands.split(" ")[0]) == ("HGMMA.64", "x64x16.F32.BF16")
 
 
+SASS_CACHE_SCRIPT = r"""
+import json, os, sys
+from pathlib import Path
+sys.path.insert(0, "scripts")
+import compile_kernels as ck
+tools = Path(sys.argv[1])
+ck.BIN = tools  # a stand-in cuobjdump that logs each call
+log = tools / "calls"
+def calls():
+    return log.read_text().split() if log.exists() else []
+seen = {}
+first = ck.sass_text(b"cubin A")
+seen["again"] = (ck.sass_text(b"cubin A") == first, calls())
+ck.sass_text(b"cubin B")
+seen["other cubin"] = calls()
+for entry in Path(os.environ["LUA_FAST_SASS_CACHE"]).rglob("*.sass.zlib"):
+    entry.write_bytes(b"not zlib")
+seen["damaged"] = (ck.sass_text(b"cubin A") == first, calls())
+ck.disassembler_id.cache_clear()
+os.environ["FAKE_VERSION"] = "13.2"
+ck.sass_text(b"cubin A")
+seen["new tool"] = calls()
+os.environ["LUA_FAST_SASS_CACHE"] = "0"
+ck.sass_text(b"cubin A"); ck.sass_text(b"cubin A")
+seen["off"] = calls()
+seen["parsed"] = ck.sass(b"cubin A")
+print(json.dumps(seen))
+"""
+
+FAKE_CUOBJDUMP = """#!/bin/sh
+if [ "$1" = "--version" ]; then echo "release ${FAKE_VERSION:-13.1}"; exit 0; fi
+echo "$1" >> "$(dirname "$0")/calls"
+echo "        /*0010*/                   FFMA R1, R2, R3, R4 ;"
+"""
+
+
+def test_disassemblies_are_cached_by_cubin_and_tool(tmp_path):
+    """The report disassembles each cubin once per cubin and cuobjdump version (0.4-0.6 s a call, 146
+    cubins in the bf16 report); a damaged entry is read afresh, and LUA_FAST_SASS_CACHE=0 turns it off."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "cuobjdump").write_text(FAKE_CUOBJDUMP)
+    (tools / "cuobjdump").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "FAKE_VERSION")}
+    env["LUA_FAST_SASS_CACHE"] = str(tmp_path / "cache")
+    result = subprocess.run([sys.executable, "-c", SASS_CACHE_SCRIPT, str(tools)], capture_output=True,
+                            text=True, env=env, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.splitlines()[-1])
+    assert seen["again"] == [True, ["-sass"]]
+    assert seen["other cubin"] == ["-sass"] * 2
+    assert seen["damaged"] == [True, ["-sass"] * 3]
+    assert seen["new tool"] == ["-sass"] * 4
+    assert seen["off"] == ["-sass"] * 6
+    assert seen["parsed"] == [[0x10, "FFMA", " R1, R2, R3, R4 "]]
+
+
 def test_kernel_report_sm90_fused_mlp(tmp_path):
     """Every fused-MLP config the prune hook keeps for the released widths: tensor cores, no spills,
     fits shared memory, and the best within 1.5x of its FLOP floor (x2 128x128 bf16)."""
