@@ -16,7 +16,7 @@ import torch
 from ._version import __version__
 from .errors import LuaFastError, NonFiniteInputError, UsageError, first_line
 from .files import (LATENTS_KEY, SAFETENSORS_SUFFIXES, atomic_write, check_latents_suffix,  # noqa: F401
-                    check_output_path, one_latent_as_batch, output_name, read_latents, write_latents,
+                    check_output_path, expand_inputs, one_latent_as_batch, output_name, read_latents, write_latents,
                     written_shape)
 
 
@@ -76,9 +76,15 @@ def upscale_targets(args) -> list[tuple[str, Path]]:
     """(input, output) pairs: ``--output`` for one input, or ``--output-dir`` with each output named
     ``<stem>.x<scale>.safetensors`` (``.latent`` for a ComfyUI file) as the Ray job names them.
     Checked whole before anything is read: a name two inputs would share, an output that is a file
-    this command reads (an input, the weights; unless --force), a directory that cannot be written."""
+    this command reads (an input, the weights; unless --force), a directory that cannot be written.
+    A folder or a pattern in ``--input`` stands for its files (``files.expand_inputs``)."""
     if (args.output is None) == (args.output_dir is None):
         raise UsageError("give --output (one input) or --output-dir (one or more inputs)")
+    folders = [Path(name) for name in args.input if Path(name).is_dir()]
+    args.input = expand_inputs(args.input, skip=[args.weights])
+    if args.output_dir is not None and any(f.resolve() == Path(args.output_dir).resolve() for f in folders):
+        raise UsageError(f"--output-dir {args.output_dir} is an --input folder: write the outputs elsewhere "
+                         "(a later run would read them as inputs)")
     if args.output is not None and len(args.input) != 1:
         raise UsageError(f"--output takes one --input, got {len(args.input)}; for several, pass --output-dir")
     if args.output is not None:
@@ -338,7 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     # "extend": `--input a --input b` is both files (with argparse's default "store" only b was read,
     # and a was skipped without a word, before 2026-11-29)
     p.add_argument("--input", required=True, nargs="+", action="extend", help=f"one or more latents files, each (B, C, H, W) or "
-                   f"(C, H, W): safetensors or torch.save under key '{LATENTS_KEY}', or ComfyUI .latent files")
+                   f"(C, H, W): safetensors or torch.save under key '{LATENTS_KEY}', or ComfyUI .latent files; a "
+                   "folder stands for its latents files (.safetensors, .sft, .pt, .pth, .latent), and a pattern "
+                   "such as 'latents/*.pt' for the files it matches (for shells that do not expand it)")
     p.add_argument("--output", help="where to write the upscaled latents of one input, in the input's rank (.safetensors "
                    "or .sft: safetensors; .latent: ComfyUI's latent file; .pt, .pth, .bin, .ckpt: torch.save)")
     p.add_argument("--output-dir", help="a folder for the outputs of one or more inputs (created if missing): "

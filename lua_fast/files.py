@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import math
 import os
 import stat
@@ -35,6 +36,42 @@ COMFYUI_SUFFIX = ".latent"
 COMFYUI_KEY, COMFYUI_VERSION_KEY = "latent_tensor", "latent_format_version_0"
 COMFYUI_LEGACY_SCALE = 0.18215  # files without the version marker hold SD 1.x-scaled latents
 LATENT_SUFFIXES = CHECKPOINT_SUFFIXES + (COMFYUI_SUFFIX,)  # what lua-fast reads and writes as latents
+# A folder's latents (any format under any of these names, read by content): not .bin or .ckpt,
+# which a folder beside a model may hold for other things.
+FOLDER_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth", COMFYUI_SUFFIX)
+GLOB_CHARACTERS = frozenset("*?[")
+
+
+def latent_files(folder: str | os.PathLike) -> list[str]:
+    """The latent files of a folder (``FOLDER_SUFFIXES``, any case; not its subfolders), sorted by name."""
+    return sorted(str(p) for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in FOLDER_SUFFIXES)
+
+
+def expand_inputs(inputs: Iterable[str], skip: Iterable[str | Path] = ()) -> list[str]:
+    """``lua-fast upscale --input`` as given, except that a folder stands for its latent files
+    (``latent_files``) and a name with ``*``, ``?`` or ``[`` that is no file stands for the files it
+    matches, sorted: the shell expands no pattern in Windows' cmd and PowerShell, nor a quoted one.
+    Those two leave out the files in ``skip`` (the weights beside the latents). A folder without
+    latent files or a pattern that matches nothing is a :class:`UsageError`."""
+    skip = [Path(p) for p in skip if Path(p).is_file()]
+    out = []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            found = latent_files(path)
+            what = f"--input {name} is a folder without latents files ({', '.join(FOLDER_SUFFIXES)})"
+        elif not path.exists() and GLOB_CHARACTERS & set(name):
+            # (glob, not Path.glob: an absolute pattern, and "~" left to the shell as for any name)
+            found = sorted(p for p in glob.glob(name) if Path(p).is_file())
+            what = f"--input {name}: no file matches this pattern"
+        else:
+            out.append(name)
+            continue
+        kept = [f for f in found if not any(_same_file(Path(f), s) for s in skip)]
+        if not kept:
+            raise UsageError(what + (" (other than the weights)" if found else ""))
+        out += kept
+    return out
 
 
 def check_latents_suffix(path: str | Path, option: str = "--output") -> None:
@@ -83,7 +120,10 @@ def read_latents(path: str | Path, key: str = LATENTS_KEY) -> torch.Tensor:
         key, latents = next(iter(tensors.items()))
     else:
         names = sorted(map(str, tensors))
-        raise InputError(f"{path} has no tensor under key {key!r}; it holds {names} (use --key)")
+        shown = ", ".join(map(repr, names[:8])) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+        hint = ("; it is a LUA checkpoint (conv_first.weight, ...), not latents: pass it as --weights"
+                if "conv_first.weight" in tensors else " (use --key)")  # (it listed all 556 names before)
+        raise InputError(f"{path} has no tensor under key {key!r}; it holds {shown}{hint}")
     if not isinstance(latents, torch.Tensor):
         raise InputError(f"{path} holds a {type(latents).__name__} under key {key!r}, not a tensor")
     problem = storage_problem(latents)

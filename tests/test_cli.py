@@ -231,6 +231,67 @@ def test_several_inputs_into_an_output_dir(tmp_path, capsys):
     assert (out / "a.x4.safetensors").exists() and (out / "b.x4.safetensors").exists()
 
 
+def test_a_folder_or_a_pattern_stands_for_its_latents_files(tmp_path, capsys, monkeypatch):
+    """``--input latents/`` was "is a directory, not a latents file", and a pattern the shell did not
+    expand (Windows' cmd and PowerShell, a quoted one) "latents file not found: *.pt" (new on
+    2026-11-29). A folder's latents files are read (the weights beside them left out); a folder
+    without any, a pattern matching none, or --output-dir the input folder are refused before the
+    weights are read."""
+    sd = random_state_dict(tiny_config(), seed=4)
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    torch.save(sd, src / "w.pth")  # the weights in the folder: not an input
+    gen = torch.Generator().manual_seed(6)
+    z = {n: torch.randn(1, 4, 6, 5 + i, generator=gen) for i, n in enumerate(("a", "b", "c"))}
+    save_file({"latents": z["a"]}, str(src / "a.safetensors"))
+    torch.save(z["b"], src / "b.PT")  # any case
+    save_file({"latents": z["c"]}, str(src / "sub" / "c.safetensors"))  # not a subfolder's files
+    (src / "notes.txt").write_text("not latents")
+    up = lua_fast.load(sd)
+    weights = str(src / "w.pth")
+
+    def outputs(folder):
+        return {p.name: load_file(str(p))["latents"] for p in sorted(folder.iterdir())}
+
+    assert main(["upscale", "--weights", weights, "--input", str(src), "--output-dir", str(tmp_path / "o1")]) == 0
+    got = outputs(tmp_path / "o1")
+    assert list(got) == ["a.x2.safetensors", "b.x2.safetensors"]
+    assert torch.equal(got["a.x2.safetensors"], up.upscale(z["a"])) and torch.equal(got["b.x2.safetensors"], up.upscale(z["b"]))
+    monkeypatch.chdir(tmp_path)
+    pattern = str(Path("src") / "*" / "*.safetensors")  # relative, as typed; the shell left it alone
+    assert main(["upscale", "--weights", weights, "--input", pattern, "--output-dir", "o2"]) == 0
+    assert list(outputs(tmp_path / "o2")) == ["c.x2.safetensors"]
+    assert main(["upscale", "--weights", weights, "--input", str(src / "[ab].*"), "--output-dir", "o3"]) == 0
+    assert list(outputs(tmp_path / "o3")) == ["a.x2.safetensors", "b.x2.safetensors"]
+    capsys.readouterr()
+    monkeypatch.setattr(lua_fast, "load", lambda *a, **k: pytest.fail("the weights were read"))
+    (tmp_path / "empty").mkdir()
+    only_weights = tmp_path / "only"
+    only_weights.mkdir()
+    torch.save(sd, only_weights / "w.pth")
+    for inputs, out, message in [
+        ([str(tmp_path / "empty")], "o4", "is a folder without latents files"),
+        ([str(only_weights)], "o4", "without latents files (.safetensors, .sft, .pt, .pth, .latent) (other than the weights)"),
+        (["src/*.npy"], "o4", "--input src/*.npy: no file matches this pattern"),
+        ([str(src)], str(src), f"--output-dir {src} is an --input folder"),
+    ]:
+        w = str(only_weights / "w.pth") if "only" in inputs[0] else weights
+        assert main(["upscale", "--weights", w, "--input", *inputs, "--output-dir", out]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "o4").exists()
+
+
+def test_weights_given_as_latents_are_named_as_such(tmp_path, capsys):
+    """A checkpoint passed as --input listed all of its tensor names (556 for the released model)."""
+    sd = random_state_dict(tiny_config(), seed=4)
+    save_file(sd, str(tmp_path / "w.safetensors"))
+    assert main(["upscale", "--weights", str(tmp_path / "w.safetensors"), "--input", str(tmp_path / "w.safetensors"),
+                 "--output", str(tmp_path / "o.safetensors"), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert f"... ({len(sd)} in all); it is a LUA checkpoint" in err and "pass it as --weights" in err
+    assert len(err) < 600, err
+
+
 def test_skip_existing_resumes_an_output_dir_run(tmp_path, capsys, monkeypatch):
     """A run over many inputs that stopped part way redid every input before 2026-11-29; with
     --skip-existing, outputs already in --output-dir (whole: writes are atomic) are kept, an output

@@ -23,16 +23,15 @@ the rows. ``scripts/ray_upscale_folder.py`` is the command-line form.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import InputError, LuaFastError, first_line
+from ..files import latent_files  # (one folder listing for this job and lua-fast upscale --input <folder>)
 from ..tiling import estimate_peak_bytes, is_out_of_memory, over_the_cpu_budget
 
-LATENT_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth", ".latent")  # any format under any of them (read by content)
 
 
 class LatentUpscaler:
@@ -117,11 +116,6 @@ class LatentUpscaler:
                 start += z.shape[0]
         return {"path": np.array(paths, dtype=object), "output": np.array(outputs, dtype=object),
                 "error": np.array(errors, dtype=object), "shape": np.array(shapes, dtype=object)}
-
-
-def latent_files(input_dir: str | os.PathLike) -> list[str]:
-    """The latent files of a folder, sorted by name."""
-    return sorted(str(p) for p in Path(input_dir).iterdir() if p.is_file() and p.suffix.lower() in LATENT_SUFFIXES)
 
 
 def check_folder_job(files: list[str], input_dir, output_dir) -> None:
