@@ -39,10 +39,20 @@ def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
 
 
 def parse_device(device: torch.device | str) -> torch.device:
+    """A usable ``torch.device`` from a device or its name (any case; "auto": the current CUDA
+    device when PyTorch sees one, else the CPU, as ``lua-fast --device auto``), or InputError."""
+    if isinstance(device, str):
+        device = device.strip().lower()
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise InputError(f"unknown device {device!r}: use cpu, cuda or cuda:N ({exc})") from None
+        raise InputError(f"unknown device {device!r}: use cpu, cuda, cuda:N or auto ({exc})") from None
+    if device.type in ("cpu", "meta") and device.index is not None:
+        # Their tensors report no index: an upscaler on "cpu:0" refused every CPU tensor as being
+        # on another device (before 2026-11-29).
+        device = torch.device(device.type)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             if torch.version.cuda is None:
@@ -425,6 +435,8 @@ def load(
     compute; give either, or both if they agree. ``mixed_dtype`` is "mixed"'s compute dtype
     (default: bfloat16, or float16 on CUDA GPUs before Ampere, which lack bfloat16 tensor cores).
     ``backend``: "auto" (or ``LUA_FAST_BACKEND``) picks triton > torch > reference.
+    ``device``: a ``torch.device`` or its name ("cpu", "cuda", "cuda:1"; any case), or "auto" for
+    the current CUDA device when PyTorch sees one, else the CPU.
     """
     if isinstance(source, (str, os.PathLike)) and str(source).endswith(".pt2"):
         from .export import load_package

@@ -145,6 +145,26 @@ def test_a_cuda_device_that_is_not_there_is_named(sd, monkeypatch):
         lua_fast.load(sd, device="cuda:3")
 
 
+def test_device_names_any_case_auto_and_a_cpu_index(sd, monkeypatch):
+    """load(device="cpu:0") made an upscaler that refused every CPU tensor ("latents are on cpu but
+    the upscaler is on cpu:0": CPU tensors carry no index); "CPU" was an unknown device; "auto"
+    worked on the command line only. (Before 2026-11-29.)"""
+    x = torch.randn(1, 4, 6, 7)
+    want = lua_fast.load(sd).upscale(x)
+    for name in ("cpu:0", "CPU", " Cpu ", torch.device("cpu", 0)):
+        up = lua_fast.load(sd, device=name)
+        assert up.device == torch.device("cpu") and torch.equal(up.upscale(x), want), name
+    assert lua_fast.load(sd).to("cpu:0").upscale(x).device == x.device
+    assert lua_fast.load(sd, device="meta:0").device == torch.device("meta")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert lua_fast.load(sd, device="auto").device == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    from lua_fast.upscaler import parse_device
+    assert parse_device("AUTO") == parse_device("Cuda") == torch.device("cuda", 1)
+
+
 def _unusable_device_types():
     """Device types PyTorch names but this build cannot allocate on (a CPU wheel: mps, xpu)."""
     found = []
