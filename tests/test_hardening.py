@@ -439,7 +439,7 @@ def _latent_file_cases(d):
     nan[0, 0, 0, 0] = float("nan")
     torch.save(nan, d / "nan.pt")
     return {
-        "empty.pt": "could not be read", "truncated.pt": "could not be read", "dir.pt": "is a directory",
+        "empty.pt": "could not be read", "truncated.pt": "could not be read", "dir.pt": "is a folder without latents files",  # (a folder's latents are its inputs)
         "list.pt": "holds a list under key 'latents'", "dict.pt": "holds a dict under key 'latents'",
         "toplist.pt": "holds a list, not a tensor", "expanded.pt": "overlapping or expanded",
         "fp8.pt": "float8_e5m2", "nan.pt": "pass --no-check-finite", "missing.pt": "not found",

@@ -200,7 +200,7 @@ def test_an_sdist_carries_every_native_source(tmp_path):
     native_sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "csrc").iterdir() if p.is_file()
                       and p.suffix in (".h", ".cpp", ".cu", ".cuh")}
     assert native_sources and native_sources <= shipped, sorted(native_sources - shipped)
-    assert {"setup.py", "pyproject.toml", "README.md", "lua_fast/upscaler.py", "lua_fast/py.typed"} <= shipped
+    assert {"setup.py", "pyproject.toml", "README.md", "CHANGELOG.md", "lua_fast/upscaler.py", "lua_fast/py.typed"} <= shipped
     # The metadata keeps its license, and setuptools (>= 77) has no deprecation to report: the table
     # form `license = {text = ...}` it warned about before 2026-11-29 stops building after 2027-02-18.
     assert "SetuptoolsDeprecationWarning" not in result.stderr, result.stderr[-3000:]
