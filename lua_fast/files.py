@@ -42,9 +42,17 @@ FOLDER_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth", COMFYUI_SUFFIX)
 GLOB_CHARACTERS = frozenset("*?[")
 
 
-def latent_files(folder: str | os.PathLike) -> list[str]:
-    """The latent files of a folder (``FOLDER_SUFFIXES``, any case; not its subfolders), sorted by name."""
-    return sorted(str(p) for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in FOLDER_SUFFIXES)
+def latent_files(folder: str | os.PathLike, skip: Iterable[str | os.PathLike] = ()) -> list[str]:
+    """The latent files of a folder (``FOLDER_SUFFIXES``, any case; not its subfolders), sorted by
+    name, less the files in ``skip`` (the weights, kept beside the latents)."""
+    found = sorted(str(p) for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in FOLDER_SUFFIXES)
+    return _less(found, skip)
+
+
+def _less(files: list[str], skip: Iterable[str | os.PathLike]) -> list[str]:
+    """``files`` without those that are one of ``skip`` (another name for it included)."""
+    skip = [Path(p) for p in skip if Path(p).is_file()]  # (an hf:// path is no local file)
+    return [f for f in files if not any(_same_file(Path(f), s) for s in skip)]
 
 
 def expand_inputs(inputs: Iterable[str], skip: Iterable[str | Path] = ()) -> list[str]:
@@ -53,7 +61,6 @@ def expand_inputs(inputs: Iterable[str], skip: Iterable[str | Path] = ()) -> lis
     matches, sorted: the shell expands no pattern in Windows' cmd and PowerShell, nor a quoted one.
     Those two leave out the files in ``skip`` (the weights beside the latents). A folder without
     latent files or a pattern that matches nothing is a :class:`UsageError`."""
-    skip = [Path(p) for p in skip if Path(p).is_file()]
     out = []
     for name in inputs:
         path = Path(name)
@@ -67,7 +74,7 @@ def expand_inputs(inputs: Iterable[str], skip: Iterable[str | Path] = ()) -> lis
         else:
             out.append(name)
             continue
-        kept = [f for f in found if not any(_same_file(Path(f), s) for s in skip)]
+        kept = _less(found, skip)
         if not kept:
             raise UsageError(what + (" (other than the weights)" if found else ""))
         out += kept

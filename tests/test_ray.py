@@ -100,6 +100,11 @@ def test_the_folder_listing_takes_sft_files(tmp_path):
         (tmp_path / name).write_bytes(b"")
     assert [p.rsplit("/", 1)[-1] for p in latent_files(tmp_path)] == ["E.SafeTensors", "a.sft", "b.safetensors",
                                                                        "c.pt", "d.pth"]
+    # The weights beside the latents (upscale_folder's skip) are no input, under any name of theirs;
+    # a Hub path is no local file. (Before 2026-11-29 they were read as latents: an error row.)
+    (tmp_path / "link.pt").symlink_to(tmp_path / "c.pt")
+    names = [p.rsplit("/", 1)[-1] for p in latent_files(tmp_path, skip=[tmp_path / "c.pt", "hf://o/r/w.pth"])]
+    assert names == ["E.SafeTensors", "a.sft", "b.safetensors", "d.pth"]
 
 
 

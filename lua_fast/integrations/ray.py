@@ -172,7 +172,7 @@ def upscale_folder(input_dir, output_dir, weights, *, scale: int = 2, precision:
         import ray
     except ImportError as exc:
         raise ImportError(f"upscale_folder needs ray ({exc}): pip install \"lua_fast[ray]\"") from None
-    files = latent_files(input_dir)
+    files = latent_files(input_dir, skip=[weights])  # (the weights may sit beside the latents)
     if not files:
         return []
     check_folder_job(files, input_dir, output_dir)
