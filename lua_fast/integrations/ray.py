@@ -33,7 +33,6 @@ from ..files import latent_files  # (one folder listing for this job and lua-fas
 from ..tiling import estimate_peak_bytes, is_out_of_memory, over_the_cpu_budget
 
 
-
 class LatentUpscaler:
     """``map_batches`` callable: ``{"path": [...]} -> {"path", "output", "error", "shape"}``."""
 
