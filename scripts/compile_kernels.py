@@ -73,6 +73,7 @@ from triton.compiler import ASTSource  # noqa: E402
 
 import lua_fast  # noqa: E402
 from lua_fast import LUAConfig  # noqa: E402
+from lua_fast.files import atomic_write  # noqa: E402
 from lua_fast.backends.triton_backend import TritonBackendLUA  # noqa: E402
 from lua_fast.kernels import conv3x3 as CV  # noqa: E402
 from lua_fast.kernels import attention_proj as AP  # noqa: E402
@@ -321,7 +322,7 @@ def sass_text(cubin: bytes) -> str:
     """``cuobjdump -sass`` of ``cubin``, kept in ``sass_cache_dir()`` like Triton keeps its cubins.
 
     Why a cache: each call costs 0.4-0.6 s on the development CPU whatever the cubin's size (the
-    disassembler's start-up), and the bf16 128x128 report reads 146 cubins: 70 of its 75 s. The key
+    disassembler's start-up), and the bf16 128x128 report reads 146 cubins: 71 of its 81 s (profiled). The key
     is the cubin's bytes and the disassembler's version, so a changed kernel or tool reads afresh;
     an unreadable entry is disassembled again and rewritten."""
     folder = sass_cache_dir()
@@ -339,10 +340,8 @@ def sass_text(cubin: bytes) -> str:
     if path is not None:
         with contextlib.suppress(OSError):  # (a read-only home: no cache, same answer)
             path.parent.mkdir(parents=True, exist_ok=True)
-            # a unique temporary name, then an atomic rename: forked workers may write one key at once
-            with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
-                tmp.write(zlib.compress(text.encode(), 6))
-            os.replace(tmp.name, path)
+            # a unique temporary name, then a rename: forked workers may write one key at once
+            atomic_write(path, lambda tmp: Path(tmp).write_bytes(zlib.compress(text.encode(), 6)))
     return text
 
 
