@@ -314,10 +314,12 @@ def _tile(value: str):
 
 
 def _device(value: str) -> str:
-    """``auto``: the first CUDA device when PyTorch sees one, else the CPU (the default stays the
-    CPU, as ``lua_fast.load``'s does)."""
+    """``auto``: ``lua_fast.upscaler.auto_device()``, resolved while parsing, so ``args.device``
+    names the device used (the default stays the CPU, as ``lua_fast.load``'s does)."""
     if value.strip().lower() == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        from .upscaler import auto_device
+
+        return auto_device()
     return value
 
 

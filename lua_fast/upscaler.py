@@ -38,13 +38,19 @@ def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
         raise InputError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}") from None
 
 
+def auto_device() -> str:
+    """What ``device="auto"`` (and ``lua-fast --device auto``) means: CUDA when PyTorch sees a GPU,
+    else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def parse_device(device: torch.device | str) -> torch.device:
-    """A usable ``torch.device`` from a device or its name (any case; "auto": the current CUDA
-    device when PyTorch sees one, else the CPU, as ``lua-fast --device auto``), or InputError."""
+    """A usable ``torch.device`` from a device or its name (any case; "auto": ``auto_device()``,
+    the current CUDA device), or InputError."""
     if isinstance(device, str):
         device = device.strip().lower()
         if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+            device = auto_device()
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as exc:
