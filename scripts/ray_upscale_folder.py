@@ -12,6 +12,7 @@ lua_fast.integrations.ray.
 import argparse
 import sys
 
+from lua_fast.errors import LuaFastError
 from lua_fast.integrations.ray import upscale_folder
 
 
@@ -33,13 +34,14 @@ def main() -> int:
     parser.add_argument("--skip-existing", action="store_true",
                         help="resume: keep outputs already in output_dir and do not run their inputs again")
     args = parser.parse_args()
-    import ray
-
-    ray.init(address=args.address)
-    rows = upscale_folder(args.input_dir, args.output_dir, args.weights, scale=args.scale,
-                          precision=args.precision, batch_size=args.batch_size, tile=args.tile,
-                          actors=args.actors, num_cpus_per_actor=args.cpus_per_actor,
-                          skip_existing=args.skip_existing)
+    try:  # (the job's arguments and the checkpoint are checked before the cluster starts)
+        rows = upscale_folder(args.input_dir, args.output_dir, args.weights, scale=args.scale,
+                              precision=args.precision, batch_size=args.batch_size, tile=args.tile,
+                              actors=args.actors, num_cpus_per_actor=args.cpus_per_actor,
+                              skip_existing=args.skip_existing, address=args.address)
+    except (LuaFastError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     failed = [r for r in rows if r["error"]]
     for r in rows:
         print(f"{r['path']} -> {r['output'] or 'FAILED: ' + r['error']}" + (" (existing)" if r["skipped"] else ""))

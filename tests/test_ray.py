@@ -1,6 +1,8 @@
 """Ray batch upscaling (issue 15) on a local 2-CPU Ray instance: order, equality with direct
 upscale calls, and a bad file reported without losing the others."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -9,6 +11,7 @@ import lua_fast
 from conftest import random_state_dict, rel_err, tiny_config
 
 ray = pytest.importorskip("ray")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -116,11 +119,70 @@ def test_a_folder_job_that_would_lose_outputs_is_refused(tmp_path):
 
     for name in ("a.pt", "a.safetensors", "b.pt"):
         (tmp_path / name).write_bytes(b"")
+    torch.save(random_state_dict(tiny_config(4), seed=1), tmp_path / "w.weights")
     with pytest.raises(InputError, match="same output .*a.pt, a.safetensors"):
-        upscale_folder(tmp_path, tmp_path / "out", tmp_path / "w.pth")
+        upscale_folder(tmp_path, tmp_path / "out", tmp_path / "w.weights")
     (tmp_path / "a.pt").unlink()
     with pytest.raises(InputError, match="output_dir is the input folder"):
-        upscale_folder(tmp_path, tmp_path / "." , tmp_path / "w.pth")
+        upscale_folder(tmp_path, tmp_path / "." , tmp_path / "w.weights")
+
+
+@pytest.fixture
+def ray_must_not_start(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the cluster was started for a job that cannot run")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+
+
+def test_a_job_that_cannot_run_is_refused_before_the_cluster_starts(tmp_path, ray_must_not_start):
+    """Before 2026-11-29 a missing or unreadable checkpoint, an unknown precision or backend and
+    batch_size=0 started the cluster and ended in Ray's ActorDiedError tracebacks, and a scale the
+    model lacks gave every file the same error row."""
+    from lua_fast import CheckpointError, HubError, InputError
+    from lua_fast.integrations.ray import upscale_folder
+
+    src = tmp_path / "in"
+    src.mkdir()
+    torch.save(torch.randn(1, 4, 8, 8), src / "a.pt")
+    weights = tmp_path / "w.pth"
+    torch.save({"params_ema": random_state_dict(tiny_config(4), seed=2)}, weights)
+    (tmp_path / "bad.pth").write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:0\n")
+    out = tmp_path / "out"
+    cases = [
+        (dict(weights=tmp_path / "missing.pth"), FileNotFoundError, "checkpoint not found"),
+        (dict(weights=tmp_path / "bad.pth"), CheckpointError, "LFS"),
+        (dict(weights="https://example.com/lua.pth"), HubError, "is a URL"),
+        (dict(weights={"a": torch.zeros(1)}), InputError, "checkpoint's path"),
+        (dict(precision="bf17"), InputError, "unknown precision"),
+        (dict(backend="cuda"), InputError, "unknown backend 'cuda'"),
+        (dict(batch_size=0), InputError, "batch_size must be an int >= 1"),
+        (dict(scale=3), InputError, "unsupported scale 3: .* has heads"),
+        (dict(scale="x2"), InputError, "scale must be an int"),
+        (dict(tile=3), InputError, "tile must be an int >= the window size 4"),
+        (dict(tile="big"), InputError, "tile must be None, 'auto' or an int"),
+        (dict(input_dir=tmp_path / "nowhere"), InputError, "input_dir .*nowhere is not found"),
+        (dict(input_dir=src / "a.pt"), InputError, "input_dir .*a.pt is a file"),
+    ]
+    for change, error, message in cases:
+        job = {"input_dir": src, "output_dir": out, "weights": weights, **change}
+        with pytest.raises(error, match=message):
+            upscale_folder(**job)
+    assert not out.exists()
+
+
+def test_the_script_prints_a_refused_job_in_one_line(tmp_path, ray_must_not_start, monkeypatch, capsys):
+    import runpy
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["ray_upscale_folder.py", str(tmp_path), str(tmp_path / "out"),
+                                      "--weights", str(tmp_path / "missing.pth")])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(ROOT / "scripts" / "ray_upscale_folder.py"), run_name="__main__")
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: checkpoint not found") and "Traceback" not in err
 
 
 def test_the_actor_writes_comfyui_files_and_keeps_the_rank(tmp_path):

@@ -23,6 +23,7 @@ the rows. ``scripts/ray_upscale_folder.py`` is the command-line form.
 
 from __future__ import annotations
 
+from os import PathLike
 from pathlib import Path
 
 import numpy as np
@@ -154,10 +155,12 @@ def cpu_actor_plan(node_cpus: list[float], actors: int | None = None,
 def upscale_folder(input_dir, output_dir, weights, *, scale: int = 2, precision: str | None = None,
                    backend: str = "auto", batch_size: int = 8, actors: int | None = None,
                    num_gpus_per_actor: float | None = None, num_cpus_per_actor: float | None = None,
-                   tile: int | str | None = None, skip_existing: bool = False) -> list[dict]:
+                   tile: int | str | None = None, skip_existing: bool = False,
+                   address: str | None = None) -> list[dict]:
     """Upscale every latent file of ``input_dir`` into ``output_dir`` with Ray Data; returns one row per
     file (``path``, ``output``, ``error``, ``shape``) in file order. Connects to the running Ray
-    cluster (``ray.init()`` first to choose one; a local one is started otherwise). With GPUs,
+    cluster (``ray.init()`` first to choose one, or pass its ``address``; a local one is started
+    otherwise), after checking the job's arguments and reading the checkpoint here (``check_job``). With GPUs,
     ``actors`` defaults to the cluster's GPU count and each actor gets one GPU (and Ray's default
     CPU); without, to one actor per node with that node's cores (``cpu_actor_plan``: Ray gives an
     actor as many PyTorch threads as CPUs). ``tile`` is passed to ``Upscaler.upscale`` (None:
@@ -171,6 +174,8 @@ def upscale_folder(input_dir, output_dir, weights, *, scale: int = 2, precision:
         import ray
     except ImportError as exc:
         raise ImportError(f"upscale_folder needs ray ({exc}): pip install \"lua_fast[ray]\"") from None
+    check_job(input_dir, weights, scale=scale, precision=precision, backend=backend, batch_size=batch_size,
+              tile=tile)
     files = latent_files(input_dir, skip=[weights])  # (the weights may sit beside the latents)
     if not files:
         return []
@@ -180,7 +185,7 @@ def upscale_folder(input_dir, output_dir, weights, *, scale: int = 2, precision:
     if not todo:
         return [done[f] for f in files]
     if not ray.is_initialized():
-        ray.init()
+        ray.init(address=address)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if gpus:
         actors = actors or gpus
@@ -201,6 +206,41 @@ def upscale_folder(input_dir, output_dir, weights, *, scale: int = 2, precision:
     )
     ran = iter({**{k: str(v) for k, v in row.items()}, "skipped": ""} for row in ds.take_all())
     return [done[f] if f in done else next(ran) for f in files]  # (file order: ran rows keep todo's)
+
+
+def check_job(input_dir, weights, *, scale, precision, backend, batch_size, tile) -> None:
+    """Refuse, before Ray starts, a job whose every actor or every file would fail: before 2026-11-29 a
+    missing or unreadable checkpoint, an unknown precision or backend name, or ``batch_size=0`` started
+    the cluster and ended in Ray's ``ActorDiedError`` tracebacks (8 s on a local instance), and a scale
+    the model lacks gave every file the same error row. A local checkpoint is read and validated here,
+    as each actor will (0.3-0.6 s for the released model); a hub file is left to the actors."""
+    from .. import dispatch, hub
+    from ..checkpoint import read_checkpoint, validate_state_dict
+    from ..precision import resolve
+
+    if not Path(input_dir).is_dir():
+        raise InputError(f"input_dir {input_dir} is {'a file' if Path(input_dir).exists() else 'not found'}: "
+                         "pass the folder that holds the latents files")
+    resolve(precision, None)  # (InputError naming the precisions)
+    if not isinstance(backend, str) or (backend.strip().lower() not in dispatch.BACKENDS and
+                                        backend.strip().lower() != "auto"):
+        raise InputError(f"unknown backend {backend!r}; choose 'auto' or one of {list(dispatch.BACKENDS)}")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if not isinstance(scale, int) or isinstance(scale, bool):
+        raise InputError(f"scale must be an int (it names the outputs, <stem>.x<scale>), got {scale!r}")
+    if tile is not None and tile != "auto" and (not isinstance(tile, int) or isinstance(tile, bool) or tile < 1):
+        raise InputError(f"tile must be None, 'auto' or an int >= the window size, got {tile!r}")
+    if hub.is_hub_path(weights) or hub.from_url(weights):
+        return
+    hub.refuse_url(weights)  # (another URL: HubError saying to download it)
+    if not isinstance(weights, (str, PathLike)):
+        raise InputError(f"weights must be a checkpoint's path (each actor loads it), got {type(weights).__name__}")
+    config, _ = validate_state_dict(read_checkpoint(weights))
+    if scale not in config.scales:
+        raise InputError(f"unsupported scale {scale!r}: {weights} has heads {config.heads}")
+    if isinstance(tile, int) and tile < config.window_size:
+        raise InputError(f"tile must be an int >= the window size {config.window_size}, or 'auto'; got {tile!r}")
 
 
 def existing_output(path: str, output_dir, scale: int) -> dict | None:
