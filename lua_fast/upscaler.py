@@ -192,7 +192,8 @@ class Upscaler:
         single = not isinstance(scale, (tuple, list))
         keys = (scale,) if single else tuple(scale)
         names = dict(self.config.heads)
-        scales = tuple(names.get(k, k) if isinstance(k, str) else
+        # (head names in any case, as device, dtype and precision names: "X4" is "x4")
+        scales = tuple(names.get(k.strip().lower(), k) if isinstance(k, str) else
                        int(k) if isinstance(k, numbers.Integral) and not isinstance(k, bool) else k for k in keys)
         bad = [s for s in scales if isinstance(s, bool) or not isinstance(s, int) or s not in self.config.scales]
         if bad or not scales:

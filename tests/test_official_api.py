@@ -59,6 +59,10 @@ def test_upscale_accepts_head_names(official):
     assert set(both) == {"x2", 4} and torch.equal(both["x2"], up.upscale(z, scale=2))
     with pytest.raises(lua_fast.InputError, match="heads .*'x2', 2"):
         up.upscale(z, scale="x8")
+    # In any case, keyed as asked (before 2026-11-29 "X4" was an unsupported scale)
+    caps = up.upscale(z, scale=("X4", " x2"))
+    assert set(caps) == {"X4", " x2"} and torch.equal(caps["X4"], both[4])
+    assert torch.equal(up.upscale(z, scale="X4"), both[4])
 
 
 # ------------------------------------------------------------------------------ hub
