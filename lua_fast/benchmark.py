@@ -24,7 +24,8 @@ from . import __version__, dispatch, host_memory
 from .config import LUAConfig
 from .flops import forward_flops
 from .info import cpu_name
-from .precision import PRECISIONS, tf32_switches
+from .errors import BackendUnavailableError, InputError
+from .precision import PRECISIONS, resolve, tf32_switches
 
 
 # ------------------------------------------------------------------ plumbing
@@ -110,53 +111,114 @@ def _cases(device: torch.device, quick: bool):
     return LUAConfig.small(), [(16, 16), (24, 24)] if quick else [(16, 16), (32, 32), (24, 40)], [2], ["fp32", "bf16"]
 
 
+def _positive_int(value, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InputError(f"{what} must be an int >= 1, got {value!r}")
+    return value
+
+
+def _selection(device: torch.device, quick: bool, config: LUAConfig | None, sizes, scales, precisions,
+               backends) -> tuple:
+    """The sweep: the defaults of ``_cases`` where a choice is None, each choice checked (an unknown
+    name, a scale the model lacks, a size below 1 raise ``InputError`` before anything runs)."""
+    default_config, default_sizes, default_scales, default_precisions = _cases(device, quick)
+    config = config or default_config
+    sizes = [(_positive_int(h, "a latent height"), _positive_int(w, "a latent width"))
+             for h, w in (default_sizes if sizes is None else sizes)]
+    scales = list(default_scales if scales is None else scales)
+    bad = [s for s in scales if s not in config.scales]
+    if bad or not scales:
+        raise InputError(f"unsupported scales {bad}: choose among the model's {list(config.scales)}")
+    if not sizes:
+        raise InputError("choose at least one latent size")
+    chosen = list(default_precisions if precisions is None else precisions)
+    precisions = [resolve(p, None).mode for p in chosen]  # (any case; InputError naming the modes)
+    if backends is not None:
+        backends = [b.strip().lower() if isinstance(b, str) else b for b in backends]
+        unknown = [b for b in backends if b not in dispatch.BACKENDS]
+        if unknown or not backends:
+            raise InputError(f"unknown backends {unknown}; choose among {list(dispatch.BACKENDS)}")
+    return config, sizes, scales, list(dict.fromkeys(precisions)), backends
+
+
 def run_suite(device: str | torch.device = "cpu", *, quick: bool = False, repeat: int | None = None,
-              cuda_graphs: bool = True, log=print) -> dict:
-    """Sweep every backend that can run here x precisions x sizes x scales; return the report."""
+              cuda_graphs: bool = True, log=print, config: LUAConfig | None = None,
+              state_dict: dict | None = None, sizes=None, scales=None, precisions=None, backends=None,
+              batch: int = 1, ops: bool = True) -> dict:
+    """Sweep every backend that can run here x precisions x sizes x scales; return the report.
+
+    Each of ``config`` (or ``state_dict``: a checkpoint's weights, its config inferred), ``sizes``
+    ((height, width) latents), ``scales``, ``precisions`` and ``backends`` narrows the sweep; None
+    keeps the default of ``quick`` and the device. The fp32 reference is always timed (every row's
+    ratio is against it, measured in the same process). A backend named in ``backends`` that cannot
+    run here in a precision is listed in the report's ``skipped`` with the reason (an unnamed one is
+    left out silently); if none of them can run, ``BackendUnavailableError`` says why."""
+    from .checkpoint import validate_state_dict
     from .reference import LUA
     from . import load
 
     device = torch.device(device)
-    config, sizes, scales, precisions = _cases(device, quick)
-    repeat = repeat or (3 if quick else 10)
-    torch.manual_seed(0)
-    state_dict = LUA(config).state_dict()
+    if state_dict is not None:
+        inferred, state_dict = validate_state_dict(state_dict)
+        if config is not None and config != inferred:
+            raise InputError(f"config {config} is not the state dict's {inferred}: pass one of them")
+        config = inferred
+    config, sizes, scales, precisions, named = _selection(device, quick, config, sizes, scales, precisions,
+                                                          backends)
+    repeat = _positive_int(repeat or (3 if quick else 10), "repeat")
+    batch = _positive_int(batch, "batch")
+    plan, skipped = [], []
+    for precision in precisions:
+        reasons = dispatch.availability(device, precision, for_auto=True)
+        for backend, reason in reasons.items():
+            if named is not None and backend not in named:
+                continue
+            if reason is None:
+                plan.append((precision, backend))
+            elif named is not None:
+                skipped.append({"backend": backend, "precision": precision, "reason": reason})
+                log(f"skipped {backend} {precision}: {reason}")
+    if plan and ("fp32", "reference") not in plan:  # (the base of every row's ratio, timed side by side)
+        plan.insert(0, ("fp32", "reference"))
+    if not plan:
+        raise BackendUnavailableError(f"nothing to time on {device}: " + "; ".join(
+            f"{r['backend']} {r['precision']}: {r['reason']}" for r in skipped))
+    if state_dict is None:
+        torch.manual_seed(0)
+        state_dict = LUA(config).state_dict()
     rows = []
     for height, width in sizes:
-        x = torch.randn(1, config.in_channels, height, width, device=device)
+        x = torch.randn(batch, config.in_channels, height, width, device=device)
         for scale in scales:
-            flops = forward_flops(config, height, width, (scale,))
+            flops = batch * forward_flops(config, height, width, (scale,))
             ref = load(state_dict, device=device, backend="reference", precision="fp32").upscale(x, scale=scale)
-            for precision in precisions:
-                reasons = dispatch.availability(device, precision, for_auto=True)
-                for backend, reason in reasons.items():
-                    if reason is not None:
-                        continue
-                    graphs = [False, True] if (cuda_graphs and device.type == "cuda" and backend == "triton") else [False]
-                    up = load(state_dict, device=device, backend=backend, precision=precision)
-                    for graph in graphs:
-                        call = lambda: up.upscale(x, scale=scale, check_finite=False, cuda_graph=graph)  # noqa: E731
-                        out = call()
-                        if device.type == "cuda":
-                            synchronize(device)
-                            torch.cuda.reset_peak_memory_stats(device)
-                            base = torch.cuda.memory_allocated(device)
-                        timing = time_call(call, device, warmup=1, repeat=repeat)
-                        peak = ((torch.cuda.max_memory_allocated(device) - base) / 2**20
-                                if device.type == "cuda" else None)
-                        err = ((out.double() - ref.double()).norm() / ref.double().norm()).item()
-                        rows.append({
-                            "backend": backend, "precision": precision, "cuda_graph": graph,
-                            "latent": [1, config.in_channels, height, width], "scale": scale, **timing,
-                            "tflops_per_s": flops / (timing["median_ms"] * 1e-3) / 1e12, "peak_mib": peak,
-                            "rel_err_vs_fp32_reference": err,
-                        })
-                        log(_row_line(rows[-1]))
-                    up = None  # free the model before the next one loads
+            for precision, backend in plan:
+                graphs = [False, True] if (cuda_graphs and device.type == "cuda" and backend == "triton") else [False]
+                up = load(state_dict, device=device, backend=backend, precision=precision)
+                for graph in graphs:
+                    call = lambda: up.upscale(x, scale=scale, check_finite=False, cuda_graph=graph)  # noqa: E731
+                    out = call()
+                    if device.type == "cuda":
+                        synchronize(device)
+                        torch.cuda.reset_peak_memory_stats(device)
+                        base = torch.cuda.memory_allocated(device)
+                    timing = time_call(call, device, warmup=1, repeat=repeat)
+                    peak = ((torch.cuda.max_memory_allocated(device) - base) / 2**20
+                            if device.type == "cuda" else None)
+                    err = ((out.double() - ref.double()).norm() / ref.double().norm()).item()
+                    rows.append({
+                        "backend": backend, "precision": precision, "cuda_graph": graph,
+                        "latent": [batch, config.in_channels, height, width], "scale": scale, **timing,
+                        "tflops_per_s": flops / (timing["median_ms"] * 1e-3) / 1e12, "peak_mib": peak,
+                        "rel_err_vs_fp32_reference": err,
+                    })
+                    log(_row_line(rows[-1]))
+                up = None  # free the model before the next one loads
     _add_ratios(rows)
     return {
-        "benchmark": "lua-fast bench", "quick": quick, "config": config.to_dict(),
-        "environment": environment(device), "results": rows, "ops": run_ops(device, config, sizes, repeat, log),
+        "benchmark": "lua-fast bench", "quick": quick, "config": config.to_dict(), "batch": batch,
+        "environment": environment(device), "results": rows, "skipped": skipped,
+        "ops": run_ops(device, config, sizes, repeat, log) if ops else [],
         "note": None if device.type == "cuda" else "CPU figures are a smoke test, not the product's target",
     }
 
@@ -238,9 +300,14 @@ def _label(row: dict) -> str:
     return f"{row['backend']} {row['precision']}" + (" +graph" if row["cuda_graph"] else "")
 
 
+def _latent(row: dict) -> str:
+    """"HxW", or "BxHxW" for a batch over 1."""
+    b, _, h, w = row["latent"]
+    return f"{b}x{h}x{w}" if b > 1 else f"{h}x{w}"
+
+
 def _row_line(row: dict) -> str:
-    h, w = row["latent"][2:]
-    return (f"{h}x{w} x{row['scale']}  {_label(row):24s} {row['median_ms']:10.2f} ms "
+    return (f"{_latent(row)} x{row['scale']}  {_label(row):24s} {row['median_ms']:10.2f} ms "
             f"[{row['min_ms']:.2f}-{row['max_ms']:.2f}]  err {row['rel_err_vs_fp32_reference']:.1e}")
 
 
@@ -255,14 +322,17 @@ def markdown(report: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
-        h, w = r["latent"][2:]
         peak = f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "-"
         ratio = f"{r['speedup_vs_reference_fp32']:.2f}" if "speedup_vs_reference_fp32" in r else "-"
         lines.append(
-            f"| {h}x{w} | x{r['scale']} | {r['backend']} | {r['precision']} | {'yes' if r['cuda_graph'] else 'no'} "
+            f"| {_latent(r)} | x{r['scale']} | {r['backend']} | {r['precision']} | {'yes' if r['cuda_graph'] else 'no'} "
             f"| {r['median_ms']:.2f} | {r['min_ms']:.2f}-{r['max_ms']:.2f} | {r['tflops_per_s']:.3f} | {ratio} "
             f"| {peak} | {r['rel_err_vs_fp32_reference']:.1e} |"
         )
+    skipped = report.get("skipped") or []
+    if skipped:
+        lines += ["", "Asked for, cannot run here:", ""]
+        lines += [f"- {r['backend']} {r['precision']}: {r['reason']}" for r in skipped]
     ops = report.get("ops") or []
     if ops:
         lines += ["", "| op | latent | dtype | fused | fused ms | PyTorch ms | x |", "|---|---|---|---|---|---|---|"]
@@ -299,7 +369,7 @@ def plot(report: dict, path: str | Path) -> str | None:
                 ys.append(match[0]["median_ms"])
         ax.bar(xs, ys, width=width, label=label)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(cases))])
-    ax.set_xticklabels([f"{c[0][2]}x{c[0][3]} x{c[1]}" for c in cases])
+    ax.set_xticklabels([f"{_latent({'latent': c[0]})} x{c[1]}" for c in cases])
     ax.set_ylabel("median ms (log)")
     ax.set_yscale("log")
     env = report["environment"]

@@ -254,7 +254,20 @@ def cmd_bench(args) -> int:
     device = parse_device(args.device)
     if device.type == "cpu":
         print("lua-fast bench: CPU figures are a smoke test, not the product's target")
-    report = benchmark.run_suite(device, quick=args.quick, repeat=args.repeat or None)
+    config = state_dict = None
+    if args.weights:
+        from .upscaler import read_weights
+
+        state_dict = read_weights(args.weights)
+    elif args.config:
+        from .config import LUAConfig
+
+        config = getattr(LUAConfig, args.config)()
+    report = benchmark.run_suite(device, quick=args.quick, repeat=args.repeat or None, config=config,
+                                 state_dict=state_dict, sizes=args.sizes, scales=args.scales,
+                                 precisions=args.precisions, backends=args.backends, batch=args.batch,
+                                 cuda_graphs=not args.no_cuda_graph, ops=not args.no_ops)
+    report["weights"] = args.weights  # (None: random weights of report["config"])
     print()
     print(benchmark.markdown(report))
     for path in benchmark.write_reports(report, args.out):
@@ -311,6 +324,18 @@ def _tile(value: str):
         return int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a tile size in latent pixels or 'auto', got {value!r}") from None
+
+
+def _latent_size(value: str) -> tuple[int, int]:
+    """"64x64" (or "64") -> (64, 64)."""
+    parts = value.lower().split("x")
+    try:
+        h, w = (int(parts[0]), int(parts[0])) if len(parts) == 1 else map(int, parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a latent size HxW such as 64x64, got {value!r}") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"latent sides must be >= 1, got {value!r}")
+    return h, w
 
 
 def _device(value: str) -> str:
@@ -375,6 +400,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeat", type=int, default=0, help="timed calls per row (default 3 quick, 10 full)")
     p.add_argument("--out", default="bench-results", help="directory for bench.json / bench.md / bench.png")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--config", choices=("flux", "sdxl", "small"), default=None,
+                      help="model configuration, random weights (default: flux on CUDA, small on the CPU)")
+    what.add_argument("--weights", default=None, help="a checkpoint to time instead (its configuration and weights)")
+    p.add_argument("--sizes", type=_latent_size, nargs="+", action="extend", default=None, metavar="HxW",
+                   help="latent sizes, e.g. 64x64 128x128 (default: by device and --quick)")
+    p.add_argument("--batch", type=int, default=1, help="latents per forward (default: 1)")
+    p.add_argument("--scales", type=int, nargs="+", action="extend", default=None, help="scales to time (default: by device)")
+    p.add_argument("--precisions", nargs="+", action="extend", default=None,
+                   help="precision modes to time (default: by device); the fp32 reference is always timed")
+    p.add_argument("--backends", nargs="+", action="extend", default=None,
+                   help="backends to time (default: every one that runs here); one that cannot run is listed as skipped")
+    p.add_argument("--no-cuda-graph", action="store_true", help="no CUDA-graph rows for the triton backend")
+    p.add_argument("--no-ops", action="store_true", help="no per-op table")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("export", help="export to an AOTInductor package (.pt2) or ONNX (.onnx)")

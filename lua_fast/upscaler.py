@@ -457,20 +457,24 @@ def load(
                    default_mixed_dtype(device) if mixed_dtype is None else parse_dtype(mixed_dtype))
     chosen = dispatch.select_backend(backend, device, prec)  # fail before reading weights
     warn_if_slow_on_the_cpu(prec, device)
+    config, state_dict = checkpoint.validate_state_dict(read_weights(source))
+    return Upscaler(_materialize(state_dict, config, device, prec), chosen, device, prec, backend)
+
+
+def read_weights(source) -> dict[str, torch.Tensor]:
+    """The flat state dict of any weights ``load`` takes (not yet validated): a path, a hub path or
+    link, bytes or a binary file object, a module, or a state dict."""
     source = hub.from_url(source) or source  # a Hub file's https link goes through its cache too
     hub.refuse_url(source)
     if hub.is_hub_path(source):
         source = hub.download(source)
     if isinstance(source, (str, os.PathLike)):
-        state_dict = checkpoint.read_checkpoint(source)
-    elif isinstance(source, (bytes, bytearray, memoryview)) or callable(getattr(source, "read", None)):
-        state_dict = checkpoint.read_checkpoint_stream(source)
-    elif isinstance(source, torch.nn.Module):  # a LUA module (lua_fast's reference, the official class)
-        state_dict = checkpoint.unwrap(source.state_dict(), origin=f"the given {type(source).__name__}'s state dict")
-    else:
-        state_dict = checkpoint.unwrap(source, origin="the given state dict")
-    config, state_dict = checkpoint.validate_state_dict(state_dict)
-    return Upscaler(_materialize(state_dict, config, device, prec), chosen, device, prec, backend)
+        return checkpoint.read_checkpoint(source)
+    if isinstance(source, (bytes, bytearray, memoryview)) or callable(getattr(source, "read", None)):
+        return checkpoint.read_checkpoint_stream(source)
+    if isinstance(source, torch.nn.Module):  # a LUA module (lua_fast's reference, the official class)
+        return checkpoint.unwrap(source.state_dict(), origin=f"the given {type(source).__name__}'s state dict")
+    return checkpoint.unwrap(source, origin="the given state dict")
 
 
 def _materialize(state_dict: Mapping[str, torch.Tensor], config: LUAConfig, device: torch.device,

@@ -1,7 +1,9 @@
 """`lua-fast bench --quick` runs on CPU and writes JSON, a markdown table and (with matplotlib) a plot."""
 
 import json
+from contextlib import nullcontext
 
+import pytest
 import torch
 
 from lua_fast.cli import main
@@ -42,3 +44,46 @@ def test_bench_quick_on_cpu(tmp_path, capsys):
     except ImportError:
         return
     assert (tmp_path / "bench.png").stat().st_size > 1000
+
+
+def test_bench_times_what_is_asked_for(tmp_path, capsys):
+    """Sizes, batch, scales, precisions, backends and the model are chosen on the command line
+    (before 2026-11-29 the sweep was fixed: batch 1, the small config on the CPU, every backend);
+    the fp32 reference is always timed beside them, the base of each row's ratio."""
+    from lua_fast import LUAConfig
+    from conftest import random_state_dict
+
+    torch.save({"params_ema": random_state_dict(LUAConfig.small(), seed=3)}, tmp_path / "w.pth")
+    args = ["bench", "--device", "cpu", "--repeat", "1", "--out", str(tmp_path / "r"), "--no-ops",
+            "--weights", str(tmp_path / "w.pth"), "--sizes", "8x12", "--batch", "2", "--scales", "4",
+            "--precisions", "BF16", "--backends", "Torch", "triton"]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "r" / "bench.json").read_text())
+    rows = [(r["backend"], r["precision"], r["latent"], r["scale"]) for r in report["results"]]
+    assert rows == [("reference", "fp32", [2, 16, 8, 12], 4), ("torch", "bf16", [2, 16, 8, 12], 4)]
+    assert report["batch"] == 2 and report["ops"] == [] and report["weights"] == str(tmp_path / "w.pth")
+    assert report["results"][1]["speedup_vs_reference_fp32"] > 0
+    # triton was named and cannot run here (no GPU; the interpreter is no timing tool): said, not dropped
+    assert [(r["backend"], r["precision"]) for r in report["skipped"]] == [("triton", "bf16")]
+    md = (tmp_path / "r" / "bench.md").read_text()
+    assert "| 2x8x12 | x4 | torch | bf16 |" in md and "- triton bf16: " in md
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--scales", "3"], "unsupported scales \\[3\\]"),
+    (["--precisions", "bf17"], "unknown precision 'bf17'"),
+    (["--backends", "cuda"], "unknown backends \\['cuda'\\]"),
+    (["--backends", "triton"], "nothing to time on cpu: triton fp32: "),
+    (["--batch", "0"], "batch must be an int >= 1"),
+    (["--repeat", "-1"], "repeat must be an int >= 1"),
+    (["--sizes", "0x4"], "latent sides must be >= 1"),
+    (["--sizes", "8by8"], "expected a latent size HxW"),
+    (["--config", "flux", "--weights", "w.pth"], "not allowed with"),
+])
+def test_bench_refuses_a_sweep_it_cannot_run_before_timing(tmp_path, capsys, args, message):
+    import re
+
+    with pytest.raises(SystemExit) if "not allowed" in message or "--sizes" in args else nullcontext():
+        assert main(["bench", "--device", "cpu", "--out", str(tmp_path / "r"), "--precisions", "fp32"] + args) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "r").exists()
