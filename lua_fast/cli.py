@@ -72,9 +72,10 @@ def cmd_info(args) -> int:
     return 0
 
 
-def upscale_targets(args) -> list[tuple[str, Path]]:
-    """(input, output) pairs: ``--output`` for one input, or ``--output-dir`` with each output named
-    ``<stem>.x<scale>.safetensors`` (``.latent`` for a ComfyUI file) as the Ray job names them.
+def upscale_targets(args) -> list[tuple[str, int, Path]]:
+    """(input, scale, output) triples: ``--output`` for one input and one scale, or ``--output-dir``
+    with each output named ``<stem>.x<scale>.safetensors`` (``.latent`` for a ComfyUI file) as the
+    Ray job names them, one per input and scale.
     Checked whole before anything is read: a name two inputs would share, an output that is a file
     this command reads (an input, the weights; unless --force), a directory that cannot be written.
     A folder or a pattern in ``--input`` stands for its files (``files.expand_inputs``)."""
@@ -87,25 +88,28 @@ def upscale_targets(args) -> list[tuple[str, Path]]:
                          "(a later run would read them as inputs)")
     if args.output is not None and len(args.input) != 1:
         raise UsageError(f"--output takes one --input, got {len(args.input)}; for several, pass --output-dir")
+    if args.output is not None and len(args.scale) != 1:
+        raise UsageError(f"--output writes one scale, got --scale {' '.join(map(str, args.scale))}; for several "
+                         "(one trunk pass, an output each), pass --output-dir")
     if args.output is not None:
-        targets = [(args.input[0], Path(args.output))]
+        targets = [(args.input[0], args.scale[0], Path(args.output))]
         option = "--output"
     else:
         out_dir = Path(args.output_dir)
         if out_dir.exists() and not out_dir.is_dir():
             raise UsageError(f"--output-dir {out_dir} is a file, not a directory")
         out_dir.mkdir(parents=True, exist_ok=True)
-        targets = [(inp, out_dir / output_name(inp, args.scale)) for inp in args.input]
+        targets = [(inp, scale, out_dir / output_name(inp, scale)) for inp in args.input for scale in args.scale]
         option = "--output-dir"
         by_target: dict[Path, list[str]] = {}
-        for inp, target in targets:
+        for inp, _, target in targets:
             by_target.setdefault(target.resolve(), []).append(inp)
         shared = [inputs for inputs in by_target.values() if len(inputs) > 1]
         if shared:
             raise UsageError("these inputs would write the same output (<stem>.x<scale>.<suffix>): "
                              + "; ".join(", ".join(inputs) for inputs in shared))
     reads = [("--input", inp) for inp in args.input] + [("--weights", args.weights)]
-    for _, target in targets:
+    for _, _, target in targets:
         check_output_path(target, reads=reads, force=args.force, option=option)
         check_latents_suffix(target, option=option)
     return targets
@@ -119,29 +123,33 @@ def cmd_upscale(args) -> int:
     if args.skip_existing and args.output_dir is None:
         raise UsageError("--skip-existing resumes an --output-dir run; with --output, leave the file out instead")
     # Everything about the outputs is checked before the weights are read or anything runs.
+    args.scale = list(dict.fromkeys(args.scale or [2]))  # (--scale 2 4: both from one trunk pass)
     targets = upscale_targets(args)
     if args.skip_existing:  # outputs are written atomically: one that reads is whole
-        kept = {(source, target) for source, target in targets if written_shape(target) is not None}
-        for source, target in targets:
-            if (source, target) in kept:
+        kept = {triple for triple in targets if written_shape(triple[2]) is not None}
+        for source, _, target in targets:
+            if (source, _, target) in kept:
                 print(f"{source} -> {target} exists (--skip-existing)")
-        targets = [pair for pair in targets if pair not in kept]
+        targets = [triple for triple in targets if triple not in kept]  # (an input runs its missing scales)
         if not targets:
             return 0
+    jobs: dict[str, dict[int, Path]] = {}
+    for source, scale, target in targets:
+        jobs.setdefault(source, {})[scale] = target
     upscaler = load(args.weights, device=args.device, dtype=args.dtype, backend=args.backend,
                     precision=args.precision)
     failed = 0
-    for source, target in targets:
+    for source, outputs in jobs.items():
         try:
-            upscale_file(upscaler, source, target, args)
+            upscale_file(upscaler, source, outputs, args)
         except (LuaFastError, OSError, ValueError) as exc:
-            if len(targets) == 1:
+            if len(jobs) == 1:
                 raise
             failed += 1  # one bad file does not lose the others (as in the Ray job)
             message = " ".join(str(exc).split()) or type(exc).__name__
             print(f"lua-fast upscale: error: {source}: {message}", file=sys.stderr)
     if failed:
-        print(f"lua-fast upscale: {failed} of {len(targets)} inputs failed", file=sys.stderr)
+        print(f"lua-fast upscale: {failed} of {len(jobs)} inputs failed", file=sys.stderr)
         return 2
     return 0
 
@@ -151,13 +159,16 @@ class _OutOfMemory(LuaFastError, RuntimeError):
     input's failure) instead of a traceback that ends the run."""
 
 
-def upscale_file(upscaler, source: str, target: Path, args) -> None:
+def upscale_file(upscaler, source: str, outputs: dict[int, Path], args) -> None:
+    """Upscale one latents file to each scale of ``outputs`` ({scale: target}), all from one trunk pass."""
     from .tiling import is_out_of_memory
 
     latents = read_latents(source, args.key)
     batch, single = one_latent_as_batch(latents, upscaler.config.in_channels)
+    scales = "/".join(f"x{s}" for s in outputs)
     try:
-        out = upscaler.upscale(batch.to(upscaler.device), scale=args.scale, check_finite=not args.no_check_finite,
+        asked = tuple(outputs) if len(outputs) > 1 else next(iter(outputs))  # (one scale: its own error text)
+        out = upscaler.upscale(batch.to(upscaler.device), scale=asked, check_finite=not args.no_check_finite,
                                tile=args.tile, overlap=args.overlap, progress=True)
     except NonFiniteInputError as exc:
         exc.opt_out = "--no-check-finite"
@@ -169,14 +180,16 @@ def upscale_file(upscaler, source: str, target: Path, args) -> None:
             torch.cuda.empty_cache()  # for the inputs after this one
         hint = ("even with --tile auto's smallest tiles" if args.tile == "auto" else
                 "pass a smaller --tile" if args.tile is not None else "pass --tile auto to upscale it in tiles")
-        raise _OutOfMemory(f"out of memory upscaling a {tuple(batch.shape)} latent x{args.scale} on "
+        raise _OutOfMemory(f"out of memory upscaling a {tuple(batch.shape)} latent {scales} on "
                            f"{upscaler.device} ({first_line(exc)}): {hint}") from None
-    out = out[0] if single else out  # the rank it read
-    write_latents(target, out, args.key)
-    print(
-        f"{tuple(latents.shape)} -> {tuple(out.shape)} x{args.scale} "
-        f"[{upscaler.backend}, {upscaler.device}, {upscaler.precision}] -> {target}"
-    )
+    out = out if isinstance(out, dict) else {asked: out}
+    for scale, target in outputs.items():
+        result = out[scale][0] if single else out[scale]  # the rank it read
+        write_latents(target, result, args.key)
+        print(
+            f"{tuple(latents.shape)} -> {tuple(result.shape)} x{scale} "
+            f"[{upscaler.backend}, {upscaler.device}, {upscaler.precision}] -> {target}"
+        )
 
 
 def cmd_convert(args) -> int:
@@ -358,13 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_info)
 
-    def runtime_options(p):
+    def runtime_options(p, scale: bool = True):
         p.add_argument("--device", default="cpu", type=_device,
                        help="cpu, cuda, cuda:1, ..., or auto: cuda when a GPU is visible, else cpu (default: cpu)")
         p.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: float32)")
         p.add_argument("--precision", default=None, help="fp32, tf32, bf16, fp16 or mixed (instead of --dtype)")
         p.add_argument("--backend", default="auto", help="auto or a backend name from 'lua-fast info'")
-        p.add_argument("--scale", type=int, default=2, help="upscaling factor, 2 or 4 (default: 2)")
+        if scale:
+            p.add_argument("--scale", type=int, default=2, help="upscaling factor, 2 or 4 (default: 2)")
 
     p = sub.add_parser("upscale", help="upscale a latents file")
     p.add_argument("--weights", required=True, help="LUA checkpoint: a torch.save or safetensors file (told apart by content), or hf://owner/repo/file (or that file's https://huggingface.co link)")
@@ -386,7 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="allow --output to overwrite --input or --weights")
     p.add_argument("--skip-existing", action="store_true", help="with --output-dir: keep outputs already there "
                    "(a rerun after an interruption) and upscale only the other inputs")
-    runtime_options(p)
+    runtime_options(p, scale=False)
+    p.add_argument("--scale", type=int, nargs="+", action="extend", default=None,
+                   help="upscaling factor, 2 or 4 (default: 2); with --output-dir several (--scale 2 4) "
+                   "share one trunk pass and each gets its output")
     p.set_defaults(func=cmd_upscale)
 
     p = sub.add_parser("convert", help="convert a pickle checkpoint to .safetensors (round trip verified)")
