@@ -217,7 +217,11 @@ class LUAConfig:
 
         head_names = sorted({m.group(1) for m in map(_HEAD_KEY.match, sd) if m})
         if not head_names:
-            raise ConfigError("cannot infer the LUA config: no 'heads.*' keys (no upsampling head)")
+            swinir = "conv_last.weight" in sd and ("upsample.0.weight" in sd or "conv_up1.weight" in sd)
+            raise ConfigError(
+                "cannot infer the LUA config: no 'heads.*' keys (no upsampling head)"
+                + ("; it has SwinIR's one top-level head (upsample / conv_last): an image super-resolution "
+                   "SwinIR checkpoint, which works on pixels, not a LUA checkpoint" if swinir else ""))
         heads, widths, outs = [], {}, {}
         for name in head_names:
             ups = sorted(int(m.group(2)) for m in map(_UPSAMPLE_KEY.match, sd) if m and m.group(1) == name)

@@ -118,6 +118,30 @@ def test_from_state_dict_names_the_inconsistency(mutate, match):
         LUAConfig.from_state_dict(sd)
 
 
+def _as_swinir(sd):
+    """SwinIR's layout (the image super-resolution model LUA's trunk comes from): the same trunk
+    keys, one top-level pixel-space head."""
+    heads = [k for k in sd if k.startswith("heads.")]
+    for k in heads:
+        head, rest = k.split(".", 2)[1:]
+        if head == "x2":
+            sd[rest.replace("conv_before", "conv_before_upsample")] = sd[k]
+        del sd[k]
+
+
+def test_a_swinir_checkpoint_is_named_as_such():
+    """Before 2026-11-29 only "no 'heads.*' keys": a SwinIR checkpoint (pixels, 3 channels) shares
+    LUA's trunk keys, so the message now says what the file is."""
+    sd = _tiny_sd()
+    _as_swinir(sd)
+    with pytest.raises(ConfigError, match="no 'heads.*SwinIR checkpoint, which works on pixels"):
+        LUAConfig.from_state_dict(sd)
+    sd = _tiny_sd()
+    [sd.pop(k) for k in list(sd) if k.startswith("heads.")]
+    with pytest.raises(ConfigError, match=r"no upsampling head\)$"):  # no SwinIR head: no such claim
+        LUAConfig.from_state_dict(sd)
+
+
 def test_a_problem_shared_by_every_layer_is_reported_once():
     with pytest.raises(ConfigError) as info:
         LUAConfig(in_channels=4, out_channels=4, embed_dim=15, depths=(2, 2, 2), num_heads=(2, 2, 2), window_size=8)
