@@ -339,6 +339,15 @@ def _tile(value: str):
         raise argparse.ArgumentTypeError(f"expected a tile size in latent pixels or 'auto', got {value!r}") from None
 
 
+def _scale(value: str) -> int:
+    """"4", or the head name "x4" (any case) as the Python API and the official functions name it."""
+    text = value.strip().lower()
+    try:
+        return int(text[1:] if text.startswith("x") else text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a scale such as 2 or x2, got {value!r}") from None
+
+
 def _latent_size(value: str) -> tuple[int, int]:
     """"64x64" (or "64") -> (64, 64)."""
     parts = value.lower().split("x")
@@ -378,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--precision", default=None, help="fp32, tf32, bf16, fp16 or mixed (instead of --dtype)")
         p.add_argument("--backend", default="auto", help="auto or a backend name from 'lua-fast info'")
         if scale:
-            p.add_argument("--scale", type=int, default=2, help="upscaling factor, 2 or 4 (default: 2)")
+            p.add_argument("--scale", type=_scale, default=2, help="upscaling factor, 2 or 4 (or x2, x4; default: 2)")
 
     p = sub.add_parser("upscale", help="upscale a latents file")
     p.add_argument("--weights", required=True, help="LUA checkpoint: a torch.save or safetensors file (told apart by content), or hf://owner/repo/file (or that file's https://huggingface.co link)")
@@ -401,8 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-existing", action="store_true", help="with --output-dir: keep outputs already there "
                    "(a rerun after an interruption) and upscale only the other inputs")
     runtime_options(p, scale=False)
-    p.add_argument("--scale", type=int, nargs="+", action="extend", default=None,
-                   help="upscaling factor, 2 or 4 (default: 2); with --output-dir several (--scale 2 4) "
+    p.add_argument("--scale", type=_scale, nargs="+", action="extend", default=None,
+                   help="upscaling factor, 2 or 4 (or x2, x4; default: 2); with --output-dir several (--scale 2 4) "
                    "share one trunk pass and each gets its output")
     p.set_defaults(func=cmd_upscale)
 

@@ -464,7 +464,7 @@ def test_several_scales_share_one_trunk_pass(tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     inputs = [str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")]
     run = ["upscale", "--weights", str(tmp_path / "w.pth"), "--output-dir", str(out), "--input", *inputs]
-    assert main(run + ["--scale", "2", "4", "--scale", "2"]) == 0
+    assert main(run + ["--scale", "2", "X4", "--scale", "x2"]) == 0  # (head names too, any case)
     assert asked == [(2, 4), (2, 4)]  # one forward per input, each scale once
     up = lua_fast.load(sd)
     for n, t in z.items():
@@ -483,3 +483,6 @@ def test_several_scales_share_one_trunk_pass(tmp_path, capsys, monkeypatch):
     assert main(["upscale", "--weights", str(tmp_path / "w.pth"), "--input", inputs[0], "--output-dir",
                  str(tmp_path / "o2"), "--scale", "2", "3"]) == 2
     assert "unsupported scale (2, 3)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["upscale", "--weights", "w.pth", "--input", inputs[0], "--output-dir", "o3", "--scale", "x"])
+    assert "expected a scale such as 2 or x2, got 'x'" in capsys.readouterr().err
