@@ -5,7 +5,8 @@
 tile="auto" on the CPU tiles where the estimate exceeds a share of the RAM the process can still
 take (``lua_fast.tiling.CPU_BUDGET_FRACTION``); this measures how the resident set really grows,
 which includes what glibc keeps in its heap after tensors are freed. Each case runs in a fresh
-process (a high-water mark cannot be reset): released FLUX config with random weights, loaded and
+process (a clean heap; ``ru_maxrss`` only grows; ``lua-fast bench`` resets Linux's ``VmHWM``
+instead, ``host_memory.reset_resident_peak``): released FLUX config with random weights, loaded and
 warmed on a 16x16 latent, then one forward at the case's size; the figure is the peak RSS
 (``ru_maxrss``) above the resident set before that forward.
 """

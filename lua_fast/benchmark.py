@@ -202,9 +202,14 @@ def run_suite(device: str | torch.device = "cpu", *, quick: bool = False, repeat
                         synchronize(device)
                         torch.cuda.reset_peak_memory_stats(device)
                         base = torch.cuda.memory_allocated(device)
+                    else:  # the resident set's growth over the calls (None where it cannot be measured)
+                        base = host_memory.reset_resident_peak() if device.type == "cpu" else None
                     timing = time_call(call, device, warmup=1, repeat=repeat)
-                    peak = ((torch.cuda.max_memory_allocated(device) - base) / 2**20
-                            if device.type == "cuda" else None)
+                    if device.type == "cuda":
+                        peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+                    else:
+                        top = host_memory.resident_peak() if base is not None else None
+                        peak = None if top is None else max(0, top - base) / 2**20
                     err = ((out.double() - ref.double()).norm() / ref.double().norm()).item()
                     rows.append({
                         "backend": backend, "precision": precision, "cuda_graph": graph,

@@ -87,3 +87,25 @@ def test_bench_refuses_a_sweep_it_cannot_run_before_timing(tmp_path, capsys, arg
         assert main(["bench", "--device", "cpu", "--out", str(tmp_path / "r"), "--precisions", "fp32"] + args) == 2
     assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "r").exists()
+
+
+def test_the_cpu_rows_have_the_resident_peak():
+    """CPU rows had no memory figure before 2026-11-29 ("-"); they now report the resident set's
+    growth over the timed calls (glibc's freed heap trimmed and Linux's VmHWM reset first)."""
+    from lua_fast import host_memory
+    from lua_fast.benchmark import run_suite
+
+    base = host_memory.reset_resident_peak()
+    if base is None:
+        pytest.skip("the peak resident set cannot be reset here (not Linux, or /proc refuses)")
+    held = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+    grown = host_memory.resident_peak() - base
+    del held
+    assert 60 * 2**20 < grown < 80 * 2**20, grown
+    assert host_memory.reset_resident_peak() < base + 16 * 2**20  # freed and trimmed: the peak starts again
+    assert host_memory.resident_peak() < base + 16 * 2**20
+    report = run_suite("cpu", quick=True, repeat=1, sizes=[(16, 16), (48, 48)], precisions=["fp32"],
+                       backends=["torch"], ops=False, log=lambda line: None)
+    peaks = {(r["backend"], r["latent"][2]): r["peak_mib"] for r in report["results"]}
+    assert all(p is not None and p > 0 for p in peaks.values()), peaks
+    assert peaks["torch", 48] > peaks["torch", 16]  # (9 windows' activations against one)
