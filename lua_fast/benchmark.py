@@ -26,6 +26,7 @@ from .flops import forward_flops
 from .info import cpu_name
 from .errors import BackendUnavailableError, InputError
 from .precision import PRECISIONS, resolve, tf32_switches
+from .tiling import is_integer
 
 
 # ------------------------------------------------------------------ plumbing
@@ -112,9 +113,9 @@ def _cases(device: torch.device, quick: bool):
 
 
 def _positive_int(value, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not is_integer(value) or value < 1:
         raise InputError(f"{what} must be an int >= 1, got {value!r}")
-    return value
+    return int(value)
 
 
 def _selection(device: torch.device, quick: bool, config: LUAConfig | None, sizes, scales, precisions,

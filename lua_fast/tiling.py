@@ -19,6 +19,7 @@ on a bound.
 
 from __future__ import annotations
 
+import numbers
 from typing import Callable
 
 import torch
@@ -237,8 +238,10 @@ def untiled(model, x: torch.Tensor, scales: tuple[int, ...], progress) -> dict[i
 MIN_AUTO_TILE_WINDOWS = 2  # tile="auto" never goes below 2 x 2 windows
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def is_integer(value) -> bool:
+    """An int or another integral type (NumPy's, read from an array or a config), not a bool: what
+    the tile sizes, scales and counts of lua_fast's APIs take."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def run_tiled(model, x: torch.Tensor, scales: tuple[int, ...], config: LUAConfig, *, tile, overlap,
@@ -250,17 +253,20 @@ def run_tiled(model, x: torch.Tensor, scales: tuple[int, ...], config: LUAConfig
     def default_overlap(size):  # two windows, at most half a tile
         return min(2 * window, size // 2) if overlap is None else min(overlap, size - 1)
 
-    if overlap is not None and (not _is_int(overlap) or overlap < 0):
+    if overlap is not None and (not is_integer(overlap) or overlap < 0):
         raise InputError(f"overlap must be an int >= 0, got {overlap!r}")
+    overlap = None if overlap is None else int(overlap)
+    tile = tile if tile == "auto" or not is_integer(tile) else int(tile)
+    memory_budget = memory_budget if not is_integer(memory_budget) else int(memory_budget)
     if tile != "auto":
-        if not _is_int(tile) or tile < window:
+        if not is_integer(tile) or tile < window:
             raise InputError(f"tile must be an int >= the window size {window}, or 'auto'; got {tile!r}")
         if overlap is not None and overlap >= tile:
             raise InputError(f"overlap must be an int in [0, tile), got {overlap!r} with tile={tile}")
         if memory_budget is not None:
             raise InputError("memory_budget only applies to tile='auto'")
         return upscale_tiled(model, x, scales, tile, default_overlap(tile), progress=progress)
-    if memory_budget is not None and (not _is_int(memory_budget) or memory_budget < 1):
+    if memory_budget is not None and (not is_integer(memory_budget) or memory_budget < 1):
         raise InputError(f"memory_budget must be a positive int (bytes), got {memory_budget!r}")
 
     cuda = x.device.type == "cuda"

@@ -170,6 +170,12 @@ def test_a_job_that_cannot_run_is_refused_before_the_cluster_starts(tmp_path, ra
         with pytest.raises(error, match=message):
             upscale_folder(**job)
     assert not out.exists()
+    # NumPy integers (read from a config array) are ints here, as Upscaler.upscale takes them
+    import numpy as np
+    from lua_fast.integrations.ray import check_job
+
+    check_job(src, weights, scale=np.int64(2), precision="BF16", backend="Torch", batch_size=np.int32(4),
+              tile=np.int64(4))
 
 
 def test_the_script_prints_a_refused_job_in_one_line(tmp_path, ray_must_not_start, monkeypatch, capsys):

@@ -109,6 +109,19 @@ def test_tiling_errors(small):
         up.upscale(x, tile=16, cuda_graph=True)
 
 
+def test_numpy_integers_are_tile_sizes(small):
+    """As scales already were: NumPy integers (a size read from an array or a config) count as the int
+    they hold; before 2026-11-29 "tile must be an int >= the window size 8, got 16"."""
+    import numpy as np
+
+    up, x, _ = small
+    want = up.upscale(x, tile=16, overlap=4)
+    assert torch.equal(up.upscale(x, tile=np.int64(16), overlap=np.int32(4)), want)
+    assert torch.equal(up.upscale(x, tile="auto", memory_budget=np.int64(2**40)), up.upscale(x))
+    with pytest.raises(InputError, match="tile must be an int"):
+        up.upscale(x, tile=np.float64(16))
+
+
 @pytest.mark.parametrize("fraction, reserved, allocated, expected", [
     (1.0, 30, 20, 10 + 10),  # the driver's free 10 GiB, plus 10 GiB cached by the allocator
     (0.25, 18, 12, 2 + 6),  # a 20 GiB per-process cap leaves 2 GiB of new segments (the driver has 10)

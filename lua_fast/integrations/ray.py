@@ -31,7 +31,7 @@ import torch
 
 from ..errors import InputError, LuaFastError, first_line
 from ..files import latent_files  # (one folder listing for this job and lua-fast upscale --input <folder>)
-from ..tiling import estimate_peak_bytes, is_out_of_memory, over_the_cpu_budget
+from ..tiling import estimate_peak_bytes, is_integer, is_out_of_memory, over_the_cpu_budget
 
 
 class LatentUpscaler:
@@ -225,11 +225,11 @@ def check_job(input_dir, weights, *, scale, precision, backend, batch_size, tile
     if not isinstance(backend, str) or (backend.strip().lower() not in dispatch.BACKENDS and
                                         backend.strip().lower() != "auto"):
         raise InputError(f"unknown backend {backend!r}; choose 'auto' or one of {list(dispatch.BACKENDS)}")
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+    if not is_integer(batch_size) or batch_size < 1:
         raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if not isinstance(scale, int) or isinstance(scale, bool):
+    if not is_integer(scale):
         raise InputError(f"scale must be an int (it names the outputs, <stem>.x<scale>), got {scale!r}")
-    if tile is not None and tile != "auto" and (not isinstance(tile, int) or isinstance(tile, bool) or tile < 1):
+    if tile is not None and tile != "auto" and (not is_integer(tile) or tile < 1):
         raise InputError(f"tile must be None, 'auto' or an int >= the window size, got {tile!r}")
     if hub.is_hub_path(weights) or hub.from_url(weights):
         return
@@ -239,7 +239,7 @@ def check_job(input_dir, weights, *, scale, precision, backend, batch_size, tile
     config, _ = validate_state_dict(read_checkpoint(weights))
     if scale not in config.scales:
         raise InputError(f"unsupported scale {scale!r}: {weights} has heads {config.heads}")
-    if isinstance(tile, int) and tile < config.window_size:
+    if is_integer(tile) and tile < config.window_size:
         raise InputError(f"tile must be an int >= the window size {config.window_size}, or 'auto'; got {tile!r}")
 
 
