@@ -331,8 +331,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _tile(value: str):
-    if value == "auto":
-        return value
+    if value.strip().lower() == "auto":
+        return "auto"
     try:
         return int(value)
     except ValueError:

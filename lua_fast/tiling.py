@@ -256,7 +256,9 @@ def run_tiled(model, x: torch.Tensor, scales: tuple[int, ...], config: LUAConfig
     if overlap is not None and (not is_integer(overlap) or overlap < 0):
         raise InputError(f"overlap must be an int >= 0, got {overlap!r}")
     overlap = None if overlap is None else int(overlap)
-    tile = tile if tile == "auto" or not is_integer(tile) else int(tile)
+    if isinstance(tile, str) and tile.strip().lower() == "auto":  # (any case, as lua_fast's other names)
+        tile = "auto"
+    tile = int(tile) if is_integer(tile) else tile
     memory_budget = memory_budget if not is_integer(memory_budget) else int(memory_budget)
     if tile != "auto":
         if not is_integer(tile) or tile < window:

@@ -378,7 +378,7 @@ def test_an_input_the_device_cannot_hold_is_reported_and_the_others_written(tmp_
     assert "Traceback" not in err and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["small.x2.safetensors"]
     assert main([*base, inputs[0], "--output", str(tmp_path / "big.x2.safetensors")]) == 2  # one input: status 2
     assert "out of memory upscaling" in capsys.readouterr().err
-    assert main([*base, inputs[0], "--output", str(tmp_path / "big.x2.safetensors"), "--tile", "auto"]) == 0
+    assert main([*base, inputs[0], "--output", str(tmp_path / "big.x2.safetensors"), "--tile", "AUTO"]) == 0  # (any case)
 
 
 @pytest.mark.parametrize("extra,message", [

@@ -176,6 +176,7 @@ def test_a_job_that_cannot_run_is_refused_before_the_cluster_starts(tmp_path, ra
 
     check_job(src, weights, scale=np.int64(2), precision="BF16", backend="Torch", batch_size=np.int32(4),
               tile=np.int64(4))
+    check_job(src, weights, scale=2, precision=None, backend="auto", batch_size=1, tile="Auto")  # (any case)
 
 
 def test_the_script_prints_a_refused_job_in_one_line(tmp_path, ray_must_not_start, monkeypatch, capsys):

@@ -118,6 +118,7 @@ def test_numpy_integers_are_tile_sizes(small):
     want = up.upscale(x, tile=16, overlap=4)
     assert torch.equal(up.upscale(x, tile=np.int64(16), overlap=np.int32(4)), want)
     assert torch.equal(up.upscale(x, tile="auto", memory_budget=np.int64(2**40)), up.upscale(x))
+    assert torch.equal(up.upscale(x, tile="Auto", memory_budget=2**40), up.upscale(x))  # (any case)
     with pytest.raises(InputError, match="tile must be an int"):
         up.upscale(x, tile=np.float64(16))
 

@@ -229,7 +229,8 @@ def check_job(input_dir, weights, *, scale, precision, backend, batch_size, tile
         raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}")
     if not is_integer(scale):
         raise InputError(f"scale must be an int (it names the outputs, <stem>.x<scale>), got {scale!r}")
-    if tile is not None and tile != "auto" and (not is_integer(tile) or tile < 1):
+    auto = isinstance(tile, str) and tile.strip().lower() == "auto"  # (any case, as upscale reads it)
+    if tile is not None and not auto and (not is_integer(tile) or tile < 1):
         raise InputError(f"tile must be None, 'auto' or an int >= the window size, got {tile!r}")
     if hub.is_hub_path(weights) or hub.from_url(weights):
         return
