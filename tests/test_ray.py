@@ -164,12 +164,13 @@ def test_a_job_that_cannot_run_is_refused_before_the_cluster_starts(tmp_path, ra
         (dict(tile="big"), InputError, "tile must be None, 'auto' or an int"),
         (dict(input_dir=tmp_path / "nowhere"), InputError, "input_dir .*nowhere is not found"),
         (dict(input_dir=src / "a.pt"), InputError, "input_dir .*a.pt is a file"),
+        (dict(output_dir=weights), InputError, "output_dir .*w.pth is a file"),
     ]
     for change, error, message in cases:
         job = {"input_dir": src, "output_dir": out, "weights": weights, **change}
         with pytest.raises(error, match=message):
             upscale_folder(**job)
-    assert not out.exists()
+    assert not out.exists() and weights.is_file()
     # NumPy integers (read from a config array) are ints here, as Upscaler.upscale takes them
     import numpy as np
     from lua_fast.integrations.ray import check_job

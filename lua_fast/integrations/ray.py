@@ -175,7 +175,7 @@ def upscale_folder(input_dir, output_dir, weights, *, scale: int = 2, precision:
     except ImportError as exc:
         raise ImportError(f"upscale_folder needs ray ({exc}): pip install \"lua_fast[ray]\"") from None
     check_job(input_dir, weights, scale=scale, precision=precision, backend=backend, batch_size=batch_size,
-              tile=tile)
+              tile=tile, output_dir=output_dir)
     files = latent_files(input_dir, skip=[weights])  # (the weights may sit beside the latents)
     if not files:
         return []
@@ -208,9 +208,10 @@ def upscale_folder(input_dir, output_dir, weights, *, scale: int = 2, precision:
     return [done[f] if f in done else next(ran) for f in files]  # (file order: ran rows keep todo's)
 
 
-def check_job(input_dir, weights, *, scale, precision, backend, batch_size, tile) -> None:
+def check_job(input_dir, weights, *, scale, precision, backend, batch_size, tile, output_dir=None) -> None:
     """Refuse, before Ray starts, a job whose every actor or every file would fail: before 2026-11-29 a
-    missing or unreadable checkpoint, an unknown precision or backend name, or ``batch_size=0`` started
+    missing or unreadable checkpoint, an unknown precision or backend name, an ``output_dir`` that is a
+    file, or ``batch_size=0`` started
     the cluster and ended in Ray's ``ActorDiedError`` tracebacks (8 s on a local instance), and a scale
     the model lacks gave every file the same error row. A local checkpoint is read and validated here,
     as each actor will (0.3-0.6 s for the released model); a hub file is left to the actors."""
@@ -221,6 +222,8 @@ def check_job(input_dir, weights, *, scale, precision, backend, batch_size, tile
     if not Path(input_dir).is_dir():
         raise InputError(f"input_dir {input_dir} is {'a file' if Path(input_dir).exists() else 'not found'}: "
                          "pass the folder that holds the latents files")
+    if output_dir is not None and Path(output_dir).exists() and not Path(output_dir).is_dir():
+        raise InputError(f"output_dir {output_dir} is a file: pass a folder for the outputs (created if missing)")
     resolve(precision, None)  # (InputError naming the precisions)
     if not isinstance(backend, str) or (backend.strip().lower() not in dispatch.BACKENDS and
                                         backend.strip().lower() != "auto"):
