@@ -211,9 +211,8 @@ def upscale_folder(input_dir, output_dir, weights, *, scale: int = 2, precision:
 def check_job(input_dir, weights, *, scale, precision, backend, batch_size, tile, output_dir=None) -> None:
     """Refuse, before Ray starts, a job whose every actor or every file would fail: before 2026-11-29 a
     missing or unreadable checkpoint, an unknown precision or backend name, an ``output_dir`` that is a
-    file, or ``batch_size=0`` started
-    the cluster and ended in Ray's ``ActorDiedError`` tracebacks (8 s on a local instance), and a scale
-    the model lacks gave every file the same error row. A local checkpoint is read and validated here,
+    file, or ``batch_size=0`` started the cluster and ended in Ray's ``ActorDiedError`` tracebacks
+    (8 s on a local instance), and a scale the model lacks gave every file the same error row. A local checkpoint is read and validated here,
     as each actor will (0.3-0.6 s for the released model); a hub file is left to the actors."""
     from .. import dispatch, hub
     from ..checkpoint import read_checkpoint, validate_state_dict
