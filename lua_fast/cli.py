@@ -138,6 +138,8 @@ def cmd_upscale(args) -> int:
         jobs.setdefault(source, {})[scale] = target
     upscaler = load(args.weights, device=args.device, dtype=args.dtype, backend=args.backend,
                     precision=args.precision)
+    # A scale the model lacks is one error, not one per input (each file read first)
+    upscaler._scales(args.scale[0] if len(args.scale) == 1 else tuple(args.scale))
     failed = 0
     for source, outputs in jobs.items():
         try:
