@@ -156,11 +156,11 @@ def run_suite(device: str | torch.device = "cpu", *, quick: bool = False, repeat
     left out silently); if none of them can run, ``BackendUnavailableError`` says why."""
     from .checkpoint import validate_state_dict
     from .reference import LUA
-    from . import load
+    from .upscaler import load, read_weights
 
     device = torch.device(device)
-    if state_dict is not None:
-        inferred, state_dict = validate_state_dict(state_dict)
+    if state_dict is not None:  # (or anything load takes: a path, bytes, a module, a wrapped state dict)
+        inferred, state_dict = validate_state_dict(read_weights(state_dict))
         if config is not None and config != inferred:
             raise InputError(f"config {config} is not the state dict's {inferred}: pass one of them")
         config = inferred
@@ -168,7 +168,7 @@ def run_suite(device: str | torch.device = "cpu", *, quick: bool = False, repeat
                                                           backends)
     repeat = _positive_int(repeat or (3 if quick else 10), "repeat")
     batch = _positive_int(batch, "batch")
-    plan, skipped = [], []
+    plan, unavailable = [], []
     for precision in precisions:
         reasons = dispatch.availability(device, precision, for_auto=True)
         for backend, reason in reasons.items():
@@ -176,14 +176,16 @@ def run_suite(device: str | torch.device = "cpu", *, quick: bool = False, repeat
                 continue
             if reason is None:
                 plan.append((precision, backend))
-            elif named is not None:
-                skipped.append({"backend": backend, "precision": precision, "reason": reason})
-                log(f"skipped {backend} {precision}: {reason}")
-    if plan and ("fp32", "reference") not in plan:  # (the base of every row's ratio, timed side by side)
-        plan.insert(0, ("fp32", "reference"))
+            else:
+                unavailable.append({"backend": backend, "precision": precision, "reason": reason})
     if not plan:
         raise BackendUnavailableError(f"nothing to time on {device}: " + "; ".join(
-            f"{r['backend']} {r['precision']}: {r['reason']}" for r in skipped))
+            f"{r['backend']} {r['precision']}: {r['reason']}" for r in unavailable))
+    skipped = unavailable if named is not None else []  # (named ones are reported; the default sweep's are not)
+    for r in skipped:
+        log(f"skipped {r['backend']} {r['precision']}: {r['reason']}")
+    if ("fp32", "reference") not in plan:  # (the base of every row's ratio, timed side by side)
+        plan.insert(0, ("fp32", "reference"))
     if state_dict is None:
         torch.manual_seed(0)
         state_dict = LUA(config).state_dict()

@@ -269,17 +269,13 @@ def cmd_bench(args) -> int:
     device = parse_device(args.device)
     if device.type == "cpu":
         print("lua-fast bench: CPU figures are a smoke test, not the product's target")
-    config = state_dict = None
-    if args.weights:
-        from .upscaler import read_weights
-
-        state_dict = read_weights(args.weights)
-    elif args.config:
+    config = None
+    if args.config:
         from .config import LUAConfig
 
         config = getattr(LUAConfig, args.config)()
     report = benchmark.run_suite(device, quick=args.quick, repeat=args.repeat or None, config=config,
-                                 state_dict=state_dict, sizes=args.sizes, scales=args.scales,
+                                 state_dict=args.weights, sizes=args.sizes, scales=args.scales,
                                  precisions=args.precisions, backends=args.backends, batch=args.batch,
                                  cuda_graphs=not args.no_cuda_graph, ops=not args.no_ops)
     report["weights"] = args.weights  # (None: random weights of report["config"])
