@@ -159,6 +159,8 @@ def run_suite(device: str | torch.device = "cpu", *, quick: bool = False, repeat
     from .upscaler import load, read_weights
 
     device = torch.device(device)
+    if device.type == "meta":
+        raise InputError("the meta device holds shapes only: nothing to time or compare; bench a cpu or cuda device")
     if state_dict is not None:  # (or anything load takes: a path, bytes, a module, a wrapped state dict)
         inferred, state_dict = validate_state_dict(read_weights(state_dict))
         if config is not None and config != inferred:

@@ -80,6 +80,7 @@ def test_bench_times_what_is_asked_for(tmp_path, capsys):
     (["--sizes", "0x4"], "latent sides must be >= 1"),
     (["--sizes", "8by8"], "expected a latent size HxW"),
     (["--config", "flux", "--weights", "w.pth"], "not allowed with"),
+    (["--device", "meta"], "the meta device holds shapes only"),
 ])
 def test_bench_refuses_a_sweep_it_cannot_run_before_timing(tmp_path, capsys, args, message):
     import re
