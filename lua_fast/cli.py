@@ -365,6 +365,9 @@ def _device(value: str) -> str:
         from .upscaler import auto_device
 
         return auto_device()
+    if value.strip().lower().split(":")[0] == "meta":  # (the API's shapes-only device: nothing to write or time)
+        raise argparse.ArgumentTypeError("the meta device holds shapes only, no values to write, show or time; "
+                                         "choose cpu, cuda or auto")
     return value
 
 
@@ -421,7 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmark every available backend x precision (JSON, markdown, plot)")
     p.add_argument("--quick", action="store_true", help="small sizes: a table in seconds")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", type=_device,
+                   help="cpu, cuda, cuda:1, ... or auto (default: cuda when a GPU is visible, else cpu)")
     p.add_argument("--repeat", type=int, default=0, help="timed calls per row (default 3 quick, 10 full)")
     p.add_argument("--out", default="bench-results", help="directory for bench.json / bench.md / bench.png")
     what = p.add_mutually_exclusive_group()

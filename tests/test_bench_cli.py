@@ -85,10 +85,19 @@ def test_bench_times_what_is_asked_for(tmp_path, capsys):
 def test_bench_refuses_a_sweep_it_cannot_run_before_timing(tmp_path, capsys, args, message):
     import re
 
-    with pytest.raises(SystemExit) if "not allowed" in message or "--sizes" in args else nullcontext():
+    parsing = "not allowed" in message or "--sizes" in args or "--device" in args  # (argparse's errors)
+    with pytest.raises(SystemExit) if parsing else nullcontext():
         assert main(["bench", "--device", "cpu", "--out", str(tmp_path / "r")] + args) == 2
     assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "r").exists()
+
+
+def test_run_suite_refuses_the_meta_device():
+    from lua_fast import InputError
+    from lua_fast.benchmark import run_suite
+
+    with pytest.raises(InputError, match="the meta device holds shapes only"):
+        run_suite("meta", quick=True)
 
 
 def test_the_cpu_rows_have_the_resident_peak():

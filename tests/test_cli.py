@@ -431,6 +431,11 @@ def test_device_auto_picks_cuda_when_a_gpu_is_visible(monkeypatch, capsys):
         assert parse(["demo", "--device", value]).device == "cuda"
         assert parse(["upscale", "--weights", "w", "--input", "z", "--device", value]).device == "cuda"
     assert parse(["demo"]).device == "cpu" and parse(["demo", "--device", "cuda:1"]).device == "cuda:1"
+    assert parse(["bench", "--device", "Auto"]).device == "cuda"  # (bench too, since 2026-11-29)
+    for command in (["demo"], ["upscale", "--weights", "w", "--input", "z"], ["bench"]):
+        with pytest.raises(SystemExit):  # before 2026-11-29 a traceback ("Cannot copy out of meta tensor")
+            parse([*command, "--device", "META"])
+        assert "the meta device holds shapes only" in capsys.readouterr().err
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main(["demo", "--small", "--device", "auto", "--repeat", "1"]) == 0
     assert "backend: torch on cpu" in capsys.readouterr().out
