@@ -347,8 +347,11 @@ def test_a_repeated_list_option_gathers_every_value(tmp_path, capsys):
                  "--input", str(tmp_path / "b.safetensors"), "--output-dir", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["a.x2.safetensors", "b.x2.safetensors"]
     assert main(["export", "--weights", str(tmp_path / "w.pth"), "--output", str(tmp_path / "m.onnx"),
-                 "--scales", "2", "--scales", "4"]) == 2
+                 "--scales", "2", "--scales", "X4"]) == 2  # (head names too, since 2026-11-29)
     assert "ONNX export takes one --scales value" in capsys.readouterr().err
+    from lua_fast.cli import build_parser
+
+    assert build_parser().parse_args(["export", "--weights", "w", "--output", "m.pt2", "--scales", "x2", "4"]).scales == [2, 4]
 
 
 def test_an_input_the_device_cannot_hold_is_reported_and_the_others_written(tmp_path, capsys, monkeypatch):
