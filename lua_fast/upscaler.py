@@ -464,6 +464,9 @@ def load(
 def read_weights(source) -> dict[str, torch.Tensor]:
     """The flat state dict of any weights ``load`` takes (not yet validated): a path, a hub path or
     link, bytes or a binary file object, a module, or a state dict."""
+    if isinstance(source, (str, os.PathLike)) and not os.fspath(source).strip():
+        # (an unset variable, load(os.environ.get("LUA_WEIGHTS", "")): Path("") is the working directory)
+        raise InputError("no checkpoint given: the path is empty")
     source = hub.from_url(source) or source  # a Hub file's https link goes through its cache too
     hub.refuse_url(source)
     if hub.is_hub_path(source):

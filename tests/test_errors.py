@@ -2,6 +2,8 @@
 
 import pickle
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -114,6 +116,17 @@ def test_a_directory_names_the_checkpoints_inside(tmp_path, sd):
     (tmp_path / "empty_dir").mkdir()
     with pytest.raises(CheckpointError, match=r"is a directory, not a checkpoint file$"):
         lua_fast.load(tmp_path / "empty_dir")
+
+
+@pytest.mark.parametrize("source", ["", "  "])
+def test_an_empty_path_is_no_checkpoint(source, tmp_path, sd, monkeypatch):
+    """``load(os.environ.get("LUA_WEIGHTS", ""))`` with the variable unset: Path("") is the working
+    directory, and before 2026-11-29 the error said ". is a directory, not a checkpoint file; it
+    holds ...: pass one of them" (or loaded the folder's listing hint)."""
+    torch.save({"params_ema": sd}, tmp_path / "lua_flux.pth")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match="no checkpoint given: the path is empty"):
+        lua_fast.load(source)
 
 
 def test_bad_backend_dtype_device(sd):

@@ -152,6 +152,7 @@ def test_a_job_that_cannot_run_is_refused_before_the_cluster_starts(tmp_path, ra
     out = tmp_path / "out"
     cases = [
         (dict(weights=tmp_path / "missing.pth"), FileNotFoundError, "checkpoint not found"),
+        (dict(weights=""), InputError, "no checkpoint given: the path is empty"),
         (dict(weights=tmp_path / "bad.pth"), CheckpointError, "LFS"),
         (dict(weights="https://example.com/lua.pth"), HubError, "is a URL"),
         (dict(weights={"a": torch.zeros(1)}), InputError, "checkpoint's path"),

@@ -215,7 +215,8 @@ def check_job(input_dir, weights, *, scale, precision, backend, batch_size, tile
     (8 s on a local instance), and a scale the model lacks gave every file the same error row. A local checkpoint is read and validated here,
     as each actor will (0.3-0.6 s for the released model); a hub file is left to the actors."""
     from .. import dispatch, hub
-    from ..checkpoint import read_checkpoint, validate_state_dict
+    from ..checkpoint import validate_state_dict
+    from ..upscaler import read_weights
     from ..precision import resolve
 
     if not Path(input_dir).is_dir():
@@ -239,7 +240,7 @@ def check_job(input_dir, weights, *, scale, precision, backend, batch_size, tile
     hub.refuse_url(weights)  # (another URL: HubError saying to download it)
     if not isinstance(weights, (str, PathLike)):
         raise InputError(f"weights must be a checkpoint's path (each actor loads it), got {type(weights).__name__}")
-    config, _ = validate_state_dict(read_checkpoint(weights))
+    config, _ = validate_state_dict(read_weights(weights))
     if scale not in config.scales:
         raise InputError(f"unsupported scale {scale!r}: {weights} has heads {config.heads}")
     if is_integer(tile) and tile < config.window_size:
