@@ -203,7 +203,9 @@ def cmd_convert(args) -> int:
         raise UsageError(f"the output must end in .safetensors (or .sft), got {args.output}")
     check_output_path(args.output, reads=[("the source checkpoint", args.weights)], force=args.force,
                       option="output")
-    state_dict = checkpoint.read_checkpoint(args.weights)
+    from .upscaler import read_weights
+
+    state_dict = read_weights(args.weights)  # (a local file, or a hub file as load takes it)
     config, _ = checkpoint.validate_state_dict(state_dict)
     state_dict = {k: v.contiguous() for k, v in state_dict.items()}  # as stored: no added buffers
     metadata = {"format": "pt", "source": Path(args.weights).name}

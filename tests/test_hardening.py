@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 import lua_fast
 from lua_fast import CheckpointError, InputError, NonFiniteInputError, NonFiniteOutputError
@@ -73,6 +73,20 @@ def test_convert_refuses_to_overwrite_its_source(tmp_path, sd, capsys):
     code, err = run_cli(["convert", src, src], capsys)
     assert code == 2 and len(err) == 1 and "same file as the source checkpoint" in err[0]
     assert src.read_bytes() == before
+
+
+
+def test_convert_reads_its_source_as_load_does(tmp_path, sd, capsys, monkeypatch):
+    """An empty source was ". is a directory ..." and a hub file "checkpoint not found: hf:/..." before
+    2026-11-29: convert read files itself; it now reads what load reads."""
+    code, err = run_cli(["convert", "", tmp_path / "out.safetensors"], capsys)
+    assert code == 2 and err == ["lua-fast convert: error: no checkpoint given: the path is empty"]
+    from lua_fast import hub
+
+    torch.save({"params_ema": sd}, tmp_path / "cached.pth")
+    monkeypatch.setattr(hub, "download", lambda path: str(tmp_path / "cached.pth"))  # (the Hub's cache)
+    code, err = run_cli(["convert", "hf://owner/repo/lua.pth", tmp_path / "out.safetensors"], capsys)
+    assert code == 0 and set(load_file(str(tmp_path / "out.safetensors"))) == set(sd)
 
 
 def test_interrupted_writes_leave_no_half_file(tmp_path, monkeypatch):
