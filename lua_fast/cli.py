@@ -104,7 +104,8 @@ def upscale_targets(args) -> list[tuple[str, int, Path]]:
         by_target: dict[Path, list[str]] = {}
         for inp, _, target in targets:
             by_target.setdefault(target.resolve(), []).append(inp)
-        shared = [inputs for inputs in by_target.values() if len(inputs) > 1]
+        # (once per group of inputs, whatever the number of scales they share names at)
+        shared = list(dict.fromkeys(tuple(inputs) for inputs in by_target.values() if len(inputs) > 1))
         if shared:
             raise UsageError("these inputs would write the same output (<stem>.x<scale>.<suffix>): "
                              + "; ".join(", ".join(inputs) for inputs in shared))

@@ -495,3 +495,9 @@ def test_several_scales_share_one_trunk_pass(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         main(["upscale", "--weights", "w.pth", "--input", inputs[0], "--output-dir", "o3", "--scale", "x"])
     assert "expected a scale such as 2 or x2, got 'x'" in capsys.readouterr().err
+    # Two inputs sharing a stem are named once, not once per scale
+    (tmp_path / "d").mkdir()
+    save_file({"latents": z["a"]}, str(tmp_path / "d" / "a.safetensors"))
+    assert main(["upscale", "--weights", str(tmp_path / "w.pth"), "--input", inputs[0], str(tmp_path / "d" / "a.safetensors"),
+                 "--output-dir", str(tmp_path / "o4"), "--scale", "2", "4"]) == 2
+    assert capsys.readouterr().err.count("a.safetensors") == 2
