@@ -128,8 +128,8 @@ def cmd_upscale(args) -> int:
     targets = upscale_targets(args)
     if args.skip_existing:  # outputs are written atomically: one that reads is whole
         kept = {triple for triple in targets if written_shape(triple[2]) is not None}
-        for source, _, target in targets:
-            if (source, _, target) in kept:
+        for source, scale, target in targets:
+            if (source, scale, target) in kept:
                 print(f"{source} -> {target} exists (--skip-existing)")
         targets = [triple for triple in targets if triple not in kept]  # (an input runs its missing scales)
         if not targets:
@@ -139,7 +139,7 @@ def cmd_upscale(args) -> int:
         jobs.setdefault(source, {})[scale] = target
     upscaler = load(args.weights, device=args.device, dtype=args.dtype, backend=args.backend,
                     precision=args.precision)
-    # A scale the model lacks is one error, not one per input (each file read first)
+    # A scale the model lacks: one error here, not one per input file below
     upscaler._scales(args.scale[0] if len(args.scale) == 1 else tuple(args.scale))
     failed = 0
     for source, outputs in jobs.items():
