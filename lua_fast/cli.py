@@ -406,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", help="a folder for the outputs of one or more inputs (created if missing): "
                    "<stem>.x<scale>.safetensors, or .latent for a .latent input; the model is loaded once")
     p.add_argument("--key", default=LATENTS_KEY, help=f"tensor key in the input/output files (default: {LATENTS_KEY}; "
-                   "ComfyUI's latent_tensor is found without it)")
+                   "ComfyUI's latent_tensor or samples, or a file's one tensor, is found without it)")
     p.add_argument("--no-check-finite", action="store_true", help="skip the NaN/Inf input check")
     p.add_argument("--tile", type=_tile, default=None, help="tile size in latent pixels, or 'auto' (see lua_fast.tiling)")
     p.add_argument("--overlap", type=int, default=None, help="tile overlap in latent pixels (default 2 windows)")

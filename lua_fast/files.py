@@ -34,6 +34,7 @@ LATENTS_KEY = "latents"
 # ComfyUI's latent files: safetensors named ".latent"; LATENT "samples" are raw VAE latents there.
 COMFYUI_SUFFIX = ".latent"
 COMFYUI_KEY, COMFYUI_VERSION_KEY = "latent_tensor", "latent_format_version_0"
+COMFYUI_LATENT_DICT_KEY = "samples"  # ComfyUI's in-memory LATENT: {"samples": ..., "batch_index", "noise_mask"}
 COMFYUI_LEGACY_SCALE = 0.18215  # files without the version marker hold SD 1.x-scaled latents
 LATENT_SUFFIXES = CHECKPOINT_SUFFIXES + (COMFYUI_SUFFIX,)  # what lua-fast reads and writes as latents
 # A folder's latents (any format under any of these names, read by content): not .bin or .ckpt,
@@ -99,8 +100,8 @@ def _first_line(exc: Exception) -> str:
 def read_latents(path: str | Path, key: str = LATENTS_KEY) -> torch.Tensor:
     """A latents tensor from ``.safetensors`` (under ``key``, or its only tensor) or ``.pt``.
 
-    A ``.pt`` file may hold a tensor or a dict with the tensor under ``key``; pickles are read
-    with ``weights_only=True``. A ComfyUI latent file (a ``latent_tensor`` key) is read as
+    A ``.pt`` file may hold a tensor or a dict with the tensor under ``key`` (else under ComfyUI's
+    LATENT key ``samples``, or the dict's one tensor); pickles are read with ``weights_only=True``. A ComfyUI latent file (a ``latent_tensor`` key) is read as
     ComfyUI's LoadLatent reads it: without its ``latent_format_version_0`` marker, the latents
     are divided by 0.18215 (float32). Before 2026-11-28 ComfyUI files needed ``--key latent_tensor``
     and a file without the marker was read 5.49x too large.
@@ -119,12 +120,14 @@ def read_latents(path: str | Path, key: str = LATENTS_KEY) -> torch.Tensor:
     tensors = {key: obj} if isinstance(obj, torch.Tensor) else obj
     if not isinstance(tensors, dict):
         raise InputError(f"{path} holds a {type(obj).__name__}, not a tensor or a dict of tensors")
-    if key not in tensors and COMFYUI_KEY in tensors:
-        key = COMFYUI_KEY
+    if key not in tensors:  # ComfyUI's latent file, or its LATENT dict saved with torch.save
+        key = next((k for k in (COMFYUI_KEY, COMFYUI_LATENT_DICT_KEY) if k in tensors), key)
+    only = [k for k, v in tensors.items() if isinstance(v, torch.Tensor)]
     if key in tensors:
         latents = tensors[key]
-    elif len(tensors) == 1:
-        key, latents = next(iter(tensors.items()))
+    elif len(tensors) == 1 or len(only) == 1:  # (the one tensor beside other values: a list, a string)
+        key = next(iter(tensors)) if len(tensors) == 1 else only[0]
+        latents = tensors[key]
     else:
         names = sorted(map(str, tensors))
         shown = ", ".join(map(repr, names[:8])) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")

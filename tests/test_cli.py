@@ -501,3 +501,21 @@ def test_several_scales_share_one_trunk_pass(tmp_path, capsys, monkeypatch):
     assert main(["upscale", "--weights", str(tmp_path / "w.pth"), "--input", inputs[0], str(tmp_path / "d" / "a.safetensors"),
                  "--output-dir", str(tmp_path / "o4"), "--scale", "2", "4"]) == 2
     assert capsys.readouterr().err.count("a.safetensors") == 2
+
+
+def test_a_saved_comfyui_latent_dict_and_a_lone_tensor_are_read(tmp_path):
+    """ComfyUI's LATENT dict saved with torch.save ({"samples", "batch_index", "noise_mask"}) and a
+    dict whose one tensor sits beside other values: before 2026-11-29 "has no tensor under key
+    'latents'; it holds 'batch_index', 'samples' (use --key)"."""
+    from lua_fast.files import read_latents
+
+    z, mask = torch.randn(1, 4, 6, 6), torch.ones(1, 1, 48, 48)
+    cases = {"latent_dict.pt": {"samples": z, "batch_index": [0], "noise_mask": mask},
+             "with_metadata.pt": {"z": z, "prompt": "a cat", "steps": 20}}
+    for name, obj in cases.items():
+        torch.save(obj, tmp_path / name)
+        assert torch.equal(read_latents(tmp_path / name), z), name
+    torch.save({"a": z, "b": mask}, tmp_path / "two.pt")  # two tensors: which is meant is the user's to say
+    with pytest.raises(lua_fast.InputError, match="it holds 'a', 'b' \\(use --key\\)"):
+        read_latents(tmp_path / "two.pt")
+    assert torch.equal(read_latents(tmp_path / "two.pt", key="b"), mask)
