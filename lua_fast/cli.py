@@ -438,7 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", type=_latent_size, nargs="+", action="extend", default=None, metavar="HxW",
                    help="latent sizes, e.g. 64x64 128x128 (default: by device and --quick)")
     p.add_argument("--batch", type=int, default=1, help="latents per forward (default: 1)")
-    p.add_argument("--scales", type=int, nargs="+", action="extend", default=None, help="scales to time (default: by device)")
+    p.add_argument("--scales", type=_scale, nargs="+", action="extend", default=None,
+                   help="scales to time, 2 4 or x2 x4 (default: by device)")
     p.add_argument("--precisions", nargs="+", action="extend", default=None,
                    help="precision modes to time (default: by device); the fp32 reference is always timed")
     p.add_argument("--backends", nargs="+", action="extend", default=None,

@@ -101,9 +101,9 @@ def read_latents(path: str | Path, key: str = LATENTS_KEY) -> torch.Tensor:
     """A latents tensor from ``.safetensors`` (under ``key``, or its only tensor) or ``.pt``.
 
     A ``.pt`` file may hold a tensor or a dict with the tensor under ``key`` (else under ComfyUI's
-    LATENT key ``samples``, or the dict's one tensor); pickles are read with ``weights_only=True``. A ComfyUI latent file (a ``latent_tensor`` key) is read as
-    ComfyUI's LoadLatent reads it: without its ``latent_format_version_0`` marker, the latents
-    are divided by 0.18215 (float32). Before 2026-11-28 ComfyUI files needed ``--key latent_tensor``
+    LATENT key ``samples``, or the dict's one tensor); pickles are read with ``weights_only=True``.
+    A ComfyUI latent file (a ``latent_tensor`` key) is read as ComfyUI's LoadLatent reads it:
+    without its ``latent_format_version_0`` marker, the latents are divided by 0.18215 (float32). Before 2026-11-28 ComfyUI files needed ``--key latent_tensor``
     and a file without the marker was read 5.49x too large.
     """
     path = Path(path)

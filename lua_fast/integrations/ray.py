@@ -160,9 +160,9 @@ def upscale_folder(input_dir, output_dir, weights, *, scale: int = 2, precision:
     """Upscale every latent file of ``input_dir`` into ``output_dir`` with Ray Data; returns one row per
     file (``path``, ``output``, ``error``, ``shape``) in file order. Connects to the running Ray
     cluster (``ray.init()`` first to choose one, or pass its ``address``; a local one is started
-    otherwise), after checking the job's arguments and reading the checkpoint here (``check_job``). With GPUs,
-    ``actors`` defaults to the cluster's GPU count and each actor gets one GPU (and Ray's default
-    CPU); without, to one actor per node with that node's cores (``cpu_actor_plan``: Ray gives an
+    otherwise), after checking the job's arguments and reading the checkpoint here (``check_job``).
+    With GPUs, ``actors`` defaults to the cluster's GPU count and each actor gets one GPU (and Ray's
+    default CPU); without, to one actor per node with that node's cores (``cpu_actor_plan``: Ray gives an
     actor as many PyTorch threads as CPUs). ``tile`` is passed to ``Upscaler.upscale`` (None:
     untiled, the exact result).
 
@@ -212,12 +212,13 @@ def check_job(input_dir, weights, *, scale, precision, backend, batch_size, tile
     """Refuse, before Ray starts, a job whose every actor or every file would fail: before 2026-11-29 a
     missing or unreadable checkpoint, an unknown precision or backend name, an ``output_dir`` that is a
     file, or ``batch_size=0`` started the cluster and ended in Ray's ``ActorDiedError`` tracebacks
-    (8 s on a local instance), and a scale the model lacks gave every file the same error row. A local checkpoint is read and validated here,
-    as each actor will (0.3-0.6 s for the released model); a hub file is left to the actors."""
+    (8 s on a local instance), and a scale the model lacks gave every file the same error row. A
+    local checkpoint is read and validated here, as each actor will (0.2 s for the released model's
+    safetensors file on the development CPU); a hub file is left to the actors."""
     from .. import dispatch, hub
     from ..checkpoint import validate_state_dict
-    from ..upscaler import read_weights
     from ..precision import resolve
+    from ..upscaler import read_weights
 
     if not Path(input_dir).is_dir():
         raise InputError(f"input_dir {input_dir} is {'a file' if Path(input_dir).exists() else 'not found'}: "
