@@ -332,7 +332,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _tile(value: str):
-    if value.strip().lower() == "auto":
+    from .tiling import is_auto
+
+    if is_auto(value):
         return "auto"
     try:
         return int(value)

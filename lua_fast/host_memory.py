@@ -19,6 +19,7 @@ starts one thread per core of the host, so a container limited to 4 CPUs on a 64
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 # A limit at or above this is "no limit" (cgroup v1 writes 2^63 rounded down to a page).
@@ -156,6 +157,21 @@ def _status_bytes(key: str, status: Path = Path("/proc/self/status")) -> int | N
     return None
 
 
+@functools.lru_cache(maxsize=None)
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None (another C library: nothing to trim this way). Looked up once:
+    ``ctypes.util.find_library`` runs ``ldconfig`` in a subprocess."""
+    import ctypes
+    import ctypes.util
+
+    for find in (lambda: "libc.so.6", lambda: ctypes.util.find_library("c")):  # (the second only if needed)
+        try:
+            return ctypes.CDLL(find()).malloc_trim
+        except (OSError, AttributeError, TypeError):  # (TypeError: find_library found nothing)
+            continue
+    return None
+
+
 def reset_resident_peak() -> int | None:
     """Start measuring this process's peak resident set (``lua-fast bench`` on the CPU): freed heap is
     handed back to the system first (glibc's ``malloc_trim``: memory a previous forward freed would
@@ -163,13 +179,9 @@ def reset_resident_peak() -> int | None:
     reset (``/proc/self/clear_refs``, Linux 4.0+). Returns the resident bytes now, the base of
     :func:`resident_peak`, or None where the peak cannot be reset (not Linux, or a /proc that refuses
     the write)."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # (not glibc: nothing to trim this way)
-        pass
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:

@@ -238,6 +238,11 @@ def untiled(model, x: torch.Tensor, scales: tuple[int, ...], progress) -> dict[i
 MIN_AUTO_TILE_WINDOWS = 2  # tile="auto" never goes below 2 x 2 windows
 
 
+def is_auto(tile) -> bool:
+    """``tile`` names automatic tiling: "auto" in any case, as lua_fast's other names."""
+    return isinstance(tile, str) and tile.strip().lower() == "auto"
+
+
 def is_integer(value) -> bool:
     """An int or another integral type (NumPy's, read from an array or a config), not a bool: what
     the tile sizes, scales and counts of lua_fast's APIs take."""
@@ -256,9 +261,7 @@ def run_tiled(model, x: torch.Tensor, scales: tuple[int, ...], config: LUAConfig
     if overlap is not None and (not is_integer(overlap) or overlap < 0):
         raise InputError(f"overlap must be an int >= 0, got {overlap!r}")
     overlap = None if overlap is None else int(overlap)
-    if isinstance(tile, str) and tile.strip().lower() == "auto":  # (any case, as lua_fast's other names)
-        tile = "auto"
-    tile = int(tile) if is_integer(tile) else tile
+    tile = "auto" if is_auto(tile) else int(tile) if is_integer(tile) else tile
     memory_budget = memory_budget if not is_integer(memory_budget) else int(memory_budget)
     if tile != "auto":
         if not is_integer(tile) or tile < window:

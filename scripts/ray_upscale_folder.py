@@ -14,6 +14,7 @@ import sys
 
 from lua_fast.errors import LuaFastError
 from lua_fast.integrations.ray import upscale_folder
+from lua_fast.tiling import is_auto
 
 
 def main() -> int:
@@ -24,7 +25,7 @@ def main() -> int:
     parser.add_argument("--scale", type=int, default=2)
     parser.add_argument("--precision", default=None, help="fp32, bf16, fp16 or mixed (default: fp32)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--tile", type=lambda v: "auto" if v.strip().lower() == "auto" else int(v), default=None,
+    parser.add_argument("--tile", type=lambda v: "auto" if is_auto(v) else int(v), default=None,
                         help="tile size in latent pixels, or 'auto' (default: untiled)")
     parser.add_argument("--actors", type=int, default=None,
                         help="actors (default: one per GPU; without GPUs, one per node)")

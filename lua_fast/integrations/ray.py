@@ -31,7 +31,7 @@ import torch
 
 from ..errors import InputError, LuaFastError, first_line
 from ..files import latent_files  # (one folder listing for this job and lua-fast upscale --input <folder>)
-from ..tiling import estimate_peak_bytes, is_integer, is_out_of_memory, over_the_cpu_budget
+from ..tiling import estimate_peak_bytes, is_auto, is_integer, is_out_of_memory, over_the_cpu_budget
 
 
 class LatentUpscaler:
@@ -233,8 +233,7 @@ def check_job(input_dir, weights, *, scale, precision, backend, batch_size, tile
         raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}")
     if not is_integer(scale):
         raise InputError(f"scale must be an int (it names the outputs, <stem>.x<scale>), got {scale!r}")
-    auto = isinstance(tile, str) and tile.strip().lower() == "auto"  # (any case, as upscale reads it)
-    if tile is not None and not auto and (not is_integer(tile) or tile < 1):
+    if tile is not None and not is_auto(tile) and (not is_integer(tile) or tile < 1):
         raise InputError(f"tile must be None, 'auto' or an int >= the window size, got {tile!r}")
     if hub.is_hub_path(weights) or hub.from_url(weights):
         return
