@@ -342,6 +342,21 @@ def _tile(value: str):
         raise argparse.ArgumentTypeError(f"expected a tile size in latent pixels or 'auto', got {value!r}") from None
 
 
+def _at_least(minimum: int):
+    """An argparse type: an int >= ``minimum`` (a count or a size), refused while parsing, not as a
+    traceback later (before 2026-11-29 `demo --repeat -1` ended in an UnboundLocalError)."""
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an int, got {value!r}") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"expected an int >= {minimum}, got {number}")
+        return number
+
+    return parse
+
+
 def _scale(value: str) -> int:
     """"4", or the head name "x4" (any case) as the Python API and the official functions name it."""
     text = value.strip().lower()
@@ -431,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="small sizes: a table in seconds")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", type=_device,
                    help="cpu, cuda, cuda:1, ... or auto (default: cuda when a GPU is visible, else cpu)")
-    p.add_argument("--repeat", type=int, default=0, help="timed calls per row (default 3 quick, 10 full)")
+    p.add_argument("--repeat", type=_at_least(0), default=0, help="timed calls per row (default 3 quick, 10 full)")
     p.add_argument("--out", default="bench-results", help="directory for bench.json / bench.md / bench.png")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--config", choices=("flux", "sdxl", "small"), default=None,
@@ -439,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--weights", default=None, help="a checkpoint to time instead (its configuration and weights)")
     p.add_argument("--sizes", type=_latent_size, nargs="+", action="extend", default=None, metavar="HxW",
                    help="latent sizes, e.g. 64x64 128x128 (default: by device and --quick)")
-    p.add_argument("--batch", type=int, default=1, help="latents per forward (default: 1)")
+    p.add_argument("--batch", type=_at_least(1), default=1, help="latents per forward (default: 1)")
     p.add_argument("--scales", type=_scale, nargs="+", action="extend", default=None,
                    help="scales to time, 2 4 or x2 x4 (default: by device)")
     p.add_argument("--precisions", nargs="+", action="extend", default=None,
@@ -459,8 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", help="auto or a backend name from 'lua-fast info'")
     p.add_argument("--scales", type=_scale, nargs="+", action="extend", default=None,  # (None: extend adds to a default)
                    help="heads to include, 2 4 or x2 x4 (default: 2 4)")
-    p.add_argument("--max-batch", type=int, default=16, help="largest batch the package accepts (default: 16)")
-    p.add_argument("--max-side", type=int, default=512, help="largest padded latent side (default: 512)")
+    p.add_argument("--max-batch", type=_at_least(1), default=16, help="largest batch the package accepts (default: 16)")
+    p.add_argument("--max-side", type=_at_least(1), default=512, help="largest padded latent side (default: 512)")
     p.add_argument("--force", action="store_true", help="allow --output to overwrite --weights")
     p.set_defaults(func=cmd_export)
 
@@ -472,9 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="upscale a synthetic latent with random weights (no download)")
     p.add_argument("--small", action="store_true", help="a small config instead of the released one")
-    p.add_argument("--size", type=int, default=0, help="latent height (width is height+3)")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--repeat", type=int, default=2, help="timed runs after one warm-up")
+    p.add_argument("--size", type=_at_least(0), default=0, help="latent height (width is height+3; 0: 20 small, 32 released)")
+    p.add_argument("--batch", type=_at_least(1), default=1)
+    p.add_argument("--repeat", type=_at_least(1), default=2, help="timed runs after one warm-up")
     p.add_argument("--seed", type=int, default=0)
     runtime_options(p)
     p.set_defaults(func=cmd_demo)

@@ -34,6 +34,7 @@ from .config import LUAConfig
 from .errors import InputError, LuaFastError
 from .padding import pad_to_window_multiple, sides_are_window_multiples
 from .precision import Precision, backend_flags, resolve
+from .tiling import is_integer
 
 METADATA = "lua_fast.json"
 MODEL_NAME = "model"
@@ -65,12 +66,20 @@ def _export(upscaler, scales, max_batch: int, max_side: int, strict: bool = Fals
     bad = [s for s in scales if s not in upscaler.config.scales]
     if bad:
         raise InputError(f"scales {bad} are not heads of this model {upscaler.config.scales}")
+    if not is_integer(max_batch) or max_batch < 1:
+        raise InputError(f"max_batch must be an int >= 1, got {max_batch!r}")
+    if not is_integer(max_side) or max_side < window:
+        raise InputError(f"max_side must be an int >= the window size {window} (a padded side is a window "
+                         f"multiple), got {max_side!r}")
     module = _Heads(upscaler.model, scales).eval()
-    # A non-square example with batch 2, so no size is specialised on by accident.
+    # A non-square example with batch 2, so no size is specialised on by accident. The graph's bounds
+    # hold that example (batch 2, 2 x 3 windows) whatever max_batch and max_side are; the package's
+    # runner enforces those (before 2026-11-29 max_batch=1 failed in torch's Dim, and a max_side under
+    # 3 windows in torch.export's constraint solver).
     example = torch.randn(2, upscaler.config.in_channels, 2 * window, 3 * window, device=upscaler.device,
                           dtype=upscaler.dtype)
-    blocks = max(2, max_side // window)
-    dynamic = {"x": {0: Dim("batch", min=1, max=max_batch), 2: window * Dim("rows", min=1, max=blocks),
+    blocks = max(3, max_side // window)
+    dynamic = {"x": {0: Dim("batch", min=1, max=max(2, max_batch)), 2: window * Dim("rows", min=1, max=blocks),
                      3: window * Dim("cols", min=1, max=blocks)}}
     with torch.no_grad():
         try:

@@ -75,8 +75,8 @@ def test_bench_times_what_is_asked_for(tmp_path, capsys):
     (["--backends", "cuda"], "unknown backends \\['cuda'\\]"),
     (["--backends", "triton"], "nothing to time on cpu: triton fp32: "),
     (["--precisions", "tf32"], "nothing to time on cpu: triton tf32: .*; reference tf32: tf32 needs CUDA"),
-    (["--batch", "0"], "batch must be an int >= 1"),
-    (["--repeat", "-1"], "repeat must be an int >= 1"),
+    (["--repeat", "-1"], "argument --repeat: expected an int >= 0, got -1"),
+    (["--batch", "0"], "argument --batch: expected an int >= 1, got 0"),
     (["--sizes", "0x4"], "latent sides must be >= 1"),
     (["--sizes", "8by8"], "expected a latent size HxW"),
     (["--config", "flux", "--weights", "w.pth"], "not allowed with"),
@@ -85,19 +85,24 @@ def test_bench_times_what_is_asked_for(tmp_path, capsys):
 def test_bench_refuses_a_sweep_it_cannot_run_before_timing(tmp_path, capsys, args, message):
     import re
 
-    parsing = "not allowed" in message or "--sizes" in args or "--device" in args  # (argparse's errors)
+    parsing = ("not allowed" in message or "argument --" in message or "--sizes" in args
+               or "--device" in args)  # (argparse's own errors: SystemExit)
     with pytest.raises(SystemExit) if parsing else nullcontext():
         assert main(["bench", "--device", "cpu", "--out", str(tmp_path / "r")] + args) == 2
     assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "r").exists()
 
 
-def test_run_suite_refuses_the_meta_device():
+def test_run_suite_refuses_what_it_cannot_time():
     from lua_fast import InputError
     from lua_fast.benchmark import run_suite
 
     with pytest.raises(InputError, match="the meta device holds shapes only"):
         run_suite("meta", quick=True)
+    with pytest.raises(InputError, match="repeat must be an int >= 1, got -1"):
+        run_suite("cpu", quick=True, repeat=-1)
+    with pytest.raises(InputError, match="batch must be an int >= 1, got 0"):
+        run_suite("cpu", quick=True, batch=0)
 
 
 def test_the_cpu_rows_have_the_resident_peak():

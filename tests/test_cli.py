@@ -519,3 +519,18 @@ def test_a_saved_comfyui_latent_dict_and_a_lone_tensor_are_read(tmp_path):
     with pytest.raises(lua_fast.InputError, match="it holds 'a', 'b' \\(use --key\\)"):
         read_latents(tmp_path / "two.pt")
     assert torch.equal(read_latents(tmp_path / "two.pt", key="b"), mask)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["demo", "--small", "--repeat", "-1"], "argument --repeat: expected an int >= 1, got -1"),  # (UnboundLocalError)
+    (["demo", "--small", "--repeat", "0"], "argument --repeat: expected an int >= 1, got 0"),  # ("no median for empty data")
+    (["demo", "--small", "--size", "-1"], "argument --size: expected an int >= 0, got -1"),  # (a RuntimeError traceback)
+    (["demo", "--small", "--batch", "0"], "argument --batch: expected an int >= 1, got 0"),
+    (["export", "--weights", "w.pth", "--output", "m.pt2", "--max-batch", "0"], "argument --max-batch: expected an int >= 1"),
+])
+def test_counts_and_sizes_below_their_least_are_refused_while_parsing(args, message, capsys):
+    """Before 2026-11-29 these ran and failed inside: tracebacks or statistics' own message."""
+    with pytest.raises(SystemExit):
+        main(args)
+    assert message in capsys.readouterr().err
+

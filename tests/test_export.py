@@ -141,3 +141,22 @@ def test_export_command_errors(tmp_path, sd):
     assert main(["export", "--weights", str(tmp_path / "w.pth"), "--output", str(tmp_path / "m.zip")]) == 2
     assert main(["export", "--weights", str(tmp_path / "w.pth"), "--output", str(tmp_path / "m.onnx"),
                  "--scales", "2", "4"]) == 2
+
+
+def test_an_export_of_one_batch_or_small_sides_traces(sd):
+    """``max_batch=1`` (batch-1 serving) failed in torch's Dim ("inconsistent min=1, max=1", a
+    traceback from the CLI) and a ``max_side`` under three windows in torch.export's constraint
+    solver ("24 not in range [8, 16]") before 2026-11-29: the traced example (batch 2, 2 x 3
+    windows) did not fit the bounds. The graph's bounds now hold the example; the package's runner
+    enforces the caller's (test_package_contract_and_limits)."""
+    from lua_fast.export import _export, metadata
+
+    up = lua_fast.load(sd, backend="reference")
+    program, scales, _ = _export(up, None, 1, 12)  # (both at once: a trace takes seconds)
+    x = torch.randn(2, 4, 24, 16)  # (module() also checks the trace's guards, which the package does not)
+    assert torch.equal(program.module()(x)[0], up.model(x, scales)[scales[0]])
+    assert metadata(up, scales, 1, 12)["max_batch"] == 1
+    for max_batch, max_side, text in [(0, 64, "max_batch must be an int >= 1"),
+                                      (4, 7, "max_side must be an int >= the window size 8")]:
+        with pytest.raises(InputError, match=text):
+            _export(up, None, max_batch, max_side)
