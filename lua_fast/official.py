@@ -38,7 +38,9 @@ def load_model(weights_path: str | os.PathLike | None = None, device: str | torc
 
 def upscale_latent(model: Upscaler, latent: torch.Tensor, head: str = "x2") -> torch.Tensor:
     """Upscale one latent batch (B, C, h, w) with the head named ``head``; float32 on the model's device."""
-    return model.upscale(latent.to(model.device), scale=head).float()
+    # (a non-tensor goes on as it is, for upscale's InputError: before 2026-11-29 an AttributeError)
+    moved = latent.to(model.device) if isinstance(latent, torch.Tensor) else latent
+    return model.upscale(moved, scale=head).float()
 
 
 __all__ = ["load_model", "upscale_latent"]

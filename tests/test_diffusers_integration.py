@@ -189,3 +189,42 @@ def test_the_family_is_read_from_the_vae_and_a_wrong_one_raises(family, vae_conf
                 integ.from_raw_latents(z, vae, wrong)
     up = upscaler(c)
     assert torch.equal(integ.upscale_pipeline_latents(up, z.float(), vae), integ.upscale_pipeline_latents(up, z.float(), vae, family))
+
+
+def test_wrong_inputs_raise_input_errors_and_decode_is_checked_before_the_upscale(monkeypatch):
+    """Each of these was another exception before 2026-11-29 (AttributeError, TypeError, a
+    broadcasting RuntimeError, an unpacking ValueError), and ``decode_image=True`` with the VAE's
+    config instead of the VAE failed only after the upscale had run."""
+    vae = tiny_vae(**FLUX_VAE)
+    z = torch.randn(1, 16, 4, 6)
+    for wrong in (z.numpy(), z.tolist()):
+        for call in (lambda: integ.to_raw_latents(wrong, vae, "flux"),
+                     lambda: integ.from_raw_latents(wrong, vae, "flux"),
+                     lambda: integ.pack_flux_latents(wrong),
+                     lambda: integ.unpack_flux_latents(wrong, 32, 48),
+                     lambda: integ.upscale_pipeline_latents(upscaler(16), wrong, vae, "flux")):
+            with pytest.raises(lua_fast.InputError, match="must be a torch.Tensor"):
+                call()
+    with pytest.raises(lua_fast.InputError, match=r"takes \(B, C, h, w\)"):
+        integ.pack_flux_latents(z[0])
+    with pytest.raises(lua_fast.InputError, match=r"raw latents must be \(B, C, h, w\)"):
+        integ.from_raw_latents(z[0], vae, "flux", pack=True)
+    for config in ({"shift_factor": 0.1}, {"scaling_factor": None, "shift_factor": 0.1},
+                   {"scaling_factor": 0, "shift_factor": 0.1}, {"scaling_factor": "0.3", "shift_factor": 0.1}):
+        for call in (integ.to_raw_latents, integ.from_raw_latents):
+            with pytest.raises(lua_fast.InputError, match="positive scaling_factor"):
+                call(z, config, "sd3")
+    stats = dict(scaling_factor=0.5, latents_mean=SDXL_MEAN, latents_std=SDXL_STD)
+    for call in (integ.to_raw_latents, integ.from_raw_latents):
+        with pytest.raises(lua_fast.InputError, match="4 / 4 entries but the latents have 16 channels"):
+            call(z, stats, "sdxl")
+
+    up = upscaler(16)
+    ran = []
+    monkeypatch.setattr(type(up), "upscale", lambda self, *a, **k: ran.append(1))
+    for not_a_vae in (vae.config, dict(FLUX_VAE)):
+        with pytest.raises(lua_fast.InputError, match=r"needs the VAE itself .* got"):
+            integ.upscale_pipeline_latents(up, z, not_a_vae, "flux", decode_image=True)
+        with pytest.raises(lua_fast.InputError, match="needs the VAE itself"):
+            integ.decode(not_a_vae, z)
+    assert ran == []

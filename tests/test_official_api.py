@@ -49,6 +49,9 @@ def test_defaults_and_dtypes_follow_the_official_signature():
     model = load_model(FIXTURES / "official_small.pth", dtype=torch.bfloat16, backend="torch")
     assert model.dtype == torch.bfloat16 and model.backend == "torch"
     assert upscale_latent(model, torch.randn(1, 16, 8, 8, dtype=torch.float64)).dtype == torch.float32
+    # not a tensor: upscale's InputError (before 2026-11-29 an AttributeError from .to)
+    with pytest.raises(lua_fast.InputError, match="must be a torch.Tensor, got ndarray"):
+        upscale_latent(model, torch.randn(1, 16, 8, 8).numpy())
 
 
 def test_upscale_accepts_head_names(official):

@@ -23,6 +23,7 @@ to the pipeline's space), and ``pack_flux_latents`` re-packs for FLUX's transfor
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import torch
@@ -36,6 +37,22 @@ def _config(vae: Any):
     """The VAE's config (an AutoencoderKL, its ``.config``, or a dict)."""
     cfg = getattr(vae, "config", vae)
     return cfg if not isinstance(cfg, dict) else type("Config", (), cfg)
+
+
+def _scaling(cfg) -> float:
+    """The config's ``scaling_factor``: a positive number (0 or None would make every latent Inf/NaN,
+    a missing one was an AttributeError before 2026-11-29)."""
+    scaling = getattr(cfg, "scaling_factor", None)
+    if isinstance(scaling, bool) or not isinstance(scaling, numbers.Real) or not scaling > 0:
+        raise InputError(f"the VAE's config needs a positive scaling_factor, got {scaling!r} (pass the pipeline's "
+                         "vae, its .config, or a dict with scaling_factor)")
+    return float(scaling)
+
+
+def _tensor(x: Any, what: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
+    return x
 
 
 def _family(family: str | None, cfg, packed: bool = False) -> str:
@@ -67,7 +84,7 @@ def _family(family: str | None, cfg, packed: bool = False) -> str:
 
 def unpack_flux_latents(packed: torch.Tensor, height: int, width: int, vae_scale_factor: int = 8) -> torch.Tensor:
     """FLUX's packed (B, (h/2)*(w/2), 4C) latents for an image of height x width -> (B, C, h, w)."""
-    if packed.dim() != 3 or packed.shape[-1] % 4:
+    if _tensor(packed, "packed FLUX latents").dim() != 3 or packed.shape[-1] % 4:
         raise InputError(f"packed FLUX latents must be (B, (h/2)*(w/2), 4C), got {tuple(packed.shape)}")
     b, patches, channels = packed.shape
     h = 2 * (int(height) // (vae_scale_factor * 2))
@@ -80,6 +97,8 @@ def unpack_flux_latents(packed: torch.Tensor, height: int, width: int, vae_scale
 
 def pack_flux_latents(latents: torch.Tensor) -> torch.Tensor:
     """(B, C, h, w) -> FLUX's packed (B, (h/2)*(w/2), 4C); h and w must be even."""
+    if _tensor(latents, "latents").dim() != 4:
+        raise InputError(f"FLUX packing takes (B, C, h, w) latents, got {tuple(latents.shape)}")
     b, c, h, w = latents.shape
     if h % 2 or w % 2:
         raise InputError(f"FLUX packing needs even latent sides, got {h}x{w}")
@@ -91,7 +110,11 @@ def _mean_std(cfg, like: torch.Tensor):
     mean, std = getattr(cfg, "latents_mean", None), getattr(cfg, "latents_std", None)
     if mean is None or std is None:
         return None
-    shape = (1, len(mean), 1, 1)
+    channels = like.shape[1]
+    if len(mean) != channels or len(std) != channels:  # (a broadcasting RuntimeError before 2026-11-29)
+        raise InputError(f"the VAE's latents_mean / latents_std have {len(mean)} / {len(std)} entries but the latents "
+                         f"have {channels} channels: is this the pipeline's VAE?")
+    shape = (1, channels, 1, 1)
     return (torch.tensor(mean, device=like.device, dtype=like.dtype).view(shape),
             torch.tensor(std, device=like.device, dtype=like.dtype).view(shape))
 
@@ -105,14 +128,14 @@ def to_raw_latents(latents: torch.Tensor, vae: Any, family: str | None = None, *
     that does not match the config raises ``InputError``.
     """
     cfg = _config(vae)
-    family = _family(family, cfg, packed=latents.dim() == 3)
+    family = _family(family, cfg, packed=_tensor(latents, "latents").dim() == 3)
     if family == "flux" and latents.dim() == 3:
         if height is None or width is None:
             raise InputError("packed FLUX latents need the image height and width to unpack")
         latents = unpack_flux_latents(latents, height, width, vae_scale_factor)
     if latents.dim() != 4:
         raise InputError(f"latents must be (B, C, h, w) (or packed FLUX latents), got {tuple(latents.shape)}")
-    scaling = cfg.scaling_factor
+    scaling = _scaling(cfg)
     if family in ("flux", "sd3"):
         return latents / scaling + (getattr(cfg, "shift_factor", None) or 0.0)
     stats = _mean_std(cfg, latents)
@@ -129,7 +152,9 @@ def from_raw_latents(raw: torch.Tensor, vae: Any, family: str | None = None, *, 
     """
     cfg = _config(vae)
     family = _family(family, cfg, packed=pack)
-    scaling = cfg.scaling_factor
+    if _tensor(raw, "raw latents").dim() != 4:
+        raise InputError(f"raw latents must be (B, C, h, w), got {tuple(raw.shape)}")
+    scaling = _scaling(cfg)
     if family in ("flux", "sd3"):
         z = (raw - (getattr(cfg, "shift_factor", None) or 0.0)) * scaling
         return pack_flux_latents(z) if pack and family == "flux" else z
@@ -138,6 +163,12 @@ def from_raw_latents(raw: torch.Tensor, vae: Any, family: str | None = None, *, 
         mean, std = stats
         return (raw - mean) * scaling / std
     return raw * scaling
+
+
+def _check_decoder(vae: Any) -> None:
+    if not callable(getattr(vae, "decode", None)) or not isinstance(getattr(vae, "dtype", None), torch.dtype):
+        raise InputError(f"decoding needs the VAE itself (an AutoencoderKL: pipe.vae), got {type(vae).__name__}; "
+                         "its config alone only converts latents")
 
 
 @torch.no_grad()  # ordinary tensors for the caller, as diffusers' own pipelines return (see Upscaler.upscale)
@@ -151,6 +182,7 @@ def decode(vae, raw: torch.Tensor, *, upcast: bool | None = None) -> torch.Tenso
     call and back to float16 after (float16 -> float32 -> float16 is exact), and the image is
     float32. Otherwise the image has the VAE's dtype. ``upcast=True`` / ``False`` forces either.
     """
+    _check_decoder(vae)
     if upcast is None:
         upcast = vae.dtype == torch.float16 and bool(getattr(_config(vae), "force_upcast", False))
     if not upcast or vae.dtype == torch.float32:
@@ -179,6 +211,9 @@ def upscale_pipeline_latents(upscaler, latents: torch.Tensor, vae: Any, family: 
     pipeline's latents feeding an fp32 upscaler are not rounded to bfloat16 after the shift (which
     cost 2.5e-3 relative error in the raw latents before 2026-11-29, 4e-8 in fp32).
     """
+    if decode_image:  # before the upscale, which may take seconds (before 2026-11-29: an AttributeError after it)
+        _check_decoder(vae)
+    _tensor(latents, "latents")
     wide = torch.promote_types(latents.dtype, upscaler.dtype) if latents.is_floating_point() else latents.dtype
     raw = to_raw_latents(latents.to(wide), vae, family, height=height, width=width)
     raw = raw.to(device=upscaler.device)
