@@ -42,6 +42,11 @@ WRAPPER_KEYS = ("params_ema", "params")
 # Prefixes that wrappers add to every key of a module's state dict: DataParallel / DDP ("module.",
 # which BasicSR's own loader strips too) and torch.compile's OptimizedModule ("_orig_mod.").
 FRAMEWORK_PREFIXES = ("module.", "_orig_mod.")
+# lua_fast's own backend modules (``Upscaler.model``) hold the reference model as ``module`` (the
+# eager runner) and ``model`` (the torch and triton backends): their state dicts carry ``module.``,
+# ``module.model.`` or ``model.``. Such a chain of these names before the released keys is dropped
+# too (``model.`` only before them: "model.net." stays a hint, _prefix_hint).
+WRAPPER_ATTRIBUTES = ("module", "_orig_mod", "model")
 # Limits on untrusted checkpoints (the released model: window 16, 54.9 M elements).
 MAX_WINDOW = 32  # the derived (N, N) index and (nW, N, N) masks grow as window^4
 MAX_ELEMENTS = 1 << 30  # declared elements of all tensors together (~20x the released model)
@@ -217,8 +222,21 @@ def read_checkpoint_stream(source: bytes | bytearray | memoryview | BinaryIO) ->
             raise CheckpointError(f"{origin} returned {type(data).__name__} from read(); open the file in binary mode ('rb')")
         data = bytes(data)
     if not data:
-        raise CheckpointError(f"{origin} is empty")
+        raise CheckpointError(_position_hint(source, origin) or f"{origin} is empty")
     return unwrap(deserialise(data, origin), origin=origin)
+
+
+def _position_hint(source, origin: str) -> str:
+    """Why a file object read nothing: it stood at its end (``torch.save(sd, buf)`` leaves a BytesIO
+    there; before 2026-11-29 the error only said "is empty")."""
+    try:
+        position = source.tell()
+    except Exception:  # bytes, a pipe or a response body: no position to report
+        return ""
+    if not isinstance(position, int) or position <= 0:
+        return ""
+    return (f"{origin} has nothing left to read: it stands at byte {position}, its end (where a write such "
+            "as torch.save(sd, buf) leaves it); call .seek(0) before loading")
 
 
 def unwrap(obj: Any, origin: str = "state dict") -> dict[str, torch.Tensor]:
@@ -255,7 +273,7 @@ def _nested_hint(obj: Mapping) -> str:
                        for k, v in list(nested.items())[:_MAX_LISTED])
     key = next(iter(nested))
     prefix = _wrapper_prefix(nested[key])
-    weights = (f"sd = torch.load(path, weights_only=True)[{key!r}]; lua_fast.load(sd)" if prefix is None else
+    weights = (f"sd = torch.load(path, weights_only=True)[{key!r}]; lua_fast.load(sd)" if prefix is None or _dropped(prefix) else
                f"sd = torch.load(path, weights_only=True)[{key!r}]; "
                f"lua_fast.load({{k.removeprefix({prefix!r}): v for k, v in sd.items()}})")
     return f" ({counts}: a training checkpoint? Load the model's weights from it, e.g. {weights})"
@@ -263,14 +281,24 @@ def _nested_hint(obj: Mapping) -> str:
 
 def strip_framework_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop a ``FRAMEWORK_PREFIXES`` prefix that every key carries (repeatedly: a compiled DDP
-    model's keys start with ``module._orig_mod.``). A prefix only some keys carry stays, and the
-    strict key check reports it."""
+    model's keys start with ``module._orig_mod.``), then a chain of ``WRAPPER_ATTRIBUTES`` before
+    the released keys (``up.model.state_dict()``: ``module.model.``). A prefix only some keys carry
+    stays, and the strict key check reports it."""
     state_dict = dict(state_dict)
     while True:
         prefix = next((p for p in FRAMEWORK_PREFIXES if all(k.startswith(p) for k in state_dict)), None)
         if prefix is None:
-            return state_dict
+            break
         state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
+    prefix = _wrapper_prefix(state_dict)
+    if _dropped(prefix):
+        state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
+    return state_dict
+
+
+def _dropped(prefix: str | None) -> bool:
+    """Whether ``load`` drops this prefix of every key itself (a chain of WRAPPER_ATTRIBUTES)."""
+    return bool(prefix) and all(name in WRAPPER_ATTRIBUTES for name in prefix.split(".")[:-1])
 
 
 def _wrapper_prefix(state_dict: Mapping[str, torch.Tensor]) -> str | None:

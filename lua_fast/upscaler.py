@@ -24,7 +24,7 @@ DTYPES = {
     "float64": torch.float64, "fp64": torch.float64, "double": torch.float64,
 }  # fmt: skip
 
-Source = Union[str, os.PathLike, bytes, BinaryIO, Mapping[str, torch.Tensor], torch.nn.Module]
+Source = Union[str, os.PathLike, bytes, BinaryIO, Mapping[str, torch.Tensor], torch.nn.Module, "Upscaler"]
 
 
 def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
@@ -429,7 +429,8 @@ def load(
     ``params_ema``/``params``) or ``.safetensors`` (the format is read from the content, so
     ``.sft``, ``.ckpt`` or ``.bin`` names work), the bytes of such a file or an open binary file
     object (read to its end), an ``nn.Module`` holding the released layout (its ``state_dict()``:
-    lua_fast's reference :class:`LUA`, the official model class), a Hugging Face Hub file
+    lua_fast's reference :class:`LUA`, the official model class, an upscaler's ``model``), another
+    :class:`Upscaler` (its weights), a Hugging Face Hub file
     ``hf://owner/repo[@revision]/file`` or its ``https://huggingface.co/.../resolve/...`` link
     (``lua_fast.hub``: needs ``huggingface_hub``; other URLs are refused), an
     AOTInductor package ``.pt2`` written by ``lua_fast.export.export_package`` (device only), or an
@@ -475,7 +476,12 @@ def read_weights(source) -> dict[str, torch.Tensor]:
         return checkpoint.read_checkpoint(source)
     if isinstance(source, (bytes, bytearray, memoryview)) or callable(getattr(source, "read", None)):
         return checkpoint.read_checkpoint_stream(source)
-    if isinstance(source, torch.nn.Module):  # a LUA module (lua_fast's reference, the official class)
+    if isinstance(source, Upscaler):  # another upscaler's weights (before 2026-11-29: "not a LUA checkpoint")
+        if source.reference_model is None:
+            raise InputError("an exported package holds no weights to load again: load the checkpoint it was "
+                             "exported from")
+        source = source.reference_model
+    if isinstance(source, torch.nn.Module):  # a LUA module (lua_fast's reference, the official class, up.model)
         return checkpoint.unwrap(source.state_dict(), origin=f"the given {type(source).__name__}'s state dict")
     return checkpoint.unwrap(source, origin="the given state dict")
 

@@ -134,8 +134,16 @@ def test_a_module_loads_from_its_state_dict(tiny_sd):
 
 
 def test_unreadable_streams_say_what_is_wrong(tmp_path, tiny_sd):
-    with pytest.raises(lua_fast.CheckpointError, match="empty"):
+    with pytest.raises(lua_fast.CheckpointError, match="the given BytesIO is empty"):
         lua_fast.load(io.BytesIO())
+    # A buffer just written stands at its end (before 2026-11-29 this said "the given BytesIO is empty")
+    written = io.BytesIO()
+    torch.save(tiny_sd, written)
+    with pytest.raises(lua_fast.CheckpointError, match=rf"has nothing left to read: it stands at byte {written.tell()}, "
+                                                      r"its end .*call \.seek\(0\)"):
+        lua_fast.load(written)
+    written.seek(0)
+    _assert_same_model(lua_fast.load(written), tiny_sd)
     with pytest.raises(lua_fast.CheckpointError, match="binary mode"):
         lua_fast.load(io.StringIO("params_ema"))
     path = tmp_path / "lua.safetensors"
@@ -268,6 +276,27 @@ def test_keys_under_a_training_wrappers_prefix_load(tmp_path, prefix):
     assert torch.equal(lua_fast.load(wrapped).upscale(z), want)
     torch.save({"params_ema": wrapped}, tmp_path / "w.pth")
     assert torch.equal(lua_fast.load(str(tmp_path / "w.pth")).upscale(z), want)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch", "triton"])
+def test_an_upscaler_its_backend_module_and_their_state_dicts_load(tmp_path, backend):
+    """What a user holds after ``load``: the Upscaler, ``up.model`` (the backend's module, which
+    keeps the reference as ``module`` / ``model``), its state dict saved with torch.save, and the
+    state dict of ``torch.compile(up.model)``. Before 2026-11-29 only the reference backend's loaded;
+    the others were "not a LUA checkpoint" or a hint to strip 'model.' by hand."""
+    sd = random_state_dict(tiny_config(), seed=9)
+    up = lua_fast.load(sd, backend=backend)
+    z = torch.randn(2, 4, 9, 7)
+    want = lua_fast.load(sd).upscale(z)
+    torch.save(up.model.state_dict(), tmp_path / "model.pth")
+    compiled = {"_orig_mod." + k: v for k, v in up.model.state_dict().items()}  # torch.compile's keys
+    for source in (up, up.model, up.model.state_dict(), str(tmp_path / "model.pth"), compiled,
+                   {"model." + k: v for k, v in sd.items()}):
+        assert torch.equal(lua_fast.load(source).upscale(z), want)
+    assert lua_fast.load(up, precision="bf16").dtype == torch.bfloat16 and up.dtype == torch.float32
+    package = lua_fast.Upscaler.from_runner(up.model, up.config, up.device, up.precision, backend)  # as a .pt2 is
+    with pytest.raises(lua_fast.InputError, match="an exported package holds no weights"):
+        lua_fast.load(package)
 
 
 def test_a_prefix_on_some_keys_or_of_another_wrapper_is_refused_with_a_hint():
