@@ -315,8 +315,14 @@ def cmd_export(args) -> int:
 
 
 def cmd_comfyui(args) -> int:
-    from .integrations.comfyui.install import install
+    from .integrations.comfyui.install import install, uninstall
 
+    if args.action == "uninstall":
+        if args.force:
+            raise UsageError("--force is for install; uninstall removes only the shim lua-fast wrote")
+        for line in uninstall(args.path):
+            print(line)
+        return 0
     for line in install(args.path, force=args.force):
         print(line)
     print("restart ComfyUI; the nodes are under latent/upscaling")
@@ -479,8 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="allow --output to overwrite --weights")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("comfyui", help="install the ComfyUI node pack into a ComfyUI tree")
-    p.add_argument("action", choices=["install"])
+    p = sub.add_parser("comfyui", help="install (or uninstall) the ComfyUI node pack in a ComfyUI tree")
+    p.add_argument("action", choices=["install", "uninstall"])
     p.add_argument("path", help="the ComfyUI folder (holding custom_nodes/ and models/)")
     p.add_argument("--force", action="store_true", help="replace an existing custom_nodes/lua_fast_nodes")
     p.set_defaults(func=cmd_comfyui)

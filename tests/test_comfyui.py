@@ -1,8 +1,10 @@
 """The ComfyUI node pack (issue 14) on CPU, against stand-ins of ComfyUI's modules (comfy_stubs/)."""
 
 import importlib
+import shutil
 import sys
 from pathlib import Path
+
 
 import pytest
 import torch
@@ -233,8 +235,52 @@ def test_install_writes_a_working_shim(tmp_path, comfy, capsys):
     assert main(["comfyui", "install", str(root)]) == 0  # idempotent
     shim.write_text("# someone else's node pack\n")
     assert main(["comfyui", "install", str(root)]) == 2  # not ours: refused without --force
-    assert main(["comfyui", "install", str(tmp_path)]) == 2  # not a ComfyUI tree
+    (tmp_path / "elsewhere").mkdir()
+    assert main(["comfyui", "install", str(tmp_path / "elsewhere")]) == 2  # not a ComfyUI tree
     assert "does not look like a ComfyUI tree" in capsys.readouterr().err
+
+
+def test_install_names_the_folder_to_pass_and_uninstall_removes_only_its_shim(tmp_path, comfy, capsys):
+    """Before 2026-11-29 every wrong path said "does not look like a ComfyUI tree" (a missing one, a
+    file, the tree's custom_nodes/ folder, the portable build's outer folder), and nothing removed
+    the node pack."""
+    root = tmp_path / "ComfyUI_windows_portable" / "ComfyUI"
+    (root / "custom_nodes").mkdir(parents=True)
+    (root / "models").mkdir()
+    (tmp_path / "a_file").write_text("")
+    for path, says in ((tmp_path / "missing", "missing does not exist; pass the ComfyUI folder"),
+                       (tmp_path / "a_file", "a_file is a file; pass the ComfyUI folder"),
+                       ("", "no ComfyUI folder given"),
+                       (root / "custom_nodes", f"is not the ComfyUI folder itself, but {root} is: pass that"),
+                       (root / "models", f"but {root} is: pass that"),
+                       (root.parent, f"but {root} is: pass that")):
+        for action in ("install", "uninstall"):
+            assert main(["comfyui", action, str(path)]) == 2
+            assert says in capsys.readouterr().err
+    assert not (root / "custom_nodes" / "lua_fast_nodes").exists()
+
+    shim_dir = root / "custom_nodes" / "lua_fast_nodes"
+    assert main(["comfyui", "install", str(root)]) == 0
+    (shim_dir / "__pycache__").mkdir()  # what ComfyUI's import leaves
+    (root / "models" / "latent_upscale_models" / "lua_flux.pth").write_bytes(b"weights")
+    capsys.readouterr()
+    assert main(["comfyui", "uninstall", str(root)]) == 0
+    assert f"removed {shim_dir}" in capsys.readouterr().out
+    assert not shim_dir.exists() and (root / "models" / "latent_upscale_models" / "lua_flux.pth").is_file()
+    assert main(["comfyui", "uninstall", str(root)]) == 0  # idempotent
+    assert "nothing to remove" in capsys.readouterr().out
+
+    shim_dir.mkdir()
+    (shim_dir / "__init__.py").write_text("# someone else's node pack\n")
+    assert main(["comfyui", "uninstall", str(root)]) == 2 and shim_dir.is_dir()
+    assert "was not written by lua-fast" in capsys.readouterr().err
+    assert main(["comfyui", "install", str(root), "--force"]) == 0
+    (shim_dir / "extra.py").write_text("")  # the user's own file beside the shim stays
+    assert main(["comfyui", "uninstall", str(root)]) == 2 and (shim_dir / "extra.py").is_file()
+    assert "also holds extra.py" in capsys.readouterr().err
+    shutil.rmtree(shim_dir)
+    shim_dir.write_text("")  # a file of the shim's name: replaced with --force
+    assert main(["comfyui", "install", str(root), "--force"]) == 0 and (shim_dir / "__init__.py").is_file()
 
 
 @pytest.mark.parametrize("native", [False, True, None])
