@@ -199,23 +199,34 @@ def cmd_convert(args) -> int:
     from safetensors.torch import load_file, save_file
 
     from . import checkpoint
-
-    if Path(args.output).suffix.lower() not in SAFETENSORS_SUFFIXES:
-        raise UsageError(f"the output must end in .safetensors (or .sft), got {args.output}")
-    check_output_path(args.output, reads=[("the source checkpoint", args.weights)], force=args.force,
-                      option="output")
     from .upscaler import read_weights
 
+    suffix = Path(args.output).suffix.lower()
+    if suffix not in SAFETENSORS_SUFFIXES + checkpoint.TORCH_SUFFIXES:
+        raise UsageError(f"the output must end in .safetensors or .sft (safetensors), or .pth, .pt, .bin or .ckpt "
+                         f"(the released torch.save layout, params_ema), got {args.output}")
+    dtype = args.dtype  # (None: keep the source's)
+    check_output_path(args.output, reads=[("the source checkpoint", args.weights)], force=args.force,
+                      option="output")
     state_dict = read_weights(args.weights)  # (a local file, or a hub file as load takes it)
     config, _ = checkpoint.validate_state_dict(state_dict)
-    state_dict = {k: v.contiguous() for k, v in state_dict.items()}  # as stored: no added buffers
-    metadata = {"format": "pt", "source": Path(args.weights).name}
-    atomic_write(args.output, lambda tmp: save_file(state_dict, tmp, metadata=metadata))
-    back = load_file(str(args.output))
-    bad = [k for k in state_dict if k not in back or not torch.equal(back[k], state_dict[k])]
+    # As stored (no added buffers), contiguous; --dtype casts the floating tensors (the index stays int).
+    state_dict = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+                  for k, v in state_dict.items()}
+    if suffix in SAFETENSORS_SUFFIXES:
+        metadata = {"format": "pt", "source": Path(args.weights).name}
+        atomic_write(args.output, lambda tmp: save_file(state_dict, tmp, metadata=metadata))
+        back = load_file(str(args.output))
+    else:  # what the released lua_flux.pth holds, and the official loader and BasicSR read
+        atomic_write(args.output, lambda tmp: torch.save({"params_ema": state_dict}, tmp))
+        back = checkpoint.read_checkpoint(args.output)
+    bad = [k for k in state_dict if k not in back or back[k].dtype != state_dict[k].dtype
+           or not torch.equal(back[k], state_dict[k])]
     if bad or len(back) != len(state_dict):
         raise SystemExit(f"round trip failed for {bad or 'the key set'}; {args.output} is not trustworthy")
-    print(f"wrote {args.output}: {len(back)} tensors, round trip verified bit-exact ({config})")
+    dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in back.values() if v.is_floating_point()})
+    print(f"wrote {args.output}: {len(back)} tensors ({', '.join(dtypes)}), "
+          f"{os.path.getsize(args.output) / 2**20:.1f} MiB, round trip verified bit-exact ({config})")
     return 0
 
 
@@ -348,6 +359,17 @@ def _tile(value: str):
         raise argparse.ArgumentTypeError(f"expected a tile size in latent pixels or 'auto', got {value!r}") from None
 
 
+def _weights_dtype(value: str) -> torch.dtype:
+    """An argparse type for ``convert --dtype``: float32, bfloat16 or float16 under any of their names
+    (float64 gains nothing: a float32 checkpoint holds float32's rounding already)."""
+    from .upscaler import DTYPES
+
+    dtype = DTYPES.get(value.strip().lower().removeprefix("torch."))
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise argparse.ArgumentTypeError(f"expected float32, bfloat16 or float16 (or fp32, bf16, fp16), got {value!r}")
+    return dtype
+
+
 def _at_least(minimum: int):
     """An argparse type: an int >= ``minimum`` (a count or a size), refused while parsing, not as a
     traceback later (before 2026-11-29 `demo --repeat -1` ended in an UnboundLocalError)."""
@@ -442,9 +464,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "share one trunk pass and each gets its output")
     p.set_defaults(func=cmd_upscale)
 
-    p = sub.add_parser("convert", help="convert a pickle checkpoint to .safetensors (round trip verified)")
-    p.add_argument("weights", help="source checkpoint (a torch.save file)")
-    p.add_argument("output", help="destination (.safetensors or .sft)")
+    p = sub.add_parser("convert", help="convert a checkpoint to .safetensors or .pth (round trip verified)")
+    p.add_argument("weights", help="source checkpoint (any format lua_fast.load reads; an hf:// file too)")
+    p.add_argument("output", help="destination: .safetensors or .sft (safetensors), .pth, .pt, .bin or .ckpt "
+                                  "(torch.save, the state dict under params_ema as released)")
+    p.add_argument("--dtype", type=_weights_dtype, default=None, help="cast the weights: float32, bfloat16 or float16 "
+                                                 "(default: keep the source's)")
     p.add_argument("--force", action="store_true", help="allow the output to overwrite the source")
     p.set_defaults(func=cmd_convert)
 

@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 import lua_fast
 from lua_fast.cli import main
+from lua_fast.reference import LUA
 from conftest import random_state_dict, tiny_config
 
 
@@ -96,6 +97,38 @@ def test_convert_then_upscale_both_formats(tmp_path, capsys):
         outputs.append(lua_fast.cli.read_latents(tmp_path / out))
     expected = lua_fast.load(sd).upscale(latents, scale=4)
     assert torch.equal(outputs[0], expected) and torch.equal(outputs[1], expected)
+
+
+def test_convert_casts_and_writes_the_released_torch_save_layout(tmp_path, capsys):
+    """``convert --dtype bf16`` halves the file, and loads to the same bits as the float32 source
+    loaded in bf16 (one rounding either way); a ``.pth`` output holds ``params_ema`` as the release
+    does, which a strict ``load_state_dict`` (the official loader's) takes. Before 2026-11-29 the
+    output had to be safetensors and kept the source's dtypes."""
+    sd = random_state_dict(tiny_config(), seed=5)
+    source = tmp_path / "lua.safetensors"
+    save_file(sd, str(source))
+    z = torch.randn(2, 4, 9, 7)
+    for dtype, flag in ((torch.float32, None), (torch.bfloat16, "BF16"), (torch.float16, "float16")):
+        for name in ("out.pth", "out.sft"):
+            assert main(["convert", str(source), str(tmp_path / name), "--force"] + (["--dtype", flag] if flag else [])) == 0
+            assert f"({str(dtype).removeprefix('torch.')})" in capsys.readouterr().out
+            written = (torch.load(tmp_path / name, weights_only=True)["params_ema"] if name.endswith(".pth")
+                       else load_file(str(tmp_path / name)))
+            assert set(written) == set(sd)
+            for k, v in written.items():
+                assert torch.equal(v, sd[k].to(dtype) if sd[k].is_floating_point() else sd[k]), k
+            model = LUA(tiny_config())
+            model.load_state_dict(written, strict=True)
+            want = lua_fast.load(sd, dtype=dtype).upscale(z)
+            assert torch.equal(lua_fast.load(tmp_path / name, dtype=dtype).upscale(z), want)
+    assert (tmp_path / "out.sft").stat().st_size < 0.6 * source.stat().st_size  # float16 now
+    for bad in ("float64", "int8", "mixed"):
+        with pytest.raises(SystemExit):  # refused while parsing
+            main(["convert", str(source), str(tmp_path / "x.sft"), "--dtype", bad])
+        assert "expected float32, bfloat16 or float16" in capsys.readouterr().err
+    assert main(["convert", str(source), str(tmp_path / "x.onnx")]) == 2
+    assert "or .pth, .pt, .bin or .ckpt" in capsys.readouterr().err
+    assert not list(tmp_path.glob("x.*"))
 
 
 def test_files_are_read_by_content_and_sft_is_safetensors(tmp_path, capsys):
