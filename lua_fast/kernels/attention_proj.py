@@ -37,7 +37,9 @@ from .fused_linear import Outputs, PackedLinear, resident_split, torch_fused_lin
 from .triton_support import (INTERPRET, autotuned, cdiv, dot_precision, dot_upcast, fp32_operands, grid_dependency_sync,
                              kernel_op, launcher, next_pow2, pdl_options, size_class, tl, triton, tuned,
                              unavailable_reason)
-from .window_attention import MAX_HEAD_DIM, check_packed
+# loop_weights: the share of programs in each key loop (masked: border windows), as the attention
+# kernel's (the static kernel report reads it from this module).
+from .window_attention import MAX_HEAD_DIM, check_packed, loop_weights  # noqa: F401
 
 FUSED_ATTN_PROJ_ENV = "LUA_FAST_FUSED_ATTN_PROJ"
 MAX_DIM = 512  # widest projection output the accumulator holds (two tiles, O0 + O1 <= 512)
@@ -316,15 +318,6 @@ def launch_flops(args: dict, meta: dict) -> int:
     tokens = args["qkv_ptr"].shape[0] * args["windows_x"] * args["windows_y"] * meta["WINDOW"] ** 2
     dim_pad = meta["HEADS"] * meta["HEAD_PAD"]
     return 4 * tokens * meta["WINDOW"] ** 2 * dim_pad + 2 * tokens * dim_pad * meta["D"]
-
-
-def loop_weights(args: dict, meta: dict) -> list[float] | None:
-    """Share of programs in each key loop (masked: border windows), as the attention kernel's."""
-    if not meta["USE_MASK"]:
-        return None
-    wx, wy = args["windows_x"], args["windows_y"]
-    border = (wx + wy - 1) / (wx * wy)
-    return [1.0 - border, border]
 
 
 def launch_l2_bytes(args: dict, meta: dict) -> int:
