@@ -46,14 +46,18 @@ class InputError(LuaFastError, ValueError):
 
 
 class NonFiniteInputError(InputError):
-    """The latents contain NaN or Inf values (``count`` of them), or overflow the model dtype.
+    """The latents contain NaN or Inf values (``count`` of them), or overflow the model dtype;
+    ``batch_items`` lists the latents of the batch that do (a server batching requests can fail
+    those alone).
 
     ``opt_out`` names the switch that skips the check (the CLI sets its own flag's name).
     """
 
-    def __init__(self, message: str, *, count: int = 0, opt_out: str = "check_finite=False") -> None:
+    def __init__(self, message: str, *, count: int = 0, opt_out: str = "check_finite=False",
+                 batch_items: list[int] | None = None) -> None:
         super().__init__(message)
         self.message, self.count, self.opt_out = message, count, opt_out
+        self.batch_items = [] if batch_items is None else batch_items
 
     def __str__(self) -> str:
         return f"{self.message} (pass {self.opt_out} to skip this check)"
@@ -65,7 +69,12 @@ class UsageError(LuaFastError, ValueError):
 
 
 class NonFiniteOutputError(LuaFastError, FloatingPointError):
-    """Finite latents gave NaN or Inf outputs (an overflow in the model's dtype)."""
+    """Finite latents gave NaN or Inf outputs (an overflow in the model's dtype); ``batch_items``
+    lists the latents of the batch whose outputs hold them."""
+
+    def __init__(self, message: str, *, batch_items: list[int] | None = None) -> None:
+        super().__init__(message)
+        self.batch_items = [] if batch_items is None else batch_items
 
 
 class NotDifferentiableError(LuaFastError, RuntimeError):

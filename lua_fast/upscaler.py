@@ -92,6 +92,22 @@ _READS_DATA = ("lua_fast: upscale(check_finite=True) reads a NaN/Inf count back 
                "cannot; for one graph pass check_finite=False, or compile up.model")
 
 
+def _nonfinite_items(*batches: torch.Tensor) -> list[int]:
+    """The batch indices whose latents or outputs hold NaN/Inf (read on the failure path only)."""
+    found = set()
+    for t in batches:
+        found.update((~torch.isfinite(t)).flatten(1).any(1).nonzero().flatten().tolist())
+    return sorted(found)
+
+
+def _in_items(items: list[int], batch: int) -> str:
+    """" in batch items [0, 3]" for a batch of several (before 2026-11-29 the error did not say which)."""
+    if batch < 2:
+        return ""
+    shown = ", ".join(map(str, items[:10])) + (f", ... ({len(items)} in all)" if len(items) > 10 else "")
+    return f" in batch item{'s' if len(items) > 1 else ''} [{shown}] of {batch}"
+
+
 @untraced.register(reason=_READS_DATA)
 def check_finite_input(up: "Upscaler", latents: torch.Tensor, x: torch.Tensor) -> None:
     """NaN/Inf in ``x`` (the latents cast to the model dtype) raise NonFiniteInputError."""
@@ -101,8 +117,10 @@ def check_finite_input(up: "Upscaler", latents: torch.Tensor, x: torch.Tensor) -
     before = bad if x is latents else (~torch.isfinite(latents)).sum().item()
     what = (f"contain {bad} NaN/Inf value(s)" if before else
             f"have {bad} value(s) too large for {up.dtype} (they become Inf in the cast)")
+    items = _nonfinite_items(x)
     raise NonFiniteInputError(
-        f"latents {what} out of {latents.numel()}; the output would be meaningless", count=bad
+        f"latents {what} out of {latents.numel()}{_in_items(items, x.shape[0])}; the output would be meaningless",
+        count=bad, batch_items=items,
     )
 
 
@@ -111,13 +129,16 @@ def check_finite_output(up: "Upscaler", outputs: dict) -> None:
     """Finite latents must give finite outputs: an overflow inside the model raises."""
     if all(bool(torch.isfinite(o).all()) for o in outputs.values()):
         return
+    items = _nonfinite_items(*outputs.values())
+    where = _in_items(items, next(iter(outputs.values())).shape[0])
     if up.precision.guards_overflow:
         why = ("the SwinIR residual stream exceeds float16's range of 65504 for these latents; use "
                "precision='mixed' with bfloat16 or dtype=torch.bfloat16")
     else:
         why = (f"activations exceed {up.dtype}'s range for these latents, far outside what LUA was "
                "trained on; raw VAE latents are O(1): check their scale")
-    raise NonFiniteOutputError(f"{up.precision} overflowed and the output holds NaN/Inf ({why})")
+    raise NonFiniteOutputError(f"{up.precision} overflowed and the output holds NaN/Inf{where} ({why})",
+                               batch_items=items)
 
 
 def _capturing(device: torch.device) -> bool:

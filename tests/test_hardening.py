@@ -261,6 +261,31 @@ def test_finite_latents_with_non_finite_outputs_raise(up):
     assert not torch.isfinite(up.upscale(x, check_finite=False)).all()  # the documented opt-out
 
 
+def test_non_finite_errors_name_the_batch_items(up):
+    """A server batching requests can fail the bad ones alone: both errors name the items (message
+    and ``batch_items``); before 2026-11-29 only the count. A batch of one says nothing more."""
+    x = torch.randn(5, 4, 6, 6)
+    x[3, 1, 2, 2] = float("nan")
+    x[1, 0, 0, 0] = float("inf")
+    with pytest.raises(NonFiniteInputError, match=r"2 NaN/Inf value\(s\) out of 720 in batch items \[1, 3\] of 5;") as info:
+        up.upscale(x)
+    assert info.value.batch_items == [1, 3] and info.value.count == 2
+    with pytest.raises(NonFiniteInputError, match=r"1 NaN/Inf value\(s\) out of 144; the output") as info:
+        up.upscale(x[3:4])
+    assert info.value.batch_items == [0]
+    y = torch.randn(3, 4, 6, 6)
+    y[2] *= 1e30  # finite, overflows inside the model
+    with pytest.raises(NonFiniteOutputError, match=r"holds NaN/Inf in batch item \[2\] of 3 \(") as info:
+        up.upscale(y, scale=(2, 4))
+    assert info.value.batch_items == [2]
+    many = torch.full((12, 4, 6, 6), float("nan"))
+    with pytest.raises(NonFiniteInputError, match=r"in batch items \[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, \.\.\. \(12 in all\)\] of 12"):
+        up.upscale(many)
+    import pickle  # (a worker process's error reaches its parent pickled)
+    again = pickle.loads(pickle.dumps(info.value))
+    assert isinstance(again, NonFiniteOutputError) and str(again) == str(info.value)
+
+
 # ------------------------------------------------------------- 6. memory layouts
 @pytest.mark.parametrize("backend", ["reference", "torch", "torch-no-native"], indirect=True)
 def test_channels_last_and_strided_inputs_give_the_same_bits(sd, backend):
