@@ -40,3 +40,47 @@ def test_the_readmes_python_api_and_migration_examples_run(tmp_path):
     assert scope["z2"].shape == (1, 16, 24, 24) and scope["z2"].dtype == torch.float32  # upscale_latent: float32
     assert set(scope["both"]) == {2, 4} and scope["both"][4].shape == (1, 16, 48, 48)
     assert scope["model"].dtype == torch.bfloat16 and scope["up"].dtype == torch.bfloat16
+
+
+def _documented_commands(readme: str) -> list[str]:
+    """Every full ``lua-fast`` command line of the README's bash blocks and inline code, as a user
+    would type it: comments and pipes dropped, ``[--opt x]`` taken with its option, ``2|4`` as 2."""
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", readme, re.S):
+        lines += [line.strip() for line in block.replace("\\\n", " ").splitlines()]
+    lines += re.findall(r"`(lua-fast [^`]*)`", readme)
+    commands = []
+    for line in lines:
+        if not line.startswith("lua-fast"):
+            continue
+        line = re.split(r"\s+#|\|\s", line)[0]  # a comment, or a pipe into another command
+        line = re.sub(r"\[([^\]]*)\]", r"\1", line)
+        line = re.sub(r"(\S+)\|\S+", r"\1", line)
+        words = line.split()
+        if "..." in line or len(words) == 2 and words[1] not in ("info", "--version"):
+            continue  # a subcommand named in prose, not a command line
+        commands.append(" ".join(words))
+    return sorted(set(commands))
+
+
+def test_every_command_line_in_the_readme_parses():
+    """Each documented command line is accepted by the CLI's parser as written (options, choices,
+    types), so the README cannot drift from the CLI unnoticed. Parsing only: nothing runs."""
+    import shlex
+
+    import pytest
+
+    from lua_fast.cli import build_parser
+
+    commands = _documented_commands((ROOT / "README.md").read_text())
+    assert len(commands) >= 15 and any("convert" in c and "--dtype bf16" in c for c in commands)
+    assert any(c.startswith("lua-fast comfyui uninstall") for c in commands)
+    for command in commands:
+        args = shlex.split(command)[1:]
+        if args == ["--version"]:
+            with pytest.raises(SystemExit) as done:
+                build_parser().parse_args(args)
+            assert done.value.code == 0
+            continue
+        parsed = build_parser().parse_args(args)
+        assert callable(parsed.func), command
