@@ -13,11 +13,14 @@ way: a cached CUDA tensor handed out is recorded on the caller's stream (``recor
 from __future__ import annotations
 
 import contextlib
+import numbers
 import threading
 from collections import OrderedDict
 from typing import Callable, Hashable, Iterator, TypeVar
 
 import torch
+
+from .errors import InputError
 
 V = TypeVar("V")
 _holders = threading.local()  # .lists: the open hold_values() lists of this thread
@@ -73,17 +76,42 @@ def _nbytes(value) -> int:
     return 0
 
 
+def _bound(name: str, value, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        none = " or None (no bound)" if name == "max_bytes" else ""
+        raise InputError(f"LRUCache.{name} must be an int >= {least}{none}, got {value!r}")
+    return int(value)
+
+
 class LRUCache:
     """At most ``capacity`` entries and ``max_bytes`` bytes of tensors (None: no byte bound), least
     recently used evicted first; the newest entry is always kept, whatever its size."""
 
     def __init__(self, capacity: int = 64, max_bytes: int | None = DEFAULT_MAX_BYTES) -> None:
-        self.capacity = capacity
-        self.max_bytes = max_bytes
         self._items: OrderedDict = OrderedDict()
         self._sizes: dict = {}
         self.nbytes = 0  # bytes of tensors held now
         self._lock = threading.Lock()
+        self.capacity = capacity
+        self.max_bytes = max_bytes
+
+    # Checked when set (before 2026-11-29 a max_bytes of "10" or 1.5 was taken, and the first
+    # eviction then failed inside a forward with a TypeError).
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @capacity.setter
+    def capacity(self, value: int) -> None:
+        self._capacity = _bound("capacity", value, least=1)
+
+    @property
+    def max_bytes(self) -> int | None:
+        return self._max_bytes
+
+    @max_bytes.setter
+    def max_bytes(self, value: int | None) -> None:
+        self._max_bytes = None if value is None else _bound("max_bytes", value, least=0)
 
     # A copy (copy.deepcopy, pickle) starts empty: its values are derived, and rebuilt on demand.
     def __getstate__(self) -> dict:

@@ -65,6 +65,21 @@ def test_a_cache_is_bounded_by_bytes_too_and_keeps_its_newest_entry():
     assert list(cache._items) == ["small"] and cache.nbytes == 8
     cache.clear()
     assert cache.nbytes == 0 and len(cache) == 0
+    # Bounds are checked when set (before 2026-11-29 "10" or 1.5 were taken, and the next eviction
+    # raised a TypeError inside a forward)
+    import numpy as np
+
+    from lua_fast import InputError
+
+    for name, bad in (("max_bytes", "10"), ("max_bytes", 1.5), ("max_bytes", -1), ("max_bytes", True),
+                      ("capacity", 0), ("capacity", None), ("capacity", "8")):
+        with pytest.raises(InputError, match=f"LRUCache.{name} must be an int >= "):
+            setattr(cache, name, bad)
+    cache.max_bytes, cache.capacity = np.int64(4096), np.int32(3)
+    assert (cache.max_bytes, cache.capacity) == (4096, 3) and type(cache.max_bytes) is int
+    cache.max_bytes = None  # no byte bound
+    with pytest.raises(InputError):
+        LRUCache(capacity=-1)
 
 
 @pytest.mark.parametrize("backend", ["reference", "torch"])
