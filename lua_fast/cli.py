@@ -304,7 +304,7 @@ def cmd_export(args) -> int:
     from . import load
     from .export import export_onnx, export_package
 
-    suffix = Path(args.output).suffix
+    suffix = Path(args.output).suffix.lower()
     if suffix not in (".pt2", ".onnx"):
         raise UsageError(f"the output must end in .pt2 (AOTInductor) or .onnx, got {args.output}")
     check_output_path(args.output, reads=[("--weights", args.weights)], force=args.force)

@@ -32,6 +32,7 @@ import torch
 from ._version import __version__
 from .config import LUAConfig
 from .errors import InputError, LuaFastError
+from .files import atomic_write
 from .padding import pad_to_window_multiple, sides_are_window_multiples
 from .precision import Precision, backend_flags, resolve
 from .tiling import is_integer
@@ -103,7 +104,7 @@ def export_package(upscaler, path: str | os.PathLike, *, scales=None, max_batch:
     from torch.export.pt2_archive._package import package_pt2
 
     path = str(path)
-    if not path.endswith(".pt2"):
+    if not is_package_path(path):
         raise InputError(f"the package path must end in .pt2, got {path}")
     ep, scales, example = _export(upscaler, scales, max_batch, max_side)
     try:
@@ -114,8 +115,20 @@ def export_package(upscaler, path: str | os.PathLike, *, scales=None, max_batch:
         raise ExportError(f"AOTInductor failed: {type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
     info = metadata(upscaler, scales, max_batch, max_side)
-    package_pt2(path, aoti_files={MODEL_NAME: files}, extra_files={METADATA: json.dumps(info)})
+
+    def write(tmp: str) -> None:  # (a file object: torch warns about a name not ending in ".pt2")
+        with open(tmp, "wb") as f:
+            package_pt2(f, aoti_files={MODEL_NAME: files}, extra_files={METADATA: json.dumps(info)})
+
+    # Atomically, as every lua_fast output: before 2026-11-29 an interrupted export left half a
+    # package at the path (and an existing one overwritten).
+    atomic_write(path, write)
     return path
+
+
+def is_package_path(path) -> bool:
+    """Whether ``path`` names an AOTInductor package (``.pt2``, any case)."""
+    return isinstance(path, (str, os.PathLike)) and os.fspath(path).lower().endswith(".pt2")
 
 
 class PackageRunner:
@@ -153,10 +166,13 @@ def load_package(path: str | os.PathLike, device=None):
 
     native.status()  # the torch backend's ops must be registered before the package loads
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise ExportError(f"{path} is a directory, not an AOTInductor package")
     if not path.is_file():
         raise FileNotFoundError(f"package not found: {path}")
     try:
-        contents = load_pt2(str(path))
+        with open(path, "rb") as f:  # (a file object: any case of ".pt2", which torch's own check wants lower)
+            contents = load_pt2(f)
         info = json.loads(contents.extra_files[METADATA])
         runner = contents.aoti_runners[MODEL_NAME]
     except Exception as exc:
@@ -216,9 +232,12 @@ def export_onnx(upscaler, path: str | os.PathLike, *, scale: int = 2, opset: int
         except Exception as exc:
             raise ExportError(f"ONNX export failed: {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
-    program.save(str(path))
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise ExportError(f"the exported ONNX model at {path} is invalid: {str(exc).splitlines()[0]}") from exc
+    def write(tmp: str) -> None:  # checked before it takes the path's name: an invalid model never lands there
+        program.save(tmp)
+        try:
+            onnx.checker.check_model(tmp, full_check=True)
+        except onnx.checker.ValidationError as exc:
+            raise ExportError(f"the exported ONNX model for {path} is invalid: {str(exc).splitlines()[0]}") from exc
+
+    atomic_write(path, write)  # (before 2026-11-29 written in place: an interrupted export left half a file)
     return str(path)

@@ -467,7 +467,7 @@ def load(
     ``device``: a ``torch.device`` or its name ("cpu", "cuda", "cuda:1"; any case), or "auto" for
     the current CUDA device when PyTorch sees one, else the CPU.
     """
-    if isinstance(source, (str, os.PathLike)) and str(source).endswith(".pt2"):
+    if isinstance(source, (str, os.PathLike)) and os.fspath(source).lower().endswith(".pt2"):  # (any case)
         from .export import load_package
 
         if backend != "auto" or precision is not None or dtype is not None:

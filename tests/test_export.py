@@ -35,9 +35,11 @@ def packages(sd, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("pt2")
     out = {}
-    for backend in ("reference", "torch"):
+    # (the torch one under an upper-case suffix: before 2026-11-29 load took "X.PT2" for a checkpoint)
+    for backend, name in (("reference", "reference.pt2"), ("torch", "TORCH.PT2")):
         up = lua_fast.load(sd, backend=backend)
-        out[backend] = export_package(up, folder / f"{backend}.pt2", max_batch=4, max_side=64)
+        out[backend] = export_package(up, folder / name, max_batch=4, max_side=64)
+    assert sorted(p.name for p in folder.iterdir()) == ["TORCH.PT2", "reference.pt2"]  # no temporary left
     return out
 
 
@@ -134,6 +136,48 @@ def test_onnx_in_half_precisions(sd, tmp_path, capsys):
     assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 22
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.BFLOAT16
     onnx.checker.check_model(model, full_check=True)
+
+
+def test_exports_are_written_atomically(tmp_path, sd, monkeypatch):
+    """An export that fails while writing (a full disk, Ctrl-C) leaves the file that was there, and
+    an ONNX model the checker refuses never takes the path's name; before 2026-11-29 both wrote in
+    place. (The compile steps are stubbed: this is about the write.)"""
+    import types
+
+    import torch.export.pt2_archive._package as pt2
+    from lua_fast import export
+
+    up = lua_fast.load(sd, backend="reference")
+    target = tmp_path / "model.PT2"
+    target.write_bytes(b"the previous package")
+    monkeypatch.setattr(export, "_export", lambda *a: (types.SimpleNamespace(module=lambda: None), [2], None))
+    monkeypatch.setattr(torch._inductor, "aot_compile", lambda *a, **k: [])
+
+    def half_written(f, **kwargs):
+        f.write(b"half a package")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pt2, "package_pt2", half_written)
+    with pytest.raises(OSError, match="No space left"):
+        export.export_package(up, target)
+    assert target.read_bytes() == b"the previous package" and [p.name for p in tmp_path.iterdir()] == ["model.PT2"]
+    (tmp_path / "folder.pt2").mkdir()  # (before 2026-11-29 "package not found")
+    with pytest.raises(export.ExportError, match="is a directory, not an AOTInductor package"):
+        lua_fast.load(tmp_path / "folder.pt2")
+
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    program = types.SimpleNamespace(save=lambda path: Path(path).write_bytes(b"an invalid model"))
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: program)
+
+    def refuse(path, full_check=False):
+        assert Path(path).read_bytes() == b"an invalid model"  # checked where it was written
+        raise onnx.checker.ValidationError("Field 'type' of 'value_info' is required but missing.")
+
+    monkeypatch.setattr(onnx.checker, "check_model", refuse)
+    with pytest.raises(export.ExportError, match="is invalid: Field 'type'"):
+        export.export_onnx(up, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists() and not list(tmp_path.glob("*.partial"))
 
 
 def test_export_command_errors(tmp_path, sd):
