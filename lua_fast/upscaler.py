@@ -141,6 +141,16 @@ def check_finite_output(up: "Upscaler", outputs: dict) -> None:
                                batch_items=items)
 
 
+def _check_switches(*, progress, **flags) -> None:
+    """A switch given as a string (check_finite="false" from a config file or a form) read as True,
+    and progress=1 or "yes" as no progress at all, before 2026-11-29; now each is an InputError."""
+    for name, value in flags.items():
+        if isinstance(value, (str, bytes)) or value is None:
+            raise InputError(f"{name} takes True or False, got {value!r}")
+    if not (progress is None or isinstance(progress, bool) or callable(progress)):
+        raise InputError(f"progress takes True (a tqdm bar), False or None, or a callable (done, total); got {progress!r}")
+
+
 def _capturing(device: torch.device) -> bool:
     """Whether this thread's current stream on ``device`` is capturing a CUDA graph."""
     return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
@@ -309,6 +319,7 @@ class Upscaler:
         ``progress(tiles_done, tiles_total)`` is called after each tile instead, and once with
         (1, 1) after an untiled pass (no ``tile``, or "auto" that did not tile).
         """
+        _check_switches(check_finite=check_finite, cuda_graph=cuda_graph, progress=progress)
         keys, asked, single = self._scales(scale)
         scales = tuple(dict.fromkeys(asked))  # one trunk pass and one head run per distinct scale
         self.check_latents(latents, check_finite=False)

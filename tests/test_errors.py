@@ -252,6 +252,24 @@ def test_a_whole_number_that_is_not_an_int_is_named(up, scale):
         up.upscale(torch.randn(1, 4, 8, 8), scale=scale)
 
 
+def test_switches_given_as_strings_or_a_progress_that_is_neither_are_refused(up):
+    """check_finite="false" (a config file's or a form's value) read as True, and progress=1 or "yes"
+    as no progress, before 2026-11-29."""
+    x = torch.randn(1, 4, 8, 8)
+    for kwargs, says in ((dict(check_finite="false"), "check_finite takes True or False, got 'false'"),
+                         (dict(check_finite=None), "check_finite takes True or False, got None"),
+                         (dict(cuda_graph="no"), "cuda_graph takes True or False, got 'no'"),
+                         (dict(progress=1), "progress takes True .* got 1"),
+                         (dict(progress="yes", tile=8), "progress takes True .* got 'yes'")):
+        with pytest.raises(InputError, match=says):
+            up.upscale(x, **kwargs)
+    calls = []
+    want = up.upscale(x)
+    for kwargs in (dict(check_finite=0), dict(progress=None), dict(progress=lambda *a: calls.append(a))):
+        assert torch.equal(up.upscale(x, **kwargs), want)
+    assert calls == [(1, 1)]
+
+
 def test_integral_scales_of_other_types_are_scales(up):
     """NumPy integers (a scale read from an array or a config) count as the int they hold; the
     result is keyed by what was asked for."""
