@@ -176,20 +176,51 @@ def load_package(path: str | os.PathLike, device=None):
         info = json.loads(contents.extra_files[METADATA])
         runner = contents.aoti_runners[MODEL_NAME]
     except Exception as exc:
-        raise ExportError(f"{path} is not a lua_fast AOTInductor package ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
-    config = LUAConfig(**info["config"])
-    mixed = getattr(torch, info["mixed_dtype"]) if info["precision"] == "mixed" else torch.bfloat16
-    precision = resolve(info["precision"], None, mixed) if info["precision"] != "fp64" else \
-        resolve(None, torch.float64)
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        written = _written_by(path)
+        if written is None:
+            raise ExportError(f"{path} is not a lua_fast AOTInductor package ({reason})") from exc
+        # Its metadata reads, so it is one: say which software wrote it (before 2026-11-29 such a
+        # package, e.g. one compiled by another torch release, was "not a lua_fast package").
+        raise ExportError(f"{path} is a lua_fast package ({written}) that this lua_fast {__version__} with torch "
+                          f"{torch.__version__} cannot load ({reason}); export it again here") from exc
+    try:
+        config = LUAConfig(**info["config"])
+        mixed = getattr(torch, info["mixed_dtype"]) if info["precision"] == "mixed" else torch.bfloat16
+        precision = resolve(info["precision"], None, mixed) if info["precision"] != "fp64" else \
+            resolve(None, torch.float64)
+        limits = tuple(info["scales"]), int(info["max_batch"]), int(info["max_side"]), info["device"], info["backend"]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # (a KeyError or TypeError escaped before)
+        raise ExportError(f"{path}'s {METADATA} ({_describe(info)}) does not read in lua_fast {__version__}: "
+                          f"{type(exc).__name__}: {exc}; export it again with this version") from exc
     target = parse_device(device or info["device"])
     if target.type != info["device"]:
         raise InputError(f"{path} was compiled for {info['device']}, not {target.type}")
-    runner = PackageRunner(runner, tuple(info["scales"]), config.window_size, info["max_batch"], info["max_side"],
-                           precision)
-    up = Upscaler.from_runner(runner, config, target, precision, backend=f"aotinductor:{info['backend']}")
+    scales, max_batch, max_side, _, backend = limits
+    runner = PackageRunner(runner, scales, config.window_size, max_batch, max_side, precision)
+    up = Upscaler.from_runner(runner, config, target, precision, backend=f"aotinductor:{backend}")
     up.package_info = info
     return up
+
+
+def _describe(info) -> str:
+    """"written by lua_fast 0.1.0 with torch 2.11.0" from a package's metadata (what it holds of it)."""
+    if not isinstance(info, dict):
+        return f"a {type(info).__name__}, not a dict"
+    return f"written by lua_fast {info.get('lua_fast', '?')} with torch {info.get('torch', '?')}"
+
+
+def _written_by(path: Path) -> str | None:
+    """``_describe`` of a package's metadata read from the archive alone, or None when there is none
+    (then it is no lua_fast package)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next(n for n in archive.namelist() if n.endswith("/" + METADATA) or n == METADATA)
+            return _describe(json.loads(archive.read(name)))
+    except Exception:  # noqa: BLE001 - not a zip, no metadata, not JSON: not one of ours
+        return None
 
 
 # ONNX's Conv takes bfloat16 from opset 22 on; before it, a bf16 export wrote a model that no ONNX

@@ -180,6 +180,32 @@ def test_exports_are_written_atomically(tmp_path, sd, monkeypatch):
     assert not (tmp_path / "m.onnx").exists() and not list(tmp_path.glob("*.partial"))
 
 
+def test_a_package_that_does_not_load_says_what_wrote_it(tmp_path, monkeypatch):
+    """A package from other software (another torch release's AOTInductor, a later lua_fast's
+    metadata) was "not a lua_fast AOTInductor package", or a KeyError / TypeError, before
+    2026-11-29; now the error names what wrote it and says to export it again."""
+    import types
+
+    import torch.export.pt2_archive._package as pt2
+    from lua_fast.export import METADATA, ExportError
+
+    foreign = {"lua_fast": "9.0.0", "torch": "3.1.0", "config": {"in_channels": 4, "new_field": 1}}
+    with zipfile.ZipFile(tmp_path / "other.pt2", "w") as z:
+        z.writestr("other/extra/" + METADATA, json.dumps(foreign))  # metadata, no model torch can load
+    with pytest.raises(ExportError, match=r"other.pt2 is a lua_fast package \(written by lua_fast 9.0.0 with torch "
+                                          r"3.1.0\) that this lua_fast .* cannot load .*export it again here"):
+        lua_fast.load(tmp_path / "other.pt2")
+    with zipfile.ZipFile(tmp_path / "plain.pt2", "w") as z:
+        z.writestr("plain/data.pkl", b"")
+    with pytest.raises(ExportError, match="plain.pt2 is not a lua_fast AOTInductor package"):
+        lua_fast.load(tmp_path / "plain.pt2")
+    monkeypatch.setattr(pt2, "load_pt2", lambda f: types.SimpleNamespace(
+        extra_files={METADATA: json.dumps(foreign)}, aoti_runners={"model": object()}))
+    with pytest.raises(ExportError, match=r"lua_fast.json \(written by lua_fast 9.0.0 with torch 3.1.0\) does not "
+                                          r"read in lua_fast .*TypeError.*new_field"):
+        lua_fast.load(tmp_path / "other.pt2")
+
+
 def test_export_command_errors(tmp_path, sd):
     torch.save(sd, tmp_path / "w.pth")
     assert main(["export", "--weights", str(tmp_path / "w.pth"), "--output", str(tmp_path / "m.zip")]) == 2
