@@ -483,7 +483,8 @@ def load(
 
         if backend != "auto" or precision is not None or dtype is not None:
             raise InputError("an exported .pt2 package fixes its backend and precision; pass only device=")
-        return load_package(source, device)
+        # (a package on the Hub too: before 2026-11-29 "package not found: hf:/...")
+        return load_package(_fetched(source), device)
     device = parse_device(device)
     forking.note_cpu_work()  # (the weights are validated on the CPU, whatever the device)
     prec = resolve(precision, None if dtype is None else parse_dtype(dtype),
@@ -494,16 +495,21 @@ def load(
     return Upscaler(_materialize(state_dict, config, device, prec), chosen, device, prec, backend)
 
 
+def _fetched(source):
+    """A Hub file (``hf://...`` or its https link, through the Hub's cache) as a local path; other
+    URLs refused; anything else as it is."""
+    source = hub.from_url(source) or source
+    hub.refuse_url(source)
+    return hub.download(source) if hub.is_hub_path(source) else source
+
+
 def read_weights(source) -> dict[str, torch.Tensor]:
     """The flat state dict of any weights ``load`` takes (not yet validated): a path, a hub path or
     link, bytes or a binary file object, a module, or a state dict."""
     if isinstance(source, (str, os.PathLike)) and not os.fspath(source).strip():
         # (an unset variable, load(os.environ.get("LUA_WEIGHTS", "")): Path("") is the working directory)
         raise InputError("no checkpoint given: the path is empty")
-    source = hub.from_url(source) or source  # a Hub file's https link goes through its cache too
-    hub.refuse_url(source)
-    if hub.is_hub_path(source):
-        source = hub.download(source)
+    source = _fetched(source)
     if isinstance(source, (str, os.PathLike)):
         return checkpoint.read_checkpoint(source)
     if isinstance(source, (bytes, bytearray, memoryview)) or callable(getattr(source, "read", None)):

@@ -132,6 +132,23 @@ def test_a_hub_files_https_link_loads_through_the_hub_cache(fake_hub, url, expec
     assert calls == [expected]
 
 
+def test_a_package_on_the_hub_loads_through_its_cache(fake_hub):
+    """An exported .pt2 on the Hub; before 2026-11-29 "package not found: hf:/owner/repo/x.pt2". (A
+    package whose model this torch cannot load, so the error shows it was fetched and opened.)"""
+    import json
+    import zipfile
+
+    from lua_fast.export import ExportError
+
+    folder, calls = fake_hub
+    with zipfile.ZipFile(folder / "lua_x2.pt2", "w") as z:
+        z.writestr("lua_x2/extra/lua_fast.json", json.dumps({"lua_fast": "0.1.0", "torch": "2.11.0"}))
+    for url in ("hf://owner/repo/lua_x2.pt2", "https://huggingface.co/owner/repo/resolve/main/lua_x2.pt2"):
+        with pytest.raises(ExportError, match=r"lua_x2.pt2 is a lua_fast package \(written by lua_fast 0.1.0 with torch 2.11.0\)"):
+            lua_fast.load(url)
+    assert calls == [("owner/repo", "lua_x2.pt2", None)] * 2
+
+
 @pytest.mark.parametrize("url, says", [
     ("https://huggingface.co/vaskers5/LUA-FLUX", "names a Hub repository, not a file in it: pass "
                                                   "hf://vaskers5/LUA-FLUX/<file>"),
