@@ -210,16 +210,29 @@ def _describe(info) -> str:
     return f"written by lua_fast {info.get('lua_fast', '?')} with torch {info.get('torch', '?')}"
 
 
-def _written_by(path: Path) -> str | None:
-    """``_describe`` of a package's metadata read from the archive alone, or None when there is none
-    (then it is no lua_fast package)."""
+def package_metadata(path: str | os.PathLike) -> dict:
+    """A package's ``lua_fast.json`` (config, precision, backend, scales, limits, versions), read
+    from the archive alone: no model is loaded (the Ray job's check reads it before the cluster
+    starts). ``ExportError`` when the file holds none."""
     import zipfile
 
     try:
         with zipfile.ZipFile(path) as archive:
             name = next(n for n in archive.namelist() if n.endswith("/" + METADATA) or n == METADATA)
-            return _describe(json.loads(archive.read(name)))
-    except Exception:  # noqa: BLE001 - not a zip, no metadata, not JSON: not one of ours
+            info = json.loads(archive.read(name))
+    except (OSError, zipfile.BadZipFile, StopIteration, ValueError) as exc:
+        raise ExportError(f"{path} is not a lua_fast AOTInductor package ({type(exc).__name__}: "
+                          f"{str(exc) or f'no {METADATA}'})") from exc
+    if not isinstance(info, dict):
+        raise ExportError(f"{path}'s {METADATA} holds a {type(info).__name__}, not lua_fast's metadata")
+    return info
+
+
+def _written_by(path: Path) -> str | None:
+    """``_describe`` of a package's metadata, or None when there is none (no lua_fast package)."""
+    try:
+        return _describe(package_metadata(path))
+    except ExportError:
         return None
 
 

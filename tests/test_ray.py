@@ -180,6 +180,27 @@ def test_a_job_that_cannot_run_is_refused_before_the_cluster_starts(tmp_path, ra
               tile=np.int64(4))
     check_job(src, weights, scale=2, precision=None, backend="auto", batch_size=1, tile="Auto")  # (any case)
 
+    # An exported package is the actors' to load (it fixes precision and backend): its metadata is
+    # checked without loading the model. Before 2026-11-29 it was read as a checkpoint and refused.
+    import json
+    import zipfile
+
+    from lua_fast.export import ExportError
+
+    package = tmp_path / "lua_x2.PT2"
+    with zipfile.ZipFile(package, "w") as z:
+        z.writestr("lua_x2/extra/lua_fast.json", json.dumps({"scales": [2], "precision": "bf16", "backend": "torch"}))
+    check_job(src, package, scale=2, precision=None, backend="auto", batch_size=2, tile=None)
+    for change, error, message in ((dict(scale=4), InputError, r"unsupported scale 4: .* exported with scales \[2\]"),
+                                   (dict(precision="bf16"), InputError, r"fixes its precision \(bf16\) and backend"),
+                                   (dict(backend="torch"), InputError, "leave precision and backend at their defaults"),
+                                   (dict(weights=tmp_path / "gone.pt2"), FileNotFoundError, "package not found"),
+                                   (dict(weights=weights.rename(tmp_path / "w.pt2")), ExportError,
+                                    "w.pt2 is not a lua_fast AOTInductor package")):
+        job = {"input_dir": src, "output_dir": out, "weights": package, **change}
+        with pytest.raises(error, match=message):
+            upscale_folder(**job)
+
 
 def test_the_script_prints_a_refused_job_in_one_line(tmp_path, ray_must_not_start, monkeypatch, capsys):
     import runpy

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, LuaFastError, first_line
+from ..export import is_package_path, package_metadata
 from ..files import latent_files  # (one folder listing for this job and lua-fast upscale --input <folder>)
 from ..tiling import estimate_peak_bytes, is_auto, is_integer, is_out_of_memory, over_the_cpu_budget
 
@@ -240,11 +241,28 @@ def check_job(input_dir, weights, *, scale, precision, backend, batch_size, tile
     hub.refuse_url(weights)  # (another URL: HubError saying to download it)
     if not isinstance(weights, (str, PathLike)):
         raise InputError(f"weights must be a checkpoint's path (each actor loads it), got {type(weights).__name__}")
+    if is_package_path(weights):  # an exported package: its metadata, read without loading the model
+        _check_package_job(weights, scale=scale, precision=precision, backend=backend)
+        return
     config, _ = validate_state_dict(read_weights(weights))
     if scale not in config.scales:
         raise InputError(f"unsupported scale {scale!r}: {weights} has heads {config.heads}")
     if is_integer(tile) and tile < config.window_size:
         raise InputError(f"tile must be an int >= the window size {config.window_size}, or 'auto'; got {tile!r}")
+
+
+def _check_package_job(weights, *, scale, precision, backend) -> None:
+    """An exported ``.pt2`` as the job's weights: the actors load it as ``lua_fast.load`` does (it
+    fixes its precision and backend). Before 2026-11-29 check_job read it as a checkpoint and
+    refused it ("not a LUA checkpoint")."""
+    if not Path(weights).is_file():
+        raise FileNotFoundError(f"package not found: {weights}")
+    info = package_metadata(weights)
+    if precision is not None or backend.strip().lower() != "auto":
+        raise InputError(f"{weights} is an exported package, which fixes its precision ({info.get('precision')}) "
+                         f"and backend ({info.get('backend')}): leave precision and backend at their defaults")
+    if scale not in info.get("scales", ()):
+        raise InputError(f"unsupported scale {scale!r}: {weights} was exported with scales {info.get('scales')}")
 
 
 def existing_output(path: str, output_dir, scale: int) -> dict | None:
