@@ -499,7 +499,7 @@ BAD_INVOCATIONS = [
     (["--device", "foo"], "unknown device 'foo'"),
     (["--tile", "abc"], "argument --tile"),
     (["--overlap", "4"], "--overlap needs --tile"),
-    (["--tile", "8", "--overlap", "9"], "overlap must be an int in [0, tile)"),
+    (["--tile", "8", "--overlap", "9"], "overlap must be an int in [0, tile - window]"),
     (["--scale", "3"], "unsupported scale 3"),
     (["--backend", "nope"], "nope"),
 ]
