@@ -454,7 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "ComfyUI's latent_tensor or samples, or a file's one tensor, is found without it)")
     p.add_argument("--no-check-finite", action="store_true", help="skip the NaN/Inf input check")
     p.add_argument("--tile", type=_tile, default=None, help="tile size in latent pixels, or 'auto' (see lua_fast.tiling)")
-    p.add_argument("--overlap", type=int, default=None, help="tile overlap in latent pixels (default 2 windows)")
+    p.add_argument("--overlap", type=int, default=None, help="least tile overlap in latent pixels, at most the tile "
+                   "less one window (default 2 windows, at most half a tile)")
     p.add_argument("--force", action="store_true", help="allow --output to overwrite --input or --weights")
     p.add_argument("--skip-existing", action="store_true", help="with --output-dir: keep outputs already there "
                    "(a rerun after an interruption) and upscale only the other inputs")
