@@ -310,8 +310,9 @@ class Upscaler:
         (shape, dtype, scales, per-forward switches: ``cuda_graphs.SWITCHES``) on first use and
         replays it afterwards, removing launch overhead.
 
-        Tiling (``lua_fast.tiling``): ``tile=T`` upscales T x T latent tiles overlapping by
-        ``overlap`` (default two windows, at most half a tile) and blends them; ``tile="auto"`` tiles only when the
+        Tiling (``lua_fast.tiling``): ``tile=T`` upscales T x T latent tiles overlapping by at least
+        ``overlap`` (default two windows, at most half a tile; at most T less one window) and blends
+        them; tiles start on the window grid, and a T off it is widened to it; ``tile="auto"`` tiles only when the
         estimated activation memory exceeds ``memory_budget`` bytes (default on CUDA: 90% of what
         the process can still allocate; on the CPU: 75% of the RAM it can still take, within its
         container's limit, where Linux tells it; ``lua_fast.tiling.default_memory_budget``), and
