@@ -295,6 +295,41 @@ def test_a_group_that_runs_out_of_memory_runs_file_by_file(tmp_path, monkeypatch
         actor(batch)
 
 
+def test_a_file_with_nan_leaves_its_group_stacked_without_it(tmp_path, monkeypatch):
+    """One file with NaN latents, or one whose output overflows, among same-shape files: the others
+    still run as one stack (before 2026-11-29 the whole group ran file by file: 4 forwards here instead
+    of 1), the bad file gets its own error row, and the outputs are each file's own."""
+    from safetensors.torch import load_file, save_file
+
+    actor, batch = _actor_on_files(tmp_path, count=4, side=12)
+    real, batches = actor.up.model.forward, []
+
+    def counted(x, scales):
+        batches.append(x.shape[0])
+        return real(x, scales)
+
+    monkeypatch.setattr(actor.up.model, "forward", counted)
+    paths = list(batch["path"])
+    alone = {p: actor.up.upscale(load_file(p)["latents"]) for p in paths}
+    bad = load_file(paths[2])["latents"]
+    bad[0, 1, 3, 3] = float("nan")
+    save_file({"latents": bad}, paths[2])
+    batches.clear()
+    rows = actor(batch)
+    assert [bool(e) for e in rows["error"]] == [False, False, True, False] and "NonFiniteInputError" in rows["error"][2]
+    assert batches == [3]  # the input check refuses the stack of 4 before any forward
+    for p, out in zip(paths, rows["output"]):
+        if out:  # (a stack is not bit-equal to one by one on the CPU: its GEMMs block by the batch)
+            assert rel_err(load_file(out)["latents"], alone[p]) <= 1e-5
+
+    huge = load_file(paths[1])["latents"] * 1e30  # finite, overflows inside the model
+    save_file({"latents": huge}, paths[1])
+    batches.clear()
+    rows = actor(batch)
+    assert [bool(e) for e in rows["error"]] == [False, True, True, False]
+    assert "NonFiniteOutputError" in rows["error"][1] and batches == [3, 2, 1]  # stack of 3, then of 2, then 1 alone
+
+
 def test_on_the_cpu_a_stack_over_the_ram_budget_is_not_run(tmp_path, monkeypatch):
     """On the CPU the failure of an over-large forward is the OOM killer ending the worker, not an
     exception: a stack whose estimate exceeds tile="auto"'s RAM budget runs file by file instead;

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import InputError, LuaFastError, first_line
+from ..errors import InputError, LuaFastError, NonFiniteInputError, NonFiniteOutputError, first_line
 from ..export import is_package_path, package_metadata
 from ..files import latent_files  # (one folder listing for this job and lua-fast upscale --input <folder>)
 from ..tiling import estimate_peak_bytes, is_auto, is_integer, is_out_of_memory, over_the_cpu_budget
@@ -61,22 +61,42 @@ class LatentUpscaler:
                                    materialises_scores=self.up.backend != "triton")
         return over_the_cpu_budget(self.up.device, need)
 
-    def _together(self, stacked: torch.Tensor) -> torch.Tensor | None:
-        """A group of same-shape files in one forward, or None to run them one by one: a NaN in one
-        file (its error stays its own), an allocation failure (before 2026-11-28 a CUDA out-of-memory
-        error failed the whole Ray task, and each retry of it), or, on the CPU, a stack over
-        tile="auto"'s RAM budget."""
+    def _together(self, stacked: torch.Tensor) -> tuple[torch.Tensor | None, list[int]]:
+        """A group of same-shape files in one forward, or (None, rows) to run them otherwise: the
+        batch rows holding NaN/Inf (those files' errors stay their own; the rest can run stacked
+        again), or no rows after another error, an allocation failure (before 2026-11-28 a CUDA
+        out-of-memory error failed the whole Ray task, and each retry of it) or, on the CPU, a stack
+        over tile="auto"'s RAM budget: then one by one."""
         if self._over_the_cpu_budget(stacked):
-            return None
+            return None, []
         try:
-            return self._upscale(stacked)
+            return self._upscale(stacked), []
+        except (NonFiniteInputError, NonFiniteOutputError) as exc:
+            return None, exc.batch_items
         except (LuaFastError, FloatingPointError):
-            return None
+            return None, []
         except RuntimeError as exc:  # torch.OutOfMemoryError included
             if not is_out_of_memory(exc):
                 raise
         self._release()
-        return None
+        return None, []
+
+    def _stacked(self, items: list) -> dict[int, torch.Tensor]:
+        """The outputs of a group's files from one forward, by file index; files missing from it run
+        alone. Files whose latents hold (or whose outputs overflow to) NaN/Inf are left out and the
+        rest stacked again: before 2026-11-29 one such file sent its whole group file by file."""
+        while len(items) > 1:
+            out, bad_rows = self._together(torch.cat([z for _, z, _ in items]).to(self.up.device))
+            starts = [0]
+            for _, z, _ in items:
+                starts.append(starts[-1] + z.shape[0])
+            if out is not None:
+                return {i: out[a:b] for (i, _, _), a, b in zip(items, starts, starts[1:])}
+            bad = {i for (i, _, _), a, b in zip(items, starts, starts[1:]) if any(a <= r < b for r in bad_rows)}
+            if not bad:
+                break
+            items = [item for item in items if item[0] not in bad]
+        return {}
 
     def _release(self) -> None:
         if self.up.device.type == "cuda":
@@ -97,11 +117,10 @@ class LatentUpscaler:
                 errors[i] = f"{type(exc).__name__}: {exc}"
         for items in groups.values():
             # (a file alone is run once, below: a failure there is its own, with nothing to retry)
-            out = self._together(torch.cat([z for _, z, _ in items]).to(self.up.device)) if len(items) > 1 else None
-            start = 0
+            stacked = self._stacked(items)
             for i, z, single in items:
                 try:
-                    result = out[start:start + z.shape[0]] if out is not None else self._upscale(z.to(self.up.device))
+                    result = stacked[i] if i in stacked else self._upscale(z.to(self.up.device))
                     result = result[0] if single else result  # the rank it read
                     target = self.output_dir / output_name(paths[i], self.scale)
                     write_latents(target, result, self.key)
@@ -114,7 +133,6 @@ class LatentUpscaler:
                     self._release()
                     errors[i] = (f"OutOfMemoryError: {first_line(exc)} (a {tuple(z.shape)} latent; tile='auto' or a "
                                  "tile size upscales it in tiles)")
-                start += z.shape[0]
         return {"path": np.array(paths, dtype=object), "output": np.array(outputs, dtype=object),
                 "error": np.array(errors, dtype=object), "shape": np.array(shapes, dtype=object)}
 
