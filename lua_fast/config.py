@@ -134,8 +134,16 @@ class LUAConfig:
         key-and-shape check against the inferred config is
         :func:`lua_fast.checkpoint.validate_state_dict`.
         Raises :class:`ConfigError` naming what is missing or inconsistent.
+
+        Any weights ``lua_fast.load`` takes are read too: a checkpoint as ``torch.load`` returns it
+        (``params_ema`` / ``params``, wrapper prefixes), a path, a module, an ``Upscaler``. (Before
+        2026-11-29 the released file's dict said "key 'conv_first.weight' is missing".)
         """
         sd = state_dict
+        if not isinstance(sd, Mapping) or "conv_first.weight" not in sd:
+            from .upscaler import read_weights  # (upscaler imports this module)
+
+            sd = read_weights(sd)
 
         def shape(key: str, ndim: int | None = None) -> tuple[int, ...]:
             if key not in sd:

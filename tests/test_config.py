@@ -46,6 +46,27 @@ def test_from_state_dict_round_trip(config):
     assert inferred == config
 
 
+def test_from_state_dict_reads_any_checkpoint_load_takes(tmp_path):
+    """README: "reads a configuration back from any checkpoint". The released file as torch.load
+    returns it (under params_ema) said "key 'conv_first.weight' is missing" before 2026-11-29, as did
+    a DataParallel prefix, a path, a module and an Upscaler."""
+    import lua_fast
+    from lua_fast.reference import LUA
+
+    config = tiny_config()
+    sd = random_state_dict(config, seed=4)
+    torch.save({"params_ema": sd}, tmp_path / "w.pth")
+    module = LUA(config)
+    module.load_state_dict(sd)
+    for source in (sd, {"params_ema": sd}, {"module." + k: v for k, v in sd.items()}, tmp_path / "w.pth",
+                   str(tmp_path / "w.pth"), (tmp_path / "w.pth").read_bytes(), module, lua_fast.load(sd)):
+        assert LUAConfig.from_state_dict(source) == config
+    with pytest.raises(ConfigError, match="key 'conv_first.weight' is missing"):
+        LUAConfig.from_state_dict({"x": torch.zeros(1)})
+    with pytest.raises(lua_fast.CheckpointError, match="not a LUA checkpoint"):
+        LUAConfig.from_state_dict(None)
+
+
 @pytest.mark.parametrize("embed_dim, mlp_ratio", [(7, 8.75), (15, 1.5), (7, 16.5), (33, 4.9), (360, 2.0)])
 def test_any_mlp_width_reads_back(embed_dim, mlp_ratio):
     """The ratio is read back as fc1's width / embed_dim; for 7 and 61 (mlp_ratio 8.75) the quotient
