@@ -2,10 +2,11 @@
 
 The latent is cut into ``tile`` x ``tile`` tiles overlapping by at least ``overlap`` latent
 pixels, each starting on the window grid the untiled pass lays its windows on (``tile_starts``;
-the last tile of a row or column ends at the border, so tiles never leave the image). Each tile is upscaled on its own and the outputs are blended: inside an
-overlap each tile gives up the pixels nearest its own edge (``BLEND_MARGIN``, three eighths of
-the overlap from each side) and the weights ramp linearly over the middle quarter, so no seam
-is a hard cut and no kept pixel is one a tile saw with little context.
+the last tile of a row or column ends at the border, so tiles never leave the image). Each tile
+is upscaled on its own and the outputs are blended: inside an overlap each tile gives up the
+pixels nearest its own edge (``BLEND_MARGIN``, three eighths of the overlap from each side) and
+the weights ramp linearly over the middle quarter, so no seam is a hard cut and no kept pixel is
+one a tile saw with little context.
 
 Tiling changes the result: a Swin trunk's receptive field spans far more than one
 window, so pixels near a tile border see less context than in the untiled pass.
