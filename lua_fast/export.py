@@ -106,6 +106,8 @@ def export_package(upscaler, path: str | os.PathLike, *, scales=None, max_batch:
     path = str(path)
     if not is_package_path(path):
         raise InputError(f"the package path must end in .pt2, got {path}")
+    if upscaler.reference_model is None:  # (before 2026-11-29 torch.export failed on the package's runner)
+        raise ExportError("export needs the model's weights: load the checkpoint, not a .pt2 package")
     ep, scales, example = _export(upscaler, scales, max_batch, max_side)
     try:
         # Inductor reads the TF32 switches where it generates GEMMs itself: those of the package's run.

@@ -11,7 +11,7 @@ import torch
 from . import checkpoint, dispatch, forking, hub, untraced
 from .config import LUAConfig
 from .cuda_graphs import GraphRunner
-from .errors import InputError, NonFiniteInputError, NonFiniteOutputError
+from .errors import CheckpointError, InputError, NonFiniteInputError, NonFiniteOutputError
 from .precision import Precision, default_mixed_dtype, resolve, warn_if_slow_on_the_cpu
 from .reference import LUA, windows
 from .tiling import run_tiled, untiled, warn_if_over_the_ram
@@ -215,7 +215,7 @@ class Upscaler:
     def __repr__(self) -> str:
         return (
             f"Upscaler(backend={self.backend!r}, device={self.device}, precision={self.precision}, "
-            f"scales={self.config.scales}, channels={self.config.in_channels})"
+            f"scales={getattr(self.model, 'scales', self.config.scales)}, channels={self.config.in_channels})"
         )
 
     def _scales(self, scale) -> tuple[tuple, tuple[int, ...], bool]:
@@ -504,6 +504,21 @@ def _fetched(source):
     return hub.download(source) if hub.is_hub_path(source) else source
 
 
+def _refuse_package(path) -> None:
+    """An exported package where weights are wanted (``convert``, ``bench``, the Ray check): it holds
+    compiled code, no weights. Before 2026-11-29 it read as a "corrupted" torch.save checkpoint."""
+    if not (os.fspath(path).lower().endswith(".pt2") and os.path.isfile(path)):
+        return
+    from .export import ExportError, package_metadata
+
+    try:
+        package_metadata(path)
+    except ExportError:
+        return  # not one of ours: read it as what it claims to be
+    raise CheckpointError(f"{path} is an exported AOTInductor package: it holds compiled code, not weights to read; "
+                          "pass the checkpoint it was exported from (lua_fast.load runs the package itself)")
+
+
 def read_weights(source) -> dict[str, torch.Tensor]:
     """The flat state dict of any weights ``load`` takes (not yet validated): a path, a hub path or
     link, bytes or a binary file object, a module, or a state dict."""
@@ -512,6 +527,7 @@ def read_weights(source) -> dict[str, torch.Tensor]:
         raise InputError("no checkpoint given: the path is empty")
     source = _fetched(source)
     if isinstance(source, (str, os.PathLike)):
+        _refuse_package(source)
         return checkpoint.read_checkpoint(source)
     if isinstance(source, (bytes, bytearray, memoryview)) or callable(getattr(source, "read", None)):
         return checkpoint.read_checkpoint_stream(source)

@@ -206,6 +206,27 @@ def test_a_package_that_does_not_load_says_what_wrote_it(tmp_path, monkeypatch):
         lua_fast.load(tmp_path / "other.pt2")
 
 
+def test_a_package_is_no_weights_file(tmp_path, sd, capsys):
+    """A package where weights are wanted (convert, bench, LUAConfig.from_state_dict, another export)
+    read as a "corrupted" torch.save checkpoint, and an export of a package failed inside
+    torch.export, before 2026-11-29; both now say what the file is and what to pass."""
+    from lua_fast.export import METADATA, ExportError, export_onnx, export_package
+
+    package = tmp_path / "lua.pt2"
+    with zipfile.ZipFile(package, "w") as z:
+        z.writestr("lua/extra/" + METADATA, json.dumps({"lua_fast": "0.1.0", "scales": [2]}))
+    says = "lua.pt2 is an exported AOTInductor package: it holds compiled code, not weights"
+    with pytest.raises(lua_fast.CheckpointError, match=says):
+        LUAConfig.from_state_dict(package)
+    assert main(["convert", str(package), str(tmp_path / "w.safetensors")]) == 2
+    assert says in capsys.readouterr().err
+    up = lua_fast.load(sd)
+    compiled = lua_fast.Upscaler.from_runner(up.model, up.config, up.device, up.precision, "aotinductor:torch")
+    for export in (lambda: export_package(compiled, tmp_path / "again.pt2"), lambda: export_onnx(compiled, tmp_path / "m.onnx")):
+        with pytest.raises(ExportError, match="needs the model's weights: load the checkpoint, not a .pt2 package"):
+            export()
+
+
 def test_export_command_errors(tmp_path, sd):
     torch.save(sd, tmp_path / "w.pth")
     assert main(["export", "--weights", str(tmp_path / "w.pth"), "--output", str(tmp_path / "m.zip")]) == 2
