@@ -71,6 +71,19 @@ def test_upscale_node_latent_dict_semantics(comfy, up):
     assert out4["samples"].shape == (2, 4, 36, 40)
 
 
+def test_a_head_the_model_lacks_or_a_latent_without_samples_is_named(comfy, sd):
+    """A checkpoint with an x2 head only, asked for x4 (the node's list offers both): before
+    2026-11-29 an AttributeError ("'str' object has no attribute 'bit_length'") from the memory
+    estimate; a LATENT without 'samples' was a KeyError."""
+    x2_only = lua_fast.load({k: v for k, v in sd.items() if not k.startswith("heads.x4.")})
+    node = nodes().LUAUpscaleLatent()
+    with pytest.raises(InputError, match=r"this LUA model has heads \['x2'\], not 'x4'"):
+        node.upscale(x2_only, latent(), "x4", "off", 64)
+    assert node.upscale(x2_only, latent(), "x2", "off", 64)[0]["samples"].shape == (2, 4, 18, 20)
+    with pytest.raises(InputError, match=r"a LATENT is a dict holding 'samples'; got dict with \['noise_mask'\]"):
+        node.upscale(x2_only, {"noise_mask": torch.ones(1)}, "x2", "off", 64)
+
+
 def test_device_and_dtype_round_trip(comfy, up):
     _, mm, _ = comfy
     src = latent(dtype=torch.float16)

@@ -114,12 +114,20 @@ def upscale_latent_dict(up: Upscaler, latent: dict, scale: str = "x2", tiling: s
     """The upscale node's work on a LATENT dict (see the module docstring)."""
     from comfy import model_management
 
+    if not isinstance(latent, dict) or "samples" not in latent:
+        raise InputError(f"a LATENT is a dict holding 'samples'; got {type(latent).__name__}"
+                         + (f" with {sorted(latent)}" if isinstance(latent, dict) else ""))
     samples = latent["samples"]
     _check_samples(up, samples)
     if tiling not in TILING:
         raise InputError(f"tiling must be one of {TILING}, got {tiling!r}")
+    heads = dict(up.config.heads)
+    if scale not in heads and scale not in heads.values():
+        # (a checkpoint with an x2 head only, asked for x4: before 2026-11-29 an AttributeError from
+        # the memory estimate, before upscale's own check could name the heads)
+        raise InputError(f"this LUA model has heads {sorted(heads)}, not {scale!r}")
     z = samples.to(up.device)
-    factor = dict(up.config.heads).get(scale, scale)
+    factor = heads.get(scale, scale)
     b, _, h, w = z.shape
     # Tell ComfyUI what this pass needs so it can unload other models first.
     activations = estimate_peak_bytes(up.config, h, w, (factor,), element_size=up.precision.compute.itemsize,
