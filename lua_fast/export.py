@@ -242,6 +242,9 @@ def _written_by(path: Path) -> str | None:
 # runtime loads ("Type 'tensor(bfloat16)' of input parameter ... of operator (Conv) ... is invalid").
 ONNX_OPSET = 18
 ONNX_OPSET_BF16 = 22
+# A model over protobuf's 2 GiB keeps its weights in an external data file (torch.onnx decides):
+# 54.9 M fp32 parameters are 220 MB; configs up to the loader's 2^30 elements can pass it.
+ONNX_PROTOBUF_LIMIT = 2**31 - 2**26
 
 
 def export_onnx(upscaler, path: str | os.PathLike, *, scale: int = 2, opset: int | None = None) -> str:
@@ -285,5 +288,9 @@ def export_onnx(upscaler, path: str | os.PathLike, *, scale: int = 2, opset: int
         except onnx.checker.ValidationError as exc:
             raise ExportError(f"the exported ONNX model for {path} is invalid: {str(exc).splitlines()[0]}") from exc
 
-    atomic_write(path, write)  # (before 2026-11-29 written in place: an interrupted export left half a file)
+    weights = sum(p.numel() * p.element_size() for p in upscaler.reference_model.parameters())
+    if weights < ONNX_PROTOBUF_LIMIT:
+        atomic_write(path, write)  # (before 2026-11-29 written in place: an interrupted export left half a file)
+    else:  # its weights go to a data file named after the model's: the temporary's name would stay in it
+        write(str(path))
     return str(path)
