@@ -138,10 +138,23 @@ class PackageRunner:
     for any sides (pads to the window, crops the outputs, as the backends do)."""
 
     def __init__(self, runner, scales: tuple[int, ...], window: int, max_batch: int, max_side: int,
-                 precision: Precision | None = None) -> None:
+                 precision: Precision | None = None, path: str | None = None) -> None:
         self.runner, self.scales, self.window = runner, scales, window
         self.max_batch, self.max_side = max_batch, max_side
         self.precision = precision
+        self.path = path  # the package file: a copy (pickle, deepcopy) loads its runner from it again
+
+    # PyTorch's AOTInductor runner cannot be pickled (before 2026-11-29 pickling a package's
+    # Upscaler, as multiprocessing's spawn does, raised "cannot pickle 'AOTIModelPackageLoader'"), and
+    # deepcopy shared it with a warning. A copy holds the path and opens the package again.
+    def __getstate__(self) -> dict:
+        if self.path is None:
+            raise TypeError("this PackageRunner was built around a runner without its package's path; it cannot be copied")
+        return {**self.__dict__, "runner": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.runner = _open_package(Path(self.path))[1]
 
     def __call__(self, x: torch.Tensor, scales=(2,)) -> dict[int, torch.Tensor]:
         missing = [s for s in scales if s not in self.scales]
@@ -161,8 +174,6 @@ class PackageRunner:
 
 def load_package(path: str | os.PathLike, device=None):
     """A ``.pt2`` written by :func:`export_package` -> :class:`lua_fast.Upscaler`."""
-    from torch.export.pt2_archive._package import load_pt2
-
     from . import native
     from .upscaler import Upscaler, parse_device
 
@@ -172,20 +183,7 @@ def load_package(path: str | os.PathLike, device=None):
         raise ExportError(f"{path} is a directory, not an AOTInductor package")
     if not path.is_file():
         raise FileNotFoundError(f"package not found: {path}")
-    try:
-        with open(path, "rb") as f:  # (a file object: any case of ".pt2", which torch's own check wants lower)
-            contents = load_pt2(f)
-        info = json.loads(contents.extra_files[METADATA])
-        runner = contents.aoti_runners[MODEL_NAME]
-    except Exception as exc:
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        written = _written_by(path)
-        if written is None:
-            raise ExportError(f"{path} is not a lua_fast AOTInductor package ({reason})") from exc
-        # Its metadata reads, so it is one: say which software wrote it (before 2026-11-29 such a
-        # package, e.g. one compiled by another torch release, was "not a lua_fast package").
-        raise ExportError(f"{path} is a lua_fast package ({written}) that this lua_fast {__version__} with torch "
-                          f"{torch.__version__} cannot load ({reason}); export it again here") from exc
+    info, runner = _open_package(path)
     try:
         config = LUAConfig(**info["config"])
         mixed = getattr(torch, info["mixed_dtype"]) if info["precision"] == "mixed" else torch.bfloat16
@@ -199,10 +197,30 @@ def load_package(path: str | os.PathLike, device=None):
     if target.type != info["device"]:
         raise InputError(f"{path} was compiled for {info['device']}, not {target.type}")
     scales, max_batch, max_side, _, backend = limits
-    runner = PackageRunner(runner, scales, config.window_size, max_batch, max_side, precision)
+    runner = PackageRunner(runner, scales, config.window_size, max_batch, max_side, precision, path=str(path.resolve()))
     up = Upscaler.from_runner(runner, config, target, precision, backend=f"aotinductor:{backend}")
     up.package_info = info
     return up
+
+
+def _open_package(path: Path):
+    """``(metadata, AOTInductor runner)`` of a package file; ``ExportError`` naming what wrote it when
+    this lua_fast and torch cannot load it."""
+    from torch.export.pt2_archive._package import load_pt2
+
+    try:
+        with open(path, "rb") as f:  # (a file object: any case of ".pt2", which torch's own check wants lower)
+            contents = load_pt2(f)
+        return json.loads(contents.extra_files[METADATA]), contents.aoti_runners[MODEL_NAME]
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        written = _written_by(path)
+        if written is None:
+            raise ExportError(f"{path} is not a lua_fast AOTInductor package ({reason})") from exc
+        # Its metadata reads, so it is one: say which software wrote it (before 2026-11-29 such a
+        # package, e.g. one compiled by another torch release, was "not a lua_fast package").
+        raise ExportError(f"{path} is a lua_fast package ({written}) that this lua_fast {__version__} with torch "
+                          f"{torch.__version__} cannot load ({reason}); export it again here") from exc
 
 
 def _describe(info) -> str:

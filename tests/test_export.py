@@ -86,6 +86,16 @@ def test_package_contract_and_limits(packages):
     with zipfile.ZipFile(packages["reference"]) as z:
         names = [n for n in z.namelist() if n.endswith("lua_fast.json")]
         assert names and json.loads(z.read(names[0]))["config"]["embed_dim"] == 16
+    # Copies (multiprocessing's spawn pickles it) open the package again; before 2026-11-29 pickling
+    # raised "cannot pickle 'torch._C._aoti.AOTIModelPackageLoader' object"
+    import copy
+    import pickle
+
+    z = torch.randn(2, 4, 13, 9)
+    want = up.upscale(z)
+    for again in (pickle.loads(pickle.dumps(up)), copy.deepcopy(up)):
+        assert again.model.runner is not up.model.runner and torch.equal(again.upscale(z), want)
+        assert repr(again) == repr(up) and again.package_info == up.package_info
 
 
 def test_onnx_matches_the_reference_at_other_sizes(sd, tmp_path):
