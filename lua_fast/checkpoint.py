@@ -38,6 +38,12 @@ from .reference import windows
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 CHECKPOINT_SUFFIXES = SAFETENSORS_SUFFIXES + TORCH_SUFFIXES
+PACKAGE_SUFFIX = ".pt2"  # an AOTInductor package (lua_fast.export): compiled code, no weights to read
+
+
+def is_package_path(path) -> bool:
+    """Whether ``path`` names an exported AOTInductor package (``.pt2``, any case)."""
+    return isinstance(path, (str, os.PathLike)) and os.fspath(path).lower().endswith(PACKAGE_SUFFIX)
 WRAPPER_KEYS = ("params_ema", "params")
 # Prefixes that wrappers add to every key of a module's state dict: DataParallel / DDP ("module.",
 # which BasicSR's own loader strips too) and torch.compile's OptimizedModule ("_orig_mod.").
@@ -273,9 +279,9 @@ def _nested_hint(obj: Mapping) -> str:
                        for k, v in list(nested.items())[:_MAX_LISTED])
     key = next(iter(nested))
     prefix = _wrapper_prefix(nested[key])
-    weights = (f"sd = torch.load(path, weights_only=True)[{key!r}]; lua_fast.load(sd)" if prefix is None or _dropped(prefix) else
-               f"sd = torch.load(path, weights_only=True)[{key!r}]; "
-               f"lua_fast.load({{k.removeprefix({prefix!r}): v for k, v in sd.items()}})")
+    read = f"sd = torch.load(path, weights_only=True)[{key!r}]; "
+    weights = (read + "lua_fast.load(sd)" if prefix is None or _dropped(prefix) else
+               read + f"lua_fast.load({{k.removeprefix({prefix!r}): v for k, v in sd.items()}})")
     return f" ({counts}: a training checkpoint? Load the model's weights from it, e.g. {weights})"
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from ._version import __version__
+from .checkpoint import is_package_path
 from .config import LUAConfig
 from .errors import InputError, LuaFastError
 from .files import atomic_write
@@ -126,11 +127,6 @@ def export_package(upscaler, path: str | os.PathLike, *, scales=None, max_batch:
     # package at the path (and an existing one overwritten).
     atomic_write(path, write)
     return path
-
-
-def is_package_path(path) -> bool:
-    """Whether ``path`` names an AOTInductor package (``.pt2``, any case)."""
-    return isinstance(path, (str, os.PathLike)) and os.fspath(path).lower().endswith(".pt2")
 
 
 class PackageRunner:

@@ -479,7 +479,7 @@ def load(
     ``device``: a ``torch.device`` or its name ("cpu", "cuda", "cuda:1"; any case), or "auto" for
     the current CUDA device when PyTorch sees one, else the CPU.
     """
-    if isinstance(source, (str, os.PathLike)) and os.fspath(source).lower().endswith(".pt2"):  # (any case)
+    if checkpoint.is_package_path(source):
         from .export import load_package
 
         if backend != "auto" or precision is not None or dtype is not None:
@@ -507,7 +507,7 @@ def _fetched(source):
 def _refuse_package(path) -> None:
     """An exported package where weights are wanted (``convert``, ``bench``, the Ray check): it holds
     compiled code, no weights. Before 2026-11-29 it read as a "corrupted" torch.save checkpoint."""
-    if not (os.fspath(path).lower().endswith(".pt2") and os.path.isfile(path)):
+    if not (checkpoint.is_package_path(path) and os.path.isfile(path)):
         return
     from .export import ExportError, package_metadata
 

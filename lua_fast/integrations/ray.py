@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from ..errors import InputError, LuaFastError, NonFiniteInputError, NonFiniteOutputError, first_line
-from ..export import is_package_path, package_metadata
+from ..checkpoint import is_package_path
+from ..export import package_metadata
 from ..files import latent_files  # (one folder listing for this job and lua-fast upscale --input <folder>)
 from ..tiling import estimate_peak_bytes, is_auto, is_integer, is_out_of_memory, over_the_cpu_budget
 
