@@ -33,7 +33,7 @@ from ._version import __version__
 from .checkpoint import is_package_path
 from .config import LUAConfig
 from .errors import InputError, LuaFastError
-from .files import atomic_write
+from .files import atomic_write, check_output_path
 from .padding import pad_to_window_multiple, sides_are_window_multiples
 from .precision import Precision, backend_flags, resolve
 from .tiling import is_integer
@@ -60,19 +60,25 @@ class _Heads(torch.nn.Module):
         return tuple(out[s] for s in self.scales)
 
 
+def _scale_ints(upscaler, scales) -> tuple[int, ...]:
+    """Scales as ``upscale`` reads them (ints, NumPy ints, head names such as "x4" in any case) -> the
+    model's sorted ints; ``InputError`` naming its heads for any other. (Before 2026-11-29 a head name
+    was refused by ``export_package`` and failed inside torch.export in ``export_onnx``.)"""
+    return tuple(sorted({upscaler._scales(s)[1][0] for s in scales}))
+
+
 def _export(upscaler, scales, max_batch: int, max_side: int, strict: bool = False):
     from torch.export import Dim
 
     window = upscaler.config.window_size
-    scales = tuple(sorted(set(scales or upscaler.config.scales)))
-    bad = [s for s in scales if s not in upscaler.config.scales]
-    if bad:
-        raise InputError(f"scales {bad} are not heads of this model {upscaler.config.scales}")
+    scales = _scale_ints(upscaler, scales or upscaler.config.scales)
     if not is_integer(max_batch) or max_batch < 1:
         raise InputError(f"max_batch must be an int >= 1, got {max_batch!r}")
     if not is_integer(max_side) or max_side < window:
         raise InputError(f"max_side must be an int >= the window size {window} (a padded side is a window "
                          f"multiple), got {max_side!r}")
+    # (plain ints: NumPy's reached the package's JSON metadata, after the compile, before 2026-11-29)
+    max_batch, max_side = int(max_batch), int(max_side)
     module = _Heads(upscaler.model, scales).eval()
     # A non-square example with batch 2, so no size is specialised on by accident. The graph's bounds
     # hold that example (batch 2, 2 x 3 windows) whatever max_batch and max_side are; the package's
@@ -109,7 +115,9 @@ def export_package(upscaler, path: str | os.PathLike, *, scales=None, max_batch:
         raise InputError(f"the package path must end in .pt2, got {path}")
     if upscaler.reference_model is None:  # (before 2026-11-29 torch.export failed on the package's runner)
         raise ExportError("export needs the model's weights: load the checkpoint, not a .pt2 package")
+    check_output_path(path, option="path")  # (before the compile: a folder or a missing one failed after it)
     ep, scales, example = _export(upscaler, scales, max_batch, max_side)
+    max_batch, max_side = int(max_batch), int(max_side)
     try:
         # Inductor reads the TF32 switches where it generates GEMMs itself: those of the package's run.
         with torch.no_grad(), backend_flags(upscaler.precision, upscaler.device):
@@ -276,12 +284,20 @@ def export_onnx(upscaler, path: str | os.PathLike, *, scale: int = 2, opset: int
 
     if upscaler.reference_model is None:
         raise ExportError("ONNX export needs the model's weights: load the checkpoint, not a .pt2 package")
-    least = ONNX_OPSET_BF16 if upscaler.dtype == torch.bfloat16 else ONNX_OPSET
+    (scale,) = _scale_ints(upscaler, (scale,))
+    check_output_path(path, option="path")  # (before the export: a folder or a missing one failed after it)
+    bf16 = upscaler.dtype == torch.bfloat16
+    least = ONNX_OPSET_BF16 if bf16 else ONNX_OPSET
     if opset is None:
         opset = least
+    elif not is_integer(opset):
+        raise InputError(f"opset must be an int, got {opset!r}")
     elif opset < least:
-        raise ExportError(f"a bfloat16 model needs ONNX opset >= {least} (Conv has no bfloat16 before it), "
-                          f"got opset={opset}; or export a float16 / float32 model")
+        why = ("Conv has no bfloat16 before it; or export a float16 / float32 model" if bf16 else
+               "the least torch.onnx's exporter writes")  # (before 2026-11-29 an fp32 model was told "bfloat16")
+        raise ExportError(f"a {str(upscaler.dtype).removeprefix('torch.')} model needs ONNX opset >= {least} ({why}), "
+                          f"got opset={opset}")
+    opset = int(opset)
     window = upscaler.config.window_size
     module = _Heads(upscaler.reference_model, (scale,)).eval()
     # Sides off the window grid: the padding gathers are traced (a window multiple would skip them).

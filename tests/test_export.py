@@ -237,6 +237,52 @@ def test_a_package_is_no_weights_file(tmp_path, sd, capsys):
             export()
 
 
+def test_export_arguments_are_read_as_upscale_reads_them_and_checked_first(tmp_path, sd, monkeypatch):
+    """Before 2026-11-29: a head name failed inside torch.export (ONNX) or was refused (package);
+    NumPy ints for the limits reached the package's JSON after the compile ("int64 is not JSON
+    serializable"); a folder or a missing directory as the path failed after the export's work; an
+    fp32 model asked for opset 10 was told "a bfloat16 model needs opset >= 18", and opset="18" was
+    a TypeError. (The compile steps are stubbed where they would run.)"""
+    import types
+
+    import numpy as np
+
+    from lua_fast import UsageError
+    from lua_fast import export
+    from lua_fast.export import ExportError, export_onnx, export_package
+
+    up = lua_fast.load(sd, backend="reference")
+    assert export._scale_ints(up, ["X4", np.int64(2), 2]) == (2, 4)
+    with pytest.raises(InputError, match="unsupported scale 3: this model has heads"):
+        export._scale_ints(up, [2, 3])
+    calls = []
+    monkeypatch.setattr(export, "_export", lambda up_, scales, mb, ms: calls.append((scales, mb, ms)) or
+                        (types.SimpleNamespace(module=lambda: None), export._scale_ints(up_, scales), None))
+    monkeypatch.setattr(torch._inductor, "aot_compile", lambda *a, **k: [])
+    import torch.export.pt2_archive._package as pt2
+
+    written = {}
+    monkeypatch.setattr(pt2, "package_pt2", lambda f, **kw: written.update(json.loads(kw["extra_files"]["lua_fast.json"])))
+    export_package(up, tmp_path / "p.pt2", scales=["x4", np.int64(2)], max_batch=np.int64(3), max_side=np.int32(32))
+    assert written["scales"] == [2, 4] and (written["max_batch"], written["max_side"]) == (3, 32)
+    (tmp_path / "d.pt2").mkdir()
+    (tmp_path / "d.onnx").mkdir()
+    for stem, says in ((tmp_path / "d", "is a directory; give a file path"), (tmp_path / "none" / "p", "does not exist")):
+        with pytest.raises(UsageError, match=says):
+            export_package(up, f"{stem}.pt2")
+        with pytest.raises(UsageError, match=says):
+            export_onnx(up, f"{stem}.onnx")
+    assert len(calls) == 1  # neither bad path reached the export
+    pytest.importorskip("onnxscript")
+    with pytest.raises(ExportError, match=r"a float32 model needs ONNX opset >= 18 \(the least torch.onnx's"):
+        export_onnx(up, tmp_path / "m.onnx", opset=10)
+    with pytest.raises(InputError, match="opset must be an int, got '18'"):
+        export_onnx(up, tmp_path / "m.onnx", opset="18")
+    with pytest.raises(InputError, match="unsupported scale 'x8'"):
+        export_onnx(up, tmp_path / "m.onnx", scale="x8")
+    assert not list(tmp_path.glob("m.onnx*"))
+
+
 def test_export_command_errors(tmp_path, sd):
     torch.save(sd, tmp_path / "w.pth")
     assert main(["export", "--weights", str(tmp_path / "w.pth"), "--output", str(tmp_path / "m.zip")]) == 2
