@@ -124,12 +124,18 @@ def _selection(device: torch.device, quick: bool, config: LUAConfig | None, size
     name, a scale the model lacks, a size below 1 raise ``InputError`` before anything runs)."""
     default_config, default_sizes, default_scales, default_precisions = _cases(device, quick)
     config = config or default_config
+    # (a side for a square latent, or (height, width); before 2026-11-29 an int was a TypeError)
     sizes = [(_positive_int(h, "a latent height"), _positive_int(w, "a latent width"))
-             for h, w in (default_sizes if sizes is None else sizes)]
-    scales = list(default_scales if scales is None else scales)
-    bad = [s for s in scales if s not in config.scales]
+             for h, w in ((s, s) if is_integer(s) else s for s in (default_sizes if sizes is None else sizes))]
+    # (head names and NumPy ints as upscale reads them; before 2026-11-29 "x4" was refused and a NumPy
+    # int failed in the memory estimate)
+    asked = list(default_scales if scales is None else scales)
+    scales = [config.scale_of(s) for s in asked]
+    bad = [a for a, s in zip(asked, scales) if s is None]
     if bad or not scales:
-        raise InputError(f"unsupported scales {bad}: choose among the model's {list(config.scales)}")
+        raise InputError(f"unsupported scales {bad}: choose among the model's {list(config.scales)} "
+                         f"or its heads {[name for name, _ in config.heads]}")
+    scales = list(dict.fromkeys(scales))
     if not sizes:
         raise InputError("choose at least one latent size")
     chosen = list(default_precisions if precisions is None else precisions)

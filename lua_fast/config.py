@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Mapping
@@ -111,6 +112,16 @@ class LUAConfig:
     @property
     def scales(self) -> tuple[int, ...]:
         return tuple(sorted(s for _, s in self.heads))
+
+    def scale_of(self, key) -> int | None:
+        """The scale ``key`` names: a head name ("x4", in any case) or an integral value (NumPy's too)
+        among this model's scales; None for anything else. ``Upscaler.upscale``, the exports and
+        the benchmark read scales through it."""
+        if isinstance(key, str):
+            return dict(self.heads).get(key.strip().lower())
+        if isinstance(key, numbers.Integral) and not isinstance(key, bool) and int(key) in self.scales:
+            return int(key)
+        return None
 
     def head_name(self, scale: int) -> str:
         for name, s in self.heads:

@@ -64,7 +64,7 @@ def _scale_ints(upscaler, scales) -> tuple[int, ...]:
     """Scales as ``upscale`` reads them (ints, NumPy ints, head names such as "x4" in any case) -> the
     model's sorted ints; ``InputError`` naming its heads for any other. (Before 2026-11-29 a head name
     was refused by ``export_package`` and failed inside torch.export in ``export_onnx``.)"""
-    return tuple(sorted({upscaler._scales(s)[1][0] for s in scales}))
+    return tuple(sorted({upscaler._scales(s)[1][0] for s in scales}))  # (one at a time: the error names it)
 
 
 def _export(upscaler, scales, max_batch: int, max_side: int, strict: bool = False):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 import os
 from typing import Any, BinaryIO, Callable, Mapping, SupportsIndex, Union, overload
 
@@ -222,11 +221,9 @@ class Upscaler:
         """(the keys asked for, their scales, whether one was asked for); head names map to scales."""
         single = not isinstance(scale, (tuple, list))
         keys = (scale,) if single else tuple(scale)
-        names = dict(self.config.heads)
         # (head names in any case, as device, dtype and precision names: "X4" is "x4")
-        scales = tuple(names.get(k.strip().lower(), k) if isinstance(k, str) else
-                       int(k) if isinstance(k, numbers.Integral) and not isinstance(k, bool) else k for k in keys)
-        bad = [s for s in scales if isinstance(s, bool) or not isinstance(s, int) or s not in self.config.scales]
+        scales = tuple(self.config.scale_of(k) for k in keys)
+        bad = [k for k, s in zip(keys, scales) if s is None]
         if bad or not scales:
             raise InputError(
                 f"unsupported scale {scale!r}: this model has heads {self.config.heads} (pass a scale or a "

@@ -105,6 +105,24 @@ def test_run_suite_refuses_what_it_cannot_time():
         run_suite("cpu", quick=True, batch=0)
 
 
+def test_run_suite_reads_scales_and_sizes_as_upscale_does():
+    """Head names ("X4"), NumPy ints as scales, and an int as a square latent's side; before
+    2026-11-29 "x4" was an unsupported scale, a NumPy scale an AttributeError in the memory estimate
+    and an int size a TypeError."""
+    import numpy as np
+
+    from lua_fast import InputError
+    from lua_fast.benchmark import run_suite
+
+    report = run_suite("cpu", quick=True, repeat=1, scales=["X4", np.int64(2)], sizes=[8, (8, 12)],
+                       precisions=["fp32"], backends=["reference"], ops=False, log=lambda line: None)
+    rows = {(r["scale"], tuple(r["latent"][2:])) for r in report["results"]}
+    assert rows == {(2, (8, 8)), (2, (8, 12)), (4, (8, 8)), (4, (8, 12))}
+    assert all(type(r["scale"]) is int for r in report["results"])
+    with pytest.raises(InputError, match=r"unsupported scales \['x3', 2.0\]: .* or its heads \['x2', 'x4'\]"):
+        run_suite("cpu", quick=True, scales=["x3", 2.0, 2])
+
+
 def test_the_cpu_rows_have_the_resident_peak():
     """CPU rows had no memory figure before 2026-11-29 ("-"); they now report the resident set's
     growth over the timed calls (glibc's freed heap trimmed and Linux's VmHWM reset first)."""

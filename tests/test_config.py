@@ -46,6 +46,14 @@ def test_from_state_dict_round_trip(config):
     assert inferred == config
 
 
+def test_scale_of_reads_head_names_and_integral_values():
+    import numpy as np
+
+    c = LUAConfig.flux()
+    assert [c.scale_of(k) for k in ("x2", " X4 ", 2, np.int64(4), np.int32(2))] == [2, 4, 2, 4, 2]
+    assert [c.scale_of(k) for k in ("x3", 3, 2.0, True, None, "2", torch.tensor(2))] == [None] * 7
+
+
 def test_from_state_dict_reads_any_checkpoint_load_takes(tmp_path):
     """README: "reads a configuration back from any checkpoint". The released file as torch.load
     returns it (under params_ema) said "key 'conv_first.weight' is missing" before 2026-11-29, as did
