@@ -121,13 +121,12 @@ def upscale_latent_dict(up: Upscaler, latent: dict, scale: str = "x2", tiling: s
     _check_samples(up, samples)
     if tiling not in TILING:
         raise InputError(f"tiling must be one of {TILING}, got {tiling!r}")
-    heads = dict(up.config.heads)
-    if scale not in heads and scale not in heads.values():
+    factor = up.config.scale_of(scale)
+    if factor is None:
         # (a checkpoint with an x2 head only, asked for x4: before 2026-11-29 an AttributeError from
         # the memory estimate, before upscale's own check could name the heads)
-        raise InputError(f"this LUA model has heads {sorted(heads)}, not {scale!r}")
+        raise InputError(f"this LUA model has heads {sorted(dict(up.config.heads))}, not {scale!r}")
     z = samples.to(up.device)
-    factor = heads.get(scale, scale)
     b, _, h, w = z.shape
     # Tell ComfyUI what this pass needs so it can unload other models first.
     activations = estimate_peak_bytes(up.config, h, w, (factor,), element_size=up.precision.compute.itemsize,
