@@ -116,6 +116,41 @@ def tile_starts(size: int, tile: int, overlap: int, window: int = 1) -> list[int
     return list(range(0, last, step)) + [last]
 
 
+def tiled_work(height: int, width: int, tile: int, overlap: int, window: int = 1) -> int:
+    """Latent pixels the tiles of a ``height`` x ``width`` latent run through the model, each tile
+    padded to the window grid as the model pads it: the work of a tiled pass (the untiled pass's is
+    the padded latent's area)."""
+    def side(size):
+        return sum(-(-min(tile, size - start) // window) * window for start in tile_starts(size, tile, overlap, window))
+    return side(height) * side(width)
+
+
+def least_work_tile(height: int, width: int, largest: int, smallest: int, window: int,
+                    overlap_of: Callable[[int], int]) -> int:
+    """The tile in [``smallest``, ``largest``] (window multiples) whose tiles do the least work
+    (``tiled_work``), allowing ``WORK_SLACK`` more for fewer tiles (fewer seams, fewer launches);
+    among as many tiles, the least work, then the larger tile.
+
+    The largest tile memory allows is rarely the cheapest: the grid being fixed, the last tile of a
+    side overhangs the one before by up to a tile. Released config's window 16, overlap 32: a
+    256 x 256 latent in tiles of up to 176 runs 4 tiles of 176 x 176 (1.89x the untiled work) or
+    4 of 144 x 144 (1.27x)."""
+    plans = []
+    for tile in range(smallest, largest + 1, window):
+        overlap = overlap_of(tile)
+        count = len(tile_starts(height, tile, overlap, window)) * len(tile_starts(width, tile, overlap, window))
+        plans.append((tiled_work(height, width, tile, overlap, window), count, tile))
+    if not plans:
+        return largest
+    least = min(work for work, _, _ in plans)
+    _, _, tile = min((count, work, -tile) for work, count, tile in plans if work <= least * (1 + WORK_SLACK))
+    return -tile
+
+
+# Extra work (a share of the least) least_work_tile accepts for fewer tiles.
+WORK_SLACK = 0.1
+
+
 # Share of each overlap, on the side of the tile's own edge, where that tile gets no weight: its
 # pixels there see the least context, and the neighbour's see the most. The ramp runs over the
 # overlap's middle quarter. Measured against the untiled output (random weights, x2): released
@@ -327,17 +362,24 @@ def run_tiled(model, x: torch.Tensor, scales: tuple[int, ...], config: LUAConfig
     blend = blend_bytes(x.shape[0], config.out_channels, height, width, scales, element_size)
     smallest = MIN_AUTO_TILE_WINDOWS * window
     size = None  # None: no tiling needed
+    def cheapest(largest):  # the tile up to `largest` doing the least work
+        return least_work_tile(height, width, largest, smallest, window, default_overlap)
+
     if memory_budget is not None and estimate(height, width) > memory_budget:
+        # A tile is cut to the latent's sides (a wide latent's tiles are as high as the latent):
+        # its memory is that of the cut tile (before 2026-11-29 a square tile's was counted, so a
+        # 64 x 2048 latent went in tiles of 176 where tiles of 512 fit).
         size = max(height, width) // window * window
-        while size > window and estimate(size, size) + blend > memory_budget:
+        while size > window and estimate(min(size, height), min(size, width)) + blend > memory_budget:
             size -= window
         if size < smallest:  # tiles this small would see too little context (large seams)
             raise InputError(
                 f"memory_budget {memory_budget:,} bytes is below the estimated "
-                f"{estimate(smallest, smallest) + blend:,} bytes of the smallest automatic tile "
-                f"({smallest}x{smallest}) with the full-size output it is blended into ({blend:,}); "
-                "raise the budget, or pass tile=N to choose a tile yourself"
+                f"{estimate(min(smallest, height), min(smallest, width)) + blend:,} bytes of the smallest "
+                f"automatic tile ({smallest}x{smallest}) with the full-size output it is blended into "
+                f"({blend:,}); raise the budget, or pass tile=N to choose a tile yourself"
             )
+        size = cheapest(size)
 
     def release():  # after an allocation failure: hand the failed forward's blocks back
         if cuda:
@@ -350,7 +392,7 @@ def run_tiled(model, x: torch.Tensor, scales: tuple[int, ...], config: LUAConfig
             if not is_out_of_memory(exc):
                 raise
             release()
-            size = max(smallest, (max(height, width) // 2) // window * window)
+            size = cheapest(max(smallest, (max(height, width) // 2) // window * window))
     while True:
         try:
             return upscale_tiled(model, x, scales, size, default_overlap(size), window=window, progress=progress)
@@ -358,4 +400,4 @@ def run_tiled(model, x: torch.Tensor, scales: tuple[int, ...], config: LUAConfig
             if not is_out_of_memory(exc) or size <= smallest:
                 raise
             release()
-            size = max(smallest, (size // 2) // window * window)
+            size = cheapest(max(smallest, (size // 2) // window * window))

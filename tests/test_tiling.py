@@ -330,6 +330,67 @@ def test_auto_counts_the_full_size_blend_it_writes_into(small):
         up.upscale(x, tile="auto", memory_budget=estimate(16) + blend - 1)
 
 
+def _auto_plan(config, height, width, budget_tile):
+    """The tiles tile="auto" runs (a stand-in model records them) under a budget that fits one
+    ``budget_tile`` (h, w) tile and the blend; and that budget."""
+    from lua_fast.tiling import blend_bytes, run_tiled
+
+    blend = blend_bytes(1, 16, height, width, (2,), 4)
+    budget = estimate_peak_bytes(config, *budget_tile, (2,)) + blend
+    seen = []
+
+    def model(z, scales):
+        seen.append(tuple(z.shape[-2:]))
+        return {s: torch.zeros(1, 16, s * z.shape[-2], s * z.shape[-1]) for s in scales}
+
+    run_tiled(model, torch.zeros(1, 16, height, width), (2,), config, tile="auto", overlap=None, memory_budget=budget,
+              progress=None, element_size=4, materialises_scores=True)
+    fits = all(estimate_peak_bytes(config, h, w, (2,)) + blend <= budget for h, w in seen)
+    return seen, fits
+
+
+def test_auto_counts_a_wide_latents_tiles_as_cut_to_its_height():
+    """A tile is cut to the latent's sides; before 2026-11-29 "auto" counted it square, so a
+    64 x 2048 latent whose budget fits 64 x 512 tiles ran 14 tiles of 64 x 176."""
+    seen, fits = _auto_plan(LUAConfig(), 64, 2048, (64, 512))
+    assert fits and len(seen) == 5 and max(w for _, w in seen) >= 448
+
+
+@pytest.mark.parametrize("side, budget_side, before, now", [(256, 176, 1.89, 1.27), (96, 80, 2.78, 1.78)])
+def test_auto_takes_the_tile_doing_the_least_work(side, budget_side, before, now):
+    """The largest tile the budget fits overhangs its neighbour at the end of a side (tiles start on
+    the window grid): 256 in tiles of 176 start at 0 and 80. "auto" takes the tile of least work
+    up to that size (``least_work_tile``); before 2026-11-29, the largest (``before``: its work
+    over the untiled pass's)."""
+    from lua_fast.tiling import least_work_tile, tiled_work
+
+    seen, fits = _auto_plan(LUAConfig(), side, side, (budget_side, budget_side))
+    assert fits and len(seen) == 4
+    assert sum(h * w for h, w in seen) / side**2 == pytest.approx(now, abs=0.01)
+    assert tiled_work(side, side, budget_side, 32, 16) / side**2 == pytest.approx(before, abs=0.01)
+    assert least_work_tile(side, side, budget_side, 32, 16, lambda tile: 32) == max(h for h, _ in seen)
+
+
+def test_least_work_tile_prefers_fewer_tiles_within_the_slack():
+    """Among plans within WORK_SLACK of the least work, the fewest tiles win, then the least work;
+    the result is never above the largest tile nor below the smallest."""
+    from lua_fast.tiling import WORK_SLACK, least_work_tile, tiled_work
+
+    def overlap(tile):
+        return min(16, tile // 2, tile - 8)
+
+    for height, width, largest in [(160, 300, 128), (64, 2048, 512), (100, 37, 48), (30, 30, 16), (500, 90, 200)]:
+        largest = largest // 8 * 8
+        tile = least_work_tile(height, width, largest, 16, 8, overlap)
+        assert 16 <= tile <= largest and tile % 8 == 0
+        plans = {t: (tiled_work(height, width, t, overlap(t), 8),
+                     len(tile_starts(height, t, overlap(t), 8)) * len(tile_starts(width, t, overlap(t), 8)))
+                 for t in range(16, largest + 1, 8)}
+        least = min(work for work, _ in plans.values())
+        assert plans[tile][0] <= least * (1 + WORK_SLACK)
+        assert all(count >= plans[tile][1] for work, count in plans.values() if work <= least * (1 + WORK_SLACK))
+
+
 def test_auto_retries_smaller_tiles_when_the_cpu_allocator_refuses(small):
     """Under `ulimit -v` or with overcommit off, PyTorch's CPU allocator raises a plain RuntimeError;
     tile="auto" now retries with smaller tiles there as it does after a CUDA out-of-memory error
