@@ -127,28 +127,22 @@ def tiled_work(height: int, width: int, tile: int, overlap: int, window: int = 1
 
 def least_work_tile(height: int, width: int, largest: int, smallest: int, window: int,
                     overlap_of: Callable[[int], int]) -> int:
-    """The tile in [``smallest``, ``largest``] (window multiples) whose tiles do the least work
-    (``tiled_work``), allowing ``WORK_SLACK`` more for fewer tiles (fewer seams, fewer launches);
-    among as many tiles, the least work, then the larger tile.
+    """Of the tiles in [``smallest``, ``largest``] (window multiples) that need no more tiles than
+    ``largest``, the one doing the least work (``tiled_work``), the larger on a tie.
 
     The largest tile memory allows is rarely the cheapest: the grid being fixed, the last tile of a
     side overhangs the one before by up to a tile. Released config's window 16, overlap 32: a
-    256 x 256 latent in tiles of up to 176 runs 4 tiles of 176 x 176 (1.89x the untiled work) or
-    4 of 144 x 144 (1.27x)."""
-    plans = []
-    for tile in range(smallest, largest + 1, window):
+    256 x 256 latent in tiles of 176 runs 4 tiles of 176 x 176 (1.89x the untiled work), in tiles of
+    144, 4 of 144 x 144 (1.27x). More, smaller tiles can do less work still (a smaller tile's
+    default overlap is smaller), but each adds seams and a pass: not taken."""
+    def count(tile):
         overlap = overlap_of(tile)
-        count = len(tile_starts(height, tile, overlap, window)) * len(tile_starts(width, tile, overlap, window))
-        plans.append((tiled_work(height, width, tile, overlap, window), count, tile))
-    if not plans:
-        return largest
-    least = min(work for work, _, _ in plans)
-    _, _, tile = min((count, work, -tile) for work, count, tile in plans if work <= least * (1 + WORK_SLACK))
-    return -tile
+        return len(tile_starts(height, tile, overlap, window)) * len(tile_starts(width, tile, overlap, window))
 
-
-# Extra work (a share of the least) least_work_tile accepts for fewer tiles.
-WORK_SLACK = 0.1
+    most = count(largest)
+    plans = [(tiled_work(height, width, tile, overlap_of(tile), window), -tile)
+             for tile in range(smallest, largest + 1, window) if count(tile) <= most]
+    return -min(plans)[1] if plans else largest
 
 
 # Share of each overlap, on the side of the tile's own edge, where that tile gets no weight: its
@@ -309,6 +303,12 @@ def untiled(model, x: torch.Tensor, scales: tuple[int, ...], progress) -> dict[i
 MIN_AUTO_TILE_WINDOWS = 2  # tile="auto" never goes below 2 x 2 windows
 
 
+def default_overlap(tile: int, window: int, overlap: int | None = None) -> int:
+    """The overlap a tile of ``tile`` gets: ``overlap`` if given, else two windows, at most half
+    the tile; at most ``tile - window`` either way (``tile_starts``)."""
+    return min(2 * window, tile // 2, tile - window) if overlap is None else min(overlap, tile - window)
+
+
 def is_auto(tile) -> bool:
     """``tile`` names automatic tiling: "auto" in any case, as lua_fast's other names."""
     return isinstance(tile, str) and tile.strip().lower() == "auto"
@@ -326,8 +326,8 @@ def run_tiled(model, x: torch.Tensor, scales: tuple[int, ...], config: LUAConfig
     window = config.window_size
     height, width = x.shape[-2:]
 
-    def default_overlap(size):  # two windows, at most half a tile; at most tile - window (tile_starts)
-        return min(2 * window, size // 2, size - window) if overlap is None else min(overlap, size - window)
+    def overlap_of(size):
+        return default_overlap(size, window, overlap)
 
     if overlap is not None and (not is_integer(overlap) or overlap < 0):
         raise InputError(f"overlap must be an int >= 0, got {overlap!r}")
@@ -345,7 +345,7 @@ def run_tiled(model, x: torch.Tensor, scales: tuple[int, ...], config: LUAConfig
                              f"the window grid, {window}), got {overlap!r} with tile={tile}")
         if memory_budget is not None:
             raise InputError("memory_budget only applies to tile='auto'")
-        return upscale_tiled(model, x, scales, tile, default_overlap(tile), window=window, progress=progress)
+        return upscale_tiled(model, x, scales, tile, overlap_of(tile), window=window, progress=progress)
     if memory_budget is not None and (not is_integer(memory_budget) or memory_budget < 1):
         raise InputError(f"memory_budget must be a positive int (bytes), got {memory_budget!r}")
 
@@ -363,7 +363,7 @@ def run_tiled(model, x: torch.Tensor, scales: tuple[int, ...], config: LUAConfig
     smallest = MIN_AUTO_TILE_WINDOWS * window
     size = None  # None: no tiling needed
     def cheapest(largest):  # the tile up to `largest` doing the least work
-        return least_work_tile(height, width, largest, smallest, window, default_overlap)
+        return least_work_tile(height, width, largest, smallest, window, overlap_of)
 
     if memory_budget is not None and estimate(height, width) > memory_budget:
         # A tile is cut to the latent's sides (a wide latent's tiles are as high as the latent):
@@ -395,7 +395,7 @@ def run_tiled(model, x: torch.Tensor, scales: tuple[int, ...], config: LUAConfig
             size = cheapest(max(smallest, (max(height, width) // 2) // window * window))
     while True:
         try:
-            return upscale_tiled(model, x, scales, size, default_overlap(size), window=window, progress=progress)
+            return upscale_tiled(model, x, scales, size, overlap_of(size), window=window, progress=progress)
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             if not is_out_of_memory(exc) or size <= smallest:
                 raise

@@ -122,19 +122,25 @@ def test_tiling_modes_and_progress_bar(comfy, up):
         nodes().upscale_latent_dict(up, src, "x2", "size", 2)
 
 
-def test_out_of_memory_retries_with_tiles(comfy, sd, monkeypatch):
-    _, mm, utils = comfy
-    up = lua_fast.load(sd)
-    real = up.model.forward
-    seen = []
+def _device_holding(up, mm, monkeypatch, side: int) -> tuple[list, object]:
+    """Make ``up`` raise ComfyUI's out-of-memory error above side x side latents. Returns the list
+    the shapes it is asked for are appended to, and its real forward."""
+    real, seen = up.model.forward, []
 
-    def limited(x, scales):  # simulate a device that holds at most 16x16 latents
+    def limited(x, scales):
         seen.append(tuple(x.shape[-2:]))
-        if x.shape[-1] * x.shape[-2] > 16 * 16:
+        if x.shape[-1] * x.shape[-2] > side * side:
             raise mm.OOM_EXCEPTION("CUDA out of memory (simulated)")
         return real(x, scales)
 
     monkeypatch.setattr(up.model, "forward", limited)
+    return seen, real
+
+
+def test_out_of_memory_retries_with_tiles(comfy, sd, monkeypatch):
+    _, mm, utils = comfy
+    up = lua_fast.load(sd)
+    seen, real = _device_holding(up, mm, monkeypatch, 16)
     src = latent(batch=1, h=40, w=40)
     clears = mm.cache_clears
     out = nodes().upscale_latent_dict(up, src, "x2", "off", 64)
@@ -143,6 +149,22 @@ def test_out_of_memory_retries_with_tiles(comfy, sd, monkeypatch):
     assert mm.cache_clears >= clears + 2 and utils.bars  # emptied the cache per retry, showed progress
     monkeypatch.setattr(up.model, "forward", real)
     assert torch.equal(out["samples"], up.upscale(src["samples"], scale=2, tile=8))
+
+
+def test_out_of_memory_retries_take_the_tile_of_least_work(comfy, sd, monkeypatch):
+    """After an out-of-memory error the retry takes, up to half the latent, the tile of least work
+    (as tile="auto" does): 64 x 64 at window 4 in 9 tiles of 28. Before 2026-11-29 it took the
+    halved size, 32 (9 tiles too, the last overhanging by 24), which a device holding 28 x 28 failed,
+    and then 16."""
+    _, mm, _ = comfy
+    up = lua_fast.load(sd)
+    assert up.config.window_size == 4
+    seen, real = _device_holding(up, mm, monkeypatch, 28)
+    src = latent(batch=1, h=64, w=64)
+    out = nodes().upscale_latent_dict(up, src, "x2", "off", 64)
+    assert seen[0] == (64, 64) and set(seen[1:]) == {(28, 28)} and len(seen) == 1 + 9
+    monkeypatch.setattr(up.model, "forward", real)
+    assert torch.equal(out["samples"], up.upscale(src["samples"], scale=2, tile=28))
 
 
 def test_a_pass_too_large_for_the_ram_tiles_on_the_cpu_whatever_the_tiling(comfy, up, monkeypatch):

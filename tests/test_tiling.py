@@ -371,24 +371,28 @@ def test_auto_takes_the_tile_doing_the_least_work(side, budget_side, before, now
     assert least_work_tile(side, side, budget_side, 32, 16, lambda tile: 32) == max(h for h, _ in seen)
 
 
-def test_least_work_tile_prefers_fewer_tiles_within_the_slack():
-    """Among plans within WORK_SLACK of the least work, the fewest tiles win, then the least work;
-    the result is never above the largest tile nor below the smallest."""
-    from lua_fast.tiling import WORK_SLACK, least_work_tile, tiled_work
+def test_least_work_tile_never_takes_more_tiles_than_the_largest():
+    """The tile of least work among those needing no more tiles than the largest; never above the
+    largest nor below the smallest, on the window grid. (Smaller tiles, with smaller default
+    overlaps, can do less work in more passes: 96 x 96 in 25 tiles of 32 against 16 of 48.)"""
+    from lua_fast.tiling import default_overlap, least_work_tile, tiled_work
 
     def overlap(tile):
-        return min(16, tile // 2, tile - 8)
+        return default_overlap(tile, 8)
 
-    for height, width, largest in [(160, 300, 128), (64, 2048, 512), (100, 37, 48), (30, 30, 16), (500, 90, 200)]:
+    def count(height, width, tile):
+        return len(tile_starts(height, tile, overlap(tile), 8)) * len(tile_starts(width, tile, overlap(tile), 8))
+
+    for height, width, largest in [(160, 300, 128), (64, 2048, 512), (100, 37, 48), (30, 30, 16), (500, 90, 200),
+                                   (96, 96, 48), (128, 128, 88)]:
         largest = largest // 8 * 8
         tile = least_work_tile(height, width, largest, 16, 8, overlap)
         assert 16 <= tile <= largest and tile % 8 == 0
-        plans = {t: (tiled_work(height, width, t, overlap(t), 8),
-                     len(tile_starts(height, t, overlap(t), 8)) * len(tile_starts(width, t, overlap(t), 8)))
-                 for t in range(16, largest + 1, 8)}
-        least = min(work for work, _ in plans.values())
-        assert plans[tile][0] <= least * (1 + WORK_SLACK)
-        assert all(count >= plans[tile][1] for work, count in plans.values() if work <= least * (1 + WORK_SLACK))
+        assert count(height, width, tile) <= count(height, width, largest)
+        work = tiled_work(height, width, tile, overlap(tile), 8)
+        assert all(tiled_work(height, width, t, overlap(t), 8) >= work
+                   for t in range(16, largest + 1, 8) if count(height, width, t) <= count(height, width, largest))
+    assert least_work_tile(96, 96, 48, 32, 16, lambda t: default_overlap(t, 16)) == 48  # not 32 (25 tiles)
 
 
 def test_auto_retries_smaller_tiles_when_the_cpu_allocator_refuses(small):

@@ -22,7 +22,7 @@ import torch
 from ...checkpoint import CHECKPOINT_SUFFIXES
 from ...errors import InputError
 from ... import precision as precision_modes
-from ...tiling import estimate_peak_bytes, is_out_of_memory, over_the_cpu_budget
+from ...tiling import default_overlap, estimate_peak_bytes, is_out_of_memory, least_work_tile, over_the_cpu_budget
 from ...upscaler import Upscaler, load
 
 MODEL_FOLDER = "latent_upscale_models"
@@ -100,10 +100,13 @@ def _progress_hook():
 
 
 def _retry_sizes(up: Upscaler, height: int, width: int) -> list[int]:
-    """Tile sizes to try after an out-of-memory error: halving, window multiples, >= 2 windows."""
+    """Tile sizes to try after an out-of-memory error: at most half the last, window multiples,
+    >= 2 windows, each the tile of least work up to that size (``tiling.least_work_tile``, as
+    tile="auto" takes; before 2026-11-29 the halved size itself)."""
     window = up.config.window_size
     size, sizes = max(height, width) // 2 // window * window, []
     while size >= 2 * window:
+        size = least_work_tile(height, width, size, 2 * window, window, lambda tile: default_overlap(tile, window))
         sizes.append(size)
         size = size // 2 // window * window
     return sizes or [2 * window]
