@@ -9,7 +9,8 @@ fit (a tile cut by a narrow latent's side counted as square); it now counts the 
 up to that size, the tile doing the least work (``lua_fast.tiling.least_work_tile``). The old plan
 is timed by passing its tile explicitly (the same overlap and blend as "auto"). Reported per plan:
 tiles, tiled work over the untiled pass's (window-padded latent pixels), relative error and seam
-step against the untiled output, median time. Random weights (seed 0), x2, batch 1, fp32.
+step against the untiled output, median time. Then a batch over its budget (``batch_rows``):
+tiled as a whole before, in chunks of whole items now. Random weights (seed 0), x2, fp32.
 """
 
 from __future__ import annotations
@@ -33,12 +34,45 @@ CASES = {"small": [(16, 16, (11, 11)), (6, 40, (6, 20)), (12, 12, (10, 10)), (10
          "flux": [(6, 6, (5, 5)), (4, 12, (4, 6))]}
 
 
-def square_rule(config: LUAConfig, height: int, width: int, budget: int, blend: int) -> int:
+def square_rule(config: LUAConfig, height: int, width: int, budget: int, blend: int, batch: int = 1) -> int:
     """The tile "auto" chose before 2026-11-29: the largest window multiple whose square fit."""
     window, size = config.window_size, max(height, width) // config.window_size * config.window_size
-    while size > window and tiling.estimate_peak_bytes(config, size, size, (2,)) + blend > budget:
+    while size > window and tiling.estimate_peak_bytes(config, size, size, (2,), batch=batch) + blend > budget:
         size -= window
     return size
+
+
+# (latent side in windows, batch, items the budget fits untiled): a batch over the budget.
+BATCH_CASES = {"small": [(8, 4, 2)], "flux": [(3, 4, 2)]}
+
+
+def batch_rows(up, config: LUAConfig, name: str, repeat: int) -> list[dict]:
+    """A batch over the budget: before 2026-11-29 "auto" tiled the whole batch (tiles small enough
+    for every item at once); now it runs chunks of whole items (the untiled result)."""
+    window, rows = config.window_size, []
+    for side_windows, batch, fits in BATCH_CASES[name]:
+        side = side_windows * window
+        x = torch.randn(batch, config.in_channels, side, side, device=up.device)
+        held = batch * config.out_channels * 4 * side * side * 4  # the batch's fp32 x2 outputs
+        budget = tiling.estimate_peak_bytes(config, side, side, (2,), batch=fits) + held
+        ref, untiled_ms = timed(lambda: up.upscale(x, scale=2), repeat)
+        now, now_ms = timed(lambda: up.upscale(x, scale=2, tile="auto", memory_budget=budget), repeat)
+        blend = tiling.blend_bytes(batch, config.out_channels, side, side, (2,), 4)
+        largest = square_rule(config, side, side, budget, blend, batch)
+        tile = tiling.least_work_tile(side, side, largest, 2 * window, window,
+                                      lambda t: tiling.default_overlap(t, window))
+        before, before_ms = timed(lambda: up.upscale(x, scale=2, tile=tile), repeat)
+        rows.append({"latent": [batch, side, side], "budget_fits_items": fits, "budget_bytes": budget,
+                     "untiled_median_ms": round(untiled_ms, 1),
+                     "before": {"tile": tile, "rel_err": float((before - ref).norm() / ref.norm()),
+                                "median_ms": round(before_ms, 1)},
+                     "now": {"chunks_of": fits, "rel_err": float((now - ref).norm() / ref.norm()),
+                             "median_ms": round(now_ms, 1)},
+                     "speedup": round(before_ms / now_ms, 3)})
+        print(f"batch {batch} x {side}x{side}, budget for {fits} items: before tiles of {tile} (rel "
+              f"{rows[-1]['before']['rel_err']:.2e}, {before_ms:.0f} ms); now chunks of {fits} (rel "
+              f"{rows[-1]['now']['rel_err']:.2e}, {now_ms:.0f} ms); untiled {untiled_ms:.0f} ms", flush=True)
+    return rows
 
 
 def main() -> None:
@@ -89,7 +123,8 @@ def main() -> None:
               f"({n['tiles']} tiles, work {n['work_vs_untiled']}x, rel {n['rel_err']:.2e}, {n['median_ms']:.0f} ms); "
               f"untiled {untiled_ms:.0f} ms; {row['speedup']}x", flush=True)
     write_json(args.out, {"environment": environment(up.device), "config": args.config, "weights": "random, seed 0",
-                          "scale": 2, "precision": "fp32", "repeat": args.repeat, "rows": rows})
+                          "scale": 2, "precision": "fp32", "repeat": args.repeat, "rows": rows,
+                          "batch_rows": batch_rows(up, config, args.config, args.repeat)})
 
 
 if __name__ == "__main__":

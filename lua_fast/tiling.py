@@ -21,6 +21,7 @@ on a bound.
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 from typing import Callable
 
@@ -324,7 +325,6 @@ def run_tiled(model, x: torch.Tensor, scales: tuple[int, ...], config: LUAConfig
               memory_budget, progress, element_size: int, materialises_scores: bool) -> dict[int, torch.Tensor]:
     """``Upscaler.upscale``'s tiling: validate ``tile``/``overlap``, plan "auto", retry after OOM."""
     window = config.window_size
-    height, width = x.shape[-2:]
 
     def overlap_of(size):
         return default_overlap(size, window, overlap)
@@ -349,55 +349,162 @@ def run_tiled(model, x: torch.Tensor, scales: tuple[int, ...], config: LUAConfig
     if memory_budget is not None and (not is_integer(memory_budget) or memory_budget < 1):
         raise InputError(f"memory_budget must be a positive int (bytes), got {memory_budget!r}")
 
-    cuda = x.device.type == "cuda"
     if memory_budget is None:
         memory_budget = default_memory_budget(x.device)
+    plan = _AutoPlan(model, scales, config, overlap_of, memory_budget, element_size, materialises_scores)
+    return plan.run(x, progress)
 
-    def estimate(h, w):
-        return estimate_peak_bytes(config, h, w, scales, element_size=element_size, batch=x.shape[0],
-                                   materialises_scores=materialises_scores)
 
-    # A tiled run also holds the full-size blend (before 2026-11-28 not counted: at x4 in fp32 it is
-    # 33x the latent's own size).
-    blend = blend_bytes(x.shape[0], config.out_channels, height, width, scales, element_size)
-    smallest = MIN_AUTO_TILE_WINDOWS * window
-    size = None  # None: no tiling needed
-    def cheapest(largest):  # the tile up to `largest` doing the least work
-        return least_work_tile(height, width, largest, smallest, window, overlap_of)
+def _release(device: torch.device) -> None:
+    """After an allocation failure: hand the failed forward's blocks back."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
-    if memory_budget is not None and estimate(height, width) > memory_budget:
-        # A tile is cut to the latent's sides (a wide latent's tiles are as high as the latent):
-        # its memory is that of the cut tile (before 2026-11-29 a square tile's was counted, so a
-        # 64 x 2048 latent went in tiles of 176 where tiles of 512 fit).
-        size = max(height, width) // window * window
-        while size > window and estimate(min(size, height), min(size, width)) + blend > memory_budget:
-            size -= window
-        if size < smallest:  # tiles this small would see too little context (large seams)
-            raise InputError(
-                f"memory_budget {memory_budget:,} bytes is below the estimated "
-                f"{estimate(min(smallest, height), min(smallest, width)) + blend:,} bytes of the smallest "
-                f"automatic tile ({smallest}x{smallest}) with the full-size output it is blended into "
-                f"({blend:,}); raise the budget, or pass tile=N to choose a tile yourself"
-            )
-        size = cheapest(size)
 
-    def release():  # after an allocation failure: hand the failed forward's blocks back
-        if cuda:
-            torch.cuda.empty_cache()
+class _AutoPlan:
+    """tile="auto": a batch that does not fit in one pass runs in chunks of items, which give the
+    untiled result (no seams, no overlap work); only an item that does not fit alone is tiled.
+    (Before 2026-11-29 a batch over the budget was tiled as a whole: tiles small enough for every
+    item at once, each seam an approximation a smaller batch would not have needed.)"""
 
-    if size is None:
+    def __init__(self, model, scales, config: LUAConfig, overlap_of, budget: int | None, element_size: int,
+                 materialises_scores: bool) -> None:
+        self.model, self.scales, self.config, self.overlap_of = model, scales, config, overlap_of
+        self.budget, self.element_size, self.materialises_scores = budget, element_size, materialises_scores
+        self.window = config.window_size
+        self.smallest = MIN_AUTO_TILE_WINDOWS * self.window
+
+    def estimate(self, h: int, w: int, batch: int) -> int:
+        return estimate_peak_bytes(self.config, h, w, self.scales, element_size=self.element_size, batch=batch,
+                                   materialises_scores=self.materialises_scores)
+
+    def outputs_bytes(self, batch: int, height: int, width: int) -> int:
+        return sum(s * s * height * width * batch * self.config.out_channels * self.element_size for s in self.scales)
+
+    def run(self, x: torch.Tensor, progress) -> dict[int, torch.Tensor]:
+        batch, height, width = x.shape[0], *x.shape[-2:]
+        if batch == 1:
+            return self.one_item(x, progress, held=0)
+        chunk = batch
+        if self.budget is not None and self.estimate(height, width, batch) > self.budget:
+            held = self.outputs_bytes(batch, height, width)  # the batch's outputs, written chunk by chunk
+            chunk = max((c for c in range(1, batch) if self.estimate(height, width, c) + held <= self.budget),
+                        default=1)
+        if chunk == batch:
+            out = self.untiled_or_none(x, progress)
+            if out is not None:
+                return out
+            chunk = (batch + 1) // 2
+        return self.in_chunks(x, chunk, progress)
+
+    def untiled_or_none(self, x: torch.Tensor, progress) -> dict[int, torch.Tensor] | None:
+        """The untiled pass, or None after an allocation failure (its memory handed back, outside
+        the ``except`` block, whose traceback would hold the failed pass's tensors)."""
         try:
-            return untiled(model, x, scales, progress)
+            return untiled(self.model, x, self.scales, progress)
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             if not is_out_of_memory(exc):
                 raise
-            release()
+        _release(x.device)
+        return None
+
+    def in_chunks(self, x: torch.Tensor, chunk: int, progress) -> dict[int, torch.Tensor]:
+        """Items ``chunk`` at a time into the batch's outputs; a chunk that runs out of memory is
+        halved for the rest, down to one item, which ``one_item`` tiles if it must."""
+        batch, height, width = x.shape[0], *x.shape[-2:]
+        held = self.outputs_bytes(batch, height, width)
+        outs: dict[int, torch.Tensor] = {}
+        report = _BatchProgress(progress, batch)
+        done = 0
+        with contextlib.closing(report):
+            while done < batch:
+                part = x[done:done + chunk]
+                if len(part) == 1:
+                    got = self.one_item(part, report.hook(done, 1), held=held)
+                else:
+                    got = self.untiled_or_none(part, report.hook(done, len(part)))
+                    if got is None:
+                        chunk = (chunk + 1) // 2  # (3 -> 2, 2 -> 1)
+                        continue
+                for s, out in got.items():
+                    if s not in outs:
+                        outs[s] = out.new_empty((batch, *out.shape[1:]))
+                    outs[s][done:done + len(part)] = out
+                done += len(part)
+        return outs
+
+    def one_item(self, x: torch.Tensor, progress, *, held: int) -> dict[int, torch.Tensor]:
+        """One latent: untiled if it fits, else tiles of the least work within the budget
+        (``held``: bytes the caller holds meanwhile), smaller after an allocation failure."""
+        height, width = x.shape[-2:]
+        window, smallest, budget = self.window, self.smallest, self.budget
+
+        def estimate(h, w):
+            return self.estimate(h, w, x.shape[0])
+
+        def cheapest(largest):  # the tile up to `largest` doing the least work
+            return least_work_tile(height, width, largest, smallest, window, self.overlap_of)
+
+        # A tiled run also holds the full-size blend (before 2026-11-28 not counted: at x4 in fp32 it
+        # is 33x the latent's own size).
+        blend = blend_bytes(x.shape[0], self.config.out_channels, height, width, self.scales, self.element_size)
+        size = None  # None: no tiling needed
+        if budget is not None and estimate(height, width) + held > budget:
+            # A tile is cut to the latent's sides (a wide latent's tiles are as high as the latent):
+            # its memory is that of the cut tile (before 2026-11-29 a square tile's was counted, so a
+            # 64 x 2048 latent went in tiles of 176 where tiles of 512 fit).
+            size = max(height, width) // window * window
+            while size > window and estimate(min(size, height), min(size, width)) + blend + held > budget:
+                size -= window
+            if size < smallest:  # tiles this small would see too little context (large seams)
+                others = f" and the batch's other outputs ({held:,})" if held else ""
+                raise InputError(
+                    f"memory_budget {budget:,} bytes is below the estimated "
+                    f"{estimate(min(smallest, height), min(smallest, width)) + blend + held:,} bytes of the "
+                    f"smallest automatic tile ({smallest}x{smallest}) with the full-size output it is blended "
+                    f"into ({blend:,}){others}; raise the budget, or pass tile=N to choose a tile yourself"
+                )
+            size = cheapest(size)
+        if size is None:
+            out = self.untiled_or_none(x, progress)
+            if out is not None:
+                return out
             size = cheapest(max(smallest, (max(height, width) // 2) // window * window))
-    while True:
-        try:
-            return upscale_tiled(model, x, scales, size, overlap_of(size), window=window, progress=progress)
-        except (torch.OutOfMemoryError, RuntimeError) as exc:
-            if not is_out_of_memory(exc) or size <= smallest:
-                raise
-            release()
-            size = cheapest(max(smallest, (size // 2) // window * window))
+        while True:
+            try:
+                return upscale_tiled(self.model, x, self.scales, size, self.overlap_of(size), window=window,
+                                     progress=progress)
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                if not is_out_of_memory(exc) or size <= smallest:
+                    raise
+                _release(x.device)
+                size = cheapest(max(smallest, (size // 2) // window * window))
+
+
+class _BatchProgress:
+    """One progress report over a batch run in chunks: a chunk of ``n`` items starting at item
+    ``start`` reports (tiles done, tiles) of its own; this reports (start * t + done * n, batch * t),
+    t being the chunk's tile count, so a tiled item counts its tiles and an untiled chunk its items.
+    ``progress=True`` gets one tqdm bar for the batch."""
+
+    def __init__(self, progress, batch: int) -> None:
+        self.batch, self.bar, self.callback = batch, None, progress if callable(progress) else None
+        if progress is True:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=batch, desc="lua_fast items and tiles", unit="pass")
+
+    def hook(self, start: int, n: int):
+        def report(done: int, total: int) -> None:
+            overall, whole = start * total + done * n, self.batch * total
+            if self.bar is not None:
+                self.bar.total = whole
+                self.bar.n = overall
+                self.bar.refresh()
+            if self.callback is not None:
+                self.callback(overall, whole)
+        return report
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

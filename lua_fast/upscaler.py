@@ -309,13 +309,15 @@ class Upscaler:
 
         Tiling (``lua_fast.tiling``): ``tile=T`` upscales T x T latent tiles overlapping by at least
         ``overlap`` (default two windows, at most half a tile; at most T less one window) and blends
-        them; tiles start on the window grid, and a T off it is widened to it; ``tile="auto"`` tiles only when the
-        estimated activation memory exceeds ``memory_budget`` bytes (default on CUDA: 90% of what
-        the process can still allocate; on the CPU: 75% of the RAM it can still take, within its
-        container's limit, where Linux tells it; ``lua_fast.tiling.default_memory_budget``), and
-        retries with smaller tiles after an allocation failure. ``progress=True`` shows a tqdm bar over tiles; a callable
-        ``progress(tiles_done, tiles_total)`` is called after each tile instead, and once with
-        (1, 1) after an untiled pass (no ``tile``, or "auto" that did not tile).
+        them; tiles start on the window grid, and a T off it is widened to it. ``tile="auto"`` acts
+        only when the estimated activation memory exceeds ``memory_budget`` bytes (default on CUDA:
+        90% of what the process can still allocate; on the CPU: 75% of the RAM it can still take,
+        within its container's limit, where Linux tells it; ``lua_fast.tiling.default_memory_budget``):
+        a batch runs in chunks of whole items (the untiled result), and an item too large alone in
+        the tiles of least work that fit; after an allocation failure, smaller chunks, then smaller
+        tiles. ``progress=True`` shows a tqdm bar over tiles; a callable ``progress(done, total)``
+        is called after each tile (or chunk of items) instead, and once with (1, 1) after an
+        untiled pass (no ``tile``, or "auto" that did not tile).
         """
         _check_switches(check_finite=check_finite, cuda_graph=cuda_graph, progress=progress)
         keys, asked, single = self._scales(scale)

@@ -448,3 +448,83 @@ def test_an_untiled_cpu_pass_over_the_ram_is_warned_before_it_runs(small, monkey
         monkeypatch.setattr(tiling, "RAM_CHECK_FLOOR", need + 1)  # small passes read no files
         monkeypatch.setattr(host_memory, "cpu_memory_available", lambda: 1 / 0)
         up.upscale(x)
+
+
+# ------------------------------------------------------------------ tile="auto" with a batch
+def _recording(up, refuse=lambda z: False):
+    """``up.model`` with the (batch, h, w) of every call recorded; ``refuse(z)`` raises the CPU
+    allocator's out-of-memory error instead."""
+    calls = []
+
+    def model(z, scales):
+        calls.append((z.shape[0], *z.shape[-2:]))
+        if refuse(z):
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes")
+        return up.model(z, scales)
+
+    return model, calls
+
+
+def _run_auto(up, model, x, budget, progress=None):
+    from lua_fast.tiling import run_tiled
+
+    return run_tiled(model, x, (2,), up.config, tile="auto", overlap=None, memory_budget=budget, progress=progress,
+                     element_size=4, materialises_scores=True)[2]
+
+
+def test_auto_runs_a_batch_over_the_budget_in_chunks_of_items_untiled(small):
+    """A batch that does not fit runs as chunks of whole items: the untiled result, no seams. Before
+    2026-11-29 the whole batch was tiled (here 4 tiles of 40 x 40 at batch 4, 0.096% off the untiled
+    output, 1.5x the time of the chunks)."""
+    up, _, _ = small
+    x = torch.randn(4, 16, 64, 64, generator=torch.Generator().manual_seed(7))
+    held = 4 * 64 * 64 * 4 * 16 * 4  # the batch's x2 outputs, written chunk by chunk
+    budget = estimate_peak_bytes(up.config, 64, 64, (2,), batch=2) + held
+    model, calls = _recording(up)
+    seen = []
+    out = _run_auto(up, model, x, budget, progress=lambda done, total: seen.append((done, total)))
+    assert calls == [(2, 64, 64), (2, 64, 64)] and seen == [(2, 4), (4, 4)]
+    assert rel_err(out, up.upscale(x)) < 1e-5  # (library GEMMs are not batch-invariant: ~1e-7)
+    # Three items fit no better than two: chunks of 2 and then the last item alone.
+    model, calls = _recording(up)
+    _run_auto(up, model, x[:3], estimate_peak_bytes(up.config, 64, 64, (2,), batch=2) + held)
+    assert calls == [(2, 64, 64), (1, 64, 64)]
+
+
+def test_auto_tiles_the_items_of_a_batch_one_at_a_time_when_one_does_not_fit(small):
+    """An item too large alone is tiled alone, with the tiles one item allows (larger than a whole
+    batch's would be), into the batch's outputs; progress counts every item's tiles."""
+    from lua_fast.tiling import blend_bytes
+
+    up, _, _ = small
+    x = torch.randn(3, 16, 64, 64, generator=torch.Generator().manual_seed(8))
+    held = 3 * 64 * 64 * 4 * 16 * 4
+    budget = estimate_peak_bytes(up.config, 32, 32, (2,)) + blend_bytes(1, 16, 64, 64, (2,), 4) + held
+    model, calls = _recording(up)
+    seen = []
+    out = _run_auto(up, model, x, budget, progress=lambda done, total: seen.append((done, total)))
+    assert {c[0] for c in calls} == {1} and len(calls) == 3 * 9 and max(c[1] for c in calls) == 32
+    assert seen[-1] == (27, 27) and [d for d, _ in seen] == list(range(1, 28))
+    for i in range(3):
+        assert torch.equal(out[i:i + 1], up.upscale(x[i:i + 1], tile=32))
+
+
+def test_auto_halves_the_chunk_after_an_allocation_failure(small):
+    """No budget known (or a wrong estimate): the whole batch is tried, and after the allocator's
+    refusal chunks of half as many items, 5 -> 3 -> 2, kept for the rest; an item alone that fails
+    is tiled."""
+    up, _, _ = small
+    x = torch.randn(5, 16, 24, 24, generator=torch.Generator().manual_seed(9))
+    model, calls = _recording(up, refuse=lambda z: z.shape[0] > 2)
+    out = _run_auto(up, model, x, None)
+    assert calls == [(5, 24, 24), (3, 24, 24), (2, 24, 24), (2, 24, 24), (1, 24, 24)]
+    assert rel_err(out, up.upscale(x)) < 1e-5
+    model, calls = _recording(up, refuse=lambda z: z.shape[0] > 1 or z.shape[-1] > 16)
+    out = _run_auto(up, model, x[:2], None)
+    assert calls[:3] == [(2, 24, 24), (1, 24, 24), (1, 16, 16)] and {c[0] for c in calls[1:]} == {1}
+    assert torch.equal(out[1:], up.upscale(x[1:2], tile=16))
+    def fails(z, scales):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):  # other errors surface at once
+        _run_auto(up, fails, x, None)
