@@ -361,6 +361,14 @@ def _release(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def budget_for_items(config: LUAConfig, height: int, width: int, scales, *, items: int, batch: int,
+                     element_size: int = 4, materialises_scores: bool = True) -> int:
+    """The ``memory_budget`` under which tile="auto" runs a ``batch`` of latents ``items`` at a time,
+    untiled: one chunk's estimate and the batch's outputs, which the chunks are written into."""
+    plan = _AutoPlan(None, tuple(scales), config, None, None, element_size, materialises_scores)
+    return plan.estimate(height, width, items) + plan.outputs_bytes(batch, height, width)
+
+
 class _AutoPlan:
     """tile="auto": a batch that does not fit in one pass runs in chunks of items, which give the
     untiled result (no seams, no overlap work); only an item that does not fit alone is tiled.

@@ -167,6 +167,27 @@ def test_out_of_memory_retries_take_the_tile_of_least_work(comfy, sd, monkeypatc
     assert torch.equal(out["samples"], up.upscale(src["samples"], scale=2, tile=28))
 
 
+def test_out_of_memory_retries_a_batch_in_chunks_of_items(comfy, sd, monkeypatch):
+    """A batch that runs out of memory is retried half at a time (the untiled result), as tile="auto"
+    runs chunks; before 2026-11-29 the whole batch was tiled (here 4 x 20x20 tiles at batch 4)."""
+    _, mm, _ = comfy
+    up = lua_fast.load(sd)
+    real, seen = up.model.forward, []
+
+    def limited(x, scales):  # a device that holds two 40x40 latents
+        seen.append((x.shape[0], *x.shape[-2:]))
+        if x.shape[0] * x.shape[-1] * x.shape[-2] > 2 * 40 * 40:
+            raise mm.OOM_EXCEPTION("CUDA out of memory (simulated)")
+        return real(x, scales)
+
+    monkeypatch.setattr(up.model, "forward", limited)
+    src = latent(batch=4, h=40, w=40)
+    out = nodes().upscale_latent_dict(up, src, "x2", "off", 64)
+    assert seen == [(4, 40, 40), (2, 40, 40), (2, 40, 40)]
+    monkeypatch.setattr(up.model, "forward", real)
+    assert rel_err(out["samples"], up.upscale(src["samples"], scale=2)) < 1e-5
+
+
 def test_a_pass_too_large_for_the_ram_tiles_on_the_cpu_whatever_the_tiling(comfy, up, monkeypatch):
     """With ComfyUI on the CPU (--cpu) a pass too large for the RAM raises nothing: the kernel's OOM
     killer ends ComfyUI. Before 2026-11-28 "auto" never tiled there and "off" ran the pass; both now

@@ -22,7 +22,8 @@ import torch
 from ...checkpoint import CHECKPOINT_SUFFIXES
 from ...errors import InputError
 from ... import precision as precision_modes
-from ...tiling import default_overlap, estimate_peak_bytes, is_out_of_memory, least_work_tile, over_the_cpu_budget
+from ...tiling import (budget_for_items, default_overlap, estimate_peak_bytes, is_out_of_memory, least_work_tile,
+                       over_the_cpu_budget)
 from ...upscaler import Upscaler, load
 
 MODEL_FOLDER = "latent_upscale_models"
@@ -154,6 +155,15 @@ def upscale_latent_dict(up: Upscaler, latent: dict, scale: str = "x2", tiling: s
             if not (isinstance(exc, oom) or is_out_of_memory(exc)):
                 raise
             out = None
+        if out is None and b > 1:
+            # A batch: chunks of whole items first, which give the untiled result, as tile="auto"
+            # runs them: half the batch at a time, halved again after a failure, an item alone tiled
+            # if it must be (before 2026-11-29 the whole batch was tiled, each seam an approximation).
+            model_management.soft_empty_cache()
+            budget = budget_for_items(up.config, h, w, (factor,), items=(b + 1) // 2, batch=b,
+                                      element_size=up.precision.compute.itemsize,
+                                      materialises_scores=up.backend != "triton")
+            out = up.upscale(z, scale=scale, tile="auto", memory_budget=budget, progress=_progress_hook())
         if out is None:  # retried outside the except block so the failed pass's memory is released
             for size in _retry_sizes(up, h, w):
                 model_management.soft_empty_cache()
