@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import os
+import re
 import statistics
 import sys
 import time
@@ -121,6 +122,8 @@ def cmd_upscale(args) -> int:
 
     if args.overlap is not None and args.tile is None:
         raise UsageError("--overlap needs --tile (N or auto)")
+    if args.memory_budget is not None and args.tile != "auto":
+        raise UsageError("--memory-budget applies to --tile auto")
     if args.skip_existing and args.output_dir is None:
         raise UsageError("--skip-existing resumes an --output-dir run; with --output, leave the file out instead")
     # Everything about the outputs is checked before the weights are read or anything runs.
@@ -172,7 +175,8 @@ def upscale_file(upscaler, source: str, outputs: dict[int, Path], args) -> None:
     try:
         asked = tuple(outputs) if len(outputs) > 1 else next(iter(outputs))  # (one scale: its own error text)
         out = upscaler.upscale(batch.to(upscaler.device), scale=asked, check_finite=not args.no_check_finite,
-                               tile=args.tile, overlap=args.overlap, progress=True)
+                               tile=args.tile, overlap=args.overlap, memory_budget=args.memory_budget,
+                               progress=True)
     except NonFiniteInputError as exc:
         exc.opt_out = "--no-check-finite"
         raise
@@ -359,6 +363,23 @@ def _tile(value: str):
         raise argparse.ArgumentTypeError(f"expected a tile size in latent pixels or 'auto', got {value!r}") from None
 
 
+_BYTE_UNITS = {"": 1, "b": 1, "k": 2**10, "kib": 2**10, "m": 2**20, "mib": 2**20, "g": 2**30, "gib": 2**30,
+               "t": 2**40, "tib": 2**40, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+
+
+def _byte_size(value: str) -> int:
+    """An argparse type for a memory size: bytes, or a number with a unit (KiB/MiB/GiB/TiB and K/M/G/T
+    binary, KB/MB/GB/TB decimal, any case): ``8GiB``, ``8g``, ``1.5GB``, ``500000000``."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)\s*", value.lower())
+    if not match or match.group(2) not in _BYTE_UNITS:
+        raise argparse.ArgumentTypeError(f"expected a size such as 8GiB, 512MiB, 1.5GB or a number of bytes, "
+                                         f"got {value!r}")
+    size = int(float(match.group(1)) * _BYTE_UNITS[match.group(2)])
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"a memory budget must be at least one byte, got {value!r}")
+    return size
+
+
 def _weights_dtype(value: str) -> torch.dtype:
     """An argparse type for ``convert --dtype``: float32, bfloat16 or float16 under any of their names
     (float64 gains nothing: a float32 checkpoint holds float32's rounding already)."""
@@ -456,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=_tile, default=None, help="tile size in latent pixels, or 'auto' (see lua_fast.tiling)")
     p.add_argument("--overlap", type=int, default=None, help="least tile overlap in latent pixels, at most the tile "
                    "less one window (default 2 windows, at most half a tile)")
+    p.add_argument("--memory-budget", type=_byte_size, default=None, metavar="SIZE",
+                   help="with --tile auto: the memory a pass may take (8GiB, 512MiB, 1.5GB, bytes; default: 90%% "
+                        "of what the GPU has free, 75%% of the RAM the process can still take)")
     p.add_argument("--force", action="store_true", help="allow --output to overwrite --input or --weights")
     p.add_argument("--skip-existing", action="store_true", help="with --output-dir: keep outputs already there "
                    "(a rerun after an interruption) and upscale only the other inputs")

@@ -1,5 +1,6 @@
 """The lua-fast command line: info, demo, convert, upscale."""
 
+import argparse
 import importlib
 import json
 import shutil
@@ -567,3 +568,34 @@ def test_counts_and_sizes_below_their_least_are_refused_while_parsing(args, mess
         main(args)
     assert message in capsys.readouterr().err
 
+
+
+def test_upscale_takes_a_memory_budget_for_tile_auto(tmp_path, capsys, monkeypatch):
+    """`--memory-budget SIZE` reaches tile="auto" (before 2026-11-29 only the Python API could set
+    it): 8GiB, 512MiB, 1.5GB or bytes; refused without --tile auto and for a malformed size."""
+    from lua_fast.cli import _byte_size
+    from lua_fast.upscaler import Upscaler
+
+    assert [_byte_size(v) for v in ("8GiB", "8g", "512 MiB", "1.5GB", "1000", "2e3", "64kb")] == \
+        [8 * 2**30, 8 * 2**30, 512 * 2**20, 1_500_000_000, 1000, 2000, 64_000]
+    for bad in ("", "GiB", "8 gigs", "-1GiB", "0", "0.1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _byte_size(bad)
+    seen = []
+    real = Upscaler.upscale
+
+    def spy(self, latents, *args, **kwargs):
+        seen.append(kwargs.get("memory_budget"))
+        return real(self, latents, *args, **kwargs)
+
+    monkeypatch.setattr(Upscaler, "upscale", spy)
+    torch.save(random_state_dict(tiny_config(), seed=4), tmp_path / "w.pth")
+    save_file({"latents": torch.randn(2, 4, 16, 16)}, str(tmp_path / "z.safetensors"))
+    base = ["upscale", "--weights", str(tmp_path / "w.pth"), "--input", str(tmp_path / "z.safetensors"),
+            "--output", str(tmp_path / "o.safetensors")]
+    assert main([*base, "--tile", "auto", "--memory-budget", "1GiB"]) == 0 and seen == [2**30]
+    assert main([*base, "--memory-budget", "1GiB"]) == 2
+    assert "--memory-budget applies to --tile auto" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:  # refused while parsing
+        main([*base, "--tile", "auto", "--memory-budget", "lots"])
+    assert done.value.code == 2 and "expected a size such as 8GiB" in capsys.readouterr().err
