@@ -465,7 +465,7 @@ class _AutoPlan:
             while size > window and estimate(min(size, height), min(size, width)) + blend + held > budget:
                 size -= window
             if size < smallest:  # tiles this small would see too little context (large seams)
-                others = f" and the batch's other outputs ({held:,})" if held else ""
+                others = f" and the batch's outputs it is copied into ({held:,})" if held else ""
                 raise InputError(
                     f"memory_budget {budget:,} bytes is below the estimated "
                     f"{estimate(min(smallest, height), min(smallest, width)) + blend + held:,} bytes of the "
