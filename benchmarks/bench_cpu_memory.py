@@ -31,7 +31,8 @@ from lua_fast.tiling import estimate_peak_bytes
 backend, dtype_name, size, scale = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 torch.manual_seed(0)
 config = LUAConfig.flux()
-up = lua_fast.load(LUA(config).state_dict(), backend=backend, dtype=getattr(torch, dtype_name))
+kind = {"precision": dtype_name} if dtype_name == "mixed" else {"dtype": getattr(torch, dtype_name)}
+up = lua_fast.load(LUA(config).state_dict(), backend=backend, **kind)
 up.upscale(torch.randn(1, 16, 16, 16), scale=scale)
 x = torch.randn(1, 16, size, size)
 page = resource.getpagesize()
@@ -39,7 +40,7 @@ before = max(int(open("/proc/self/statm").read().split()[1]) * page,
              resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 up.upscale(x, scale=scale)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-estimate = estimate_peak_bytes(config, size, size, (scale,), element_size=up.precision.compute.itemsize,
+estimate = estimate_peak_bytes(config, size, size, (scale,), element_size=up.precision.activation_itemsize,
                                materialises_scores=True)
 print(json.dumps({"peak_over_loaded_mib": round((peak - before) / 2**20, 1),
                   "estimate_mib": round(estimate / 2**20, 1), "ratio": round((peak - before) / estimate, 3)}))

@@ -347,14 +347,14 @@ class Upscaler:
                 raise InputError("cuda_graph=True and tiling cannot be combined")
             outputs = run_tiled(self.model, x, scales, self.config, tile=tile, overlap=overlap,
                                 memory_budget=memory_budget, progress=progress,
-                                element_size=self.precision.compute.itemsize,
+                                element_size=self.precision.activation_itemsize,
                                 materialises_scores=self.backend != "triton")
         elif cuda_graph:
             if self.device.type != "cuda":
                 raise InputError(f"cuda_graph=True needs a CUDA upscaler; this one is on {self.device}")
             outputs = untiled(self._graphs, x, scales, progress)
         else:
-            warn_if_over_the_ram(self.config, x, scales, element_size=self.precision.compute.itemsize,
+            warn_if_over_the_ram(self.config, x, scales, element_size=self.precision.activation_itemsize,
                                  materialises_scores=self.backend != "triton")
             outputs = untiled(self.model, x, scales, progress)
         outputs = {s: outputs[s].contiguous() for s in scales}

@@ -58,7 +58,7 @@ class LatentUpscaler:
             return False
         factor = dict(self.up.config.heads).get(self.scale, self.scale)
         need = estimate_peak_bytes(self.up.config, *stacked.shape[-2:], (factor,), batch=stacked.shape[0],
-                                   element_size=self.up.precision.compute.itemsize,
+                                   element_size=self.up.precision.activation_itemsize,
                                    materialises_scores=self.up.backend != "triton")
         return over_the_cpu_budget(self.up.device, need)
 

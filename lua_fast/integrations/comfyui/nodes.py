@@ -133,7 +133,7 @@ def upscale_latent_dict(up: Upscaler, latent: dict, scale: str = "x2", tiling: s
     z = samples.to(up.device)
     b, _, h, w = z.shape
     # Tell ComfyUI what this pass needs so it can unload other models first.
-    activations = estimate_peak_bytes(up.config, h, w, (factor,), element_size=up.precision.compute.itemsize,
+    activations = estimate_peak_bytes(up.config, h, w, (factor,), element_size=up.precision.activation_itemsize,
                                       batch=b, materialises_scores=up.backend != "triton")
     need = activations + b * up.config.out_channels * factor * factor * h * w * up.dtype.itemsize
     model_management.free_memory(need, up.device)
@@ -161,7 +161,7 @@ def upscale_latent_dict(up: Upscaler, latent: dict, scale: str = "x2", tiling: s
             # if it must be (before 2026-11-29 the whole batch was tiled, each seam an approximation).
             model_management.soft_empty_cache()
             budget = budget_for_items(up.config, h, w, (factor,), items=(b + 1) // 2, batch=b,
-                                      element_size=up.precision.compute.itemsize,
+                                      element_size=up.precision.activation_itemsize,
                                       materialises_scores=up.backend != "triton")
             out = up.upscale(z, scale=scale, tile="auto", memory_budget=budget, progress=_progress_hook())
         if out is None:  # retried outside the except block so the failed pass's memory is released
