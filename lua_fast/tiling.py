@@ -286,10 +286,14 @@ def warn_if_over_the_ram(config: LUAConfig, x: torch.Tensor, scales, *, element_
         return
     available = host_memory.cpu_memory_available()
     if available is not None and need > available:
+        one = estimate_peak_bytes(config, x.shape[-2], x.shape[-1], scales, element_size=element_size,
+                                  materialises_scores=materialises_scores)
+        how = ("in chunks of items that fit (the untiled result)" if x.shape[0] > 1 and one < available
+               else "in tiles that fit")
         warn_the_caller(
             f"lua_fast: this untiled pass over a {tuple(x.shape)} latent needs an estimated {need / 2**30:.1f} GiB "
             f"of RAM and the process can still take {available / 2**30:.1f} GiB: the kernel may end the process. "
-            "Pass tile='auto' to upscale in tiles that fit.", LowMemoryWarning)
+            f"Pass tile='auto' to upscale {how}.", LowMemoryWarning)
 
 
 def untiled(model, x: torch.Tensor, scales: tuple[int, ...], progress) -> dict[int, torch.Tensor]:

@@ -437,8 +437,14 @@ def test_an_untiled_cpu_pass_over_the_ram_is_warned_before_it_runs(small, monkey
     need = estimate_peak_bytes(up.config, 64, 64, (2,))
     monkeypatch.setattr(tiling, "RAM_CHECK_FLOOR", 0)  # (the small config's pass is below the floor)
     monkeypatch.setattr(host_memory, "cpu_memory_available", lambda: need - 1)
-    with pytest.warns(LowMemoryWarning, match=r"\(1, 16, 64, 64\) latent needs an estimated .* tile='auto'"):
+    with pytest.warns(LowMemoryWarning, match=r"\(1, 16, 64, 64\) latent needs an estimated .* tile='auto' to "
+                      "upscale in tiles that fit"):
         assert torch.equal(up.upscale(x), full[2])
+    # A batch whose items fit one at a time is told of chunks (the untiled result), not tiles.
+    monkeypatch.setattr(host_memory, "cpu_memory_available", lambda: 2 * need)
+    with pytest.warns(LowMemoryWarning, match=r"\(3, 16, 64, 64\) latent .* in chunks of items that fit"):
+        up.upscale(x.expand(3, -1, -1, -1))
+    monkeypatch.setattr(host_memory, "cpu_memory_available", lambda: need - 1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         up.upscale(x, tile="auto")  # tiled runs plan within the budget instead
