@@ -360,3 +360,18 @@ def test_mixed_runs_in_fp32_on_cpus_without_native_bfloat16(comfy, sd, tmp_path,
         with pytest.warns(SlowPrecisionWarning, match="no native bfloat16 kernels"):
             (model,) = nodes().LUALoader().load("lua_tiny.pth", "auto", "bf16", "default")
         assert model.precision.mode == "bf16"
+
+
+def test_tiles_of_a_given_size_ask_comfyui_for_one_tiles_memory(comfy, up):
+    """With tiling "size" the node asks ComfyUI to free one tile's memory and the blend's, not the
+    whole pass's (before 2026-11-29), which unloaded models, the sampler's among them, that the
+    tiles left room for."""
+    from lua_fast.tiling import blend_bytes
+
+    _, mm, _ = comfy
+    src = latent(batch=1, h=64, w=64)
+    nodes().upscale_latent_dict(up, src, "x2", "off", 16)
+    whole, _ = mm.freed[-1]
+    nodes().upscale_latent_dict(up, src, "x2", "size", 14)  # (widened to 16, the window grid)
+    need, _ = mm.freed[-1]
+    assert need == estimate_peak_bytes(up.config, 16, 16, (2,)) + blend_bytes(1, 4, 64, 64, (2,), 4) < whole / 3

@@ -22,8 +22,8 @@ import torch
 from ...checkpoint import CHECKPOINT_SUFFIXES
 from ...errors import InputError
 from ... import precision as precision_modes
-from ...tiling import (budget_for_items, default_overlap, estimate_peak_bytes, is_out_of_memory, least_work_tile,
-                       over_the_cpu_budget)
+from ...tiling import (blend_bytes, budget_for_items, default_overlap, estimate_peak_bytes, is_integer,
+                       is_out_of_memory, least_work_tile, over_the_cpu_budget)
 from ...upscaler import Upscaler, load
 
 MODEL_FOLDER = "latent_upscale_models"
@@ -132,10 +132,19 @@ def upscale_latent_dict(up: Upscaler, latent: dict, scale: str = "x2", tiling: s
         raise InputError(f"this LUA model has heads {sorted(dict(up.config.heads))}, not {scale!r}")
     z = samples.to(up.device)
     b, _, h, w = z.shape
-    # Tell ComfyUI what this pass needs so it can unload other models first.
-    activations = estimate_peak_bytes(up.config, h, w, (factor,), element_size=up.precision.activation_itemsize,
+    # Tell ComfyUI what this pass needs so it can unload other models first: the whole pass, or with
+    # tiles of a given size one tile's and the full-size blend (before 2026-11-29 the whole pass's
+    # there too, so a tiled run unloaded models, the sampler's among them, that its tiles left room for).
+    element_size = up.precision.activation_itemsize
+    activations = estimate_peak_bytes(up.config, h, w, (factor,), element_size=element_size,
                                       batch=b, materialises_scores=up.backend != "triton")
     need = activations + b * up.config.out_channels * factor * factor * h * w * up.dtype.itemsize
+    if tiling == "size" and is_integer(tile_size) and tile_size > 0:
+        side = -(-int(tile_size) // up.config.window_size) * up.config.window_size  # (widened to the grid)
+        need = min(need, estimate_peak_bytes(up.config, min(side, h), min(side, w), (factor,),
+                                             element_size=element_size, batch=b,
+                                             materialises_scores=up.backend != "triton")
+                   + blend_bytes(b, up.config.out_channels, h, w, (factor,), element_size))
     model_management.free_memory(need, up.device)
     oom = getattr(model_management, "OOM_EXCEPTION", torch.cuda.OutOfMemoryError)
 
