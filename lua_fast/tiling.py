@@ -16,7 +16,9 @@ Trained checkpoints are smoother than random weights; measure on yours before re
 on a bound.
 
 ``estimate_peak_bytes`` gives a conservative activation-memory estimate used by
-``tile="auto"`` to decide whether, and how small, to tile.
+``tile="auto"`` to decide whether, and how, to split a pass: a batch into chunks of whole items
+first (the untiled result), an item too large alone into the tiles of least work that fit
+(``least_work_tile``).
 """
 
 from __future__ import annotations
