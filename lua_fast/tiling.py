@@ -503,14 +503,15 @@ class _BatchProgress:
 
     def __init__(self, progress, batch: int) -> None:
         self.batch, self.bar, self.callback = batch, None, progress if callable(progress) else None
-        if progress is True:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=batch, desc="lua_fast items and tiles", unit="pass")
+        self.show = progress is True
 
     def hook(self, start: int, n: int):
         def report(done: int, total: int) -> None:
             overall, whole = start * total + done * n, self.batch * total
+            if self.show and self.bar is None:  # (at the first pass done: an error before shows no bar)
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=whole, desc="lua_fast items and tiles", unit="pass")
             if self.bar is not None:
                 self.bar.total = whole
                 self.bar.n = overall
