@@ -367,12 +367,18 @@ def _release(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def outputs_bytes(batch: int, channels: int, height: int, width: int, scales, element_size: int) -> int:
+    """The upscaled outputs of a (batch, channels, height, width) latent, one per scale."""
+    return sum(s * s * height * width * batch * channels * element_size for s in scales)
+
+
 def budget_for_items(config: LUAConfig, height: int, width: int, scales, *, items: int, batch: int,
                      element_size: int = 4, materialises_scores: bool = True) -> int:
     """The ``memory_budget`` under which tile="auto" runs a ``batch`` of latents ``items`` at a time,
     untiled: one chunk's estimate and the batch's outputs, which the chunks are written into."""
-    plan = _AutoPlan(None, tuple(scales), config, None, None, element_size, materialises_scores)
-    return plan.estimate(height, width, items) + plan.outputs_bytes(batch, height, width)
+    return (estimate_peak_bytes(config, height, width, scales, element_size=element_size, batch=items,
+                                materialises_scores=materialises_scores)
+            + outputs_bytes(batch, config.out_channels, height, width, scales, element_size))
 
 
 class _AutoPlan:
@@ -393,7 +399,7 @@ class _AutoPlan:
                                    materialises_scores=self.materialises_scores)
 
     def outputs_bytes(self, batch: int, height: int, width: int) -> int:
-        return sum(s * s * height * width * batch * self.config.out_channels * self.element_size for s in self.scales)
+        return outputs_bytes(batch, self.config.out_channels, height, width, self.scales, self.element_size)
 
     def run(self, x: torch.Tensor, progress) -> dict[int, torch.Tensor]:
         batch, height, width = x.shape[0], *x.shape[-2:]

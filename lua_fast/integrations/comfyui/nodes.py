@@ -23,7 +23,7 @@ from ...checkpoint import CHECKPOINT_SUFFIXES
 from ...errors import InputError
 from ... import precision as precision_modes
 from ...tiling import (blend_bytes, budget_for_items, default_overlap, estimate_peak_bytes, is_integer,
-                       is_out_of_memory, least_work_tile, over_the_cpu_budget)
+                       is_out_of_memory, least_work_tile, outputs_bytes, over_the_cpu_budget)
 from ...upscaler import Upscaler, load
 
 MODEL_FOLDER = "latent_upscale_models"
@@ -138,7 +138,7 @@ def upscale_latent_dict(up: Upscaler, latent: dict, scale: str = "x2", tiling: s
     element_size = up.precision.activation_itemsize
     activations = estimate_peak_bytes(up.config, h, w, (factor,), element_size=element_size,
                                       batch=b, materialises_scores=up.backend != "triton")
-    need = activations + b * up.config.out_channels * factor * factor * h * w * up.dtype.itemsize
+    need = activations + outputs_bytes(b, up.config.out_channels, h, w, (factor,), up.dtype.itemsize)
     if tiling == "size" and is_integer(tile_size) and tile_size > 0:
         side = -(-int(tile_size) // up.config.window_size) * up.config.window_size  # (widened to the grid)
         need = min(need, estimate_peak_bytes(up.config, min(side, h), min(side, w), (factor,),
