@@ -4,6 +4,7 @@ environment overrides, torch.compile, threads, determinism, overflow guard (issu
 import os
 import subprocess
 import sys
+import numpy as np
 import pytest
 import torch
 
@@ -215,6 +216,27 @@ def test_the_callers_autocast_does_not_change_the_precision(weights, latents, ba
             assert all(torch.equal(got[s], want[s]) for s in scales), (mode, dtype)
 
 
+def row_invariant_interpreter_dots(monkeypatch) -> None:
+    """Make the interpreter's ``tl.dot`` give a row the same bits wherever it sits in its block, as
+    a GPU's MMA does. The interpreter computes it with NumPy's matmul, i.e. OpenBLAS, whose kernels
+    on some CPUs do not: on an AMD EPYC without AVX-512 (OpenBLAS 0.3.31, Haswell kernels) a
+    (128, 64) @ (64, 16) product gave rows 0-63 other bits (up to 4.8e-6) than the same rows at
+    64-127, so a latent's pixels, which sit at other rows of a conv's block alone than in a batch,
+    came out different (the batch test below failed there; it passed on the AVX-512 machines of
+    earlier sessions). ``np.einsum`` without path optimisation sums each output over k in order."""
+    from triton.runtime import interpreter
+
+    original = interpreter.InterpreterBuilder.create_dot
+
+    def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+        if a.data.dtype != np.float32 or b.data.dtype != np.float32 or a.data.ndim != 2:
+            return original(self, a, b, d, input_precision, max_num_imprecise_acc)
+        out = np.einsum("mk,kn->mn", a.data, b.data, optimize=False) + d.data
+        return interpreter.TensorHandle(out.astype(d.data.dtype), d.dtype.scalar)
+
+    monkeypatch.setattr(interpreter.InterpreterBuilder, "create_dot", create_dot)
+
+
 @pytest.mark.skipif(not TRITON_OK, reason="Triton unavailable on this machine")
 @pytest.mark.parametrize("mode", ["fp32", "bf16"])
 def test_triton_outputs_do_not_depend_on_the_rest_of_the_batch(weights, latents, mode, monkeypatch):
@@ -225,6 +247,8 @@ def test_triton_outputs_do_not_depend_on_the_rest_of_the_batch(weights, latents,
     mode's cuBLAS GEMMs, hence LUA_FAST_TRITON_GEMMS=1 here.) A split-K GEMM or a cross-row
     reduction added later fails this."""
     monkeypatch.setenv("LUA_FAST_TRITON_GEMMS", "1")
+    if triton_support.INTERPRET:
+        row_invariant_interpreter_dots(monkeypatch)
     up = lua_fast.load(weights, backend="triton", precision=mode)
     x = latents[:, :, :5, :6]
     together = up.upscale(x, scale=(2, 4))
