@@ -219,28 +219,30 @@ def upscale_tiled(
 
         bar = tqdm(total=len(boxes), desc="lua_fast tiles", unit="tile")
     hook = progress if callable(progress) else None
-    for done, (y0, x0) in enumerate(boxes, 1):
-        th, tw = min(tile, height - y0), min(tile, width - x0)
-        outs = run(latents[..., y0:y0 + th, x0:x0 + tw], scales)
-        # Overlap actually shared with the previous / next tile along each axis.
-        iy, ix = ys.index(y0), xs.index(x0)
-        oy0 = ys[iy - 1] + tile - y0 if iy > 0 else 0
-        oy1 = y0 + th - ys[iy + 1] if iy + 1 < len(ys) else 0
-        ox0 = xs[ix - 1] + tile - x0 if ix > 0 else 0
-        ox1 = x0 + tw - xs[ix + 1] if ix + 1 < len(xs) else 0
-        for s in scales:
-            w = _ramp(s * th, s * oy0, s * oy1, latents.device, wide)[:, None] * \
-                _ramp(s * tw, s * ox0, s * ox1, latents.device, wide)[None, :]
-            region = (..., slice(s * y0, s * (y0 + th)), slice(s * x0, s * (x0 + tw)))
-            acc[s][region] += outs[s].to(wide) * w
-            wsum[s][region] += w
-            out_dtype = outs[s].dtype
-        if bar is not None:
-            bar.update()
-        if hook is not None:
-            hook(done, len(boxes))
-    if bar is not None:
-        bar.close()
+    # The bar is closed on any exit: one left open by an error, a Ctrl-C or a host's cancellation
+    # raised from its progress hook stayed among tqdm's instances (before 2026-11-29), and each
+    # later bar was drawn a line lower.
+    with contextlib.closing(bar) if bar is not None else contextlib.nullcontext():
+        for done, (y0, x0) in enumerate(boxes, 1):
+            th, tw = min(tile, height - y0), min(tile, width - x0)
+            outs = run(latents[..., y0:y0 + th, x0:x0 + tw], scales)
+            # Overlap actually shared with the previous / next tile along each axis.
+            iy, ix = ys.index(y0), xs.index(x0)
+            oy0 = ys[iy - 1] + tile - y0 if iy > 0 else 0
+            oy1 = y0 + th - ys[iy + 1] if iy + 1 < len(ys) else 0
+            ox0 = xs[ix - 1] + tile - x0 if ix > 0 else 0
+            ox1 = x0 + tw - xs[ix + 1] if ix + 1 < len(xs) else 0
+            for s in scales:
+                w = _ramp(s * th, s * oy0, s * oy1, latents.device, wide)[:, None] * \
+                    _ramp(s * tw, s * ox0, s * ox1, latents.device, wide)[None, :]
+                region = (..., slice(s * y0, s * (y0 + th)), slice(s * x0, s * (x0 + tw)))
+                acc[s][region] += outs[s].to(wide) * w
+                wsum[s][region] += w
+                out_dtype = outs[s].dtype
+            if bar is not None:
+                bar.update()
+            if hook is not None:
+                hook(done, len(boxes))
     return {s: (acc[s] / wsum[s]).to(out_dtype) for s in scales}
 
 

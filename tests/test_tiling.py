@@ -147,6 +147,44 @@ def test_a_progress_hook_hears_of_every_pass(small):
             assert torch.equal(out, full[2])
 
 
+class Cancelled(Exception):
+    """What a host raises from its progress hook to stop a job (ComfyUI's hook raises its
+    InterruptProcessingException when the user presses Cancel)."""
+
+
+def test_a_cancelled_tiled_pass_closes_its_bar(small):
+    """A cancellation raised from the progress hook reaches the caller as raised, after the tile it
+    was raised on; and a tiled pass stopped by an exception closes its tqdm bar while the exception
+    lives (a notebook keeps the last traceback). Before 2026-11-29 the bar stayed open among tqdm's
+    instances, and every later bar was drawn a line lower."""
+    from tqdm import tqdm
+
+    up, x, _ = small
+    seen = []
+
+    def cancel_at_the_second_tile(done, total):
+        seen.append(done)
+        if done == 2:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        up.upscale(x, tile=48, progress=cancel_at_the_second_tile)
+    assert seen == [1, 2]
+
+    passes = []
+
+    def fails_on_the_second_tile(tile, scales):
+        passes.append(tile.shape)
+        if len(passes) == 2:
+            raise Cancelled
+        return up.model(tile, scales)
+
+    open_bars = len(tqdm._instances)
+    with pytest.raises(Cancelled) as stopped:
+        upscale_tiled(fails_on_the_second_tile, x.to(up.dtype), (2,), 48, 16, window=8, progress=True)
+    assert len(passes) == 2 and stopped.value is not None
+    assert len(tqdm._instances) == open_bars
+
 def test_estimate_grows_with_size_and_scale():
     c = LUAConfig.flux()
     assert estimate_peak_bytes(c, 64, 64, (2,)) < estimate_peak_bytes(c, 128, 128, (2,))
