@@ -533,6 +533,10 @@ def test_auto_runs_a_batch_over_the_budget_in_chunks_of_items_untiled(small):
     model, calls = _recording(up)
     _run_auto(up, model, x[:3], estimate_peak_bytes(up.config, 64, 64, (2,), batch=2) + held)
     assert calls == [(2, 64, 64), (1, 64, 64)]
+    # The outputs held meanwhile count: a budget for three items' passes, but not beside the outputs.
+    model, calls = _recording(up)
+    _run_auto(up, model, x, estimate_peak_bytes(up.config, 64, 64, (2,), batch=3) + held - 1)
+    assert calls == [(2, 64, 64), (2, 64, 64)]
 
 
 def test_auto_tiles_the_items_of_a_batch_one_at_a_time_when_one_does_not_fit(small):

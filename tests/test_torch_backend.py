@@ -9,7 +9,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import lua_fast
 from lua_fast.backends import torch_backend
 from lua_fast.reference.model import WindowAttention
-from conftest import random_state_dict, tiny_config
+from conftest import random_state_dict, rel_err, tiny_config
 
 CONFIG = tiny_config(4)  # windows of 4: 2 stages of 2 blocks, every second block shifted
 BLOCKS, SHIFTED = sum(CONFIG.depths), sum(d // 2 for d in CONFIG.depths)
@@ -96,3 +96,21 @@ def test_scores_stay_out_of_place_where_a_backward_or_autocast_needs_them(weight
     with OpLog() as log:
         mixed.upscale(x.detach().float())
     assert "aten._softmax.out" not in log.ops and "aten.addmm.out" not in log.ops
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_sdpa_attention_computes_the_references(weights, dtype, monkeypatch):
+    """``ATTENTION_IMPL``'s other choice, kept for a GPU measurement: SDPA with the bias, plus the
+    shift mask in shifted blocks, as its float mask. Nothing ran it before 2026-11-29 (a mutation
+    survey dropped the shift mask from it, and every test passed)."""
+    monkeypatch.setitem(torch_backend.ATTENTION_IMPL, "cpu", "sdpa")
+    x = torch.randn(2, 4, 7, 10, generator=torch.Generator().manual_seed(5), dtype=dtype)
+    expected = lua_fast.load(weights, backend="reference", dtype=dtype).upscale(x, scale=(2, 4))
+    up = lua_fast.load(weights, backend="torch", dtype=dtype)
+    with OpLog() as log:
+        got = up.upscale(x, scale=(2, 4))
+    # (under a dispatch mode SDPA runs its math path, whose softmax is _safe_softmax)
+    assert "aten._softmax.out" not in log.ops and "aten._softmax.default" not in log.ops
+    assert any("scaled_dot_product" in op or "_safe_softmax" in op for op in log.ops)
+    for s in (2, 4):
+        assert rel_err(got[s], expected[s]) <= (1e-12 if dtype == torch.float64 else 1e-5)

@@ -129,6 +129,18 @@ def test_mirror_extension_equals_reflect_where_reflect_is_defined(size):
     assert mirror_indices(size, size + pad, x.device).tolist() == expect
 
 
+@pytest.mark.parametrize("side", [7, 8, 9])
+def test_padding_at_the_edge_of_reflects_domain(side):
+    """Window 16: a side of 9 pads 7 (the released reflect), of 8 pads 8 and of 7 pads 9, where
+    reflect is undefined (PyTorch refuses a pad not smaller than the side) and the mirror extension
+    takes over; on either axis, the other one reflect-padded or not."""
+    for shape in [(1, 2, side, 11), (1, 2, 11, side), (1, 2, side, side)]:
+        x = torch.randn(shape)
+        h, w = shape[-2:]
+        want = x.index_select(-2, mirror_indices(h, 16, x.device)).index_select(-1, mirror_indices(w, 16, x.device))
+        assert torch.equal(pad_to_window_multiple(x, 16), want), shape
+
+
 def test_pad_short_sides():
     x = torch.randn(2, 3, 1, 5)
     y = pad_to_window_multiple(x, 8)
