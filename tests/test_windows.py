@@ -82,6 +82,22 @@ def test_a_cache_is_bounded_by_bytes_too_and_keeps_its_newest_entry():
         LRUCache(capacity=-1)
 
 
+def test_a_cache_holds_its_capacity_and_evicts_the_least_recently_used():
+    """The count bound and the order of eviction: a hit makes an entry the most recent, so a cache
+    of shift masks keeps the sizes in use. (A mutation survey found neither tested: a cache one
+    entry over its capacity, and one evicting in insertion order, both passed the suite.)"""
+    from lua_fast.lru import LRUCache
+
+    cache = LRUCache(capacity=3, max_bytes=None)
+    for key in "abc":
+        cache.get_or_create(key, lambda key=key: torch.full((4,), float(ord(key))))
+    assert cache.get_or_create("a", lambda: None)[0] == ord("a")  # a hit: "a" is the most recent
+    cache.get_or_create("d", lambda: torch.zeros(4))
+    assert list(cache._items) == ["c", "a", "d"] and len(cache) == 3  # "b", least recently used, went
+    assert cache.nbytes == 3 * 4 * 4
+    assert cache.get_or_create("b", lambda: None) is None  # built again
+
+
 @pytest.mark.parametrize("backend", ["reference", "torch"])
 def test_the_mask_caches_hold_their_byte_budget_across_many_sizes(backend):
     import lua_fast
