@@ -47,6 +47,9 @@ GRAPH_KEYS = ("tests/test_cuda_graph_keys.py", "tests/test_cuda_graph_safety.py"
 LOADING = ("tests/test_backends.py", "tests/test_config.py", "tests/test_checkpoint_format.py")
 CLI = ("tests/test_cli.py",)
 CACHES = ("tests/test_windows.py", "tests/test_cuda_graph_safety.py")
+FILES = ("tests/test_cli.py", "tests/test_hardening.py")
+FORKING = ("tests/test_forking.py",)
+MLP = ("tests/test_fused_mlp.py",)
 
 
 @dataclass
@@ -211,11 +214,38 @@ MUTANTS = [
       "                return _hand_out", CACHES, "cache hits not marked recent (FIFO, not LRU)"),
     M("D7", "lua_fast/cli.py", "    size = int(float(match.group(1)) * _BYTE_UNITS[match.group(2)])",
       "    size = int(float(match.group(1))) * _BYTE_UNITS[match.group(2)]", CLI, "1.5GB read as 1GB"),
+    # ---- files, forking, CUDA-graph eviction
+    M("F1", "lua_fast/files.py", "        os.chmod(tmp, mode)  # after the write", "        pass  # after the write", FILES,
+      "outputs keep the temporary file's private mode"),
+    M("F2", "lua_fast/files.py", "    if latents.dim() == 3 and latents.shape[0] == channels:", "    if latents.dim() == 3:",
+      FILES, "any 3-D latent file taken as one latent (FLUX's packed ones too)"),
+    M("F3", "lua_fast/files.py", "        tensors = {COMFYUI_KEY: latents, COMFYUI_VERSION_KEY: torch.zeros(0, dtype=torch.float32, device=\"cpu\")}",
+      "        tensors = {COMFYUI_KEY: latents}", FILES,
+      ".latent outputs without ComfyUI's version marker (LoadLatent would divide by 0.18215)"),
+    M("F4", "lua_fast/forking.py", "    if _state[\"cpu_work\"] and torch.get_num_threads() > 1 and _libgomp_loaded():",
+      "    if False:", FORKING, "forked children keep the pool that hangs"),
+    M("G1", "lua_fast/cuda_graphs.py", "            with entry.lock:\n                entry.done.synchronize()\n            del self._graphs[key]",
+      "            del self._graphs[key]", GRAPH_KEYS, "a graph evicted while its replay may still run"),
+    M("G2", "lua_fast/cuda_graphs.py", "                    self._evict(keep=self._max_graphs - 1)", "                    self._evict(keep=self._max_graphs)",
+      GRAPH_KEYS, "one graph over max_cuda_graphs"),
     # ---- Triton kernels (interpreted on the CPU)
     M("K1", "lua_fast/kernels/window_attention.py",
       "                s = tl.where(q_label[:, None] == k_label[None, :], s, s + MASK_LOG2)\n            if not EVEN:",
       "                s = tl.where(q_label[:, None] != k_label[None, :], s, s + MASK_LOG2)\n            if not EVEN:",
       ATTENTION, "key-block kernel masks the same-region pairs"),
+    M("K7", "lua_fast/kernels/conv3x3.py", "edges = (py > 0).to(tl.int32) | ((py < height - 1).to(tl.int32) << 1)",
+      "edges = (py > 0).to(tl.int32) | ((py < height).to(tl.int32) << 1)", HEADS,
+      "conv reads the row below the last one (another image's, or past the end)"),
+    M("K8", "lua_fast/kernels/layer_norm.py", "            xc = tl.where(ok, x - mean[:, None], 0.0)",
+      "            xc = x - mean[:, None]", GLUE, "LayerNorm variance over the padded columns too"),
+    M("K9", "lua_fast/kernels/layer_norm.py", "                s = s.to(t_ptr.dtype.element_ty)", "                pass", GLUE,
+      "LayerNorm reads the unrounded residual sum (not the stream's bits)"),
+    M("K10", "lua_fast/kernels/window_attention.py", "+ (x >= width - WINDOW).to(tl.int32) + (x >= width - SHIFT).to(tl.int32)",
+      "+ (x >= width - WINDOW).to(tl.int32) + (x > width - SHIFT).to(tl.int32)", ATTENTION,
+      "kernel's column regions split one column late"),
+    M("K11", "lua_fast/kernels/fused_mlp.py", "            h = _bias_act(h, b1_ptr, offs_h, True, True).to(w2_ptr.dtype.element_ty)",
+      "            h = _bias_act(h, b1_ptr, offs_h, True, False).to(w2_ptr.dtype.element_ty)", MLP,
+      "whole-MLP kernel without its GELU"),
     M("K2", "lua_fast/kernels/window_attention.py", "factor = torch.tensor([scale * LOG2E, 1.0, 1.0]",
       "factor = torch.tensor([scale, 1.0, 1.0]", ATTENTION, "q not pre-scaled by log2(e) for exp2"),
     M("K3", "lua_fast/kernels/window_attention.py", "return tl.where(v >= size, v - size, v)",
